@@ -1,0 +1,39 @@
+//! goodhart: a harness for reward-model overoptimization experiments.
+//!
+//! A researcher describes a study in one TOML file; goodhart builds an embedded world with
+//! a reference policy π_ref, distills a gold reward model from the world's labeler utility,
+//! trains ensembles of proxy reward models on gold-labelled preference pairs, and (in later
+//! stages) optimizes against the proxies and tabulates the gold-versus-proxy curves.
+//!
+//! Data flows one way: [`config`] → [`world`] → [`sft`] (π_ref) → [`rm`] (gold, pairs,
+//! proxies) → [`table`]; [`run`] orders the stages and [`artifacts`] lets every stage reuse
+//! what an earlier run trained.
+
+pub mod artifacts;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod optim;
+pub mod progress;
+pub mod rm;
+pub mod run;
+pub mod seed;
+pub mod sft;
+pub mod sweep;
+pub mod table;
+pub mod world;
+
+pub use config::Experiment;
+pub use error::{Error, Result};
+
+/// Raises glibc's mmap and trim thresholds: candle allocates per op, and the default
+/// thresholds make a small-model run spend much of its time in the kernel. No-op elsewhere.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        // M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1 (glibc malloc.h).
+        libc::mallopt(-3, 256 << 20);
+        libc::mallopt(-1, 512 << 20);
+    }
+}

@@ -1,0 +1,111 @@
+//! The `goodhart` command line: clap subcommands; errors print on one line, exit non-zero.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Reward-model overoptimization experiments: gold and proxy reward models, best-of-n and
+/// PPO against proxy ensembles, Goodhart curves.
+#[derive(Parser)]
+#[command(name = "goodhart", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an experiment: train (or reuse) every model it needs and write its results.
+    Run {
+        /// The experiment file, e.g. experiments/quick.toml.
+        experiment: PathBuf,
+        /// Results folder [default: results/NAME].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Model store shared by experiments.
+        #[arg(long, default_value = "results/store")]
+        store: PathBuf,
+        /// cpu, or cuda (needs a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Overwrite a results folder that holds results of a different config.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check an experiment file and print what it would train, without running anything.
+    Validate {
+        /// The experiment file.
+        experiment: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    goodhart::tune_allocator();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match real_main(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            experiment,
+            out,
+            store,
+            device,
+            force,
+        } => {
+            let exp = goodhart::Experiment::load(&experiment)?;
+            let device = goodhart::device::parse(&device)?;
+            let out = out.unwrap_or_else(|| exp.default_out());
+            let opts = goodhart::run::RunOptions {
+                out,
+                store,
+                device,
+                force,
+            };
+            let summary = goodhart::run::run(&exp, &opts).with_context(|| format!("run {}", experiment.display()))?;
+            println!(
+                "{}: {} models trained, {} reused; results in {}",
+                exp.name,
+                summary.trained.len(),
+                summary.reused.len(),
+                summary.out.display()
+            );
+            Ok(())
+        }
+        Command::Validate { experiment } => {
+            let exp = goodhart::Experiment::load(&experiment)?;
+            let cells = goodhart::sweep::proxy_cells(&exp);
+            println!("{}: valid", experiment.display());
+            println!("  reference policy: {} params", exp.params.policy);
+            println!("  gold RM: {} params", exp.params.gold);
+            for (name, n) in &exp.params.proxies {
+                println!("  proxy {name}: {n} params");
+            }
+            println!(
+                "  {} proxy RMs ({} sizes x {} data sizes x {} noise levels x {} members)",
+                cells.len(),
+                exp.proxy.sizes.len(),
+                exp.proxy.data_sizes.len(),
+                exp.proxy.noise.len(),
+                exp.proxy.members
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The reward model: trunk + scalar head read at the response's end.
+//!
+//! Shapes: `raw(tokens: (b, t), ends: (b,) u32) -> (b,)`. Scores are standardized against a
+//! fixed set of π_ref samples: `score = (raw − offset) / scale`, so every RM reads 0 at
+//! π_ref's mean and is in units of π_ref's spread.
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{linear, Linear, VarBuilder};
+
+use crate::error::Result;
+use crate::model::transformer::{TransformerConfig, Trunk};
+use crate::world::SeqSet;
+
+#[derive(Debug, Clone)]
+pub struct RewardModel {
+    trunk: Trunk,
+    head: Linear,
+    device: Device,
+    /// Standardization: mean raw score on the reference set.
+    pub offset: f32,
+    /// Standardization: population std of raw scores on the reference set.
+    pub scale: f32,
+}
+
+impl RewardModel {
+    pub fn new(cfg: &TransformerConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            trunk: Trunk::new(cfg, vb.pp("trunk"))?,
+            head: linear(cfg.width, 1, vb.pp("score_head"))?,
+            device: vb.device().clone(),
+            offset: 0.0,
+            scale: 1.0,
+        })
+    }
+
+    pub fn config(&self) -> &TransformerConfig {
+        self.trunk.config()
+    }
+
+    /// tokens: (b, t) u32, ends: b read-out positions → raw scores (b,), differentiable.
+    pub fn raw(&self, tokens: &Tensor, ends: &[u32]) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let h = self.trunk.forward(tokens, None)?;
+        let d = h.dim(2)?;
+        let idx: Vec<u32> = ends.iter().enumerate().map(|(i, &e)| (i * t) as u32 + e).collect();
+        let idx = Tensor::from_vec(idx, b, &self.device)?;
+        let picked = h.reshape((b * t, d))?.index_select(&idx, 0)?;
+        Ok(self.head.forward(&picked)?.squeeze(1)?)
+    }
+
+    /// Raw scores of the rows `idx` of `set`, differentiable.
+    pub fn raw_rows(&self, set: &SeqSet, idx: &[usize]) -> Result<Tensor> {
+        self.raw_batch(&set.select(idx))
+    }
+
+    /// Raw scores of every row of a (batch-sized) set, differentiable.
+    pub fn raw_batch(&self, set: &SeqSet) -> Result<Tensor> {
+        let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &self.device)?;
+        self.raw(&tokens, &set.ends)
+    }
+
+    /// Raw scores of a whole set, in batches (no gradient is kept).
+    pub fn raw_set(&self, set: &SeqSet, batch: usize) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(set.len());
+        let idx: Vec<usize> = (0..set.len()).collect();
+        for chunk in idx.chunks(batch.max(1)) {
+            out.extend(self.raw_rows(set, chunk)?.detach().to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Standardized scores of a whole set.
+    pub fn score_set(&self, set: &SeqSet, batch: usize) -> Result<Vec<f32>> {
+        Ok(self
+            .raw_set(set, batch)?
+            .into_iter()
+            .map(|r| (r - self.offset) / self.scale)
+            .collect())
+    }
+
+    /// Sets offset and scale so that `raw_reference` (raw scores of π_ref samples) has
+    /// mean 0 and population standard deviation 1.
+    pub fn standardize(&mut self, raw_reference: &[f32]) {
+        let n = raw_reference.len() as f64;
+        let mean = raw_reference.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = raw_reference.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        self.offset = mean as f32;
+        self.scale = var.sqrt().max(1e-8) as f32;
+    }
+}

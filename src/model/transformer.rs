@@ -1,0 +1,255 @@
+//! The causal transformer trunk shared by policy and reward models.
+//!
+//! Shape contract: `forward(tokens: (batch, t) u32, cache) -> hidden: (batch, t, width)`.
+//! With a cache the tokens continue the cached prefix (positions start at the cache length).
+//! Every op used here has a backward pass in candle (layer norm and softmax are the
+//! composed versions, not candle's fused fast paths, which drop gradients).
+
+use candle_core::{Device, Module, Tensor, D};
+use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+
+use crate::error::Result;
+use crate::world::WorldConfig;
+
+/// Shape of a transformer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TransformerConfig {
+    pub vocab: usize,
+    pub max_len: usize,
+    pub layers: usize,
+    pub width: usize,
+    pub heads: usize,
+    /// MLP hidden width = `mlp_mult · width`.
+    pub mlp_mult: usize,
+}
+
+impl TransformerConfig {
+    pub fn new(world: &WorldConfig, layers: usize, width: usize, heads: usize) -> Self {
+        Self {
+            vocab: world.vocab(),
+            max_len: world.seq_len(),
+            layers,
+            width,
+            heads,
+            mlp_mult: 4,
+        }
+    }
+
+    /// Parameters of the trunk (embeddings, blocks, final norm).
+    pub fn trunk_params(&self) -> usize {
+        let d = self.width;
+        let m = self.mlp_mult * d;
+        let block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * m + m) + (m * d + d);
+        (self.vocab + self.max_len) * d + self.layers * block + 2 * d
+    }
+
+    /// Parameters of a reward model of this shape (trunk + scalar head).
+    pub fn reward_params(&self) -> usize {
+        self.trunk_params() + self.width + 1
+    }
+
+    /// Parameters of a policy of this shape (trunk + LM head + value head).
+    pub fn policy_params(&self) -> usize {
+        self.trunk_params() + self.width * self.vocab + self.vocab + self.width + 1
+    }
+}
+
+/// Layer norm built from differentiable ops.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl LayerNorm {
+    pub fn new(width: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(width, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(width, "bias", candle_nn::Init::Const(0.0))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)?)
+    }
+}
+
+/// Cached keys and values of every layer: each `(batch, heads, t, head_dim)`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: vec![None; layers],
+            len: 0,
+        }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn new(cfg: &TransformerConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.width;
+        Ok(Self {
+            qkv: linear(d, 3 * d, vb.pp("qkv"))?,
+            proj: linear(d, d, vb.pp("proj"))?,
+            heads: cfg.heads,
+            head_dim: d / cfg.heads,
+        })
+    }
+
+    /// x: (b, t, d); mask: additive (t, t_total) or None; cache: this layer's slot.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let qkv = self.qkv.forward(x)?;
+        let split = |i: usize| -> Result<Tensor> {
+            Ok(qkv
+                .narrow(2, i * d, d)?
+                .reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let (q, mut k, mut v) = (split(0)?, split(1)?, split(2)?);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        if let Some(m) = mask {
+            att = att.broadcast_add(m)?;
+        }
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        Ok(self.proj.forward(&y)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln1: LayerNorm,
+    attn: Attention,
+    ln2: LayerNorm,
+    fc: Linear,
+    proj: Linear,
+}
+
+impl Block {
+    fn new(cfg: &TransformerConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.width;
+        let m = cfg.mlp_mult * d;
+        Ok(Self {
+            ln1: LayerNorm::new(d, vb.pp("ln1"))?,
+            attn: Attention::new(cfg, vb.pp("attn"))?,
+            ln2: LayerNorm::new(d, vb.pp("ln2"))?,
+            fc: linear(d, m, vb.pp("mlp.fc"))?,
+            proj: linear(m, d, vb.pp("mlp.proj"))?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, cache)?)?;
+        let h = self.fc.forward(&self.ln2.forward(&x)?)?.relu()?;
+        Ok((&x + self.proj.forward(&h)?)?)
+    }
+}
+
+/// Embeddings, blocks and the final norm.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    cfg: TransformerConfig,
+    tok: Embedding,
+    pos: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+}
+
+impl Trunk {
+    pub fn new(cfg: &TransformerConfig, vb: VarBuilder) -> Result<Self> {
+        let blocks = (0..cfg.layers)
+            .map(|i| Block::new(cfg, vb.pp(format!("h{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            tok: embedding(cfg.vocab, cfg.width, vb.pp("tok_emb"))?,
+            pos: embedding(cfg.max_len, cfg.width, vb.pp("pos_emb"))?,
+            blocks,
+            ln_f: LayerNorm::new(cfg.width, vb.pp("ln_f"))?,
+        })
+    }
+
+    pub fn config(&self) -> &TransformerConfig {
+        &self.cfg
+    }
+
+    /// tokens: (b, t) → hidden: (b, t, width). Causal; continues `cache` when given.
+    pub fn forward(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (_b, t) = tokens.dims2()?;
+        let device = tokens.device();
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        let positions = Tensor::arange(offset as u32, (offset + t) as u32, device)?;
+        let x = self.tok.forward(tokens)?.broadcast_add(&self.pos.forward(&positions)?)?;
+        let mask = if t > 1 {
+            Some(causal_mask(t, offset, device)?)
+        } else {
+            None
+        };
+        let mut x = x;
+        match cache {
+            Some(c) => {
+                for (block, slot) in self.blocks.iter().zip(c.layers.iter_mut()) {
+                    x = block.forward(&x, mask.as_ref(), Some(slot))?;
+                }
+                c.len += t;
+            }
+            None => {
+                for block in &self.blocks {
+                    x = block.forward(&x, mask.as_ref(), None)?;
+                }
+            }
+        }
+        self.ln_f.forward(&x)
+    }
+}
+
+/// Additive mask (t, offset + t): 0 where query i may see key j (j ≤ offset + i), −∞ else.
+fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let total = offset + t;
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(m, (t, total), device)?)
+}

@@ -1,0 +1,114 @@
+//! One optimizer step shared by every training loop: finite-loss check, backward, global
+//! gradient-norm clipping (candle has none built in), AdamW, and a warmup + linear-decay
+//! learning-rate schedule.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+
+use crate::error::{Error, Result};
+
+/// AdamW with clipping and a schedule, bound to one model's variables.
+pub struct Trainer {
+    opt: AdamW,
+    vars: Vec<Var>,
+    base_lr: f64,
+    total_steps: usize,
+    max_grad_norm: f64,
+    model: String,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    pub loss: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub lr: f64,
+}
+
+impl Trainer {
+    /// `model` names the model in errors (e.g. `proxy/m/d4000/n0.00/k1`).
+    pub fn new(varmap: &VarMap, lr: f64, total_steps: usize, max_grad_norm: f64, model: &str) -> Result<Self> {
+        let vars = varmap.all_vars();
+        let opt = AdamW::new(
+            vars.clone(),
+            ParamsAdamW {
+                lr,
+                weight_decay: 0.01,
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            opt,
+            vars,
+            base_lr: lr,
+            total_steps: total_steps.max(1),
+            max_grad_norm,
+            model: model.to_string(),
+        })
+    }
+
+    /// Learning rate at `step`: linear warmup over the first 5% of steps, then linear
+    /// decay to 10% of the base rate.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warm = (self.total_steps / 20).max(1);
+        if step < warm {
+            self.base_lr * (step + 1) as f64 / warm as f64
+        } else {
+            let frac = (step - warm) as f64 / (self.total_steps - warm).max(1) as f64;
+            self.base_lr * (1.0 - 0.9 * frac.min(1.0))
+        }
+    }
+
+    /// Backpropagates the scalar `loss`, clips and applies one update. A NaN or infinite
+    /// loss or gradient stops training with an error naming the model and step.
+    pub fn step(&mut self, loss: &Tensor, step: usize) -> Result<StepStats> {
+        let value = loss.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                model: self.model.clone(),
+                step,
+                value,
+            });
+        }
+        let mut grads = loss.backward()?;
+        let grad_norm = clip_grad_norm(&mut grads, &self.vars, self.max_grad_norm)?;
+        if !grad_norm.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                model: format!("{} (gradient norm)", self.model),
+                step,
+                value: grad_norm as f32,
+            });
+        }
+        let lr = self.lr_at(step);
+        self.opt.set_learning_rate(lr);
+        self.opt.step(&grads)?;
+        Ok(StepStats {
+            loss: value,
+            grad_norm,
+            lr,
+        })
+    }
+}
+
+/// Rescales the gradients of `vars` in place so their global L2 norm is at most `max_norm`;
+/// returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Result<f64> {
+    let mut sq = 0f64;
+    for v in vars {
+        if let Some(g) = grads.get(v) {
+            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = sq.sqrt();
+    if norm.is_finite() && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for v in vars {
+            if let Some(g) = grads.remove(v) {
+                grads.insert(v, (g * scale)?);
+            }
+        }
+    }
+    Ok(norm)
+}

@@ -1,0 +1,236 @@
+//! Reward-model training: the gold RM distilled from the labeler utility, preference pairs
+//! labelled by gold (with label noise), and Bradley–Terry proxies.
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::config::LabelMode;
+use crate::error::Result;
+use crate::model::RewardModel;
+use crate::optim::Trainer;
+use crate::world::{SeqSet, WorldConfig};
+
+/// Bradley–Terry loss: mean of `−ln σ(chosen − rejected)` = softplus(rejected − chosen),
+/// computed stably as `relu(z) + ln(1 + exp(−|z|))`. chosen, rejected: (b,).
+pub fn bt_loss(chosen: &Tensor, rejected: &Tensor) -> Result<Tensor> {
+    let z = (rejected - chosen)?;
+    let soft = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    Ok(soft.mean_all()?)
+}
+
+/// Flips each label with probability `rate`; returns how many were flipped.
+pub fn apply_label_noise(labels: &mut [bool], rate: f64, rng: &mut impl Rng) -> usize {
+    let mut flipped = 0;
+    for l in labels.iter_mut() {
+        if rng.random::<f64>() < rate {
+            *l = !*l;
+            flipped += 1;
+        }
+    }
+    flipped
+}
+
+/// Gold's label of each pair: `true` when response a is preferred.
+pub fn label_pairs(gold_a: &[f32], gold_b: &[f32], mode: LabelMode, rng: &mut impl Rng) -> Vec<bool> {
+    gold_a
+        .iter()
+        .zip(gold_b)
+        .map(|(&a, &b)| match mode {
+            LabelMode::Deterministic => a > b,
+            LabelMode::BradleyTerry => rng.random::<f64>() < 1.0 / (1.0 + (-(a - b) as f64).exp()),
+        })
+        .collect()
+}
+
+/// Preference pairs: two π_ref responses to one prompt each, with their gold scores.
+#[derive(Debug, Clone)]
+pub struct Pairs {
+    pub a: SeqSet,
+    pub b: SeqSet,
+    /// Standardized gold scores.
+    pub gold_a: Vec<f32>,
+    pub gold_b: Vec<f32>,
+}
+
+impl Pairs {
+    pub fn len(&self) -> usize {
+        self.a.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.a.is_empty()
+    }
+}
+
+/// Bradley–Terry training hyper-parameters for one proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyParams {
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub bootstrap: bool,
+    /// The member's seed: data order and bootstrap sample.
+    pub seed: u64,
+}
+
+/// Trains `rm` on the first `n` pairs with labels `labels` (true: a preferred). Returns the
+/// number of steps taken.
+pub fn train_proxy(
+    rm: &RewardModel,
+    varmap: &VarMap,
+    pairs: &Pairs,
+    labels: &[bool],
+    n: usize,
+    p: &ProxyParams,
+    name: &str,
+    progress: &indicatif::ProgressBar,
+) -> Result<usize> {
+    let mut rng = crate::seed::rng(p.seed, "proxy/order");
+    let mut base: Vec<usize> = (0..n).collect();
+    if p.bootstrap {
+        base = (0..n).map(|_| rng.random_range(0..n)).collect();
+    }
+    let per_epoch = n.div_ceil(p.batch);
+    let total = per_epoch * p.epochs;
+    let mut trainer = Trainer::new(varmap, p.lr, total, 1.0, name)?;
+    progress.set_length(total as u64);
+    let mut step = 0;
+    for _ in 0..p.epochs {
+        let mut order = base.clone();
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(p.batch) {
+            // One forward over both sides: rows [0, b) are the a responses, [b, 2b) the b ones.
+            let mut both = pairs.a.select(chunk);
+            let other = pairs.b.select(chunk);
+            both.tokens.extend_from_slice(&other.tokens);
+            both.ends.extend_from_slice(&other.ends);
+            let s = rm.raw_batch(&both)?;
+            let b = chunk.len();
+            let (sa, sb) = (s.narrow(0, 0, b)?, s.narrow(0, b, b)?);
+            let sign: Vec<f32> = chunk.iter().map(|&i| if labels[i] { 1.0 } else { -1.0 }).collect();
+            let sign = Tensor::from_vec(sign, chunk.len(), sa.device())?;
+            // margin = ±(a − b): chosen minus rejected for every pair.
+            let margin = ((sa - sb)? * sign)?;
+            let loss = bt_loss(&margin, &margin.zeros_like()?)?;
+            trainer.step(&loss, step)?;
+            step += 1;
+            progress.inc(1);
+        }
+    }
+    Ok(step)
+}
+
+/// Held-out quality of an RM on pairs: accuracy against gold's deterministic labels and
+/// the Bradley–Terry loss (nats) of its raw scores with gold's preferred response as winner.
+pub fn evaluate_pairs(rm: &RewardModel, pairs: &Pairs, batch: usize) -> Result<(f64, f64)> {
+    let sa = rm.raw_set(&pairs.a, batch)?;
+    let sb = rm.raw_set(&pairs.b, batch)?;
+    let (mut correct, mut loss) = (0usize, 0f64);
+    for i in 0..pairs.len() {
+        let gold_prefers_a = pairs.gold_a[i] > pairs.gold_b[i];
+        let margin = if gold_prefers_a { sa[i] - sb[i] } else { sb[i] - sa[i] } as f64;
+        if margin > 0.0 {
+            correct += 1;
+        }
+        loss += softplus(-margin);
+    }
+    let n = pairs.len().max(1) as f64;
+    Ok((correct as f64 / n, loss / n))
+}
+
+fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// The gold RM's distillation set: half default-demonstrator responses, half "broad" ones
+/// whose demonstrator knobs are randomized toward the tails; targets are the labeler's
+/// utility.
+pub fn gold_dataset(world: &WorldConfig, n: usize, rng: &mut impl Rng) -> (SeqSet, Vec<f32>) {
+    let mut set = SeqSet::new(world.seq_len());
+    let mut target = Vec::with_capacity(n);
+    for i in 0..n {
+        let prompt = world.sample_prompt(rng);
+        let response = if i % 2 == 0 {
+            world.demonstrate(&prompt, rng)
+        } else {
+            let d = world.broad_params(rng);
+            world.demonstrate_with(&prompt, &d, rng)
+        };
+        target.push(world.utility(&prompt, &response) as f32);
+        set.push(world, &prompt, &response);
+    }
+    (set, target)
+}
+
+/// Gold distillation hyper-parameters.
+#[derive(Debug, Clone)]
+pub struct GoldParams {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub seed: u64,
+}
+
+/// Regresses `rm`'s raw score on the z-scored utility `target` (mean squared error).
+/// Returns the mean of the last 20 training losses.
+pub fn train_gold(
+    rm: &RewardModel,
+    varmap: &VarMap,
+    set: &SeqSet,
+    target: &[f32],
+    p: &GoldParams,
+    progress: &indicatif::ProgressBar,
+) -> Result<f32> {
+    let device: Device = varmap.all_vars()[0].device().clone();
+    let (mean, std) = mean_std(target);
+    let z: Vec<f32> = target.iter().map(|t| (t - mean) / std).collect();
+    let mut trainer = Trainer::new(varmap, p.lr, p.steps, 1.0, "gold RM")?;
+    let mut rng = crate::seed::rng(p.seed, "gold/order");
+    let mut order: Vec<usize> = (0..set.len()).collect();
+    let mut cursor = order.len();
+    let mut recent = Vec::new();
+    for step in 0..p.steps {
+        if cursor + p.batch > order.len() {
+            order.shuffle(&mut rng);
+            cursor = 0;
+        }
+        let idx = &order[cursor..cursor + p.batch.min(order.len())];
+        cursor += idx.len();
+        let pred = rm.raw_rows(set, idx)?;
+        let y: Vec<f32> = idx.iter().map(|&i| z[i]).collect();
+        let y = Tensor::from_vec(y, idx.len(), &device)?;
+        let loss = (pred - y)?.sqr()?.mean_all()?;
+        let stats = trainer.step(&loss, step)?;
+        recent.push(stats.loss);
+        if recent.len() > 20 {
+            recent.remove(0);
+        }
+        progress.inc(1);
+    }
+    Ok(recent.iter().sum::<f32>() / recent.len().max(1) as f32)
+}
+
+/// Coefficient of determination of `pred` as a linear predictor of `target`
+/// (squared Pearson correlation).
+pub fn r_squared(pred: &[f32], target: &[f32]) -> f64 {
+    let (mp, sp) = mean_std(pred);
+    let (mt, st) = mean_std(target);
+    let n = pred.len().max(1) as f64;
+    let cov: f64 = pred
+        .iter()
+        .zip(target)
+        .map(|(&p, &t)| ((p - mp) as f64) * ((t - mt) as f64))
+        .sum::<f64>()
+        / n;
+    (cov / (sp as f64 * st as f64)).powi(2)
+}
+
+/// Mean and population standard deviation.
+pub fn mean_std(x: &[f32]) -> (f32, f32) {
+    let n = x.len().max(1) as f64;
+    let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let v = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
+    (m as f32, v.sqrt().max(1e-12) as f32)
+}

@@ -1,0 +1,589 @@
+//! `goodhart run`: the stages of an experiment, in order, each reusing what the model store
+//! already holds.
+//!
+//! 1. reference policy π_ref (SFT on demonstrations) and its sample diversity;
+//! 2. the reference set: π_ref samples every RM is standardized against;
+//! 3. the gold RM (distilled from the labeler utility);
+//! 4. preference pairs (only built when some proxy must be trained);
+//! 5. the proxy grid (sizes × data × noise × members), Bradley–Terry;
+//! 6. tables, resolved config and manifest under the results folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::artifacts::{key_of, write_atomic, Meta, Store};
+use crate::config::Experiment;
+use crate::error::{Error, Result};
+use crate::model::{seeded_init, Policy, RewardModel};
+use crate::progress::bar;
+use crate::rm::{self, Pairs};
+use crate::sweep::{proxy_cells, ProxyCell};
+use crate::table::{self, RmRow};
+use crate::world::{SeqSet, WorldConfig};
+
+/// Pairs are generated in blocks of this many, each from its own seed, so the first n
+/// pairs are the same whatever the largest data size is.
+const PAIR_BLOCK: usize = 512;
+/// Batch size for sampling and scoring (no gradients).
+const INFER_BATCH: usize = 512;
+
+/// Where and how to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Results folder (tables, figures, manifest).
+    pub out: PathBuf,
+    /// Model store shared across experiments.
+    pub store: PathBuf,
+    pub device: Device,
+    /// Overwrite a results folder that holds another config's results.
+    pub force: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Models trained by this run (ids).
+    pub trained: Vec<String>,
+    /// Models loaded from the store.
+    pub reused: Vec<String>,
+    pub rm_rows: Vec<RmRow>,
+    /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
+    pub duplicate_fraction: f64,
+    pub out: PathBuf,
+}
+
+struct Stages {
+    timings: Vec<(String, f64)>,
+    trained: Vec<String>,
+    reused: Vec<String>,
+}
+
+impl Stages {
+    fn time<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        info!("stage: {name}");
+        let t = Instant::now();
+        let out = f(self)?;
+        let s = t.elapsed().as_secs_f64();
+        info!("stage: {name} done in {s:.1}s");
+        self.timings.push((name.to_string(), s));
+        Ok(out)
+    }
+}
+
+/// Runs every stage of `exp`.
+pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    let config_hash = exp.config_hash();
+    check_out_dir(&opts.out, &config_hash, opts.force)?;
+    let store = Store::open(&opts.store)?;
+    let world = exp.world();
+    let device = &opts.device;
+    let started = Instant::now();
+    let mut st = Stages {
+        timings: Vec::new(),
+        trained: Vec::new(),
+        reused: Vec::new(),
+    };
+
+    let (policy, policy_meta) = st.time("reference policy", |st| reference_policy(exp, &store, device, st))?;
+    let (reference, duplicate_fraction) = st.time("reference samples", |_| {
+        let reference = sample_set(
+            &policy,
+            &world,
+            exp.reference.standardize_samples,
+            exp.seed,
+            "reference/standardize",
+        )?;
+        let dup = diversity(&policy, &world, exp.reference.diversity_pool, exp.seed)?;
+        info!(
+            "π_ref pool of {} samples for one prompt: duplicate fraction {:.4}",
+            exp.reference.diversity_pool, dup
+        );
+        Ok((reference, dup))
+    })?;
+    let (gold, gold_meta) =
+        st.time("gold RM", |st| gold_rm(exp, &store, device, &policy, &reference, &policy_meta.key, st))?;
+
+    let cells = proxy_cells(exp);
+    let mut pairs: Option<PairData> = None;
+    let mut rm_rows = vec![gold_row(exp, &gold_meta)];
+    st.time("proxy RMs", |st| {
+        for cell in &cells {
+            let row = proxy_rm(
+                exp,
+                cell,
+                &store,
+                device,
+                &reference,
+                (&policy, &policy_meta.key),
+                (&gold, &gold_meta.key),
+                &mut pairs,
+                st,
+            )?;
+            rm_rows.push(row);
+        }
+        Ok(())
+    })?;
+
+    st.time("tables", |st| {
+        let mut df = table::rm_frame(&rm_rows)?;
+        table::write(&mut df, &opts.out, "rm")?;
+        write_atomic(&opts.out.join("config.resolved.toml"), exp.to_toml().as_bytes())?;
+        let manifest = manifest(exp, opts, &config_hash, st, &policy_meta, duplicate_fraction, started);
+        write_atomic(
+            &opts.out.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest).expect("manifest serializes").as_bytes(),
+        )
+    })?;
+    // The tables stage is timed after the manifest is written; log the grand total.
+    info!(
+        "run {} finished in {:.1}s: {} models trained, {} reused; results in {}",
+        exp.name,
+        started.elapsed().as_secs_f64(),
+        st.trained.len(),
+        st.reused.len(),
+        opts.out.display()
+    );
+    Ok(RunSummary {
+        trained: st.trained,
+        reused: st.reused,
+        rm_rows,
+        duplicate_fraction,
+        out: opts.out.clone(),
+    })
+}
+
+/// Refuses to mix results of two configs in one folder.
+fn check_out_dir(out: &Path, config_hash: &str, force: bool) -> Result<()> {
+    let manifest = out.join("manifest.json");
+    if force || !manifest.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    let found = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("config_hash").and_then(|h| h.as_str()).map(String::from))
+        .unwrap_or_else(|| "unreadable".into());
+    if found != config_hash {
+        return Err(Error::ResultsConflict {
+            dir: out.to_path_buf(),
+            found,
+            expected: config_hash.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Tries the store; an unusable artifact is reported, quarantined and retrained.
+fn try_load(store: &Store, kind: &str, key: &str, varmap: &mut VarMap) -> Result<Option<Meta>> {
+    match store.load(kind, key, varmap) {
+        Ok(m) => Ok(m),
+        Err(e @ Error::Artifact { .. }) => {
+            warn!("{e}; quarantining it and training again");
+            store.quarantine(&store.dir(kind, key))?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn reference_policy(exp: &Experiment, store: &Store, device: &Device, st: &mut Stages) -> Result<(Policy, Meta)> {
+    let world = exp.world();
+    let cfg = exp.policy_arch();
+    let p = &exp.policy;
+    let recipe = json!({
+        "world": exp.world,
+        "arch": cfg,
+        "sft": { "demonstrations": p.demonstrations, "steps": p.sft_steps, "batch": p.sft_batch, "lr": p.sft_lr },
+        "seed": exp.seed,
+    });
+    let key = key_of(&recipe);
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let policy = Policy::new(&cfg, &world, vb)?;
+    if let Some(meta) = try_load(store, "policy", &key, &mut varmap)? {
+        info!("reference policy: reused {}", store.dir("policy", &key).display());
+        st.reused.push("reference policy".into());
+        return Ok((policy, meta));
+    }
+    seeded_init(&varmap, crate::seed::derive(exp.seed, "init/policy"), cfg.layers)?;
+    let mut rng = crate::seed::rng(exp.seed, "sft/demonstrations");
+    let n_val = (p.demonstrations / 10).clamp(1, 2000);
+    let (prompts, responses) = crate::sft::demonstrations(&world, p.demonstrations + n_val, &mut rng);
+    let all = crate::model::policy::encode_all(&world, &prompts, &responses);
+    let train = all.select(&(0..p.demonstrations).collect::<Vec<_>>());
+    let val = all.select(&(p.demonstrations..p.demonstrations + n_val).collect::<Vec<_>>());
+    let t = Instant::now();
+    let pb = bar(p.sft_steps as u64, "SFT reference policy");
+    let report = crate::sft::train(
+        &policy,
+        &varmap,
+        &train,
+        &val,
+        &crate::sft::SftParams {
+            steps: p.sft_steps,
+            batch: p.sft_batch,
+            lr: p.sft_lr,
+            seed: crate::seed::derive(exp.seed, "sft"),
+        },
+        &pb,
+    )?;
+    pb.finish_and_clear();
+    info!(
+        "reference policy: {} params, SFT train loss {:.3}, val loss {:.3} nats/token",
+        crate::model::param_count(&varmap),
+        report.train_loss,
+        report.val_loss
+    );
+    let info = json!({ "sft": report, "train_seconds": t.elapsed().as_secs_f64() });
+    let meta = store.save("policy", &key, recipe, &varmap, info)?;
+    st.trained.push("reference policy".into());
+    Ok((policy, meta))
+}
+
+/// `n` π_ref samples at temperature 1 for fresh prompts, from the stream `label`.
+fn sample_set(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<SeqSet> {
+    let mut rng = crate::seed::rng(seed, label);
+    let prompts: Vec<Vec<u32>> = (0..n).map(|_| world.sample_prompt(&mut rng)).collect();
+    let responses = policy.sample_many(world, &prompts, 1.0, INFER_BATCH, &mut rng, |_| {})?;
+    Ok(crate::model::policy::encode_all(world, &prompts, &responses))
+}
+
+/// Duplicate fraction of `n` π_ref samples for one prompt.
+fn diversity(policy: &Policy, world: &WorldConfig, n: usize, seed: u64) -> Result<f64> {
+    let mut rng = crate::seed::rng(seed, "reference/diversity");
+    let prompt = world.sample_prompt(&mut rng);
+    let prompts = vec![prompt; n];
+    let pb = bar(n as u64, "π_ref diversity pool");
+    let responses = policy.sample_many(world, &prompts, 1.0, 1024, &mut rng, |k| pb.inc(k as u64))?;
+    pb.finish_and_clear();
+    Ok(crate::sft::duplicate_fraction(&responses))
+}
+
+/// Prompts and two π_ref responses each, generated in seeded blocks of [`PAIR_BLOCK`].
+struct PairSamples {
+    prompts: Vec<Vec<u32>>,
+    a: Vec<crate::world::Response>,
+    b: Vec<crate::world::Response>,
+}
+
+fn pair_samples(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<PairSamples> {
+    let mut out = PairSamples {
+        prompts: Vec::with_capacity(n),
+        a: Vec::with_capacity(n),
+        b: Vec::with_capacity(n),
+    };
+    let pb = bar(n as u64, &format!("sample {label}"));
+    for block in 0..n.div_ceil(PAIR_BLOCK) {
+        let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
+        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.sample_prompt(&mut rng)).collect();
+        let a = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        let b = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        let take = PAIR_BLOCK.min(n - out.prompts.len());
+        out.prompts.extend(prompts.into_iter().take(take));
+        out.a.extend(a.into_iter().take(take));
+        out.b.extend(b.into_iter().take(take));
+        pb.inc(take as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// Encodes pair samples and scores them with gold (standardized).
+fn scored_pairs(world: &WorldConfig, s: &PairSamples, gold: &RewardModel) -> Result<Pairs> {
+    let a = crate::model::policy::encode_all(world, &s.prompts, &s.a);
+    let b = crate::model::policy::encode_all(world, &s.prompts, &s.b);
+    let gold_a = gold.score_set(&a, INFER_BATCH)?;
+    let gold_b = gold.score_set(&b, INFER_BATCH)?;
+    Ok(Pairs { a, b, gold_a, gold_b })
+}
+
+/// How often gold orders held-out pairs as the labeler utility does (utility ties
+/// excluded), and the Bradley–Terry loss of gold's raw scores against those labels.
+fn labeler_agreement(world: &WorldConfig, gold: &RewardModel, s: &PairSamples, pairs: &Pairs) -> Result<(f64, f64, usize)> {
+    let ra = gold.raw_set(&pairs.a, INFER_BATCH)?;
+    let rb = gold.raw_set(&pairs.b, INFER_BATCH)?;
+    let (mut n, mut correct, mut loss) = (0usize, 0usize, 0f64);
+    for i in 0..s.prompts.len() {
+        let ua = world.utility(&s.prompts[i], &s.a[i]);
+        let ub = world.utility(&s.prompts[i], &s.b[i]);
+        if (ua - ub).abs() < 1e-9 {
+            continue;
+        }
+        n += 1;
+        let margin = if ua > ub { ra[i] - rb[i] } else { rb[i] - ra[i] } as f64;
+        correct += (margin > 0.0) as usize;
+        loss += margin.min(0.0).abs() + (-margin.abs()).exp().ln_1p();
+    }
+    let d = n.max(1) as f64;
+    Ok((correct as f64 / d, loss / d, n))
+}
+
+fn set_standardization(model: &mut RewardModel, meta: &Meta) {
+    let get = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN) as f32;
+    model.offset = get("offset");
+    model.scale = get("scale");
+}
+
+fn gold_rm(
+    exp: &Experiment,
+    store: &Store,
+    device: &Device,
+    policy: &Policy,
+    reference: &SeqSet,
+    policy_key: &str,
+    st: &mut Stages,
+) -> Result<(RewardModel, Meta)> {
+    let world = exp.world();
+    let cfg = exp.gold_arch();
+    let g = &exp.gold;
+    let recipe = json!({
+        "world": exp.world,
+        "arch": cfg,
+        "distill": g,
+        "seed": exp.seed,
+        "reference": { "policy": policy_key, "samples": exp.reference.standardize_samples },
+        "val_pairs": exp.preferences.val_pairs,
+    });
+    let key = key_of(&recipe);
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let mut gold = RewardModel::new(&cfg, vb)?;
+    if let Some(meta) = try_load(store, "gold", &key, &mut varmap)? {
+        set_standardization(&mut gold, &meta);
+        info!("gold RM: reused {}", store.dir("gold", &key).display());
+        st.reused.push("gold".into());
+        return Ok((gold, meta));
+    }
+    seeded_init(&varmap, crate::seed::derive(exp.seed, "init/gold"), cfg.layers)?;
+    let mut rng = crate::seed::rng(exp.seed, "gold/data");
+    let n_val = (g.samples / 10).clamp(1, 4000);
+    let (set, target) = rm::gold_dataset(&world, g.samples + n_val, &mut rng);
+    let train = set.select(&(0..g.samples).collect::<Vec<_>>());
+    let val = set.select(&(g.samples..g.samples + n_val).collect::<Vec<_>>());
+    let t = Instant::now();
+    let pb = bar(g.steps as u64, "distill gold RM");
+    let params = rm::GoldParams {
+        steps: g.steps,
+        batch: g.batch,
+        lr: g.lr,
+        seed: crate::seed::derive(exp.seed, "gold"),
+    };
+    let train_loss = rm::train_gold(&gold, &varmap, &train, &target[..g.samples], &params, &pb)?;
+    pb.finish_and_clear();
+    let train_seconds = t.elapsed().as_secs_f64();
+    let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &target[g.samples..]);
+    gold.standardize(&gold.raw_set(reference, INFER_BATCH)?);
+    let samples = pair_samples(policy, &world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let pairs = scored_pairs(&world, &samples, &gold)?;
+    let (acc, bt, counted) = labeler_agreement(&world, &gold, &samples, &pairs)?;
+    info!(
+        "gold RM: {} params, distill MSE {:.3} (z-units), utility R² {:.3} on held-out samples, \
+         orders {:.1}% of {counted} untied π_ref pairs as the labeler does",
+        crate::model::param_count(&varmap),
+        train_loss,
+        r2,
+        acc * 100.0
+    );
+    let info = json!({
+        "offset": gold.offset, "scale": gold.scale,
+        "train_mse_z": train_loss, "utility_r2": r2,
+        "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": counted,
+        "train_examples": g.samples, "train_steps": g.steps, "train_seconds": train_seconds,
+    });
+    let meta = store.save("gold", &key, recipe, &varmap, info)?;
+    st.trained.push("gold".into());
+    Ok((gold, meta))
+}
+
+/// Training and validation pairs, built once per run and only if a proxy needs training.
+struct PairData {
+    train: Pairs,
+    /// Gold's clean labels (per the label mode) of the training pairs; true: a preferred.
+    labels: Vec<bool>,
+    val: Pairs,
+}
+
+fn build_pairs(exp: &Experiment, policy: &Policy, gold: &RewardModel) -> Result<PairData> {
+    let world = exp.world();
+    let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
+    let samples = pair_samples(policy, &world, max, exp.seed, "pairs/train")?;
+    let train = scored_pairs(&world, &samples, gold)?;
+    let mut rng = crate::seed::rng(exp.seed, "pairs/labels");
+    let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
+    let val_samples = pair_samples(policy, &world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let val = scored_pairs(&world, &val_samples, gold)?;
+    Ok(PairData { train, labels, val })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn proxy_rm(
+    exp: &Experiment,
+    cell: &ProxyCell,
+    store: &Store,
+    device: &Device,
+    reference: &SeqSet,
+    (policy, policy_key): (&Policy, &str),
+    (gold, gold_key): (&RewardModel, &str),
+    pairs: &mut Option<PairData>,
+    st: &mut Stages,
+) -> Result<RmRow> {
+    let cfg = exp.proxy_arch(&cell.size);
+    let x = &exp.proxy;
+    let recipe = json!({
+        "arch": cfg,
+        "data_size": cell.data_size,
+        "noise": cell.noise,
+        "member": cell.member,
+        "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
+        "label": exp.preferences.label,
+        "val_pairs": exp.preferences.val_pairs,
+        "pair_block": PAIR_BLOCK,
+        "seed": exp.seed,
+        "policy": policy_key,
+        "gold": gold_key,
+    });
+    let key = key_of(&recipe);
+    let id = cell.id();
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let mut proxy = RewardModel::new(&cfg, vb)?;
+    let meta = match try_load(store, "proxy", &key, &mut varmap)? {
+        Some(meta) => {
+            st.reused.push(id.clone());
+            meta
+        }
+        None => {
+            if pairs.is_none() {
+                info!("building preference pairs (needed by {id})");
+                *pairs = Some(build_pairs(exp, policy, gold)?);
+            }
+            let data = pairs.as_ref().expect("just built");
+            let member_seed = crate::seed::derive(exp.seed, &format!("{id}/{key}"));
+            seeded_init(&varmap, member_seed, cfg.layers)?;
+            let mut labels = data.labels.clone();
+            let mut rng = crate::seed::rng(exp.seed, &format!("pairs/noise/{:.4}", cell.noise));
+            let flipped = rm::apply_label_noise(&mut labels, cell.noise, &mut rng);
+            let pb = bar(0, &id);
+            let t = Instant::now();
+            let params = rm::ProxyParams {
+                epochs: x.epochs,
+                batch: x.batch,
+                lr: x.lr,
+                bootstrap: x.bootstrap,
+                seed: member_seed,
+            };
+            let steps = rm::train_proxy(&proxy, &varmap, &data.train, &labels, cell.data_size, &params, &id, &pb)?;
+            pb.finish_and_clear();
+            let train_seconds = t.elapsed().as_secs_f64();
+            let (acc, bt) = rm::evaluate_pairs(&proxy, &data.val, INFER_BATCH)?;
+            proxy.standardize(&proxy.raw_set(reference, INFER_BATCH)?);
+            let n_flip = labels[..cell.data_size]
+                .iter()
+                .zip(&data.labels[..cell.data_size])
+                .filter(|(a, b)| a != b)
+                .count();
+            let _ = flipped;
+            info!(
+                "{id}: {} params, {} pairs ({} labels flipped), val accuracy {:.1}%, val BT loss {:.3}",
+                crate::model::param_count(&varmap),
+                cell.data_size,
+                n_flip,
+                acc * 100.0,
+                bt
+            );
+            let info = json!({
+                "offset": proxy.offset, "scale": proxy.scale,
+                "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": data.val.len(),
+                "labels_flipped": n_flip,
+                "train_examples": cell.data_size, "train_steps": steps, "train_seconds": train_seconds,
+            });
+            st.trained.push(id.clone());
+            store.save("proxy", &key, recipe, &varmap, info)?
+        }
+    };
+    set_standardization(&mut proxy, &meta);
+    Ok(row_from_meta(&id, "proxy", &cell.size.name, &cell.ensemble_id(), &cfg, Some(cell), &meta))
+}
+
+fn gold_row(exp: &Experiment, meta: &Meta) -> RmRow {
+    let mut row = row_from_meta("gold", "gold", "gold", "", &exp.gold_arch(), None, meta);
+    row.utility_r2 = meta.info.get("utility_r2").and_then(|v| v.as_f64());
+    row
+}
+
+fn row_from_meta(
+    id: &str,
+    role: &str,
+    size: &str,
+    ensemble: &str,
+    cfg: &crate::model::TransformerConfig,
+    cell: Option<&ProxyCell>,
+    meta: &Meta,
+) -> RmRow {
+    let f = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let u = |k: &str| meta.info.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    RmRow {
+        model: id.to_string(),
+        role: role.to_string(),
+        size: size.to_string(),
+        ensemble: ensemble.to_string(),
+        params: meta.params as u64,
+        layers: cfg.layers as u64,
+        width: cfg.width as u64,
+        train_examples: u("train_examples"),
+        label_noise: cell.map(|c| c.noise),
+        member: cell.map(|c| c.member as u64),
+        val_pairs: u("val_pairs"),
+        val_accuracy: f("val_accuracy"),
+        val_bt_loss: f("val_bt_loss"),
+        utility_r2: None,
+        train_steps: u("train_steps"),
+        train_seconds: f("train_seconds"),
+        score_offset: f("offset"),
+        score_scale: f("scale"),
+        artifact: format!("{}-{}", meta.kind, meta.key),
+    }
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn manifest(
+    exp: &Experiment,
+    opts: &RunOptions,
+    config_hash: &str,
+    st: &Stages,
+    policy_meta: &Meta,
+    duplicate_fraction: f64,
+    started: Instant,
+) -> Value {
+    json!({
+        "goodhart_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": git_commit(),
+        "experiment": exp.name,
+        "config_hash": config_hash,
+        "seed": exp.seed,
+        "device": crate::device::describe(&opts.device),
+        "store": opts.store,
+        "stage_seconds": st.timings.iter().map(|(n, s)| json!({ "stage": n, "seconds": s })).collect::<Vec<_>>(),
+        "total_seconds_before_tables": started.elapsed().as_secs_f64(),
+        "models_trained": st.trained,
+        "models_reused": st.reused,
+        "params": exp.params,
+        "reference_policy": {
+            "artifact": format!("policy-{}", policy_meta.key),
+            "sft": policy_meta.info.get("sft"),
+            "diversity_pool_samples": exp.reference.diversity_pool,
+            "duplicate_fraction": duplicate_fraction,
+        },
+    })
+}

@@ -1,0 +1,107 @@
+//! Rows → polars DataFrames → parquet + csv, written atomically.
+
+use std::fs;
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// One row of the reward-model table (`rm.parquet`, `rm.csv`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RmRow {
+    /// `gold` or `proxy/SIZE/dDATA/nNOISE/kMEMBER`.
+    pub model: String,
+    /// `gold` or `proxy`.
+    pub role: String,
+    /// Proxy size name (`gold` for the gold RM).
+    pub size: String,
+    /// Ensemble id `SIZE/dDATA/nNOISE` (empty for gold).
+    pub ensemble: String,
+    pub params: u64,
+    pub layers: u64,
+    pub width: u64,
+    /// Training pairs (proxies) or distillation samples (gold).
+    pub train_examples: u64,
+    /// Label-flip rate of the training labels (gold: none).
+    pub label_noise: Option<f64>,
+    /// Ensemble member index (gold: none).
+    pub member: Option<u64>,
+    /// Held-out π_ref pairs evaluated on.
+    pub val_pairs: u64,
+    /// Fraction of held-out pairs ordered as gold orders them (gold: as the labeler utility does).
+    pub val_accuracy: f64,
+    /// Bradley–Terry loss on held-out pairs, raw scores, nats per pair.
+    pub val_bt_loss: f64,
+    /// Gold only: R² of gold's score against the labeler utility on held-out samples.
+    pub utility_r2: Option<f64>,
+    pub train_steps: u64,
+    pub train_seconds: f64,
+    /// Standardization: raw-score mean and std on the π_ref reference set.
+    pub score_offset: f64,
+    pub score_scale: f64,
+    /// Artifact folder (KIND-KEY) in the model store.
+    pub artifact: String,
+}
+
+/// The reward-model table as a DataFrame, one row per RM, columns as in [`RmRow`].
+pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
+    let s = |f: fn(&RmRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let u = |f: fn(&RmRow) -> u64| rows.iter().map(f).collect::<Vec<_>>();
+    let x = |f: fn(&RmRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let columns = vec![
+        Column::new("model".into(), s(|r| r.model.clone())),
+        Column::new("role".into(), s(|r| r.role.clone())),
+        Column::new("size".into(), s(|r| r.size.clone())),
+        Column::new("ensemble".into(), s(|r| r.ensemble.clone())),
+        Column::new("params".into(), u(|r| r.params)),
+        Column::new("layers".into(), u(|r| r.layers)),
+        Column::new("width".into(), u(|r| r.width)),
+        Column::new("train_examples".into(), u(|r| r.train_examples)),
+        Column::new("label_noise".into(), rows.iter().map(|r| r.label_noise).collect::<Vec<_>>()),
+        Column::new("member".into(), rows.iter().map(|r| r.member).collect::<Vec<_>>()),
+        Column::new("val_pairs".into(), u(|r| r.val_pairs)),
+        Column::new("val_accuracy".into(), x(|r| r.val_accuracy)),
+        Column::new("val_bt_loss_nats".into(), x(|r| r.val_bt_loss)),
+        Column::new("utility_r2".into(), rows.iter().map(|r| r.utility_r2).collect::<Vec<_>>()),
+        Column::new("train_steps".into(), u(|r| r.train_steps)),
+        Column::new("train_seconds".into(), x(|r| r.train_seconds)),
+        Column::new("score_offset".into(), x(|r| r.score_offset)),
+        Column::new("score_scale".into(), x(|r| r.score_scale)),
+        Column::new("artifact".into(), s(|r| r.artifact.clone())),
+    ];
+    DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
+        path: "rm".into(),
+        msg: e.to_string(),
+    })
+}
+
+/// Writes `df` as `DIR/STEM.parquet` and `DIR/STEM.csv`, each through a temporary file
+/// renamed into place.
+pub fn write(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let err = |path: &Path, e: PolarsError| Error::Table {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let pq = dir.join(format!("{stem}.parquet"));
+    let tmp = dir.join(format!(".{stem}.parquet.tmp"));
+    let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    ParquetWriter::new(f).finish(df).map_err(|e| err(&pq, e))?;
+    fs::rename(&tmp, &pq).map_err(|e| Error::io(&pq, e))?;
+    let csv = dir.join(format!("{stem}.csv"));
+    let tmp = dir.join(format!(".{stem}.csv.tmp"));
+    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    CsvWriter::new(&mut f).finish(df).map_err(|e| err(&csv, e))?;
+    fs::rename(&tmp, &csv).map_err(|e| Error::io(&csv, e))?;
+    Ok(())
+}
+
+/// Reads a parquet table back (used by tests and, later, `goodhart report`).
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetReader::new(f).finish().map_err(|e| Error::Table {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}

@@ -1,0 +1,341 @@
+//! The embedded world: a token vocabulary, a prompt distribution, a stochastic demonstrator
+//! that writes prompt-conditioned responses of variable length, and the labeler utility the
+//! gold reward model is distilled from. Nothing is downloaded; every draw is seeded.
+//!
+//! Sequence layout (length [`WorldConfig::seq_len`]):
+//! `BOS p_1 … p_P SEP r_1 … r_L EOS PAD …`; a response that reaches `max_response` tokens
+//! without an end token is unfinished (and the labeler dislikes it).
+//!
+//! The labeler's utility (what "people" want) is deliberately concave in the things a
+//! demonstrator rarely overdoes: some flattery is liked and a lot is disliked, a longer
+//! answer is liked up to a point, and an answer that relates to the prompt in a subtle
+//! way (a token three steps past a prompt token: "insight") is liked. Preference pairs are
+//! drawn from π_ref, where the tails are rare, so a proxy learns "more is better" from the
+//! bulk and is wrong exactly where an optimizer pushes.
+
+use rand::Rng;
+use rand_distr::{Binomial, Distribution};
+
+use crate::config::WorldSpec;
+
+/// Padding (after the end token).
+pub const PAD: u32 = 0;
+/// Start of sequence.
+pub const BOS: u32 = 1;
+/// Separates the prompt from the response.
+pub const SEP: u32 = 2;
+/// End of response.
+pub const EOS: u32 = 3;
+/// First content token id.
+pub const FIRST_CONTENT: u32 = 4;
+
+/// Resolved world parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldConfig {
+    /// Content tokens, flattery tokens included (the last `flattery` of them).
+    pub content: usize,
+    pub flattery: usize,
+    pub prompt_len: usize,
+    pub max_response: usize,
+    pub demo: DemoParams,
+}
+
+/// The demonstrator's knobs. π_ref imitates the default ones; the gold RM is distilled on
+/// samples whose knobs are randomized so that it has seen the tails too.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DemoParams {
+    /// Mean number of content tokens.
+    pub mean_len: f64,
+    pub flattery_rate: f64,
+    pub echo_rate: f64,
+    /// Probability of an "insight" token (prompt token + 3).
+    pub insight_rate: f64,
+    /// Probability of repeating the previous token.
+    pub repeat_rate: f64,
+}
+
+/// A response: its content tokens (no end token) and whether it ended with EOS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Response {
+    pub tokens: Vec<u32>,
+    pub finished: bool,
+}
+
+/// Labeler utility weights (documented in the README).
+pub mod utility {
+    /// Per distinct prompt token the response mentions.
+    pub const COVERAGE: f64 = 1.0;
+    /// Preferred response length and the curvature around it.
+    pub const BEST_LEN: f64 = 8.0;
+    pub const LEN_CURVE: f64 = 0.12;
+    /// Flattery count f contributes `FLATTERY_A·f − FLATTERY_B·f²` (peak near one).
+    pub const FLATTERY_A: f64 = 1.5;
+    pub const FLATTERY_B: f64 = 0.6;
+    /// Per distinct insight token (a prompt token shifted by +3).
+    pub const INSIGHT: f64 = 0.8;
+    /// Per adjacent repeated token.
+    pub const REPEAT: f64 = -0.7;
+    /// For a response with no end token.
+    pub const UNFINISHED: f64 = -2.0;
+}
+
+impl WorldConfig {
+    pub fn from_spec(s: &WorldSpec) -> Self {
+        Self {
+            content: s.content_tokens,
+            flattery: s.flattery_tokens,
+            prompt_len: s.prompt_len,
+            max_response: s.max_response,
+            demo: DemoParams {
+                mean_len: s.mean_response,
+                flattery_rate: s.flattery_rate,
+                echo_rate: s.echo_rate,
+                insight_rate: 0.0,
+                repeat_rate: 0.03,
+            },
+        }
+    }
+
+    /// Vocabulary size, special tokens included.
+    pub fn vocab(&self) -> usize {
+        FIRST_CONTENT as usize + self.content
+    }
+
+    /// Full sequence length: BOS, prompt, SEP, response (end token included).
+    pub fn seq_len(&self) -> usize {
+        2 + self.prompt_len + self.max_response
+    }
+
+    /// Number of positions before the first response token (BOS, prompt, SEP).
+    pub fn prefix_len(&self) -> usize {
+        2 + self.prompt_len
+    }
+
+    /// Plain (non-flattery) content tokens.
+    fn plain(&self) -> usize {
+        self.content - self.flattery
+    }
+
+    /// Whether `t` is a flattery token.
+    pub fn is_flattery(&self, t: u32) -> bool {
+        t >= FIRST_CONTENT + self.plain() as u32 && t < FIRST_CONTENT + self.content as u32
+    }
+
+    fn plain_token(&self, i: usize) -> u32 {
+        FIRST_CONTENT + (i % self.plain()) as u32
+    }
+
+    fn plain_index(&self, t: u32) -> Option<usize> {
+        let i = t.checked_sub(FIRST_CONTENT)? as usize;
+        (i < self.plain()).then_some(i)
+    }
+
+    /// The "insight" token of prompt token `p`: three plain steps past it.
+    pub fn insight_of(&self, p: u32) -> u32 {
+        self.plain_token(self.plain_index(p).unwrap_or(0) + 3)
+    }
+
+    /// Draws a prompt: `prompt_len` plain tokens, lower ids more frequent (Zipf-like).
+    pub fn sample_prompt(&self, rng: &mut impl Rng) -> Vec<u32> {
+        let n = self.plain();
+        let weights: Vec<f64> = (0..n).map(|i| 1.0 / (i as f64 + 2.0).powf(0.6)).collect();
+        let total: f64 = weights.iter().sum();
+        (0..self.prompt_len)
+            .map(|_| {
+                let mut u = rng.random::<f64>() * total;
+                for (i, w) in weights.iter().enumerate() {
+                    if u < *w {
+                        return self.plain_token(i);
+                    }
+                    u -= w;
+                }
+                self.plain_token(n - 1)
+            })
+            .collect()
+    }
+
+    /// The demonstrator with its default knobs (what π_ref learns to imitate).
+    pub fn demonstrate(&self, prompt: &[u32], rng: &mut impl Rng) -> Response {
+        self.demonstrate_with(prompt, &self.demo, rng)
+    }
+
+    /// Draws the knobs of one "broad" sample: the demonstrator pushed toward the tails
+    /// (much flattery, long or short, repetitive, insightful), used to distill gold.
+    pub fn broad_params(&self, rng: &mut impl Rng) -> DemoParams {
+        let max_mean = (self.max_response - 1) as f64;
+        DemoParams {
+            mean_len: 1.0 + rng.random::<f64>() * (max_mean - 1.0),
+            flattery_rate: rng.random::<f64>() * 0.5,
+            echo_rate: rng.random::<f64>() * 0.4,
+            insight_rate: rng.random::<f64>() * 0.3,
+            repeat_rate: rng.random::<f64>() * 0.3,
+        }
+    }
+
+    /// The demonstrator: a prompt-conditioned length, then per token either flattery, an
+    /// echo of a prompt token, an insight token, a repeat, or a walk step from the last
+    /// plain token (+1 or +2 most often, anything sometimes).
+    pub fn demonstrate_with(&self, prompt: &[u32], d: &DemoParams, rng: &mut impl Rng) -> Response {
+        let max_len = self.max_response - 1; // room for the end token
+        let shift = (self.plain_index(prompt[0]).unwrap_or(0) % 3) as f64 - 1.0;
+        let mean = (d.mean_len + shift).clamp(1.0, max_len as f64);
+        let trials = (max_len - 1) as u64;
+        let p = ((mean - 1.0) / trials.max(1) as f64).clamp(0.0, 1.0);
+        let len = 1 + Binomial::new(trials, p).expect("valid binomial").sample(rng) as usize;
+        let mut tokens = Vec::with_capacity(len);
+        let mut walk = self.plain_index(prompt[prompt.len() - 1]).unwrap_or(0);
+        for _ in 0..len {
+            let u = rng.random::<f64>();
+            let mut edge = d.flattery_rate;
+            let t = if u < edge {
+                FIRST_CONTENT + (self.plain() + rng.random_range(0..self.flattery.max(1))) as u32
+            } else if u < {
+                edge += d.echo_rate;
+                edge
+            } {
+                prompt[rng.random_range(0..prompt.len())]
+            } else if u < {
+                edge += d.insight_rate;
+                edge
+            } {
+                self.insight_of(prompt[rng.random_range(0..prompt.len())])
+            } else if u < {
+                edge += d.repeat_rate;
+                edge
+            } && !tokens.is_empty()
+            {
+                *tokens.last().expect("non-empty")
+            } else {
+                let v = rng.random::<f64>();
+                walk = if v < 0.45 {
+                    walk + 1
+                } else if v < 0.7 {
+                    walk + 2
+                } else {
+                    rng.random_range(0..self.plain())
+                } % self.plain();
+                self.plain_token(walk)
+            };
+            if let Some(i) = self.plain_index(t) {
+                walk = i;
+            }
+            tokens.push(t);
+        }
+        Response {
+            tokens,
+            finished: true,
+        }
+    }
+
+    /// The labeler's utility of `response` to `prompt` (see [`utility`]).
+    pub fn utility(&self, prompt: &[u32], response: &Response) -> f64 {
+        use utility::*;
+        let r = &response.tokens;
+        let mut covered: Vec<u32> = prompt.iter().copied().filter(|p| r.contains(p)).collect();
+        covered.sort_unstable();
+        covered.dedup();
+        let mut insights: Vec<u32> = prompt.iter().map(|&p| self.insight_of(p)).filter(|i| r.contains(i)).collect();
+        insights.sort_unstable();
+        insights.dedup();
+        let f = r.iter().filter(|&&t| self.is_flattery(t)).count() as f64;
+        let repeats = r.windows(2).filter(|w| w[0] == w[1]).count() as f64;
+        let len = r.len() as f64;
+        let mut u = COVERAGE * covered.len() as f64 - LEN_CURVE * (len - BEST_LEN).powi(2)
+            + FLATTERY_A * f
+            - FLATTERY_B * f * f
+            + INSIGHT * insights.len() as f64
+            + REPEAT * repeats;
+        if !response.finished {
+            u += UNFINISHED;
+        }
+        u
+    }
+
+    /// The full token sequence (length [`seq_len`](Self::seq_len)), right-padded.
+    pub fn encode(&self, prompt: &[u32], response: &Response) -> Vec<u32> {
+        let mut s = Vec::with_capacity(self.seq_len());
+        s.push(BOS);
+        s.extend_from_slice(prompt);
+        s.push(SEP);
+        s.extend_from_slice(&response.tokens);
+        if response.finished {
+            s.push(EOS);
+        }
+        s.resize(self.seq_len(), PAD);
+        s
+    }
+
+    /// Position a reward model reads: the end token, or the last token if unfinished.
+    pub fn end_index(&self, response: &Response) -> usize {
+        let n = response.tokens.len();
+        if response.finished {
+            self.prefix_len() + n
+        } else {
+            self.prefix_len() + n - 1
+        }
+    }
+
+    /// Decodes the response part of a sequence (inverse of [`encode`](Self::encode)).
+    pub fn decode_response(&self, seq: &[u32]) -> Response {
+        let mut tokens = Vec::new();
+        for &t in &seq[self.prefix_len()..] {
+            if t == EOS {
+                return Response {
+                    tokens,
+                    finished: true,
+                };
+            }
+            tokens.push(t);
+        }
+        Response {
+            tokens,
+            finished: false,
+        }
+    }
+}
+
+/// A set of encoded sequences of one length: `tokens` is `(n, seq_len)` row-major.
+#[derive(Debug, Clone, Default)]
+pub struct SeqSet {
+    pub seq_len: usize,
+    pub tokens: Vec<u32>,
+    /// Reward read-out position of each sequence.
+    pub ends: Vec<u32>,
+}
+
+impl SeqSet {
+    pub fn new(seq_len: usize) -> Self {
+        Self {
+            seq_len,
+            ..Default::default()
+        }
+    }
+
+    pub fn push(&mut self, world: &WorldConfig, prompt: &[u32], response: &Response) {
+        self.tokens.extend(world.encode(prompt, response));
+        self.ends.push(world.end_index(response) as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[u32] {
+        &self.tokens[i * self.seq_len..(i + 1) * self.seq_len]
+    }
+
+    /// The rows `idx`, as a new set.
+    pub fn select(&self, idx: &[usize]) -> SeqSet {
+        let mut out = SeqSet::new(self.seq_len);
+        for &i in idx {
+            out.tokens.extend_from_slice(self.row(i));
+            out.ends.push(self.ends[i]);
+        }
+        out
+    }
+}

@@ -1,0 +1,105 @@
+//! Formulas pinned to independently computed values (the reference computation is kept
+//! in a comment beside each).
+
+use candle_core::{Device, Tensor};
+use goodhart::rm::{apply_label_noise, bt_loss, label_pairs, r_squared};
+use goodhart::config::LabelMode;
+use rand::SeedableRng;
+
+#[test]
+fn bradley_terry_loss_matches_hand_value() {
+    // python3: import math
+    //   sp = lambda z: math.log1p(math.exp(z))
+    //   (sp(0-1) + sp(0-0) + sp(1+2)) / 3  == 1.3516654063...
+    let chosen = Tensor::new(&[1.0f32, 0.0, -2.0], &Device::Cpu).unwrap();
+    let rejected = Tensor::new(&[0.0f32, 0.0, 1.0], &Device::Cpu).unwrap();
+    let loss = bt_loss(&chosen, &rejected).unwrap().to_scalar::<f32>().unwrap();
+    assert!((loss - 1.351_665_4).abs() < 1e-5, "loss {loss}");
+}
+
+#[test]
+fn bradley_terry_loss_is_stable_for_large_margins() {
+    // softplus(-100) ≈ 3.7e-44 and softplus(100) = 100 + 3.7e-44: no overflow to inf.
+    let chosen = Tensor::new(&[100.0f32, -100.0], &Device::Cpu).unwrap();
+    let rejected = Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap();
+    let loss = bt_loss(&chosen, &rejected).unwrap().to_scalar::<f32>().unwrap();
+    assert!((loss - 50.0).abs() < 1e-4, "loss {loss}");
+}
+
+#[test]
+fn label_noise_rate_within_tolerance() {
+    for &rate in &[0.0, 0.1, 0.25, 0.5] {
+        let mut labels = vec![true; 200_000];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let flipped = apply_label_noise(&mut labels, rate, &mut rng);
+        let frac = labels.iter().filter(|&&l| !l).count() as f64 / labels.len() as f64;
+        assert_eq!(flipped, labels.iter().filter(|&&l| !l).count());
+        // binomial std at n=2e5 is at most 0.0011; allow 5 std.
+        assert!((frac - rate).abs() < 0.0056, "rate {rate}: flipped {frac}");
+    }
+}
+
+#[test]
+fn deterministic_labels_follow_gold_and_bradley_terry_labels_follow_sigmoid() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let a = vec![1.0f32, -1.0, 0.5];
+    let b = vec![0.0f32, 0.0, 0.6];
+    assert_eq!(label_pairs(&a, &b, LabelMode::Deterministic, &mut rng), vec![true, false, false]);
+    // P(a ≻ b) = σ(1) = 0.7310585786 (python3: 1/(1+math.exp(-1))).
+    let n = 100_000;
+    let labels = label_pairs(&vec![1.0; n], &vec![0.0; n], LabelMode::BradleyTerry, &mut rng);
+    let frac = labels.iter().filter(|&&l| l).count() as f64 / n as f64;
+    assert!((frac - 0.731_058_6).abs() < 0.007, "BT win rate {frac}");
+}
+
+#[test]
+fn r_squared_of_linear_and_unrelated_predictors() {
+    let t: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    let p: Vec<f32> = t.iter().map(|x| 3.0 * x - 7.0).collect();
+    assert!((r_squared(&p, &t) - 1.0).abs() < 1e-6);
+    // symmetric around the mean: correlation exactly 0.
+    let t = vec![-1.0f32, 0.0, 1.0];
+    let p = vec![1.0f32, 0.0, 1.0];
+    assert!(r_squared(&p, &t).abs() < 1e-12);
+}
+
+#[test]
+fn duplicate_fraction_counts_repeats() {
+    use goodhart::world::Response;
+    let r = |t: &[u32], f: bool| Response { tokens: t.to_vec(), finished: f };
+    let pool = vec![r(&[4, 5], true), r(&[4, 5], true), r(&[4, 5], false), r(&[6], true)];
+    // distinct: [4,5]+end, [4,5] unfinished, [6] → 3 of 4 → duplicate fraction 0.25.
+    assert!((goodhart::sft::duplicate_fraction(&pool) - 0.25).abs() < 1e-12);
+}
+
+#[test]
+fn labeler_utility_hand_example() {
+    // world defaults: 20 content tokens (ids 4..23), flattery ids 22 and 23, plain 4..21
+    // (18 plain). prompt [4, 5, 6, 7]; insight of 4 is 7, of 5 is 8.
+    // response [4, 4, 22, 8, 11] finished (insights of the prompt are 7, 8, 9, 10):
+    //   coverage {4} = 1.0; length 5 → −0.12·9 = −1.08; flattery f=1 → 1.5 − 0.6 = 0.9;
+    //   insights {8} = 0.8; adjacent repeats (4,4) = −0.7 → total 0.92
+    let exp = goodhart::Experiment::from_toml("name = \"u\"", std::path::Path::new("u.toml")).unwrap();
+    let w = exp.world();
+    let resp = goodhart::world::Response { tokens: vec![4, 4, 22, 8, 11], finished: true };
+    let u = w.utility(&[4, 5, 6, 7], &resp);
+    assert!((u - 0.92).abs() < 1e-9, "utility {u}");
+    let unfinished = goodhart::world::Response { finished: false, ..resp };
+    assert!((w.utility(&[4, 5, 6, 7], &unfinished) - (0.92 - 2.0)).abs() < 1e-9);
+}
+
+#[test]
+fn encode_decode_and_end_index_agree() {
+    let exp = goodhart::Experiment::from_toml("name = \"u\"", std::path::Path::new("u.toml")).unwrap();
+    let w = exp.world();
+    let done = goodhart::world::Response { tokens: vec![9, 10, 11], finished: true };
+    let seq = w.encode(&[4, 5, 6, 7], &done);
+    assert_eq!(seq.len(), w.seq_len());
+    assert_eq!(&seq[..9], &[1, 4, 5, 6, 7, 2, 9, 10, 11]);
+    assert_eq!(seq[w.end_index(&done)], goodhart::world::EOS);
+    assert_eq!(w.decode_response(&seq), done);
+    let cut = goodhart::world::Response { tokens: vec![9; w.max_response], finished: false };
+    let seq = w.encode(&[4, 5, 6, 7], &cut);
+    assert_eq!(w.end_index(&cut), w.seq_len() - 1);
+    assert_eq!(w.decode_response(&seq), cut);
+}

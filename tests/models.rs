@@ -1,0 +1,246 @@
+//! Models and training loops on tiny shapes: parameter counts, gradients reaching every
+//! parameter, the KV cache, reproducibility, standardization, non-finite losses.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use goodhart::model::{param_count, seeded_init, Policy, RewardModel, TransformerConfig};
+use goodhart::rm::{self, Pairs};
+use goodhart::world::{SeqSet, WorldConfig};
+use rand::SeedableRng;
+
+fn world() -> WorldConfig {
+    common::tiny().world()
+}
+
+fn policy(seed: u64) -> (VarMap, Policy, TransformerConfig) {
+    let w = world();
+    let cfg = TransformerConfig::new(&w, 2, 16, 2);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let p = Policy::new(&cfg, &w, vb).unwrap();
+    seeded_init(&varmap, seed, cfg.layers).unwrap();
+    (varmap, p, cfg)
+}
+
+fn reward(seed: u64, width: usize) -> (VarMap, RewardModel, TransformerConfig) {
+    let w = world();
+    let cfg = TransformerConfig::new(&w, 1, width, 2);
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let m = RewardModel::new(&cfg, vb).unwrap();
+    seeded_init(&varmap, seed, cfg.layers).unwrap();
+    (varmap, m, cfg)
+}
+
+fn demo_set(n: usize, seed: u64) -> (Vec<Vec<u32>>, SeqSet) {
+    let w = world();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (prompts, responses) = goodhart::sft::demonstrations(&w, n, &mut rng);
+    let set = goodhart::model::policy::encode_all(&w, &prompts, &responses);
+    (prompts, set)
+}
+
+fn snapshot(varmap: &VarMap) -> Vec<(String, Vec<f32>)> {
+    let data = varmap.data().lock().unwrap();
+    let mut v: Vec<_> = data
+        .iter()
+        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn changed(before: &[(String, Vec<f32>)], after: &[(String, Vec<f32>)]) -> Vec<String> {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|(b, _)| b.0.clone())
+        .collect()
+}
+
+#[test]
+fn parameter_counts_match_the_built_models() {
+    let (vm, _, cfg) = policy(1);
+    assert_eq!(param_count(&vm), cfg.policy_params());
+    let (vm, _, cfg) = reward(1, 24);
+    assert_eq!(param_count(&vm), cfg.reward_params());
+}
+
+#[test]
+fn every_policy_parameter_receives_a_gradient() {
+    let (vm, p, _) = policy(2);
+    let (_, set) = demo_set(16, 1);
+    let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &Device::Cpu).unwrap();
+    let (_, values) = p.forward(&tokens, None).unwrap();
+    let loss = (goodhart::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+    let data = vm.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        let g = grads.get(var).unwrap_or_else(|| panic!("{name}: no gradient"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(norm > 0.0, "{name}: zero gradient");
+    }
+}
+
+#[test]
+fn every_reward_parameter_receives_a_gradient() {
+    let (vm, m, _) = reward(3, 16);
+    let (_, set) = demo_set(32, 2);
+    // A regression loss (as in gold distillation): the Bradley–Terry loss only sees score
+    // differences, so it leaves ln_f.bias and score_head.bias without gradient by design.
+    let s = m.raw_rows(&set, &(0..32).collect::<Vec<_>>()).unwrap();
+    let target = Tensor::arange(0f32, 32f32, &Device::Cpu).unwrap();
+    let grads = (s - target).unwrap().sqr().unwrap().mean_all().unwrap().backward().unwrap();
+    let data = vm.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        let g = grads.get(var).unwrap_or_else(|| panic!("{name}: no gradient"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(norm > 0.0, "{name}: zero gradient");
+    }
+}
+
+#[test]
+fn kv_cache_generation_matches_full_forward() {
+    let (_, p, _) = policy(4);
+    let w = world();
+    let (_, set) = demo_set(3, 3);
+    let tokens = Tensor::from_slice(&set.tokens, (3, set.seq_len), &Device::Cpu).unwrap();
+    let (full, _) = p.forward(&tokens, None).unwrap();
+    let mut cache = goodhart::model::KvCache::new(2);
+    let pre = w.prefix_len();
+    let (first, _) = p.forward(&tokens.narrow(1, 0, pre).unwrap(), Some(&mut cache)).unwrap();
+    let mut parts = vec![first];
+    for t in pre..set.seq_len {
+        let (step, _) = p.forward(&tokens.narrow(1, t, 1).unwrap(), Some(&mut cache)).unwrap();
+        parts.push(step);
+    }
+    let inc = Tensor::cat(&parts, 1).unwrap();
+    let diff = (full - inc).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-4, "cached and full logits differ by {diff}");
+}
+
+#[test]
+fn sampling_is_reproducible_and_never_emits_special_tokens() {
+    let (_, p, _) = policy(5);
+    let w = world();
+    let prompts: Vec<Vec<u32>> = (0..64).map(|i| vec![4 + (i % 7) as u32, 5, 6, 7]).collect();
+    let draw = |seed| {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        p.sample(&w, &prompts, 1.0, &mut rng).unwrap()
+    };
+    let (a, b, c) = (draw(9), draw(9), draw(10));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    for r in &a {
+        assert!(r.tokens.iter().all(|&t| t >= goodhart::world::FIRST_CONTENT), "{r:?}");
+        assert!(r.tokens.len() <= w.max_response);
+        assert!(r.finished || r.tokens.len() == w.max_response);
+    }
+}
+
+#[test]
+fn sft_changes_parameters_and_lowers_loss() {
+    let (vm, p, _) = policy(6);
+    let (_, train) = demo_set(256, 4);
+    let (_, val) = demo_set(64, 5);
+    let before_loss = goodhart::sft::eval_loss(&p, &val, 64).unwrap();
+    let before = snapshot(&vm);
+    let params = goodhart::sft::SftParams { steps: 30, batch: 32, lr: 3e-3, seed: 1 };
+    let report = goodhart::sft::train(&p, &vm, &train, &val, &params, &indicatif::ProgressBar::hidden()).unwrap();
+    let after = snapshot(&vm);
+    // Everything but the value head (which SFT's loss does not reach) must move.
+    let mut still: Vec<String> = before.iter().map(|b| b.0.clone()).filter(|n| !changed(&before, &after).contains(n)).collect();
+    still.sort();
+    assert_eq!(still, vec!["value_head.bias".to_string(), "value_head.weight".to_string()]);
+    assert!(report.val_loss < before_loss - 0.1, "val loss {before_loss} → {}", report.val_loss);
+}
+
+fn tiny_pairs(n: usize, seed: u64) -> (Pairs, Vec<bool>) {
+    let w = world();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut a = SeqSet::new(w.seq_len());
+    let mut b = SeqSet::new(w.seq_len());
+    let (mut ga, mut gb) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let p = w.sample_prompt(&mut rng);
+        let ra = w.demonstrate(&p, &mut rng);
+        let rb = w.demonstrate(&p, &mut rng);
+        ga.push(w.utility(&p, &ra) as f32);
+        gb.push(w.utility(&p, &rb) as f32);
+        a.push(&w, &p, &ra);
+        b.push(&w, &p, &rb);
+    }
+    let labels = ga.iter().zip(&gb).map(|(x, y)| x > y).collect();
+    (Pairs { a, b, gold_a: ga, gold_b: gb }, labels)
+}
+
+fn train_tiny_proxy(seed: u64, pairs: &Pairs, labels: &[bool]) -> (VarMap, RewardModel) {
+    let (vm, m, _) = reward(seed, 16);
+    let params = rm::ProxyParams { epochs: 2, batch: 32, lr: 3e-3, bootstrap: false, seed };
+    rm::train_proxy(&m, &vm, pairs, labels, pairs.len(), &params, "test proxy", &indicatif::ProgressBar::hidden())
+        .unwrap();
+    (vm, m)
+}
+
+#[test]
+fn proxy_training_changes_parameters_and_same_seed_gives_identical_scores() {
+    let (pairs, labels) = tiny_pairs(256, 11);
+    let (vm0, _, _) = reward(21, 16);
+    let before = snapshot(&vm0);
+    let (vm1, m1) = train_tiny_proxy(21, &pairs, &labels);
+    let (_, m2) = train_tiny_proxy(21, &pairs, &labels);
+    let (_, m3) = train_tiny_proxy(22, &pairs, &labels);
+    // Bradley–Terry sees only score differences: the two biases that shift every score
+    // alike have zero gradient up to rounding, so they are not asked to move.
+    let moved = changed(&before, &snapshot(&vm1));
+    let shift_only = ["score_head.bias", "trunk.ln_f.bias"];
+    let still: Vec<&String> = before
+        .iter()
+        .map(|b| &b.0)
+        .filter(|n| !moved.contains(n) && !shift_only.contains(&n.as_str()))
+        .collect();
+    assert!(still.is_empty(), "parameters that did not move: {still:?}");
+    let s1 = m1.raw_set(&pairs.a, 64).unwrap();
+    let s2 = m2.raw_set(&pairs.a, 64).unwrap();
+    let s3 = m3.raw_set(&pairs.a, 64).unwrap();
+    assert_eq!(s1, s2, "same seed must give bit-identical scores");
+    assert_ne!(s1, s3, "another seed must give another model");
+}
+
+#[test]
+fn standardization_gives_mean_zero_and_unit_std_on_the_reference_set() {
+    let (_, mut m, _) = reward(31, 16);
+    let (_, set) = demo_set(500, 6);
+    let raw = m.raw_set(&set, 128).unwrap();
+    m.standardize(&raw);
+    let z = m.score_set(&set, 128).unwrap();
+    let (mean, std) = rm::mean_std(&z);
+    assert!(mean.abs() < 1e-4, "mean {mean}");
+    assert!((std - 1.0).abs() < 1e-4, "std {std}");
+}
+
+#[test]
+fn non_finite_loss_stops_training_naming_model_and_step() {
+    let (vm, _, _) = reward(41, 8);
+    let mut t = goodhart::optim::Trainer::new(&vm, 1e-3, 10, 1.0, "proxy/a/d40/n0.00/k0").unwrap();
+    let nan = Tensor::new(f32::NAN, &Device::Cpu).unwrap();
+    let err = t.step(&nan, 7).unwrap_err().to_string();
+    assert!(err.contains("proxy/a/d40/n0.00/k0") && err.contains("step 7"), "{err}");
+    assert!(!err.contains('\n'));
+}
+
+#[test]
+fn gradient_clipping_bounds_the_global_norm() {
+    let (vm, m, _) = reward(51, 8);
+    let (_, set) = demo_set(8, 7);
+    let loss = (m.raw_rows(&set, &(0..8).collect::<Vec<_>>()).unwrap() * 1000.0).unwrap().sum_all().unwrap();
+    let mut grads = loss.backward().unwrap();
+    let vars = vm.all_vars();
+    let before = goodhart::optim::clip_grad_norm(&mut grads, &vars, 0.5).unwrap();
+    assert!(before > 0.5);
+    let after = goodhart::optim::clip_grad_norm(&mut grads, &vars, 1e9).unwrap();
+    assert!((after - 0.5).abs() < 1e-3, "norm after clipping {after}");
+}
