@@ -65,8 +65,8 @@ impl Default for WorldSpec {
             content_tokens: 20,
             flattery_tokens: 2,
             prompt_len: 4,
-            max_response: 14,
-            mean_response: 5.0,
+            max_response: 16,
+            mean_response: 6.5,
             flattery_rate: 0.05,
             echo_rate: 0.2,
         }
@@ -150,9 +150,9 @@ impl Default for GoldSpec {
             width: 64,
             heads: 4,
             samples: 30_000,
-            steps: 800,
+            steps: 1200,
             batch: 64,
-            lr: 2e-3,
+            lr: 3e-3,
         }
     }
 }
@@ -180,7 +180,7 @@ impl Default for PreferenceSpec {
     fn default() -> Self {
         Self {
             label: LabelMode::Deterministic,
-            val_pairs: 1000,
+            val_pairs: 2000,
         }
     }
 }
@@ -223,7 +223,7 @@ impl Default for ProxySpec {
         };
         Self {
             sizes: vec![size("xs", 1, 8, 2), size("s", 2, 16, 2), size("m", 2, 40, 4)],
-            data_sizes: vec![1000, 4000],
+            data_sizes: vec![2000, 8000],
             noise: vec![0.0],
             members: 3,
             bootstrap: false,
@@ -324,7 +324,7 @@ impl Experiment {
                 format!("echo_rate + flattery_rate must stay below 0.95, got {}", w.flattery_rate + w.echo_rate),
             ));
         }
-        let world = WorldConfig::from_spec(w);
+        let world = WorldConfig::from_spec(w, spec.seed);
 
         let p = &spec.policy;
         let policy_arch = arch(&bad, "policy", p.layers, p.width, p.heads)?;
@@ -409,7 +409,7 @@ impl Experiment {
 
     /// The world this experiment runs in.
     pub fn world(&self) -> WorldConfig {
-        WorldConfig::from_spec(&self.world)
+        WorldConfig::from_spec(&self.world, self.seed)
     }
 
     /// Transformer shape of the reference policy.

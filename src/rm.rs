@@ -95,7 +95,6 @@ pub fn train_proxy(
     let per_epoch = n.div_ceil(p.batch);
     let total = per_epoch * p.epochs;
     let mut trainer = Trainer::new(varmap, p.lr, total, 1.0, name)?;
-    progress.set_length(total as u64);
     let mut step = 0;
     for _ in 0..p.epochs {
         let mut order = base.clone();
@@ -144,15 +143,15 @@ fn softplus(z: f64) -> f64 {
     z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
 
-/// The gold RM's distillation set: half default-demonstrator responses, half "broad" ones
-/// whose demonstrator knobs are randomized toward the tails; targets are the labeler's
-/// utility.
+/// The gold RM's distillation set: three in four default-demonstrator responses (the
+/// distribution preferences are drawn from), one in four "broad" ones whose demonstrator
+/// knobs are randomized toward the tails; targets are the labeler's utility.
 pub fn gold_dataset(world: &WorldConfig, n: usize, rng: &mut impl Rng) -> (SeqSet, Vec<f32>) {
     let mut set = SeqSet::new(world.seq_len());
     let mut target = Vec::with_capacity(n);
     for i in 0..n {
         let prompt = world.sample_prompt(rng);
-        let response = if i % 2 == 0 {
+        let response = if i % 4 != 3 {
             world.demonstrate(&prompt, rng)
         } else {
             let d = world.broad_params(rng);
@@ -173,8 +172,21 @@ pub struct GoldParams {
     pub seed: u64,
 }
 
-/// Regresses `rm`'s raw score on the z-scored utility `target` (mean squared error).
-/// Returns the mean of the last 20 training losses.
+/// Soft clip bound of the distillation target, in π_ref standard deviations.
+pub const GOLD_TARGET_CLIP: f32 = 3.0;
+
+/// The distillation target of a utility: z-scored with `(mean, std)` of the
+/// default-demonstrator samples, then softly clipped, `c·tanh(z/c)`. The clip keeps every
+/// ordering but stops a few extreme tail samples from dominating the squared error, so
+/// gold also learns the fine distinctions that decide most π_ref pairs.
+pub fn gold_target(utility: f32, mean: f32, std: f32) -> f32 {
+    let z = (utility - mean) / std;
+    GOLD_TARGET_CLIP * (z / GOLD_TARGET_CLIP).tanh()
+}
+
+/// Regresses `rm`'s raw score on the distillation target of `target` (utilities; see
+/// [`gold_target`], standardized on every sample with index ≢ 3 mod 4, the default
+/// demonstrator's) by mean squared error. Returns the mean of the last 20 training losses.
 pub fn train_gold(
     rm: &RewardModel,
     varmap: &VarMap,
@@ -184,8 +196,9 @@ pub fn train_gold(
     progress: &indicatif::ProgressBar,
 ) -> Result<f32> {
     let device: Device = varmap.all_vars()[0].device().clone();
-    let (mean, std) = mean_std(target);
-    let z: Vec<f32> = target.iter().map(|t| (t - mean) / std).collect();
+    let demo: Vec<f32> = target.iter().enumerate().filter(|(i, _)| i % 4 != 3).map(|(_, &t)| t).collect();
+    let (mean, std) = mean_std(&demo);
+    let z: Vec<f32> = target.iter().map(|&t| gold_target(t, mean, std)).collect();
     let mut trainer = Trainer::new(varmap, p.lr, p.steps, 1.0, "gold RM")?;
     let mut rng = crate::seed::rng(p.seed, "gold/order");
     let mut order: Vec<usize> = (0..set.len()).collect();

@@ -11,7 +11,10 @@
 //! answer is liked up to a point, and an answer that relates to the prompt in a subtle
 //! way (a token three steps past a prompt token: "insight") is liked. Preference pairs are
 //! drawn from π_ref, where the tails are rare, so a proxy learns "more is better" from the
-//! bulk and is wrong exactly where an optimizer pushes.
+//! bulk and is wrong exactly where an optimizer pushes. On top of these the labeler has a
+//! taste that no salient feature reveals: an affinity between each prompt token and each
+//! response token (a fixed random matrix drawn from the experiment seed). Small proxies
+//! cannot represent it; larger ones and more data recover more of it.
 
 use rand::Rng;
 use rand_distr::{Binomial, Distribution};
@@ -38,6 +41,9 @@ pub struct WorldConfig {
     pub prompt_len: usize,
     pub max_response: usize,
     pub demo: DemoParams,
+    /// Labeler's affinity of plain prompt token i for content token j: `(plain, content)`
+    /// row-major, N(0, 1) entries drawn from the experiment seed.
+    pub affinity: Vec<f32>,
 }
 
 /// The demonstrator's knobs. π_ref imitates the default ones; the gold RM is distilled on
@@ -64,10 +70,12 @@ pub struct Response {
 /// Labeler utility weights (documented in the README).
 pub mod utility {
     /// Per distinct prompt token the response mentions.
-    pub const COVERAGE: f64 = 1.0;
+    pub const COVERAGE: f64 = 0.5;
     /// Preferred response length and the curvature around it.
-    pub const BEST_LEN: f64 = 8.0;
-    pub const LEN_CURVE: f64 = 0.12;
+    pub const BEST_LEN: f64 = 10.0;
+    pub const LEN_CURVE: f64 = 0.05;
+    /// Weight of the summed affinity over distinct response tokens (mean over the prompt).
+    pub const AFFINITY: f64 = 1.5;
     /// Flattery count f contributes `FLATTERY_A·f − FLATTERY_B·f²` (peak near one).
     pub const FLATTERY_A: f64 = 1.5;
     pub const FLATTERY_B: f64 = 0.6;
@@ -80,8 +88,16 @@ pub mod utility {
 }
 
 impl WorldConfig {
-    pub fn from_spec(s: &WorldSpec) -> Self {
+    /// The world of `s`; `seed` (the experiment's) draws the labeler's affinity matrix.
+    pub fn from_spec(s: &WorldSpec, seed: u64) -> Self {
+        let plain = s.content_tokens - s.flattery_tokens;
+        let mut rng = crate::seed::rng(seed, "world/affinity");
+        let normal = rand_distr::StandardNormal;
+        let affinity = (0..plain * s.content_tokens)
+            .map(|_| Distribution::<f64>::sample(&normal, &mut rng) as f32)
+            .collect();
         Self {
+            affinity,
             content: s.content_tokens,
             flattery: s.flattery_tokens,
             prompt_len: s.prompt_len,
@@ -165,7 +181,7 @@ impl WorldConfig {
         let max_mean = (self.max_response - 1) as f64;
         DemoParams {
             mean_len: 1.0 + rng.random::<f64>() * (max_mean - 1.0),
-            flattery_rate: rng.random::<f64>() * 0.5,
+            flattery_rate: rng.random::<f64>() * 0.3,
             echo_rate: rng.random::<f64>() * 0.4,
             insight_rate: rng.random::<f64>() * 0.3,
             repeat_rate: rng.random::<f64>() * 0.3,
@@ -207,9 +223,9 @@ impl WorldConfig {
                 *tokens.last().expect("non-empty")
             } else {
                 let v = rng.random::<f64>();
-                walk = if v < 0.45 {
+                walk = if v < 0.35 {
                     walk + 1
-                } else if v < 0.7 {
+                } else if v < 0.55 {
                     walk + 2
                 } else {
                     rng.random_range(0..self.plain())
@@ -240,7 +256,15 @@ impl WorldConfig {
         let f = r.iter().filter(|&&t| self.is_flattery(t)).count() as f64;
         let repeats = r.windows(2).filter(|w| w[0] == w[1]).count() as f64;
         let len = r.len() as f64;
+        let mut distinct: Vec<u32> = r.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let taste: f64 = distinct
+            .iter()
+            .map(|&t| prompt.iter().map(|&p| self.affinity_of(p, t)).sum::<f64>() / prompt.len() as f64)
+            .sum();
         let mut u = COVERAGE * covered.len() as f64 - LEN_CURVE * (len - BEST_LEN).powi(2)
+            + AFFINITY * taste
             + FLATTERY_A * f
             - FLATTERY_B * f * f
             + INSIGHT * insights.len() as f64
@@ -249,6 +273,14 @@ impl WorldConfig {
             u += UNFINISHED;
         }
         u
+    }
+
+    /// The labeler's affinity of prompt token `p` for response token `t` (0 off the table).
+    pub fn affinity_of(&self, p: u32, t: u32) -> f64 {
+        match (self.plain_index(p), t.checked_sub(FIRST_CONTENT)) {
+            (Some(i), Some(j)) if (j as usize) < self.content => self.affinity[i * self.content + j as usize] as f64,
+            _ => 0.0,
+        }
     }
 
     /// The full token sequence (length [`seq_len`](Self::seq_len)), right-padded.

@@ -75,17 +75,34 @@ fn duplicate_fraction_counts_repeats() {
 #[test]
 fn labeler_utility_hand_example() {
     // world defaults: 20 content tokens (ids 4..23), flattery ids 22 and 23, plain 4..21
-    // (18 plain). prompt [4, 5, 6, 7]; insight of 4 is 7, of 5 is 8.
-    // response [4, 4, 22, 8, 11] finished (insights of the prompt are 7, 8, 9, 10):
-    //   coverage {4} = 1.0; length 5 → −0.12·9 = −1.08; flattery f=1 → 1.5 − 0.6 = 0.9;
-    //   insights {8} = 0.8; adjacent repeats (4,4) = −0.7 → total 0.92
+    // (18 plain). prompt [4, 5, 6, 7]; their insight tokens are 7, 8, 9, 10.
+    // Affinity set by hand: zero except A[token 4][token 8] = 2.0.
+    // response [4, 4, 22, 8, 11] finished:
+    //   coverage {4}: 0.5·1 = 0.5; length 5: −0.05·(5 − 10)² = −1.25;
+    //   flattery f = 1: 1.5 − 0.6 = 0.9; insights {8}: 0.8; adjacent repeats (4,4): −0.7;
+    //   affinity over distinct {4, 8, 11, 22}, mean over the 4 prompt tokens: 1.5·2.0/4 = 0.75
+    //   total 1.0
     let exp = goodhart::Experiment::from_toml("name = \"u\"", std::path::Path::new("u.toml")).unwrap();
-    let w = exp.world();
+    let mut w = exp.world();
+    w.affinity.iter_mut().for_each(|a| *a = 0.0);
+    w.affinity[0 * w.content + (8 - 4)] = 2.0;
     let resp = goodhart::world::Response { tokens: vec![4, 4, 22, 8, 11], finished: true };
     let u = w.utility(&[4, 5, 6, 7], &resp);
-    assert!((u - 0.92).abs() < 1e-9, "utility {u}");
+    assert!((u - 1.0).abs() < 1e-9, "utility {u}");
     let unfinished = goodhart::world::Response { finished: false, ..resp };
-    assert!((w.utility(&[4, 5, 6, 7], &unfinished) - (0.92 - 2.0)).abs() < 1e-9);
+    assert!((w.utility(&[4, 5, 6, 7], &unfinished) - (1.0 - 2.0)).abs() < 1e-9);
+}
+
+#[test]
+fn affinity_is_seeded_standard_normal() {
+    let w1 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 3", std::path::Path::new("u.toml")).unwrap().world();
+    let w2 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 3", std::path::Path::new("u.toml")).unwrap().world();
+    let w3 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 4", std::path::Path::new("u.toml")).unwrap().world();
+    assert_eq!(w1.affinity, w2.affinity);
+    assert_ne!(w1.affinity, w3.affinity);
+    let (m, s) = goodhart::rm::mean_std(&w1.affinity);
+    // 360 draws: mean within 4/sqrt(360) ≈ 0.21, std within 0.2 of 1.
+    assert!(m.abs() < 0.21 && (s - 1.0).abs() < 0.2, "mean {m} std {s}");
 }
 
 #[test]
@@ -102,4 +119,15 @@ fn encode_decode_and_end_index_agree() {
     let seq = w.encode(&[4, 5, 6, 7], &cut);
     assert_eq!(w.end_index(&cut), w.seq_len() - 1);
     assert_eq!(w.decode_response(&seq), cut);
+}
+
+#[test]
+fn gold_target_is_a_monotone_soft_clip() {
+    use goodhart::rm::gold_target;
+    // python3: 3*math.tanh(((u-1)/2)/3) for u in (1, 3, -9): 0, 0.964538, -2.793329
+    assert!(gold_target(1.0, 1.0, 2.0).abs() < 1e-7);
+    assert!((gold_target(3.0, 1.0, 2.0) - 0.964_538).abs() < 1e-4);
+    assert!((gold_target(-9.0, 1.0, 2.0) + 2.793_329).abs() < 1e-4);
+    let xs: Vec<f32> = (-200..200).map(|i| i as f32 * 0.1).collect();
+    assert!(xs.windows(2).all(|w| gold_target(w[0], 0.0, 1.0) < gold_target(w[1], 0.0, 1.0)));
 }

@@ -1,0 +1,145 @@
+//! End to end on a tiny config: every stage runs, tables and manifest are written, a second
+//! run trains nothing, a corrupt artifact is caught and retrained, an interrupted run
+//! resumes, and results of two configs never share a folder.
+
+mod common;
+
+use std::path::Path;
+
+use goodhart::run::{run, RunOptions, RunSummary};
+use goodhart::Experiment;
+
+fn opts(dir: &Path) -> RunOptions {
+    RunOptions {
+        out: dir.join("results/tiny"),
+        store: dir.join("store"),
+        device: candle_core::Device::Cpu,
+        force: false,
+    }
+}
+
+fn run_tiny(dir: &Path) -> RunSummary {
+    run(&common::tiny(), &opts(dir)).expect("tiny run")
+}
+
+fn proxy_dirs(store: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("proxy-"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn tiny_run_writes_tables_manifest_and_resolved_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_tiny(dir.path());
+    assert_eq!(s.trained.len(), 4, "policy, gold, 2 proxies: {:?}", s.trained);
+    assert!(s.reused.is_empty());
+    let out = dir.path().join("results/tiny");
+    for f in ["rm.parquet", "rm.csv", "manifest.json", "config.resolved.toml"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let df = goodhart::table::read_parquet(&out.join("rm.parquet")).unwrap();
+    assert_eq!(df.height(), 3);
+    for col in ["model", "role", "params", "train_examples", "label_noise", "member", "val_accuracy", "val_bt_loss_nats"] {
+        assert!(df.column(col).is_ok(), "column {col} missing");
+    }
+    let gold = &s.rm_rows[0];
+    assert_eq!(gold.role, "gold");
+    assert!(gold.utility_r2.is_some());
+    for row in &s.rm_rows[1..] {
+        assert_eq!(row.role, "proxy");
+        assert!(row.params * 4 <= gold.params);
+        assert!((0.0..=1.0).contains(&row.val_accuracy));
+        assert!(row.val_bt_loss.is_finite() && row.score_scale > 0.0);
+        assert_eq!(row.train_examples, 40);
+    }
+    assert!((0.0..=1.0).contains(&s.duplicate_fraction));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    for key in ["goodhart_version", "git_commit", "device", "seed", "config_hash", "stage_seconds"] {
+        assert!(manifest.get(key).is_some(), "manifest lacks {key}");
+    }
+    assert_eq!(manifest["seed"], 7);
+    let resolved = std::fs::read_to_string(out.join("config.resolved.toml")).unwrap();
+    let again = Experiment::from_toml(&resolved.replace("[params]", "[ignored_params]"), Path::new("r.toml"));
+    assert!(again.is_err(), "resolved config carries derived params, not an input file");
+    assert!(resolved.contains("sft_steps = 20"));
+}
+
+#[test]
+fn second_run_trains_nothing_and_gives_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_tiny(dir.path());
+    let second = run_tiny(dir.path());
+    assert!(second.trained.is_empty(), "retrained {:?}", second.trained);
+    assert_eq!(second.reused.len(), 4);
+    assert_eq!(first.rm_rows, second.rm_rows);
+}
+
+#[test]
+fn corrupt_artifact_is_detected_quarantined_and_retrained_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_tiny(dir.path());
+    let store = dir.path().join("store");
+    let victim = proxy_dirs(&store)[0].clone();
+    let weights = victim.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x55;
+    std::fs::write(&weights, bytes).unwrap();
+    let second = run_tiny(dir.path());
+    assert_eq!(second.trained.len(), 1, "exactly the corrupt proxy is retrained: {:?}", second.trained);
+    assert!(store.join(".quarantine").read_dir().unwrap().count() == 1, "corrupt copy kept aside");
+    // Same seed, same data: the retrained model is the model that was lost.
+    assert_eq!(first.rm_rows.iter().map(|r| (r.val_accuracy, r.score_offset)).collect::<Vec<_>>(),
+               second.rm_rows.iter().map(|r| (r.val_accuracy, r.score_offset)).collect::<Vec<_>>());
+}
+
+#[test]
+fn mismatched_meta_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    run_tiny(dir.path());
+    let store = dir.path().join("store");
+    let victim = proxy_dirs(&store)[1].clone();
+    let meta = victim.join("meta.json");
+    let text = std::fs::read_to_string(&meta).unwrap().replacen("\"kind\": \"proxy\"", "\"kind\": \"gold\"", 1);
+    std::fs::write(&meta, text).unwrap();
+    let mut vm = candle_nn::VarMap::new();
+    let key = victim.file_name().unwrap().to_string_lossy().trim_start_matches("proxy-").to_string();
+    let err = goodhart::artifacts::Store::open(&store).unwrap().load("proxy", &key, &mut vm).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&key) && msg.contains("meta.json") && !msg.contains('\n'), "{msg}");
+    let second = run_tiny(dir.path());
+    assert_eq!(second.trained.len(), 1);
+}
+
+#[test]
+fn interrupted_run_resumes_with_only_the_missing_models() {
+    let dir = tempfile::tempdir().unwrap();
+    run_tiny(dir.path());
+    let store = dir.path().join("store");
+    // A kill mid-save leaves a temporary folder and no finished model.
+    let victim = proxy_dirs(&store)[1].clone();
+    let name = victim.file_name().unwrap().to_string_lossy().to_string();
+    std::fs::rename(&victim, store.join(format!(".tmp-{name}-99999"))).unwrap();
+    std::fs::remove_dir_all(dir.path().join("results")).unwrap();
+    let second = run_tiny(dir.path());
+    assert_eq!(second.trained.len(), 1, "{:?}", second.trained);
+    assert!(dir.path().join("results/tiny/rm.parquet").is_file());
+}
+
+#[test]
+fn results_of_another_config_are_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    run_tiny(dir.path());
+    let other = Experiment::from_toml(&common::tiny_with("seed = 7", "seed = 8"), Path::new("other.toml")).unwrap();
+    let err = run(&other, &opts(dir.path())).unwrap_err().to_string();
+    assert!(err.contains("different config") && err.contains("results/tiny"), "{err}");
+    let mut forced = opts(dir.path());
+    forced.force = true;
+    run(&other, &forced).expect("--force overwrites");
+}
