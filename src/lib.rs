@@ -15,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod progress;
 pub mod rm;
 pub mod run;

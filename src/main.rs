@@ -33,6 +33,10 @@ enum Command {
         /// Overwrite a results folder that holds results of a different config.
         #[arg(long)]
         force: bool,
+        /// Threads for independent work (proxy models, sampling blocks, batch shards);
+        /// 0: one per core. candle itself runs single-threaded unless CANDLE_NUM_THREADS is set.
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
     },
     /// Check an experiment file and print what it would train, without running anything.
     Validate {
@@ -43,6 +47,13 @@ enum Command {
 
 fn main() -> ExitCode {
     goodhart::tune_allocator();
+    let cli = Cli::parse();
+    // Before any tensor op or other thread: candle single-threaded, work pool sized.
+    let jobs = match &cli.command {
+        Command::Run { jobs, .. } => *jobs,
+        Command::Validate { .. } => 1,
+    };
+    goodhart::parallel::init(jobs);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -51,7 +62,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match real_main(Cli::parse()) {
+    match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
@@ -68,6 +79,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             store,
             device,
             force,
+            jobs: _,
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             let device = goodhart::device::parse(&device)?;

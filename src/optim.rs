@@ -61,6 +61,50 @@ impl Trainer {
         }
     }
 
+    /// One update from a batch of `n` examples split into `shards` contiguous ranges that
+    /// run in parallel on the work pool. `loss_of(range)` returns the mean loss over that
+    /// range; the shards' gradients are combined with weights `len / n`, so the update is
+    /// the one the whole batch would give (up to float rounding).
+    pub fn step_sharded<F>(&mut self, n: usize, shards: usize, step: usize, loss_of: F) -> Result<StepStats>
+    where
+        F: Fn(std::ops::Range<usize>) -> Result<Tensor> + Sync + Send,
+    {
+        let shards = shards.clamp(1, n.max(1));
+        if shards == 1 {
+            return self.step(&loss_of(0..n)?, step);
+        }
+        let ranges: Vec<std::ops::Range<usize>> =
+            (0..shards).map(|i| (i * n / shards)..((i + 1) * n / shards)).collect();
+        let parts = crate::parallel::map(&ranges, |r| -> Result<(f32, GradStore)> {
+            let loss = loss_of(r.clone())?;
+            let value = loss.to_scalar::<f32>()?;
+            let w = r.len() as f64 / n as f64;
+            Ok((value * w as f32, (loss * w)?.backward()?))
+        });
+        let mut value = 0f32;
+        let mut grads: Option<GradStore> = None;
+        for part in parts {
+            let (v, g) = part?;
+            value += v;
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for var in &self.vars {
+                        if let Some(extra) = g.get(var) {
+                            let sum = match acc.remove(var) {
+                                Some(a) => (a + extra)?,
+                                None => extra.clone(),
+                            };
+                            acc.insert(var, sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        self.apply(value, grads.expect("at least one shard"), step)
+    }
+
     /// Backpropagates the scalar `loss`, clips and applies one update. A NaN or infinite
     /// loss or gradient stops training with an error naming the model and step.
     pub fn step(&mut self, loss: &Tensor, step: usize) -> Result<StepStats> {
@@ -72,7 +116,18 @@ impl Trainer {
                 value,
             });
         }
-        let mut grads = loss.backward()?;
+        let grads = loss.backward()?;
+        self.apply(value, grads, step)
+    }
+
+    fn apply(&mut self, value: f32, mut grads: GradStore, step: usize) -> Result<StepStats> {
+        if !value.is_finite() {
+            return Err(Error::NonFiniteLoss {
+                model: self.model.clone(),
+                step,
+                value,
+            });
+        }
         let grad_norm = clip_grad_norm(&mut grads, &self.vars, self.max_grad_norm)?;
         if !grad_norm.is_finite() {
             return Err(Error::NonFiniteLoss {

@@ -170,6 +170,8 @@ pub struct GoldParams {
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Data-parallel shards per batch (see [`Trainer::step_sharded`]).
+    pub shards: usize,
 }
 
 /// Soft clip bound of the distillation target, in π_ref standard deviations.
@@ -184,21 +186,24 @@ pub fn gold_target(utility: f32, mean: f32, std: f32) -> f32 {
     GOLD_TARGET_CLIP * (z / GOLD_TARGET_CLIP).tanh()
 }
 
-/// Regresses `rm`'s raw score on the distillation target of `target` (utilities; see
-/// [`gold_target`], standardized on every sample with index ≢ 3 mod 4, the default
-/// demonstrator's) by mean squared error. Returns the mean of the last 20 training losses.
+/// Mean and std of the utilities of the default-demonstrator part of a [`gold_dataset`]
+/// (indices ≢ 3 mod 4): the standardization of [`gold_target`].
+pub fn gold_target_stats(utilities: &[f32]) -> (f32, f32) {
+    let demo: Vec<f32> = utilities.iter().enumerate().filter(|(i, _)| i % 4 != 3).map(|(_, &t)| t).collect();
+    mean_std(&demo)
+}
+
+/// Regresses `rm`'s raw score on `z`, the distillation targets (see [`gold_target`]), by
+/// mean squared error. Returns the mean of the last 20 training losses.
 pub fn train_gold(
     rm: &RewardModel,
     varmap: &VarMap,
     set: &SeqSet,
-    target: &[f32],
+    z: &[f32],
     p: &GoldParams,
     progress: &indicatif::ProgressBar,
 ) -> Result<f32> {
     let device: Device = varmap.all_vars()[0].device().clone();
-    let demo: Vec<f32> = target.iter().enumerate().filter(|(i, _)| i % 4 != 3).map(|(_, &t)| t).collect();
-    let (mean, std) = mean_std(&demo);
-    let z: Vec<f32> = target.iter().map(|&t| gold_target(t, mean, std)).collect();
     let mut trainer = Trainer::new(varmap, p.lr, p.steps, 1.0, "gold RM")?;
     let mut rng = crate::seed::rng(p.seed, "gold/order");
     let mut order: Vec<usize> = (0..set.len()).collect();
@@ -211,11 +216,13 @@ pub fn train_gold(
         }
         let idx = &order[cursor..cursor + p.batch.min(order.len())];
         cursor += idx.len();
-        let pred = rm.raw_rows(set, idx)?;
-        let y: Vec<f32> = idx.iter().map(|&i| z[i]).collect();
-        let y = Tensor::from_vec(y, idx.len(), &device)?;
-        let loss = (pred - y)?.sqr()?.mean_all()?;
-        let stats = trainer.step(&loss, step)?;
+        let stats = trainer.step_sharded(idx.len(), p.shards, step, |r| {
+            let part = &idx[r];
+            let pred = rm.raw_rows(set, part)?;
+            let y: Vec<f32> = part.iter().map(|&i| z[i]).collect();
+            let y = Tensor::from_vec(y, part.len(), &device)?;
+            Ok((pred - y)?.sqr()?.mean_all()?)
+        })?;
         recent.push(stats.loss);
         if recent.len() > 20 {
             recent.remove(0);

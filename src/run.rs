@@ -31,6 +31,17 @@ use crate::world::{SeqSet, WorldConfig};
 const PAIR_BLOCK: usize = 512;
 /// Batch size for sampling and scoring (no gradients).
 const INFER_BATCH: usize = 512;
+/// Data-parallel shards per SFT and gold batch on the CPU. Fixed (not the core count) so
+/// that the same config gives the same models on any CPU.
+const CPU_SHARDS: usize = 2;
+
+fn shards(device: &Device) -> usize {
+    if device.is_cpu() {
+        CPU_SHARDS
+    } else {
+        1
+    }
+}
 
 /// Where and how to run.
 #[derive(Debug, Clone)]
@@ -224,6 +235,7 @@ fn reference_policy(exp: &Experiment, store: &Store, device: &Device, st: &mut S
             batch: p.sft_batch,
             lr: p.sft_lr,
             seed: crate::seed::derive(exp.seed, "sft"),
+            shards: shards(device),
         },
         &pb,
     )?;
@@ -242,20 +254,49 @@ fn reference_policy(exp: &Experiment, store: &Store, device: &Device, st: &mut S
 
 /// `n` π_ref samples at temperature 1 for fresh prompts, from the stream `label`.
 fn sample_set(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<SeqSet> {
-    let mut rng = crate::seed::rng(seed, label);
-    let prompts: Vec<Vec<u32>> = (0..n).map(|_| world.sample_prompt(&mut rng)).collect();
-    let responses = policy.sample_many(world, &prompts, 1.0, INFER_BATCH, &mut rng, |_| {})?;
-    Ok(crate::model::policy::encode_all(world, &prompts, &responses))
+    let s = pair_samples_one_side(policy, world, n, seed, label)?;
+    Ok(crate::model::policy::encode_all(world, &s.0, &s.1))
 }
 
-/// Duplicate fraction of `n` π_ref samples for one prompt.
+/// Prompts and one π_ref response each, sampled in seeded blocks on the work pool.
+fn pair_samples_one_side(
+    policy: &Policy,
+    world: &WorldConfig,
+    n: usize,
+    seed: u64,
+    label: &str,
+) -> Result<(Vec<Vec<u32>>, Vec<crate::world::Response>)> {
+    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
+        let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
+        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        let prompts: Vec<Vec<u32>> = (0..take).map(|_| world.sample_prompt(&mut rng)).collect();
+        let responses = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        Ok((prompts, responses))
+    });
+    let (mut prompts, mut responses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for part in parts {
+        let (p, r) = part?;
+        prompts.extend(p);
+        responses.extend(r);
+    }
+    Ok((prompts, responses))
+}
+
+/// Duplicate fraction of `n` π_ref samples for one prompt (sampled in seeded blocks).
 fn diversity(policy: &Policy, world: &WorldConfig, n: usize, seed: u64) -> Result<f64> {
     let mut rng = crate::seed::rng(seed, "reference/diversity");
     let prompt = world.sample_prompt(&mut rng);
-    let prompts = vec![prompt; n];
-    let pb = bar(n as u64, "π_ref diversity pool");
-    let responses = policy.sample_many(world, &prompts, 1.0, 1024, &mut rng, |k| pb.inc(k as u64))?;
-    pb.finish_and_clear();
+    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let parts = crate::parallel::map(&blocks, |&block| {
+        let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));
+        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        policy.sample(world, &vec![prompt.clone(); take], 1.0, &mut rng)
+    });
+    let mut responses = Vec::with_capacity(n);
+    for part in parts {
+        responses.extend(part?);
+    }
     Ok(crate::sft::duplicate_fraction(&responses))
 }
 
@@ -267,24 +308,26 @@ struct PairSamples {
 }
 
 fn pair_samples(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<PairSamples> {
+    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
+        let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
+        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.sample_prompt(&mut rng)).collect();
+        let a = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        let b = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        Ok((prompts, a, b, take))
+    });
     let mut out = PairSamples {
         prompts: Vec::with_capacity(n),
         a: Vec::with_capacity(n),
         b: Vec::with_capacity(n),
     };
-    let pb = bar(n as u64, &format!("sample {label}"));
-    for block in 0..n.div_ceil(PAIR_BLOCK) {
-        let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
-        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.sample_prompt(&mut rng)).collect();
-        let a = policy.sample(world, &prompts, 1.0, &mut rng)?;
-        let b = policy.sample(world, &prompts, 1.0, &mut rng)?;
-        let take = PAIR_BLOCK.min(n - out.prompts.len());
+    for part in parts {
+        let (prompts, a, b, take) = part?;
         out.prompts.extend(prompts.into_iter().take(take));
         out.a.extend(a.into_iter().take(take));
         out.b.extend(b.into_iter().take(take));
-        pb.inc(take as u64);
     }
-    pb.finish_and_clear();
     Ok(out)
 }
 
@@ -367,17 +410,20 @@ fn gold_rm(
         batch: g.batch,
         lr: g.lr,
         seed: crate::seed::derive(exp.seed, "gold"),
+        shards: shards(device),
     };
-    let train_loss = rm::train_gold(&gold, &varmap, &train, &target[..g.samples], &params, &pb)?;
+    let (mean, std) = rm::gold_target_stats(&target[..g.samples]);
+    let z: Vec<f32> = target.iter().map(|&u| rm::gold_target(u, mean, std)).collect();
+    let train_loss = rm::train_gold(&gold, &varmap, &train, &z[..g.samples], &params, &pb)?;
     pb.finish_and_clear();
     let train_seconds = t.elapsed().as_secs_f64();
-    let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &target[g.samples..]);
+    let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &z[g.samples..]);
     gold.standardize(&gold.raw_set(reference, INFER_BATCH)?);
     let samples = pair_samples(policy, &world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
     let pairs = scored_pairs(&world, &samples, &gold)?;
     let (acc, bt, counted) = labeler_agreement(&world, &gold, &samples, &pairs)?;
     info!(
-        "gold RM: {} params, distill MSE {:.3} (z-units), utility R² {:.3} on held-out samples, \
+        "gold RM: {} params, distill MSE {:.3} (z-units), R² {:.3} against its distillation target on held-out samples, \
          orders {:.1}% of {counted} untied π_ref pairs as the labeler does",
         crate::model::param_count(&varmap),
         train_loss,
@@ -386,7 +432,7 @@ fn gold_rm(
     );
     let info = json!({
         "offset": gold.offset, "scale": gold.scale,
-        "train_mse_z": train_loss, "utility_r2": r2,
+        "train_mse_z": train_loss, "distill_r2": r2,
         "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": counted,
         "train_examples": g.samples, "train_steps": g.steps, "train_seconds": train_seconds,
     });
@@ -483,13 +529,17 @@ fn proxy_rms(
             .map(|&i| (slots[i].cell.data_size.div_ceil(x.batch) * x.epochs) as u64)
             .sum();
         let pb = bar(steps, "train proxy RMs");
-        // One at a time: candle already spreads each op over the cores, and two trainings
-        // side by side measured 1.4x slower in total than one after the other (2 cores).
-        for &i in &missing {
-            slots[i].meta = Some(train_proxy_slot(exp, &slots[i], store, reference, &data, &pb)?);
-            st.trained.push(slots[i].cell.id());
+        // Independent models side by side on the work pool (candle itself runs one thread).
+        let jobs: Vec<usize> = if device.is_cpu() { missing.clone() } else { Vec::new() };
+        let mut trained = crate::parallel::map(&jobs, |&i| train_proxy_slot(exp, &slots[i], store, reference, &data, &pb));
+        if !device.is_cpu() {
+            trained = missing.iter().map(|&i| train_proxy_slot(exp, &slots[i], store, reference, &data, &pb)).collect();
         }
         pb.finish_and_clear();
+        for (&i, meta) in missing.iter().zip(trained) {
+            slots[i].meta = Some(meta?);
+            st.trained.push(slots[i].cell.id());
+        }
     }
     Ok(slots
         .iter_mut()
@@ -555,7 +605,7 @@ fn train_proxy_slot(
 
 fn gold_row(exp: &Experiment, meta: &Meta) -> RmRow {
     let mut row = row_from_meta("gold", "gold", "gold", "", &exp.gold_arch(), None, meta);
-    row.utility_r2 = meta.info.get("utility_r2").and_then(|v| v.as_f64());
+    row.distill_r2 = meta.info.get("distill_r2").and_then(|v| v.as_f64());
     row
 }
 
@@ -584,7 +634,7 @@ fn row_from_meta(
         val_pairs: u("val_pairs"),
         val_accuracy: f("val_accuracy"),
         val_bt_loss: f("val_bt_loss"),
-        utility_r2: None,
+        distill_r2: None,
         train_steps: u("train_steps"),
         train_seconds: f("train_seconds"),
         score_offset: f("offset"),

@@ -9,6 +9,7 @@ use rand::Rng;
 use crate::error::Result;
 use crate::model::Policy;
 use crate::optim::Trainer;
+
 use crate::world::{Response, SeqSet, WorldConfig};
 
 /// Demonstrations: `n` prompts with one demonstrator response each.
@@ -33,6 +34,8 @@ pub struct SftParams {
     pub batch: usize,
     pub lr: f64,
     pub seed: u64,
+    /// Data-parallel shards per batch (see [`Trainer::step_sharded`]).
+    pub shards: usize,
 }
 
 /// What SFT reached.
@@ -68,9 +71,11 @@ pub fn train(
         let idx = &order[cursor..cursor + p.batch.min(order.len())];
         cursor += idx.len();
         let sub = train.select(idx);
-        let tokens = Tensor::from_slice(&sub.tokens, (sub.len(), sub.seq_len), &device)?;
-        let loss = sft_loss(policy, &tokens)?;
-        let stats = trainer.step(&loss, step)?;
+        let stats = trainer.step_sharded(sub.len(), p.shards, step, |r| {
+            let part = sub.select(&r.collect::<Vec<_>>());
+            let tokens = Tensor::from_slice(&part.tokens, (part.len(), part.seq_len), &device)?;
+            sft_loss(policy, &tokens)
+        })?;
         recent.push(stats.loss);
         if recent.len() > 20 {
             recent.remove(0);

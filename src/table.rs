@@ -33,8 +33,9 @@ pub struct RmRow {
     pub val_accuracy: f64,
     /// Bradley–Terry loss on held-out pairs, raw scores, nats per pair.
     pub val_bt_loss: f64,
-    /// Gold only: R² of gold's score against the labeler utility on held-out samples.
-    pub utility_r2: Option<f64>,
+    /// Gold only: R² of gold's raw score against its distillation target (the soft-clipped,
+    /// standardized labeler utility) on held-out distillation samples.
+    pub distill_r2: Option<f64>,
     pub train_steps: u64,
     pub train_seconds: f64,
     /// Standardization: raw-score mean and std on the π_ref reference set.
@@ -63,7 +64,7 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
         Column::new("val_pairs".into(), u(|r| r.val_pairs)),
         Column::new("val_accuracy".into(), x(|r| r.val_accuracy)),
         Column::new("val_bt_loss_nats".into(), x(|r| r.val_bt_loss)),
-        Column::new("utility_r2".into(), rows.iter().map(|r| r.utility_r2).collect::<Vec<_>>()),
+        Column::new("gold_distill_r2".into(), rows.iter().map(|r| r.distill_r2).collect::<Vec<_>>()),
         Column::new("train_steps".into(), u(|r| r.train_steps)),
         Column::new("train_seconds".into(), x(|r| r.train_seconds)),
         Column::new("score_offset".into(), x(|r| r.score_offset)),

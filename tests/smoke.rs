@@ -49,7 +49,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     }
     let gold = &s.rm_rows[0];
     assert_eq!(gold.role, "gold");
-    assert!(gold.utility_r2.is_some());
+    assert!(gold.distill_r2.is_some_and(|r| (0.0..=1.0).contains(&r)));
     for row in &s.rm_rows[1..] {
         assert_eq!(row.role, "proxy");
         assert!(row.params * 4 <= gold.params);
