@@ -562,7 +562,8 @@ fn train_proxy_slot(
 ) -> Result<Meta> {
     let x = &exp.proxy;
     let (cell, id) = (&slot.cell, slot.cell.id());
-    let member_seed = crate::seed::derive(exp.seed, &format!("{id}/{}", slot.key));
+    // From the id alone (not the artifact key, which also hashes the store format).
+    let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
     seeded_init(&slot.varmap, member_seed, slot.cfg.layers)?;
     let mut labels = data.labels.clone();
     let mut rng = crate::seed::rng(exp.seed, &format!("pairs/noise/{:.4}", cell.noise));

@@ -143,3 +143,35 @@ fn results_of_another_config_are_not_overwritten() {
     forced.force = true;
     run(&other, &forced).expect("--force overwrites");
 }
+
+/// The RM table without the columns that measure wall time.
+fn table_without_timings(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let skip = header.iter().position(|h| *h == "train_seconds").unwrap();
+    text.lines()
+        .map(|l| l.split(',').enumerate().filter(|(i, _)| *i != skip).map(|(_, c)| c).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+#[test]
+fn results_do_not_depend_on_the_number_of_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    for jobs in ["1", "2"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_goodhart"))
+            .args(["run", toml.to_str().unwrap(), "--jobs", jobs])
+            .args(["--out", &format!("out{jobs}"), "--store", &format!("store{jobs}")])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .status()
+            .unwrap();
+        assert!(status.success(), "--jobs {jobs} failed");
+    }
+    assert_eq!(
+        table_without_timings(&dir.path().join("out1/rm.csv")),
+        table_without_timings(&dir.path().join("out2/rm.csv"))
+    );
+}
