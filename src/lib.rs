@@ -9,7 +9,9 @@
 //! proxies) → [`table`]; [`run`] orders the stages and [`artifacts`] lets every stage reuse
 //! what an earlier run trained.
 
+pub mod aggregate;
 pub mod artifacts;
+pub mod bon;
 pub mod config;
 pub mod device;
 pub mod error;

@@ -1,0 +1,101 @@
+//! The one aggregator of an ensemble's scores, shared by best-of-n and PPO.
+//!
+//! Input: the k standardized member scores `r_1..r_k` of one sample. `mean`; `wco`, the
+//! worst case (min); `uwo(λ)` = mean − λ·Var with Var the population variance (divide by
+//! k) and λ = 0 meaning no penalty; extras: `median`, `mean_std(λ)` = mean − λ·std, and a
+//! single member.
+
+use serde::{Deserialize, Serialize};
+
+/// How k member scores of one sample become one score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Aggregator {
+    /// One member alone (0-based index).
+    Member(usize),
+    Mean,
+    /// Worst-case optimization: the minimum.
+    Wco,
+    /// Uncertainty-weighted optimization: mean − λ·population variance.
+    Uwo(f64),
+    Median,
+    /// mean − λ·population standard deviation.
+    MeanStd(f64),
+}
+
+impl Aggregator {
+    /// Stable name used in tables and figures: `member0`, `mean`, `wco`, `uwo`, `median`,
+    /// `mean_std` (λ is a column of its own).
+    pub fn name(&self) -> String {
+        match self {
+            Aggregator::Member(i) => format!("member{i}"),
+            Aggregator::Mean => "mean".into(),
+            Aggregator::Wco => "wco".into(),
+            Aggregator::Uwo(_) => "uwo".into(),
+            Aggregator::Median => "median".into(),
+            Aggregator::MeanStd(_) => "mean_std".into(),
+        }
+    }
+
+    /// Name with λ where there is one, for legends: `uwo(λ=0.5)`.
+    pub fn label(&self) -> String {
+        match self.lambda() {
+            Some(l) => format!("{}(λ={l})", self.name()),
+            None => self.name(),
+        }
+    }
+
+    /// The penalty weight, for the aggregators that have one.
+    pub fn lambda(&self) -> Option<f64> {
+        match self {
+            Aggregator::Uwo(l) | Aggregator::MeanStd(l) => Some(*l),
+            _ => None,
+        }
+    }
+
+    /// Aggregates the member scores of one sample.
+    pub fn apply(&self, scores: &[f32]) -> f32 {
+        assert!(!scores.is_empty(), "an ensemble has at least one member");
+        match *self {
+            Aggregator::Member(i) => scores[i],
+            Aggregator::Mean => mean(scores) as f32,
+            Aggregator::Wco => scores.iter().copied().fold(f32::INFINITY, f32::min),
+            Aggregator::Uwo(l) => (mean(scores) - l * population_variance(scores)) as f32,
+            Aggregator::Median => {
+                let mut s = scores.to_vec();
+                s.sort_by(f32::total_cmp);
+                let k = s.len();
+                if k % 2 == 1 {
+                    s[k / 2]
+                } else {
+                    (s[k / 2 - 1] + s[k / 2]) / 2.0
+                }
+            }
+            Aggregator::MeanStd(l) => (mean(scores) - l * population_variance(scores).sqrt()) as f32,
+        }
+    }
+
+    /// Aggregates every sample: `members[j][i]` is member j's score of sample i → (n,).
+    pub fn apply_all(&self, members: &[Vec<f32>]) -> Vec<f32> {
+        let n = members.first().map_or(0, |m| m.len());
+        let mut buf = vec![0f32; members.len()];
+        (0..n)
+            .map(|i| {
+                for (b, m) in buf.iter_mut().zip(members) {
+                    *b = m[i];
+                }
+                self.apply(&buf)
+            })
+            .collect()
+    }
+}
+
+/// Arithmetic mean.
+pub fn mean(x: &[f32]) -> f64 {
+    x.iter().map(|&v| v as f64).sum::<f64>() / x.len() as f64
+}
+
+/// Population variance (divides by k, not k − 1).
+pub fn population_variance(x: &[f32]) -> f64 {
+    let m = mean(x);
+    x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / x.len() as f64
+}

@@ -1,0 +1,132 @@
+//! Best-of-n from a pool: the unbiased estimator (Nakano et al. 2021) and its KL.
+//!
+//! For a pool of N samples sorted by the aggregated proxy score ascending, the expected
+//! value of best-of-n (the best of n samples drawn without replacement) is
+//! `Σ_{i=n..N} C(i−1, n−1)/C(N, n) · v_(i)` for any per-sample value v (gold, proxy, a
+//! member's score). Weights are computed in log space. Values are looked up through the
+//! sort order, so each stays with the sample it belongs to.
+
+/// `ln k!` for k = 0..=max.
+#[derive(Debug, Clone)]
+pub struct LogFactorials(Vec<f64>);
+
+impl LogFactorials {
+    pub fn new(max: usize) -> Self {
+        let mut v = Vec::with_capacity(max + 1);
+        let mut acc = 0f64;
+        v.push(0.0);
+        for k in 1..=max {
+            acc += (k as f64).ln();
+            v.push(acc);
+        }
+        Self(v)
+    }
+
+    /// `ln C(a, b)` for b ≤ a ≤ max.
+    pub fn ln_choose(&self, a: usize, b: usize) -> f64 {
+        self.0[a] - self.0[b] - self.0[a - b]
+    }
+}
+
+/// Weights of best-of-n over a pool of `pool` samples sorted ascending: index i (0-based,
+/// rank i + 1) gets `C(i, n−1) / C(pool, n)` if i + 1 ≥ n, else 0. They sum to 1.
+pub fn weights(pool: usize, n: usize, lf: &LogFactorials) -> Vec<f64> {
+    assert!(n >= 1 && n <= pool, "best-of-{n} needs 1 ≤ n ≤ pool ({pool})");
+    let denom = lf.ln_choose(pool, n);
+    (0..pool)
+        .map(|i| if i + 1 < n { 0.0 } else { (lf.ln_choose(i, n - 1) - denom).exp() })
+        .collect()
+}
+
+/// Indices that sort `scores` ascending (stable: equal scores keep pool order).
+pub fn ascending_order(scores: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    idx
+}
+
+/// Expected `values` under best-of-n: `Σ_i weights[i] · values[order[i]]`.
+pub fn expect(order: &[usize], weights: &[f64], values: &[f32]) -> f64 {
+    order.iter().zip(weights).map(|(&j, &w)| w * values[j] as f64).sum()
+}
+
+/// The grid of n: powers of two up to `pool`, and `pool` itself.
+pub fn n_grid(pool: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |&n| n.checked_mul(2))
+        .take_while(|&n| n <= pool)
+        .collect();
+    if v.last() != Some(&pool) {
+        v.push(pool);
+    }
+    v
+}
+
+/// `ln n − (n−1)/n`: the analytic KL(best-of-n ‖ π_ref), an upper bound on the true KL
+/// (Beirami et al. 2024), exact for a continuous score distribution.
+pub fn kl_bound(n: usize) -> f64 {
+    let n = n as f64;
+    n.ln() - (n - 1.0) / n
+}
+
+/// KL of the actual best-of-n distribution over the pool's distinct responses. `group[i]`
+/// names the distinct response sample i is (equal responses share a group and a score);
+/// `order` sorts the pool by score ascending. Each distinct response j has π_ref mass
+/// `p_j = m_j / N` and best-of-n mass `q_j = F_j^n − F_{j−1}^n` (F the CDF in score order),
+/// and the KL is `Σ q_j ln(q_j / p_j)`. With no repeated response the pool is read as a
+/// sample of a continuous distribution and the bound is returned.
+pub fn kl_exact(order: &[usize], group: &[u32], n: usize) -> f64 {
+    let pool = order.len();
+    let mut masses: Vec<usize> = Vec::with_capacity(pool);
+    let mut last: Option<u32> = None;
+    let mut seen = std::collections::HashSet::with_capacity(pool);
+    for &i in order {
+        let g = group[i];
+        if last == Some(g) {
+            *masses.last_mut().expect("non-empty") += 1;
+        } else {
+            if !seen.insert(g) {
+                // Equal responses score equally, so a group is contiguous in score order;
+                // a split group only happens on exact ties with another response: merge.
+                return kl_exact_unordered(order, group, n);
+            }
+            masses.push(1);
+        }
+        last = Some(g);
+    }
+    if masses.len() == pool {
+        return kl_bound(n);
+    }
+    discrete_kl(&masses, pool, n)
+}
+
+fn kl_exact_unordered(order: &[usize], group: &[u32], n: usize) -> f64 {
+    let mut first: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let mut masses: Vec<usize> = Vec::new();
+    for &i in order {
+        match first.get(&group[i]) {
+            Some(&k) => masses[k] += 1,
+            None => {
+                first.insert(group[i], masses.len());
+                masses.push(1);
+            }
+        }
+    }
+    if masses.len() == order.len() {
+        return kl_bound(n);
+    }
+    discrete_kl(&masses, order.len(), n)
+}
+
+fn discrete_kl(masses: &[usize], pool: usize, n: usize) -> f64 {
+    let (mut cum, mut kl) = (0usize, 0f64);
+    for &m in masses {
+        let f_prev = cum as f64 / pool as f64;
+        cum += m;
+        let f = cum as f64 / pool as f64;
+        let q = f.powi(n as i32) - f_prev.powi(n as i32);
+        if q > 0.0 {
+            kl += q * (q / (m as f64 / pool as f64)).ln();
+        }
+    }
+    kl
+}
