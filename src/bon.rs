@@ -130,3 +130,125 @@ fn discrete_kl(masses: &[usize], pool: usize, n: usize) -> f64 {
     }
     kl
 }
+
+/// Scores of a pool of `prompts × size` samples (prompt-major), for one ensemble.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolView<'a> {
+    pub prompts: usize,
+    pub size: usize,
+    /// Standardized gold score of every sample.
+    pub gold: &'a [f32],
+    /// Distinct-response id of every sample within its prompt (for `kl_exact`).
+    pub groups: &'a [u32],
+}
+
+/// One point of a best-of-n curve, averaged over prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BonPoint {
+    pub n: usize,
+    pub kl_bound: f64,
+    /// Mean over prompts of [`kl_exact`].
+    pub kl_exact: f64,
+    /// Gold of best-of-n: mean over prompts, and its standard error over prompts.
+    pub gold: f64,
+    pub gold_se: f64,
+    /// The aggregated proxy score of best-of-n (what is optimized).
+    pub proxy: f64,
+    /// Each member's score of the selected samples.
+    pub members: Vec<f64>,
+    /// Mean population variance of the member scores of the selected samples.
+    pub disagreement: f64,
+}
+
+/// Best-of-n curve of one aggregator over one pool. `members[j]` are member j's
+/// standardized scores of every pool sample. Every aggregator sorts the same pool; gold
+/// and the members' scores are read through that order, so they stay with their samples.
+pub fn curve(
+    agg: crate::aggregate::Aggregator,
+    members: &[&[f32]],
+    pool: PoolView,
+    ns: &[usize],
+    lf: &LogFactorials,
+) -> Vec<BonPoint> {
+    let (p, size) = (pool.prompts, pool.size);
+    let k = members.len();
+    let w: Vec<Vec<f64>> = ns.iter().map(|&n| weights(size, n, lf)).collect();
+    // Per prompt and n: gold, proxy, members…, disagreement, kl_exact.
+    let mut per = vec![vec![vec![0f64; k + 4]; ns.len()]; p];
+    let mut buf = vec![0f32; k];
+    for (prompt, out) in per.iter_mut().enumerate() {
+        let range = prompt * size..(prompt + 1) * size;
+        let agg_scores: Vec<f32> = range
+            .clone()
+            .map(|i| {
+                for (b, m) in buf.iter_mut().zip(members) {
+                    *b = m[i];
+                }
+                agg.apply(&buf)
+            })
+            .collect();
+        let var: Vec<f32> = range
+            .clone()
+            .map(|i| {
+                for (b, m) in buf.iter_mut().zip(members) {
+                    *b = m[i];
+                }
+                crate::aggregate::population_variance(&buf) as f32
+            })
+            .collect();
+        let gold = &pool.gold[range.clone()];
+        let groups = &pool.groups[range.clone()];
+        let order = ascending_order(&agg_scores);
+        for (j, (&n, wn)) in ns.iter().zip(&w).enumerate() {
+            let o = &mut out[j];
+            o[0] = expect(&order, wn, gold);
+            o[1] = expect(&order, wn, &agg_scores);
+            for (m, member) in members.iter().enumerate() {
+                o[2 + m] = expect(&order, wn, &member[range.clone()]);
+            }
+            o[2 + k] = expect(&order, wn, &var);
+            o[3 + k] = kl_exact(&order, groups, n);
+        }
+    }
+    ns.iter()
+        .enumerate()
+        .map(|(j, &n)| {
+            let col = |c: usize| per.iter().map(|o| o[j][c]).collect::<Vec<f64>>();
+            let (gold, gold_se) = mean_se(&col(0));
+            BonPoint {
+                n,
+                kl_bound: kl_bound(n),
+                kl_exact: mean_se(&col(3 + k)).0,
+                gold,
+                gold_se,
+                proxy: mean_se(&col(1)).0,
+                members: (0..k).map(|m| mean_se(&col(2 + m)).0).collect(),
+                disagreement: mean_se(&col(2 + k)).0,
+            }
+        })
+        .collect()
+}
+
+/// Mean and standard error of the mean (sample std / sqrt(n); 0 for a single value).
+pub fn mean_se(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
+
+/// Distinct-response ids within each prompt's block of `size` responses.
+pub fn group_ids(responses: &[crate::world::Response], size: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(responses.len());
+    for block in responses.chunks(size) {
+        let mut ids: std::collections::HashMap<&crate::world::Response, u32> = std::collections::HashMap::new();
+        for r in block {
+            let next = ids.len() as u32;
+            out.push(*ids.entry(r).or_insert(next));
+        }
+    }
+    out
+}

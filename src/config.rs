@@ -33,6 +33,8 @@ pub struct ExperimentSpec {
     pub preferences: PreferenceSpec,
     #[serde(default)]
     pub proxy: ProxySpec,
+    #[serde(default)]
+    pub bon: BonSpec,
 }
 
 fn default_seed() -> u64 {
@@ -234,6 +236,55 @@ impl Default for ProxySpec {
     }
 }
 
+/// Best-of-n against every proxy ensemble, from one pool of π_ref samples.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BonSpec {
+    pub enabled: bool,
+    /// Held-out evaluation prompts.
+    pub prompts: usize,
+    /// π_ref samples per prompt (N); n runs over powers of two up to N, and N.
+    pub pool: usize,
+    /// λ of each `uwo` aggregator (mean − λ·population variance); 0 means no penalty.
+    pub uwo_lambdas: Vec<f64>,
+    /// λ of each `mean_std` aggregator (mean − λ·std); empty for none.
+    pub mean_std_lambdas: Vec<f64>,
+    /// Add the median aggregator.
+    pub median: bool,
+}
+
+impl Default for BonSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            prompts: 16,
+            pool: 4096,
+            uwo_lambdas: vec![0.5],
+            mean_std_lambdas: vec![],
+            median: true,
+        }
+    }
+}
+
+impl BonSpec {
+    /// Every aggregator of an ensemble of `k`: each member, mean, wco, uwo(λ)…, median,
+    /// mean_std(λ)…. A single model (k = 1) has only itself: every aggregate equals it.
+    pub fn aggregators(&self, k: usize) -> Vec<crate::aggregate::Aggregator> {
+        use crate::aggregate::Aggregator as A;
+        let mut v: Vec<A> = (0..k).map(A::Member).collect();
+        if k == 1 {
+            return v;
+        }
+        v.extend([A::Mean, A::Wco]);
+        v.extend(self.uwo_lambdas.iter().map(|&l| A::Uwo(l)));
+        if self.median {
+            v.push(A::Median);
+        }
+        v.extend(self.mean_std_lambdas.iter().map(|&l| A::MeanStd(l)));
+        v
+    }
+}
+
 /// A validated experiment. Everything downstream trusts these values.
 #[derive(Debug, Clone, Serialize)]
 pub struct Experiment {
@@ -245,6 +296,7 @@ pub struct Experiment {
     pub gold: GoldSpec,
     pub preferences: PreferenceSpec,
     pub proxy: ProxySpec,
+    pub bon: BonSpec,
     /// Parameter counts, resolved from the shapes.
     pub params: ParamCounts,
 }
@@ -375,6 +427,17 @@ impl Experiment {
         positive(&bad, "proxy.batch", x.batch, 1)?;
         rate(&bad, "proxy.lr", x.lr)?;
 
+        let b = &spec.bon;
+        positive(&bad, "bon.prompts", b.prompts, 1)?;
+        positive(&bad, "bon.pool", b.pool, 2)?;
+        for (key, list) in [("bon.uwo_lambdas", &b.uwo_lambdas), ("bon.mean_std_lambdas", &b.mean_std_lambdas)] {
+            for (i, &l) in list.iter().enumerate() {
+                if !(l.is_finite() && l >= 0.0) {
+                    return Err(bad(&format!("{key}[{i}]"), format!("must be a finite λ ≥ 0, got {l}")));
+                }
+            }
+        }
+
         let gold_params = gold_arch.reward_params(&world);
         let (largest_name, largest) = proxies
             .iter()
@@ -403,6 +466,7 @@ impl Experiment {
             gold: spec.gold,
             preferences: spec.preferences,
             proxy: spec.proxy,
+            bon: spec.bon,
             params,
         })
     }

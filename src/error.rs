@@ -51,6 +51,9 @@ pub enum Error {
     /// A table could not be built or written.
     #[error("table {path}: {msg}")]
     Table { path: PathBuf, msg: String },
+    /// A figure could not be drawn or written.
+    #[error("figure {path}: {msg}")]
+    Figure { path: PathBuf, msg: String },
     /// A tensor operation failed (shape mismatch, device error).
     #[error("tensor op: {0}")]
     Tensor(#[from] candle_core::Error),

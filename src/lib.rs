@@ -18,6 +18,7 @@ pub mod error;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+pub mod plot;
 pub mod progress;
 pub mod rm;
 pub mod run;

@@ -63,6 +63,8 @@ pub struct RunSummary {
     /// Models loaded from the store.
     pub reused: Vec<String>,
     pub rm_rows: Vec<RmRow>,
+    /// Best-of-n (and later PPO) curve points.
+    pub curve_rows: Vec<table::CurveRow>,
     /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
     pub duplicate_fraction: f64,
     pub out: PathBuf,
@@ -121,8 +123,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
 
     let cells = proxy_cells(exp);
     let mut rm_rows = vec![gold_row(exp, &gold_meta)];
+    let mut proxies: Vec<(ProxyCell, RewardModel)> = Vec::new();
     st.time("proxy RMs", |st| {
-        rm_rows.extend(proxy_rms(
+        let (rows, models) = proxy_rms(
             exp,
             &cells,
             &store,
@@ -131,13 +134,24 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             (&policy, &policy_meta.key),
             (&gold, &gold_meta.key),
             st,
-        )?);
+        )?;
+        rm_rows.extend(rows);
+        proxies = models;
         Ok(())
     })?;
+
+    let mut curve_rows = Vec::new();
+    if exp.bon.enabled {
+        curve_rows = st.time("best-of-n", |_| best_of_n(exp, &policy, &gold, &proxies))?;
+    }
 
     st.time("tables", |st| {
         let mut df = table::rm_frame(&rm_rows)?;
         table::write(&mut df, &opts.out, "rm")?;
+        if !curve_rows.is_empty() {
+            table::write(&mut table::curve_frame(&curve_rows)?, &opts.out, "curves")?;
+            crate::plot::bon_figures(&curve_rows, &opts.out)?;
+        }
         write_atomic(&opts.out.join("config.resolved.toml"), exp.to_toml().as_bytes())?;
         let manifest = manifest(exp, opts, &config_hash, st, &policy_meta, duplicate_fraction, started);
         write_atomic(
@@ -158,6 +172,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         trained: st.trained,
         reused: st.reused,
         rm_rows,
+        curve_rows,
         duplicate_fraction,
         out: opts.out.clone(),
     })
@@ -484,7 +499,7 @@ fn proxy_rms(
     (policy, policy_key): (&Policy, &str),
     (gold, gold_key): (&RewardModel, &str),
     st: &mut Stages,
-) -> Result<Vec<RmRow>> {
+) -> Result<(Vec<RmRow>, Vec<(ProxyCell, RewardModel)>)> {
     let x = &exp.proxy;
     let mut slots = Vec::with_capacity(cells.len());
     for cell in cells {
@@ -541,14 +556,123 @@ fn proxy_rms(
             st.trained.push(slots[i].cell.id());
         }
     }
-    Ok(slots
-        .iter_mut()
-        .map(|s| {
-            let meta = s.meta.as_ref().expect("loaded or trained");
-            set_standardization(&mut s.model, meta);
-            row_from_meta(&s.cell.id(), "proxy", &s.cell.size.name, &s.cell.ensemble_id(), &s.cfg, Some(&s.cell), meta)
-        })
-        .collect())
+    let mut rows = Vec::with_capacity(slots.len());
+    let mut models = Vec::with_capacity(slots.len());
+    for mut s in slots {
+        let meta = s.meta.as_ref().expect("loaded or trained");
+        set_standardization(&mut s.model, meta);
+        rows.push(row_from_meta(&s.cell.id(), "proxy", &s.cell.size.name, &s.cell.ensemble_id(), &s.cfg, Some(&s.cell), meta));
+        models.push((s.cell, s.model));
+    }
+    Ok((rows, models))
+}
+
+/// Best-of-n: one pool of π_ref samples for held-out prompts, scored once by gold and by
+/// every proxy (models in parallel), then every ensemble × aggregator reads that pool.
+fn best_of_n(
+    exp: &Experiment,
+    policy: &Policy,
+    gold: &RewardModel,
+    proxies: &[(ProxyCell, RewardModel)],
+) -> Result<Vec<table::CurveRow>> {
+    let world = exp.world();
+    let b = &exp.bon;
+    let mut rng = crate::seed::rng(exp.seed, "bon/prompts");
+    let prompts: Vec<Vec<u32>> = (0..b.prompts).map(|_| world.sample_prompt(&mut rng)).collect();
+    // Pool: prompt-major, `pool` samples per prompt, in seeded blocks.
+    let per_prompt = b.pool.div_ceil(PAIR_BLOCK);
+    let blocks: Vec<(usize, usize)> = (0..b.prompts).flat_map(|p| (0..per_prompt).map(move |k| (p, k))).collect();
+    let pb = bar(blocks.len() as u64, "sample best-of-n pools");
+    let parts = crate::parallel::map(&blocks, |&(p, k)| {
+        let mut rng = crate::seed::rng(exp.seed, &format!("bon/pool/prompt{p}/block{k}"));
+        let take = PAIR_BLOCK.min(b.pool - k * PAIR_BLOCK);
+        let r = policy.sample(&world, &vec![prompts[p].clone(); take], 1.0, &mut rng);
+        pb.inc(1);
+        r
+    });
+    pb.finish_and_clear();
+    let mut responses = Vec::with_capacity(b.prompts * b.pool);
+    for part in parts {
+        responses.extend(part?);
+    }
+    let pool_prompts: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), b.pool)).collect();
+    let set = crate::model::policy::encode_all(&world, &pool_prompts, &responses);
+    let groups = crate::bon::group_ids(&responses, b.pool);
+    let dup = 1.0 - (0..b.prompts).map(|p| groups[p * b.pool..(p + 1) * b.pool].iter().max().map_or(0, |m| m + 1) as f64).sum::<f64>() / (b.prompts * b.pool) as f64;
+    info!("best-of-n pools: {} prompts x {} samples (duplicate fraction {:.4})", b.prompts, b.pool, dup);
+
+    // Score once: gold and every proxy, one model per job.
+    let models: Vec<&RewardModel> = std::iter::once(gold).chain(proxies.iter().map(|(_, m)| m)).collect();
+    let pb = bar(models.len() as u64, "score pools (gold + proxies)");
+    let scored = crate::parallel::map(&models, |m| {
+        let s = m.score_set(&set, INFER_BATCH);
+        pb.inc(1);
+        s
+    });
+    pb.finish_and_clear();
+    let mut scores = Vec::with_capacity(models.len());
+    for s in scored {
+        scores.push(s?);
+    }
+    let gold_scores = &scores[0];
+    let view = crate::bon::PoolView {
+        prompts: b.prompts,
+        size: b.pool,
+        gold: gold_scores,
+        groups: &groups,
+    };
+
+    // Ensembles: proxies sharing size, data and noise, in grid order.
+    let mut ensembles: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, (cell, _)) in proxies.iter().enumerate() {
+        match ensembles.iter_mut().find(|(id, _)| *id == cell.ensemble_id()) {
+            Some((_, members)) => members.push(i),
+            None => ensembles.push((cell.ensemble_id(), vec![i])),
+        }
+    }
+    let ns = crate::bon::n_grid(b.pool);
+    let lf = crate::bon::LogFactorials::new(b.pool);
+    let mut jobs = Vec::new();
+    for (id, members) in &ensembles {
+        for agg in b.aggregators(members.len()) {
+            jobs.push((id.clone(), members.clone(), agg));
+        }
+    }
+    let curves = crate::parallel::map(&jobs, |(_, members, agg)| {
+        let member_scores: Vec<&[f32]> = members.iter().map(|&i| scores[i + 1].as_slice()).collect();
+        crate::bon::curve(*agg, &member_scores, view, &ns, &lf)
+    });
+    let mut rows = Vec::new();
+    for ((id, members, agg), points) in jobs.iter().zip(curves) {
+        let cell = &proxies[members[0]].0;
+        let params = exp.proxy_arch(&cell.size).reward_params() as u64;
+        for pt in points {
+            rows.push(table::CurveRow {
+                method: "bon".into(),
+                aggregator: agg.name(),
+                lambda: agg.lambda(),
+                proxy_size: cell.size.name.clone(),
+                proxy_params: params,
+                data_size: cell.data_size as u64,
+                label_noise: cell.noise,
+                ensemble: id.clone(),
+                n: Some(pt.n as u64),
+                kl: pt.kl_bound,
+                kl_kind: "bon_bound".into(),
+                kl_bound: Some(pt.kl_bound),
+                kl_exact: Some(pt.kl_exact),
+                sqrt_kl: pt.kl_bound.sqrt(),
+                gold: pt.gold,
+                gold_se: pt.gold_se,
+                proxy: pt.proxy,
+                members: pt.members,
+                disagreement: pt.disagreement,
+                prompts: b.prompts as u64,
+                pool: Some(b.pool as u64),
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Trains, evaluates, standardizes and stores one proxy.

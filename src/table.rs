@@ -106,3 +106,89 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         msg: e.to_string(),
     })
 }
+
+/// One point of an optimization curve (best-of-n now, PPO later): `results/NAME/curves.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveRow {
+    /// `bon` (or `ppo`).
+    pub method: String,
+    /// Aggregator name (`member0`, `mean`, `wco`, `uwo`, `median`, `mean_std`).
+    pub aggregator: String,
+    /// The aggregator's λ, where it has one.
+    pub lambda: Option<f64>,
+    pub proxy_size: String,
+    pub proxy_params: u64,
+    /// Training pairs of the ensemble's proxies.
+    pub data_size: u64,
+    pub label_noise: f64,
+    /// `SIZE/dDATA/nNOISE`.
+    pub ensemble: String,
+    /// Best-of-n: n.
+    pub n: Option<u64>,
+    /// The KL (nats) the curve is drawn against, and what it is (`bon_bound`: ln n − (n−1)/n,
+    /// an upper bound on the true KL).
+    pub kl: f64,
+    pub kl_kind: String,
+    /// Best-of-n: the analytic bound and the exact KL of the pool's discrete best-of-n
+    /// distribution (equal to the bound when the pool has no repeated response).
+    pub kl_bound: Option<f64>,
+    pub kl_exact: Option<f64>,
+    /// sqrt(kl), nats^½.
+    pub sqrt_kl: f64,
+    /// Gold (standardized: π_ref mean 0, π_ref std 1): mean over prompts and its standard error.
+    pub gold: f64,
+    pub gold_se: f64,
+    /// The aggregated proxy score (standardized units).
+    pub proxy: f64,
+    /// Each member's score of the selected samples (standardized units).
+    pub members: Vec<f64>,
+    /// Mean population variance of the member scores of the selected samples.
+    pub disagreement: f64,
+    pub prompts: u64,
+    /// Best-of-n: samples per prompt.
+    pub pool: Option<u64>,
+}
+
+/// The curve table, one row per point; member scores as `member_0`, `member_1`, ….
+pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
+    let s = |f: fn(&CurveRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let u = |f: fn(&CurveRow) -> u64| rows.iter().map(f).collect::<Vec<_>>();
+    let x = |f: fn(&CurveRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let ox = |f: fn(&CurveRow) -> Option<f64>| rows.iter().map(f).collect::<Vec<_>>();
+    let ou = |f: fn(&CurveRow) -> Option<u64>| rows.iter().map(f).collect::<Vec<_>>();
+    let mut columns = vec![
+        Column::new("method".into(), s(|r| r.method.clone())),
+        Column::new("aggregator".into(), s(|r| r.aggregator.clone())),
+        Column::new("lambda".into(), ox(|r| r.lambda)),
+        Column::new("proxy_size".into(), s(|r| r.proxy_size.clone())),
+        Column::new("proxy_params".into(), u(|r| r.proxy_params)),
+        Column::new("data_size".into(), u(|r| r.data_size)),
+        Column::new("label_noise".into(), x(|r| r.label_noise)),
+        Column::new("ensemble".into(), s(|r| r.ensemble.clone())),
+        Column::new("n".into(), ou(|r| r.n)),
+        Column::new("kl".into(), x(|r| r.kl)),
+        Column::new("kl_kind".into(), s(|r| r.kl_kind.clone())),
+        Column::new("kl_bound".into(), ox(|r| r.kl_bound)),
+        Column::new("kl_exact".into(), ox(|r| r.kl_exact)),
+        Column::new("sqrt_kl".into(), x(|r| r.sqrt_kl)),
+        Column::new("gold".into(), x(|r| r.gold)),
+        Column::new("gold_se".into(), x(|r| r.gold_se)),
+        Column::new("proxy".into(), x(|r| r.proxy)),
+    ];
+    let k = rows.iter().map(|r| r.members.len()).max().unwrap_or(0);
+    for j in 0..k {
+        columns.push(Column::new(
+            format!("member_{j}").into(),
+            rows.iter().map(|r| r.members.get(j).copied()).collect::<Vec<_>>(),
+        ));
+    }
+    columns.extend([
+        Column::new("disagreement".into(), x(|r| r.disagreement)),
+        Column::new("prompts".into(), u(|r| r.prompts)),
+        Column::new("pool".into(), ou(|r| r.pool)),
+    ]);
+    DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
+        path: "curves".into(),
+        msg: e.to_string(),
+    })
+}

@@ -273,3 +273,16 @@ fn sharded_step_matches_the_whole_batch_step() {
     assert!(moved > 0.05, "the updates did not move the scores ({moved})");
     assert!(diff < 1e-3 * moved.max(1.0), "sharded and whole-batch scores differ by {diff} (moved {moved})");
 }
+
+#[test]
+fn trimming_trailing_padding_changes_no_score() {
+    // raw() computes only up to the longest read-out position of its batch; a batch of one
+    // short response (heavily trimmed) must score as it does inside a batch with a long one.
+    let (_, m, _) = reward(71, 16);
+    let (_, set) = demo_set(64, 9);
+    let batched = m.raw_set(&set, 64).unwrap();
+    let single: Vec<f32> = (0..set.len()).map(|i| m.raw_rows(&set, &[i]).unwrap().to_vec1::<f32>().unwrap()[0]).collect();
+    for (a, b) in batched.iter().zip(&single) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}

@@ -39,7 +39,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     assert_eq!(s.trained.len(), 4, "policy, gold, 2 proxies: {:?}", s.trained);
     assert!(s.reused.is_empty());
     let out = dir.path().join("results/tiny");
-    for f in ["rm.parquet", "rm.csv", "manifest.json", "config.resolved.toml"] {
+    for f in ["rm.parquet", "rm.csv", "curves.parquet", "curves.csv", "manifest.json", "config.resolved.toml"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let df = goodhart::table::read_parquet(&out.join("rm.parquet")).unwrap();
@@ -58,6 +58,25 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
         assert_eq!(row.train_examples, 40);
     }
     assert!((0.0..=1.0).contains(&s.duplicate_fraction));
+    // Best-of-n: one ensemble of 2, aggregators member0, member1, mean, wco, uwo(0), uwo(0.5),
+    // median, mean_std(1); n ∈ {1, 2, 4, …, 64}: 8 × 7 rows.
+    assert_eq!(s.curve_rows.len(), 8 * 7);
+    let curves = goodhart::table::read_parquet(&out.join("curves.parquet")).unwrap();
+    assert_eq!(curves.height(), 56);
+    for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement"] {
+        assert!(curves.column(col).is_ok(), "curves column {col} missing");
+    }
+    for r in &s.curve_rows {
+        assert_eq!(r.kl_kind, "bon_bound");
+        assert!(r.kl_exact.unwrap() <= r.kl_bound.unwrap() + 1e-12);
+        assert!((r.sqrt_kl * r.sqrt_kl - r.kl).abs() < 1e-9);
+    }
+    // n = 1 is the pool mean: the same gold for every aggregator.
+    let g1: Vec<f64> = s.curve_rows.iter().filter(|r| r.n == Some(1)).map(|r| r.gold).collect();
+    assert!(g1.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-9), "{g1:?}");
+    for p in goodhart::plot::bon_figure_paths(&out, 0.0) {
+        assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
+    }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     for key in ["goodhart_version", "git_commit", "device", "seed", "config_hash", "stage_seconds"] {

@@ -38,9 +38,13 @@ impl RewardModel {
     }
 
     /// tokens: (b, t) u32, ends: b read-out positions → raw scores (b,), differentiable.
+    /// Positions after the last read-out position are not computed: attention is causal, so
+    /// trailing padding cannot change any score.
     pub fn raw(&self, tokens: &Tensor, ends: &[u32]) -> Result<Tensor> {
-        let (b, t) = tokens.dims2()?;
-        let h = self.trunk.forward(tokens, None)?;
+        let (b, full) = tokens.dims2()?;
+        let t = (ends.iter().copied().max().unwrap_or(0) as usize + 1).min(full);
+        let tokens = if t < full { tokens.narrow(1, 0, t)? } else { tokens.clone() };
+        let h = self.trunk.forward(&tokens, None)?;
         let d = h.dim(2)?;
         let idx: Vec<u32> = ends.iter().enumerate().map(|(i, &e)| (i * t) as u32 + e).collect();
         let idx = Tensor::from_vec(idx, b, &self.device)?;
@@ -59,12 +63,16 @@ impl RewardModel {
         self.raw(&tokens, &set.ends)
     }
 
-    /// Raw scores of a whole set, in batches (no gradient is kept).
+    /// Raw scores of a whole set, in batches of similar length (no gradient is kept).
     pub fn raw_set(&self, set: &SeqSet, batch: usize) -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(set.len());
-        let idx: Vec<usize> = (0..set.len()).collect();
+        let mut idx: Vec<usize> = (0..set.len()).collect();
+        idx.sort_by_key(|&i| set.ends[i]);
+        let mut out = vec![0f32; set.len()];
         for chunk in idx.chunks(batch.max(1)) {
-            out.extend(self.raw_rows(set, chunk)?.detach().to_vec1::<f32>()?);
+            let scores = self.raw_rows(set, chunk)?.detach().to_vec1::<f32>()?;
+            for (&i, s) in chunk.iter().zip(scores) {
+                out[i] = s;
+            }
         }
         Ok(out)
     }

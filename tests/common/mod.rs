@@ -40,6 +40,12 @@ noise = [0.0]
 members = 2
 epochs = 1
 batch = 16
+
+[bon]
+prompts = 3
+pool = 64
+uwo_lambdas = [0.0, 0.5]
+mean_std_lambdas = [1.0]
 "#;
 
 pub fn tiny() -> Experiment {

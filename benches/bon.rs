@@ -1,0 +1,32 @@
+//! The best-of-n estimator on a 10⁶-sample pool over the whole n grid (gold and proxy),
+//! sort included. Run with `cargo bench --bench bon`; quote results with the machine named.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use goodhart::bon::{ascending_order, expect, n_grid, weights, LogFactorials};
+use rand::{Rng, SeedableRng};
+
+fn bench(c: &mut Criterion) {
+    let pool = 1_000_000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let proxy: Vec<f32> = (0..pool).map(|_| rng.random::<f32>()).collect();
+    let gold: Vec<f32> = proxy.iter().map(|p| p + rng.random::<f32>()).collect();
+    let lf = LogFactorials::new(pool);
+    let ns = n_grid(pool);
+    let mut g = c.benchmark_group("bon_estimator");
+    g.sample_size(10);
+    g.bench_function("pool_1e6_full_n_grid", |b| {
+        b.iter(|| {
+            let order = ascending_order(&proxy);
+            ns.iter()
+                .map(|&n| {
+                    let w = weights(pool, n, &lf);
+                    (expect(&order, &w, &gold), expect(&order, &w, &proxy))
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,239 @@
+//! Figures (PNG + SVG) drawn with plotters. The font is DejaVu Sans, shipped in `assets/`
+//! (no system fonts needed). Files are written to a temporary name and renamed into place.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::table::CurveRow;
+
+static FONT: Once = Once::new();
+
+fn register_font() {
+    FONT.call_once(|| {
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSans.ttf"),
+        )
+        .map_err(|_| ())
+        .expect("the shipped font parses");
+    });
+}
+
+/// One line of a panel.
+struct Line {
+    label: String,
+    color: RGBColor,
+    width: u32,
+    /// (x, y, standard error of y)
+    points: Vec<(f64, f64, f64)>,
+}
+
+/// One panel: a title and its lines.
+struct Panel {
+    title: String,
+    lines: Vec<Line>,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+const MEMBER_GREY: RGBColor = RGBColor(170, 170, 170);
+
+/// Best-of-n figures, one pair per label-noise level: `bon_gold_noiseX` (gold vs sqrt(KL))
+/// and `bon_proxy_noiseX` (aggregated proxy vs sqrt(KL)); one panel per proxy size (columns)
+/// and data size (rows), one line per aggregator (members thin and grey), gold ± 1 s.e.
+pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<()> {
+    let bon: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "bon").collect();
+    let mut noises: Vec<f64> = bon.iter().map(|r| r.label_noise).collect();
+    noises.sort_by(f64::total_cmp);
+    noises.dedup();
+    for noise in noises {
+        let sub: Vec<&CurveRow> = bon.iter().copied().filter(|r| r.label_noise == noise).collect();
+        let mut sizes: Vec<(u64, String)> = sub.iter().map(|r| (r.proxy_params, r.proxy_size.clone())).collect();
+        sizes.sort();
+        sizes.dedup();
+        let mut datas: Vec<u64> = sub.iter().map(|r| r.data_size).collect();
+        datas.sort();
+        datas.dedup();
+        for (what, y_desc) in [
+            ("gold", "gold reward (π_ref std units)"),
+            ("proxy", "aggregated proxy reward (π_ref std units)"),
+        ] {
+            let mut panels = Vec::new();
+            for &data in &datas {
+                for (params, size) in &sizes {
+                    let cell: Vec<&CurveRow> =
+                        sub.iter().copied().filter(|r| r.data_size == data && &r.proxy_size == size).collect();
+                    panels.push(Panel {
+                        title: format!("proxy {size} ({params} params), {data} pairs, noise {noise:.2}"),
+                        lines: lines(&cell, what == "gold"),
+                    });
+                }
+            }
+            let stem = format!("bon_{what}_noise{noise:.2}");
+            draw_grid(
+                dir,
+                &stem,
+                &panels,
+                (datas.len(), sizes.len()),
+                "sqrt(KL bound) = sqrt(ln n − (n−1)/n)   [nats^½]",
+                y_desc,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Lines of one panel: aggregators in colour (gold with its standard error), members grey.
+fn lines(cell: &[&CurveRow], gold: bool) -> Vec<Line> {
+    let mut keys: Vec<(String, Option<f64>)> = Vec::new();
+    for r in cell {
+        let k = (r.aggregator.clone(), r.lambda);
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut colour = 0;
+    let mut out = Vec::new();
+    for (agg, lambda) in keys {
+        let mut pts: Vec<&&CurveRow> = cell.iter().filter(|r| r.aggregator == agg && r.lambda == lambda).collect();
+        pts.sort_by(|a, b| a.sqrt_kl.total_cmp(&b.sqrt_kl));
+        let points = pts
+            .iter()
+            .map(|r| if gold { (r.sqrt_kl, r.gold, r.gold_se) } else { (r.sqrt_kl, r.proxy, 0.0) })
+            .collect();
+        let member = agg.starts_with("member");
+        let label = match lambda {
+            Some(l) => format!("{agg} (λ={l})"),
+            None if member => "single members".to_string(),
+            None => agg.clone(),
+        };
+        let (color, width) = if member {
+            (MEMBER_GREY, 1)
+        } else {
+            colour += 1;
+            (PALETTE[(colour - 1) % PALETTE.len()], 2)
+        };
+        out.push(Line { label, color, width, points });
+    }
+    // Members first so aggregators draw on top; one legend entry for all members.
+    out.sort_by_key(|l| l.color != MEMBER_GREY);
+    let mut seen_member = false;
+    for l in out.iter_mut() {
+        if l.color == MEMBER_GREY {
+            if seen_member {
+                l.label.clear();
+            }
+            seen_member = true;
+        }
+    }
+    out
+}
+
+fn draw_grid(dir: &Path, stem: &str, panels: &[Panel], grid: (usize, usize), x_desc: &str, y_desc: &str) -> Result<()> {
+    register_font();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let size = (520 * grid.1 as u32, 400 * grid.0 as u32);
+    for ext in ["png", "svg"] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
+        let fail = |msg: String| Error::Figure { path: path.clone(), msg };
+        let result = if ext == "png" {
+            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+            draw_panels(&root, panels, grid, x_desc, y_desc).and_then(|_| root.present().map_err(|e| e.to_string()))
+        } else {
+            let root = SVGBackend::new(&tmp, size).into_drawing_area();
+            draw_panels(&root, panels, grid, x_desc, y_desc).and_then(|_| root.present().map_err(|e| e.to_string()))
+        };
+        result.map_err(fail)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+fn draw_panels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    panels: &[Panel],
+    grid: (usize, usize),
+    x_desc: &str,
+    y_desc: &str,
+) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let areas = root.split_evenly(grid);
+    for (area, panel) in areas.iter().zip(panels) {
+        let all = panel.lines.iter().flat_map(|l| l.points.iter());
+        let (mut x1, mut y0, mut y1) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &(x, y, se) in all {
+            x1 = x1.max(x);
+            y0 = y0.min(y - se);
+            y1 = y1.max(y + se);
+        }
+        if !y0.is_finite() {
+            continue;
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-3);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&panel.title, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(38)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..x1 * 1.02 + 1e-9, (y0 - pad)..(y1 + pad))
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for line in &panel.lines {
+            let style = line.color.stroke_width(line.width);
+            let series = chart
+                .draw_series(LineSeries::new(line.points.iter().map(|&(x, y, _)| (x, y)), style))
+                .map_err(|e| e.to_string())?;
+            if !line.label.is_empty() {
+                let c = line.color;
+                series
+                    .label(&line.label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            }
+            if line.points.iter().any(|p| p.2 > 0.0) && line.color != MEMBER_GREY {
+                chart
+                    .draw_series(
+                        line.points
+                            .iter()
+                            .map(|&(x, y, se)| ErrorBar::new_vertical(x, y - se, y, y + se, line.color.mix(0.5), 5)),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Paths of the best-of-n figures for `noise` (PNG and SVG), for reports and tests.
+pub fn bon_figure_paths(dir: &Path, noise: f64) -> Vec<PathBuf> {
+    ["gold", "proxy"]
+        .iter()
+        .flat_map(|w| ["png", "svg"].map(|e| dir.join(format!("bon_{w}_noise{noise:.2}.{e}"))))
+        .collect()
+}

@@ -1,0 +1,87 @@
+//! One test per known slip of the ensemble paper's public code (DESIGN.md), named after it.
+
+use goodhart::aggregate::Aggregator;
+use goodhart::bon::{curve, n_grid, LogFactorials, PoolView};
+use goodhart::config::BonSpec;
+
+#[test]
+fn uwo_weight_of_zero_means_no_penalty_not_one() {
+    let spec = BonSpec { uwo_lambdas: vec![0.0], ..Default::default() };
+    let aggs = spec.aggregators(3);
+    assert!(aggs.contains(&Aggregator::Uwo(0.0)), "{aggs:?}");
+    let s = [0.0f32, 1.0, 5.0];
+    assert_eq!(Aggregator::Uwo(0.0).apply(&s), Aggregator::Mean.apply(&s));
+    let toml = "name = \"r\"\n[bon]\nuwo_lambdas = [0.0]";
+    let exp = goodhart::Experiment::from_toml(toml, std::path::Path::new("r.toml")).unwrap();
+    assert_eq!(exp.bon.uwo_lambdas, vec![0.0]);
+}
+
+#[test]
+fn uwo_variance_is_the_population_variance_everywhere() {
+    // k = 2, scores 0 and 2: population variance 1 (sample variance would be 2).
+    assert_eq!(Aggregator::Uwo(1.0).apply(&[0.0, 2.0]), 0.0);
+}
+
+#[test]
+fn ensemble_resorting_carries_gold_along() {
+    // Member 0 agrees with gold, member 1 is its mirror image. If re-sorting by an
+    // aggregate moved the proxy scores but not gold, both curves would be member 0's.
+    let pool = 32;
+    let gold: Vec<f32> = (0..pool).map(|i| i as f32 / 8.0).collect();
+    let mirror: Vec<f32> = gold.iter().map(|g| -g).collect();
+    let groups: Vec<u32> = (0..pool as u32).collect();
+    let view = PoolView { prompts: 1, size: pool, gold: &gold, groups: &groups };
+    let lf = LogFactorials::new(pool);
+    let ns = n_grid(pool);
+    let members: Vec<&[f32]> = vec![&gold, &mirror];
+    let up = curve(Aggregator::Member(0), &members, view, &ns, &lf);
+    let down = curve(Aggregator::Member(1), &members, view, &ns, &lf);
+    assert!((up.last().unwrap().gold - 31.0 / 8.0).abs() < 1e-6);
+    assert!(down.last().unwrap().gold.abs() < 1e-6);
+    assert!(up.windows(2).all(|w| w[1].gold > w[0].gold));
+    assert!(down.windows(2).all(|w| w[1].gold < w[0].gold));
+    // Each member's own score is read through the same order.
+    assert!((down.last().unwrap().members[1] - 0.0).abs() < 1e-6);
+    assert!((down.last().unwrap().members[0] - 0.0).abs() < 1e-6);
+}
+
+#[test]
+fn results_keyed_by_n_carry_kl_columns() {
+    let row = goodhart::table::CurveRow {
+        method: "bon".into(),
+        aggregator: "mean".into(),
+        lambda: None,
+        proxy_size: "xs".into(),
+        proxy_params: 1,
+        data_size: 1,
+        label_noise: 0.0,
+        ensemble: "xs/d1/n0.00".into(),
+        n: Some(4),
+        kl: goodhart::bon::kl_bound(4),
+        kl_kind: "bon_bound".into(),
+        kl_bound: Some(goodhart::bon::kl_bound(4)),
+        kl_exact: Some(goodhart::bon::kl_bound(4)),
+        sqrt_kl: goodhart::bon::kl_bound(4).sqrt(),
+        gold: 0.0,
+        gold_se: 0.0,
+        proxy: 0.0,
+        members: vec![0.0],
+        disagreement: 0.0,
+        prompts: 1,
+        pool: Some(4),
+    };
+    let df = goodhart::table::curve_frame(&[row]).unwrap();
+    for c in ["n", "kl", "kl_bound", "kl_exact", "sqrt_kl", "kl_kind"] {
+        assert!(df.column(c).is_ok(), "{c}");
+    }
+}
+
+#[test]
+fn runs_with_different_seeds_do_not_share_a_results_folder() {
+    // Covered end to end in smoke.rs (results_of_another_config_are_not_overwritten); here the
+    // seed alone must change the config hash that guards the folder.
+    let a = goodhart::Experiment::from_toml("name = \"r\"\nseed = 1", std::path::Path::new("a.toml")).unwrap();
+    let b = goodhart::Experiment::from_toml("name = \"r\"\nseed = 2", std::path::Path::new("b.toml")).unwrap();
+    assert_eq!(a.default_out(), b.default_out());
+    assert_ne!(a.config_hash(), b.config_hash());
+}
