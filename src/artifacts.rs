@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// Bumped whenever a change makes old artifacts incompatible.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 const WEIGHTS: &str = "model.safetensors";
 const META: &str = "meta.json";
 

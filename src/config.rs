@@ -257,7 +257,7 @@ impl Default for BonSpec {
     fn default() -> Self {
         Self {
             enabled: true,
-            prompts: 16,
+            prompts: 32,
             pool: 4096,
             uwo_lambdas: vec![0.5],
             mean_std_lambdas: vec![],
