@@ -167,3 +167,61 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     }
     Ok(norm)
 }
+
+/// Batches of example indices drawn without replacement, reshuffled each time the data run
+/// out (a partial tail is skipped), from a seeded RNG.
+pub struct Batches {
+    order: Vec<usize>,
+    cursor: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl Batches {
+    pub fn new(n: usize, rng: rand::rngs::StdRng) -> Self {
+        Self {
+            order: (0..n).collect(),
+            cursor: n,
+            rng,
+        }
+    }
+
+    /// The next `batch` indices (all of them if there are fewer).
+    pub fn next_batch(&mut self, batch: usize) -> &[usize] {
+        use rand::seq::SliceRandom;
+        let batch = batch.min(self.order.len());
+        if self.cursor + batch > self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.cursor = 0;
+        }
+        let out = &self.order[self.cursor..self.cursor + batch];
+        self.cursor += batch;
+        out
+    }
+}
+
+/// Mean of the last `window` values pushed (the reported training loss).
+#[derive(Debug, Clone)]
+pub struct RecentMean {
+    values: std::collections::VecDeque<f32>,
+    window: usize,
+}
+
+impl RecentMean {
+    pub fn new(window: usize) -> Self {
+        Self {
+            values: std::collections::VecDeque::with_capacity(window),
+            window,
+        }
+    }
+
+    pub fn push(&mut self, v: f32) {
+        if self.values.len() == self.window {
+            self.values.pop_front();
+        }
+        self.values.push_back(v);
+    }
+
+    pub fn mean(&self) -> f32 {
+        self.values.iter().sum::<f32>() / self.values.len().max(1) as f32
+    }
+}

@@ -9,7 +9,7 @@ use rand::Rng;
 use crate::config::LabelMode;
 use crate::error::Result;
 use crate::model::RewardModel;
-use crate::optim::Trainer;
+use crate::optim::{Batches, RecentMean, Trainer};
 use crate::world::{SeqSet, WorldConfig};
 
 /// Bradley–Terry loss: mean of `−ln σ(chosen − rejected)` = softplus(rejected − chosen),
@@ -205,17 +205,10 @@ pub fn train_gold(
 ) -> Result<f32> {
     let device: Device = varmap.all_vars()[0].device().clone();
     let mut trainer = Trainer::new(varmap, p.lr, p.steps, 1.0, "gold RM")?;
-    let mut rng = crate::seed::rng(p.seed, "gold/order");
-    let mut order: Vec<usize> = (0..set.len()).collect();
-    let mut cursor = order.len();
-    let mut recent = Vec::new();
+    let mut batches = Batches::new(set.len(), crate::seed::rng(p.seed, "gold/order"));
+    let mut recent = RecentMean::new(20);
     for step in 0..p.steps {
-        if cursor + p.batch > order.len() {
-            order.shuffle(&mut rng);
-            cursor = 0;
-        }
-        let idx = &order[cursor..cursor + p.batch.min(order.len())];
-        cursor += idx.len();
+        let idx = batches.next_batch(p.batch).to_vec();
         let stats = trainer.step_sharded(idx.len(), p.shards, step, |r| {
             let part = &idx[r];
             let pred = rm.raw_rows(set, part)?;
@@ -224,12 +217,9 @@ pub fn train_gold(
             Ok((pred - y)?.sqr()?.mean_all()?)
         })?;
         recent.push(stats.loss);
-        if recent.len() > 20 {
-            recent.remove(0);
-        }
         progress.inc(1);
     }
-    Ok(recent.iter().sum::<f32>() / recent.len().max(1) as f32)
+    Ok(recent.mean())
 }
 
 /// Coefficient of determination of `pred` as a linear predictor of `target`

@@ -3,12 +3,11 @@
 
 use candle_core::Tensor;
 use candle_nn::VarMap;
-use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::error::Result;
 use crate::model::Policy;
-use crate::optim::Trainer;
+use crate::optim::{Batches, RecentMean, Trainer};
 
 use crate::world::{Response, SeqSet, WorldConfig};
 
@@ -59,33 +58,22 @@ pub fn train(
 ) -> Result<SftReport> {
     let device = policy.device().clone();
     let mut trainer = Trainer::new(varmap, p.lr, p.steps, 1.0, "reference policy (SFT)")?;
-    let mut rng = crate::seed::rng(p.seed, "sft/order");
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut cursor = order.len();
-    let mut recent = Vec::new();
+    let mut batches = Batches::new(train.len(), crate::seed::rng(p.seed, "sft/order"));
+    let mut recent = RecentMean::new(20);
     for step in 0..p.steps {
-        if cursor + p.batch > order.len() {
-            order.shuffle(&mut rng);
-            cursor = 0;
-        }
-        let idx = &order[cursor..cursor + p.batch.min(order.len())];
-        cursor += idx.len();
-        let sub = train.select(idx);
+        let sub = train.select(batches.next_batch(p.batch));
         let stats = trainer.step_sharded(sub.len(), p.shards, step, |r| {
             let part = sub.select(&r.collect::<Vec<_>>());
             let tokens = Tensor::from_slice(&part.tokens, (part.len(), part.seq_len), &device)?;
             sft_loss(policy, &tokens)
         })?;
         recent.push(stats.loss);
-        if recent.len() > 20 {
-            recent.remove(0);
-        }
         progress.inc(1);
     }
     let val_loss = eval_loss(policy, val, 512)?;
     Ok(SftReport {
         steps: p.steps,
-        train_loss: recent.iter().sum::<f32>() / recent.len().max(1) as f32,
+        train_loss: recent.mean(),
         val_loss,
     })
 }

@@ -89,10 +89,6 @@ impl RewardModel {
     /// Sets offset and scale so that `raw_reference` (raw scores of π_ref samples) has
     /// mean 0 and population standard deviation 1.
     pub fn standardize(&mut self, raw_reference: &[f32]) {
-        let n = raw_reference.len() as f64;
-        let mean = raw_reference.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var = raw_reference.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-        self.offset = mean as f32;
-        self.scale = var.sqrt().max(1e-8) as f32;
+        (self.offset, self.scale) = crate::rm::mean_std(raw_reference);
     }
 }
