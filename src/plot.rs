@@ -103,6 +103,8 @@ fn lines(cell: &[&CurveRow], gold: bool) -> Vec<Line> {
             keys.push(k);
         }
     }
+    // A lone proxy (ensemble of one) is the curve itself, not a grey backdrop.
+    let lone = keys.len() == 1;
     let mut colour = 0;
     let mut out = Vec::new();
     for (agg, lambda) in keys {
@@ -112,10 +114,11 @@ fn lines(cell: &[&CurveRow], gold: bool) -> Vec<Line> {
             .iter()
             .map(|r| if gold { (r.sqrt_kl, r.gold, r.gold_se) } else { (r.sqrt_kl, r.proxy, 0.0) })
             .collect();
-        let member = agg.starts_with("member");
+        let member = agg.starts_with("member") && !lone;
         let label = match lambda {
             Some(l) => format!("{agg} (λ={l})"),
             None if member => "single members".to_string(),
+            None if lone => "single proxy".to_string(),
             None => agg.clone(),
         };
         let (color, width) = if member {
@@ -170,18 +173,22 @@ fn draw_panels<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly(grid);
+    // One range for every panel of the figure, so panels compare at a glance.
+    let all = panels.iter().flat_map(|p| p.lines.iter()).flat_map(|l| l.points.iter());
+    let (mut x1, mut y0, mut y1) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y, se) in all {
+        x1 = x1.max(x);
+        y0 = y0.min(y - se);
+        y1 = y1.max(y + se);
+    }
+    if !y0.is_finite() {
+        return Ok(());
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-3);
     for (area, panel) in areas.iter().zip(panels) {
-        let all = panel.lines.iter().flat_map(|l| l.points.iter());
-        let (mut x1, mut y0, mut y1) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
-        for &(x, y, se) in all {
-            x1 = x1.max(x);
-            y0 = y0.min(y - se);
-            y1 = y1.max(y + se);
-        }
-        if !y0.is_finite() {
+        if panel.lines.is_empty() {
             continue;
         }
-        let pad = ((y1 - y0) * 0.05).max(1e-3);
         let mut chart = ChartBuilder::on(area)
             .caption(&panel.title, ("sans-serif", 15))
             .margin(10)
