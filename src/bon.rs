@@ -140,6 +140,10 @@ pub struct PoolView<'a> {
     pub gold: &'a [f32],
     /// Distinct-response id of every sample within its prompt (for `kl_exact`).
     pub groups: &'a [u32],
+    /// Response length (content tokens) of every sample.
+    pub length: &'a [f32],
+    /// Distinct tokens / length of every sample's response (1 for an empty one).
+    pub distinct_ratio: &'a [f32],
 }
 
 /// One point of a best-of-n curve, averaged over prompts.
@@ -158,6 +162,9 @@ pub struct BonPoint {
     pub members: Vec<f64>,
     /// Mean population variance of the member scores of the selected samples.
     pub disagreement: f64,
+    /// Response length and distinct-token ratio of the selected samples.
+    pub length: f64,
+    pub distinct_ratio: f64,
 }
 
 /// Best-of-n curve of one aggregator over one pool. `members[j]` are member j's
@@ -174,7 +181,7 @@ pub fn curve(
     let k = members.len();
     let w: Vec<Vec<f64>> = ns.iter().map(|&n| weights(size, n, lf)).collect();
     // Per prompt and n: gold, proxy, members…, disagreement, kl_exact.
-    let mut per = vec![vec![vec![0f64; k + 4]; ns.len()]; p];
+    let mut per = vec![vec![vec![0f64; k + 6]; ns.len()]; p];
     let mut buf = vec![0f32; k];
     for (prompt, out) in per.iter_mut().enumerate() {
         let range = prompt * size..(prompt + 1) * size;
@@ -208,6 +215,8 @@ pub fn curve(
             }
             o[2 + k] = expect(&order, wn, &var);
             o[3 + k] = kl_exact(&order, groups, n);
+            o[4 + k] = expect(&order, wn, &pool.length[range.clone()]);
+            o[5 + k] = expect(&order, wn, &pool.distinct_ratio[range.clone()]);
         }
     }
     ns.iter()
@@ -224,6 +233,8 @@ pub fn curve(
                 proxy: mean_se(&col(1)).0,
                 members: (0..k).map(|m| mean_se(&col(2 + m)).0).collect(),
                 disagreement: mean_se(&col(2 + k)).0,
+                length: mean_se(&col(4 + k)).0,
+                distinct_ratio: mean_se(&col(5 + k)).0,
             }
         })
         .collect()
@@ -251,4 +262,18 @@ pub fn group_ids(responses: &[crate::world::Response], size: usize) -> Vec<u32> 
         }
     }
     out
+}
+
+/// Length (content tokens) and distinct-token ratio of each response.
+pub fn response_stats(responses: &[crate::world::Response]) -> (Vec<f32>, Vec<f32>) {
+    responses
+        .iter()
+        .map(|r| {
+            let mut t = r.tokens.clone();
+            t.sort_unstable();
+            t.dedup();
+            let len = r.tokens.len();
+            (len as f32, if len == 0 { 1.0 } else { t.len() as f32 / len as f32 })
+        })
+        .unzip()
 }

@@ -598,6 +598,7 @@ fn best_of_n(
     let pool_prompts: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), b.pool)).collect();
     let set = crate::model::policy::encode_all(&world, &pool_prompts, &responses);
     let groups = crate::bon::group_ids(&responses, b.pool);
+    let (length, distinct_ratio) = crate::bon::response_stats(&responses);
     let dup = 1.0 - (0..b.prompts).map(|p| groups[p * b.pool..(p + 1) * b.pool].iter().max().map_or(0, |m| m + 1) as f64).sum::<f64>() / (b.prompts * b.pool) as f64;
     info!("best-of-n pools: {} prompts x {} samples (duplicate fraction {:.4})", b.prompts, b.pool, dup);
 
@@ -620,6 +621,8 @@ fn best_of_n(
         size: b.pool,
         gold: gold_scores,
         groups: &groups,
+        length: &length,
+        distinct_ratio: &distinct_ratio,
     };
 
     // Ensembles: proxies sharing size, data and noise, in grid order.
@@ -667,6 +670,8 @@ fn best_of_n(
                 proxy: pt.proxy,
                 members: pt.members,
                 disagreement: pt.disagreement,
+                length: pt.length,
+                distinct_ratio: pt.distinct_ratio,
                 prompts: b.prompts as u64,
                 pool: Some(b.pool as u64),
             });

@@ -144,6 +144,10 @@ pub struct CurveRow {
     pub members: Vec<f64>,
     /// Mean population variance of the member scores of the selected samples.
     pub disagreement: f64,
+    /// Response length (content tokens) and distinct-token ratio of the selected samples:
+    /// what the optimizer exploits.
+    pub length: f64,
+    pub distinct_ratio: f64,
     pub prompts: u64,
     /// Best-of-n: samples per prompt.
     pub pool: Option<u64>,
@@ -184,6 +188,8 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
     }
     columns.extend([
         Column::new("disagreement".into(), x(|r| r.disagreement)),
+        Column::new("length".into(), x(|r| r.length)),
+        Column::new("distinct_ratio".into(), x(|r| r.distinct_ratio)),
         Column::new("prompts".into(), u(|r| r.prompts)),
         Column::new("pool".into(), ou(|r| r.pool)),
     ]);

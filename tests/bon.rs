@@ -126,3 +126,12 @@ fn aggregators_match_hand_values() {
     let members = vec![vec![1.0f32, 0.0], vec![2.0, 0.0], vec![6.0, 3.0]];
     assert_eq!(Aggregator::Wco.apply_all(&members), vec![1.0, 0.0]);
 }
+
+#[test]
+fn response_stats_hand_values() {
+    use goodhart::world::Response;
+    let r = |t: &[u32]| Response { tokens: t.to_vec(), finished: true };
+    let (len, ratio) = goodhart::bon::response_stats(&[r(&[4, 4, 5, 6]), r(&[])]);
+    assert_eq!(len, vec![4.0, 0.0]);
+    assert_eq!(ratio, vec![0.75, 1.0]);
+}

@@ -30,7 +30,8 @@ fn ensemble_resorting_carries_gold_along() {
     let gold: Vec<f32> = (0..pool).map(|i| i as f32 / 8.0).collect();
     let mirror: Vec<f32> = gold.iter().map(|g| -g).collect();
     let groups: Vec<u32> = (0..pool as u32).collect();
-    let view = PoolView { prompts: 1, size: pool, gold: &gold, groups: &groups };
+    let ones = vec![1.0f32; pool];
+    let view = PoolView { prompts: 1, size: pool, gold: &gold, groups: &groups, length: &gold, distinct_ratio: &ones };
     let lf = LogFactorials::new(pool);
     let ns = n_grid(pool);
     let members: Vec<&[f32]> = vec![&gold, &mirror];
@@ -40,6 +41,9 @@ fn ensemble_resorting_carries_gold_along() {
     assert!(down.last().unwrap().gold.abs() < 1e-6);
     assert!(up.windows(2).all(|w| w[1].gold > w[0].gold));
     assert!(down.windows(2).all(|w| w[1].gold < w[0].gold));
+    // Per-sample diagnostics travel with their sample too (length was set to gold here).
+    assert!((up.last().unwrap().length - 31.0 / 8.0).abs() < 1e-6);
+    assert!((down.last().unwrap().distinct_ratio - 1.0).abs() < 1e-9);
     // Each member's own score is read through the same order.
     assert!((down.last().unwrap().members[1] - 0.0).abs() < 1e-6);
     assert!((down.last().unwrap().members[0] - 0.0).abs() < 1e-6);
@@ -67,6 +71,8 @@ fn results_keyed_by_n_carry_kl_columns() {
         proxy: 0.0,
         members: vec![0.0],
         disagreement: 0.0,
+        length: 0.0,
+        distinct_ratio: 1.0,
         prompts: 1,
         pool: Some(4),
     };
