@@ -396,6 +396,7 @@ fn gold_rm(
     let g = &exp.gold;
     let recipe = json!({
         "world": exp.world,
+        "utility": crate::world::utility::recipe(),
         "arch": cfg,
         "distill": g,
         "seed": exp.seed,

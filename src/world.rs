@@ -85,6 +85,15 @@ pub mod utility {
     pub const REPEAT: f64 = -0.7;
     /// For a response with no end token.
     pub const UNFINISHED: f64 = -2.0;
+
+    /// Every weight, for the recipes of the models trained on this utility.
+    pub fn recipe() -> serde_json::Value {
+        serde_json::json!({
+            "coverage": COVERAGE, "best_len": BEST_LEN, "len_curve": LEN_CURVE,
+            "affinity": AFFINITY, "flattery_a": FLATTERY_A, "flattery_b": FLATTERY_B,
+            "insight": INSIGHT, "repeat": REPEAT, "unfinished": UNFINISHED,
+        })
+    }
 }
 
 impl WorldConfig {
