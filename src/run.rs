@@ -286,7 +286,7 @@ fn pair_samples_one_side(
         let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
         let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
         let prompts: Vec<Vec<u32>> = (0..take).map(|_| world.sample_prompt(&mut rng)).collect();
-        let responses = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        let responses = policy.sample(&prompts, 1.0, &mut rng)?;
         Ok((prompts, responses))
     });
     let (mut prompts, mut responses) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -306,7 +306,7 @@ fn diversity(policy: &Policy, world: &WorldConfig, n: usize, seed: u64) -> Resul
     let parts = crate::parallel::map(&blocks, |&block| {
         let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));
         let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
-        policy.sample(world, &vec![prompt.clone(); take], 1.0, &mut rng)
+        policy.sample(&vec![prompt.clone(); take], 1.0, &mut rng)
     });
     let mut responses = Vec::with_capacity(n);
     for part in parts {
@@ -327,8 +327,8 @@ fn pair_samples(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label
     let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
         let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
         let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.sample_prompt(&mut rng)).collect();
-        let a = policy.sample(world, &prompts, 1.0, &mut rng)?;
-        let b = policy.sample(world, &prompts, 1.0, &mut rng)?;
+        let a = policy.sample(&prompts, 1.0, &mut rng)?;
+        let b = policy.sample(&prompts, 1.0, &mut rng)?;
         let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
         Ok((prompts, a, b, take))
     });
@@ -587,7 +587,7 @@ fn best_of_n(
     let parts = crate::parallel::map(&blocks, |&(p, k)| {
         let mut rng = crate::seed::rng(exp.seed, &format!("bon/pool/prompt{p}/block{k}"));
         let take = PAIR_BLOCK.min(b.pool - k * PAIR_BLOCK);
-        let r = policy.sample(&world, &vec![prompts[p].clone(); take], 1.0, &mut rng);
+        let r = policy.sample(&vec![prompts[p].clone(); take], 1.0, &mut rng);
         pb.inc(1);
         r
     });

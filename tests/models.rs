@@ -129,7 +129,7 @@ fn sampling_is_reproducible_and_never_emits_special_tokens() {
     let prompts: Vec<Vec<u32>> = (0..64).map(|i| vec![4 + (i % 7) as u32, 5, 6, 7]).collect();
     let draw = |seed| {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        p.sample(&w, &prompts, 1.0, &mut rng).unwrap()
+        p.sample(&prompts, 1.0, &mut rng).unwrap()
     };
     let (a, b, c) = (draw(9), draw(9), draw(10));
     assert_eq!(a, b);

@@ -76,7 +76,6 @@ impl Policy {
     /// draws from `rng` over the probabilities on the host, so it is reproducible.
     pub fn sample(
         &self,
-        world: &WorldConfig,
         prompts: &[Vec<u32>],
         temperature: f64,
         rng: &mut impl Rng,
@@ -127,7 +126,6 @@ impl Policy {
             let input = Tensor::from_vec(next, (b, 1), &device)?;
             logits = self.last_logits(&input, &mut cache)?;
         }
-        let _ = world;
         Ok(out)
     }
 
@@ -138,24 +136,6 @@ impl Policy {
         let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
         let logits = self.lm_head.forward(&last)?.broadcast_add(&self.token_mask)?;
         Ok(logits.flatten_all()?.to_vec1::<f32>()?)
-    }
-
-    /// Samples responses for many prompts in chunks of `batch`.
-    pub fn sample_many(
-        &self,
-        world: &WorldConfig,
-        prompts: &[Vec<u32>],
-        temperature: f64,
-        batch: usize,
-        rng: &mut impl Rng,
-        mut progress: impl FnMut(usize),
-    ) -> Result<Vec<Response>> {
-        let mut out = Vec::with_capacity(prompts.len());
-        for chunk in prompts.chunks(batch.max(1)) {
-            out.extend(self.sample(world, chunk, temperature, rng)?);
-            progress(chunk.len());
-        }
-        Ok(out)
     }
 
     /// Device the policy lives on.
