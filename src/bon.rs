@@ -165,6 +165,11 @@ pub struct BonPoint {
     /// Response length and distinct-token ratio of the selected samples.
     pub length: f64,
     pub distinct_ratio: f64,
+    /// Gold at the curve's peak n (the n with the highest mean gold) minus gold at this n,
+    /// and the standard error of that difference paired over prompts (the between-prompt
+    /// spread, shared by both points, cancels).
+    pub gold_below_peak: f64,
+    pub gold_below_peak_se: f64,
 }
 
 /// Best-of-n curve of one aggregator over one pool. `members[j]` are member j's
@@ -219,10 +224,14 @@ pub fn curve(
             o[5 + k] = expect(&order, wn, &pool.distinct_ratio[range.clone()]);
         }
     }
+    let mean_gold: Vec<f64> = (0..ns.len()).map(|j| per.iter().map(|o| o[j][0]).sum::<f64>() / p as f64).collect();
+    let peak = (0..ns.len()).max_by(|&a, &b| mean_gold[a].total_cmp(&mean_gold[b])).unwrap_or(0);
     ns.iter()
         .enumerate()
         .map(|(j, &n)| {
             let col = |c: usize| per.iter().map(|o| o[j][c]).collect::<Vec<f64>>();
+            let below: Vec<f64> = per.iter().map(|o| o[peak][0] - o[j][0]).collect();
+            let (gold_below_peak, gold_below_peak_se) = mean_se(&below);
             let (gold, gold_se) = mean_se(&col(0));
             BonPoint {
                 n,
@@ -235,6 +244,8 @@ pub fn curve(
                 disagreement: mean_se(&col(2 + k)).0,
                 length: mean_se(&col(4 + k)).0,
                 distinct_ratio: mean_se(&col(5 + k)).0,
+                gold_below_peak,
+                gold_below_peak_se,
             }
         })
         .collect()

@@ -673,6 +673,8 @@ fn best_of_n(
                 disagreement: pt.disagreement,
                 length: pt.length,
                 distinct_ratio: pt.distinct_ratio,
+                gold_below_peak: pt.gold_below_peak,
+                gold_below_peak_se: pt.gold_below_peak_se,
                 prompts: b.prompts as u64,
                 pool: Some(b.pool as u64),
             });

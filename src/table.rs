@@ -148,6 +148,10 @@ pub struct CurveRow {
     /// what the optimizer exploits.
     pub length: f64,
     pub distinct_ratio: f64,
+    /// Gold at the curve's peak minus gold here (standardized units), and its standard error
+    /// paired over prompts. A fall is significant when this exceeds a few of its s.e.
+    pub gold_below_peak: f64,
+    pub gold_below_peak_se: f64,
     pub prompts: u64,
     /// Best-of-n: samples per prompt.
     pub pool: Option<u64>,
@@ -190,6 +194,8 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         Column::new("disagreement".into(), x(|r| r.disagreement)),
         Column::new("length".into(), x(|r| r.length)),
         Column::new("distinct_ratio".into(), x(|r| r.distinct_ratio)),
+        Column::new("gold_below_peak".into(), x(|r| r.gold_below_peak)),
+        Column::new("gold_below_peak_se".into(), x(|r| r.gold_below_peak_se)),
         Column::new("prompts".into(), u(|r| r.prompts)),
         Column::new("pool".into(), ou(|r| r.pool)),
     ]);

@@ -135,3 +135,25 @@ fn response_stats_hand_values() {
     assert_eq!(len, vec![4.0, 0.0]);
     assert_eq!(ratio, vec![0.75, 1.0]);
 }
+
+#[test]
+fn drop_below_peak_is_paired_over_prompts() {
+    // Two prompts of 2 samples; the proxy prefers sample 1 in both. Gold: prompt 0 (0, 1),
+    // prompt 1 (10, 8). n = 1 gives the pool mean (0.5, 9), n = 2 the argmax (1, 8).
+    // Mean gold: n=1 → 4.75, n=2 → 4.5: the peak is n = 1.
+    // Drop at n = 2 per prompt: 0.5 − 1 = −0.5 and 9 − 8 = 1 → mean 0.25,
+    // paired se = std([−0.5, 1]) / sqrt(2) = 1.06066 / 1.41421 = 0.75.
+    // (The end-point se over prompts, |1 − 8| / 2 = 3.5, is far larger.)
+    let gold = [0.0f32, 1.0, 10.0, 8.0];
+    let proxy = [0.0f32, 1.0, 0.0, 1.0];
+    let groups = [0u32, 1, 0, 1];
+    let ones = [1.0f32; 4];
+    let view = goodhart::bon::PoolView { prompts: 2, size: 2, gold: &gold, groups: &groups, length: &ones, distinct_ratio: &ones };
+    let lf = LogFactorials::new(2);
+    let c = goodhart::bon::curve(goodhart::aggregate::Aggregator::Member(0), &[&proxy], view, &[1, 2], &lf);
+    assert!((c[0].gold - 4.75).abs() < 1e-9 && (c[1].gold - 4.5).abs() < 1e-9);
+    assert_eq!(c[0].gold_below_peak, 0.0);
+    assert!((c[1].gold_below_peak - 0.25).abs() < 1e-9);
+    assert!((c[1].gold_below_peak_se - 0.75).abs() < 1e-9, "{}", c[1].gold_below_peak_se);
+    assert!((c[1].gold_se - 3.5).abs() < 1e-9);
+}

@@ -73,6 +73,8 @@ fn results_keyed_by_n_carry_kl_columns() {
         disagreement: 0.0,
         length: 0.0,
         distinct_ratio: 1.0,
+        gold_below_peak: 0.0,
+        gold_below_peak_se: 0.0,
         prompts: 1,
         pool: Some(4),
     };

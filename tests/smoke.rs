@@ -63,7 +63,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     assert_eq!(s.curve_rows.len(), 8 * 7);
     let curves = goodhart::table::read_parquet(&out.join("curves.parquet")).unwrap();
     assert_eq!(curves.height(), 56);
-    for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement", "length", "distinct_ratio"] {
+    for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement", "length", "distinct_ratio", "gold_below_peak", "gold_below_peak_se"] {
         assert!(curves.column(col).is_ok(), "curves column {col} missing");
     }
     for r in &s.curve_rows {
