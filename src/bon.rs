@@ -75,32 +75,8 @@ pub fn kl_bound(n: usize) -> f64 {
 /// and the KL is `Σ q_j ln(q_j / p_j)`. With no repeated response the pool is read as a
 /// sample of a continuous distribution and the bound is returned.
 pub fn kl_exact(order: &[usize], group: &[u32], n: usize) -> f64 {
-    let pool = order.len();
-    let mut masses: Vec<usize> = Vec::with_capacity(pool);
-    let mut last: Option<u32> = None;
-    let mut seen = std::collections::HashSet::with_capacity(pool);
-    for &i in order {
-        let g = group[i];
-        if last == Some(g) {
-            *masses.last_mut().expect("non-empty") += 1;
-        } else {
-            if !seen.insert(g) {
-                // Equal responses score equally, so a group is contiguous in score order;
-                // a split group only happens on exact ties with another response: merge.
-                return kl_exact_unordered(order, group, n);
-            }
-            masses.push(1);
-        }
-        last = Some(g);
-    }
-    if masses.len() == pool {
-        return kl_bound(n);
-    }
-    discrete_kl(&masses, pool, n)
-}
-
-fn kl_exact_unordered(order: &[usize], group: &[u32], n: usize) -> f64 {
-    let mut first: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    // Masses of the distinct responses in score order (first appearance in `order`).
+    let mut first: std::collections::HashMap<u32, usize> = std::collections::HashMap::with_capacity(order.len());
     let mut masses: Vec<usize> = Vec::new();
     for &i in order {
         match first.get(&group[i]) {

@@ -237,10 +237,8 @@ pub fn r_squared(pred: &[f32], target: &[f32]) -> f64 {
     (cov / (sp as f64 * st as f64)).powi(2)
 }
 
-/// Mean and population standard deviation.
+/// Mean and population standard deviation (floored at 1e-12 so it can divide).
 pub fn mean_std(x: &[f32]) -> (f32, f32) {
-    let n = x.len().max(1) as f64;
-    let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let v = x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n;
-    (m as f32, v.sqrt().max(1e-12) as f32)
+    use crate::aggregate::{mean, population_variance};
+    (mean(x) as f32, population_variance(x).sqrt().max(1e-12) as f32)
 }

@@ -269,12 +269,12 @@ fn reference_policy(exp: &Experiment, store: &Store, device: &Device, st: &mut S
 
 /// `n` π_ref samples at temperature 1 for fresh prompts, from the stream `label`.
 fn sample_set(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<SeqSet> {
-    let s = pair_samples_one_side(policy, world, n, seed, label)?;
+    let s = prompts_and_samples(policy, world, n, seed, label)?;
     Ok(crate::model::policy::encode_all(world, &s.0, &s.1))
 }
 
 /// Prompts and one π_ref response each, sampled in seeded blocks on the work pool.
-fn pair_samples_one_side(
+fn prompts_and_samples(
     policy: &Policy,
     world: &WorldConfig,
     n: usize,
@@ -546,11 +546,12 @@ fn proxy_rms(
             .sum();
         let pb = bar(steps, "train proxy RMs");
         // Independent models side by side on the work pool (candle itself runs one thread).
-        let jobs: Vec<usize> = if device.is_cpu() { missing.clone() } else { Vec::new() };
-        let mut trained = crate::parallel::map(&jobs, |&i| train_proxy_slot(exp, &slots[i], store, reference, &data, &pb));
-        if !device.is_cpu() {
-            trained = missing.iter().map(|&i| train_proxy_slot(exp, &slots[i], store, reference, &data, &pb)).collect();
-        }
+        let train = |&i: &usize| train_proxy_slot(exp, &slots[i], store, reference, &data, &pb);
+        let trained: Vec<Result<Meta>> = if device.is_cpu() {
+            crate::parallel::map(&missing, train)
+        } else {
+            missing.iter().map(train).collect()
+        };
         pb.finish_and_clear();
         for (&i, meta) in missing.iter().zip(trained) {
             slots[i].meta = Some(meta?);
@@ -600,7 +601,7 @@ fn best_of_n(
     let set = crate::model::policy::encode_all(&world, &pool_prompts, &responses);
     let groups = crate::bon::group_ids(&responses, b.pool);
     let (length, distinct_ratio) = crate::bon::response_stats(&responses);
-    let dup = 1.0 - (0..b.prompts).map(|p| groups[p * b.pool..(p + 1) * b.pool].iter().max().map_or(0, |m| m + 1) as f64).sum::<f64>() / (b.prompts * b.pool) as f64;
+    let dup = responses.chunks(b.pool).map(crate::sft::duplicate_fraction).sum::<f64>() / b.prompts as f64;
     info!("best-of-n pools: {} prompts x {} samples (duplicate fraction {:.4})", b.prompts, b.pool, dup);
 
     // Score once: gold and every proxy, one model per job.

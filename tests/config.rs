@@ -128,3 +128,13 @@ fn every_subcommand_has_help() {
         assert!(ok && out.contains("Usage"), "{cmd:?}: {out}");
     }
 }
+
+#[test]
+fn bad_best_of_n_values_are_named() {
+    let msg = err_of(&common::tiny_with("uwo_lambdas = [0.0, 0.5]", "uwo_lambdas = [0.5, -1.0]"));
+    assert!(msg.contains("bon.uwo_lambdas[1]") && msg.contains("λ ≥ 0"), "{msg}");
+    let msg = err_of(&common::tiny_with("pool = 64", "pool = 1"));
+    assert!(msg.contains("bon.pool") && msg.contains("at least 2"), "{msg}");
+    let msg = err_of(&common::tiny_with("prompts = 3", "prompts = 0"));
+    assert!(msg.contains("bon.prompts"), "{msg}");
+}
