@@ -120,6 +120,8 @@ pub struct PoolView<'a> {
     pub length: &'a [f32],
     /// Distinct tokens / length of every sample's response (1 for an empty one).
     pub distinct_ratio: &'a [f32],
+    /// The held-out proxy's standardized score of every sample, if there is one.
+    pub heldout: Option<&'a [f32]>,
 }
 
 /// One point of a best-of-n curve, averaged over prompts.
@@ -141,6 +143,8 @@ pub struct BonPoint {
     /// Response length and distinct-token ratio of the selected samples.
     pub length: f64,
     pub distinct_ratio: f64,
+    /// The held-out proxy's score of the selected samples.
+    pub heldout: Option<f64>,
     /// Gold at the curve's peak n (the n with the highest mean gold) minus gold at this n,
     /// and the standard error of that difference paired over prompts (the between-prompt
     /// spread, shared by both points, cancels).
@@ -162,7 +166,7 @@ pub fn curve(
     let k = members.len();
     let w: Vec<Vec<f64>> = ns.iter().map(|&n| weights(size, n, lf)).collect();
     // Per prompt and n: gold, proxy, members…, disagreement, kl_exact.
-    let mut per = vec![vec![vec![0f64; k + 6]; ns.len()]; p];
+    let mut per = vec![vec![vec![0f64; k + 7]; ns.len()]; p];
     let mut buf = vec![0f32; k];
     for (prompt, out) in per.iter_mut().enumerate() {
         let range = prompt * size..(prompt + 1) * size;
@@ -198,6 +202,9 @@ pub fn curve(
             o[3 + k] = kl_exact(&order, groups, n);
             o[4 + k] = expect(&order, wn, &pool.length[range.clone()]);
             o[5 + k] = expect(&order, wn, &pool.distinct_ratio[range.clone()]);
+            if let Some(h) = pool.heldout {
+                o[6 + k] = expect(&order, wn, &h[range.clone()]);
+            }
         }
     }
     let mean_gold: Vec<f64> = (0..ns.len()).map(|j| per.iter().map(|o| o[j][0]).sum::<f64>() / p as f64).collect();
@@ -220,6 +227,7 @@ pub fn curve(
                 disagreement: mean_se(&col(2 + k)).0,
                 length: mean_se(&col(4 + k)).0,
                 distinct_ratio: mean_se(&col(5 + k)).0,
+                heldout: pool.heldout.map(|_| mean_se(&col(6 + k)).0),
                 gold_below_peak,
                 gold_below_peak_se,
             }

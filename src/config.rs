@@ -35,6 +35,8 @@ pub struct ExperimentSpec {
     pub proxy: ProxySpec,
     #[serde(default)]
     pub bon: BonSpec,
+    #[serde(default)]
+    pub ppo: PpoSpec,
 }
 
 fn default_seed() -> u64 {
@@ -213,6 +215,10 @@ pub struct ProxySpec {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
+    /// Also train one held-out proxy, never optimized against: the largest size on the
+    /// largest data size at the lowest noise level, from independently sampled pairs. Its
+    /// score of what the optimizers select is a gold-free signal for stopping rules.
+    pub heldout: bool,
 }
 
 impl Default for ProxySpec {
@@ -232,6 +238,7 @@ impl Default for ProxySpec {
             epochs: 3,
             batch: 64,
             lr: 3e-3,
+            heldout: true,
         }
     }
 }
@@ -285,6 +292,108 @@ impl BonSpec {
     }
 }
 
+/// PPO against proxy ensembles: one run per (ensemble, aggregator, β).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoSpec {
+    pub enabled: bool,
+    /// Proxy sizes (names) whose ensembles PPO optimizes against; empty: the first size.
+    pub sizes: Vec<String>,
+    /// Training-pair counts of those ensembles; empty: the first data size.
+    pub data_sizes: Vec<usize>,
+    /// Label-noise levels of those ensembles; empty: every level.
+    pub noise: Vec<f64>,
+    /// KL-penalty coefficients β (reward − β·k1 per response token); 0 is no penalty.
+    pub kl_penalties: Vec<f64>,
+    /// Single members optimized alone (members 0..single_members), besides the aggregates.
+    pub single_members: usize,
+    /// Ensemble aggregators: any of "mean", "wco", "uwo", "median", "mean_std".
+    pub aggregators: Vec<String>,
+    /// λ of each `uwo` (mean − λ·population variance); 0.1 is the literature's PPO value.
+    pub uwo_lambdas: Vec<f64>,
+    /// λ of each `mean_std` (mean − λ·std).
+    pub mean_std_lambdas: Vec<f64>,
+    /// PPO updates per run (one rollout each).
+    pub updates: usize,
+    /// Prompts per rollout (one response each).
+    pub rollout: usize,
+    /// Minibatch size (sequences) and passes over each rollout.
+    pub minibatch: usize,
+    pub epochs: usize,
+    /// Adam learning rate (constant).
+    pub lr: f64,
+    /// Clip range of the probability ratio and of the value change.
+    pub clip: f64,
+    pub value_clip: f64,
+    /// Weight of the value loss and of the entropy bonus in the total loss.
+    pub value_coef: f64,
+    pub entropy_coef: f64,
+    /// GAE λ and discount γ.
+    pub gae_lambda: f64,
+    pub gamma: f64,
+    pub max_grad_norm: f64,
+    /// Evaluate every this many updates (and at update 0 and at the end).
+    pub eval_every: usize,
+    /// Held-out prompts per evaluation (one fresh sample each, temperature 1).
+    pub eval_prompts: usize,
+    /// Stop a run once its measured KL (k1, nats) passes this budget; none by default.
+    pub kl_budget: Option<f64>,
+}
+
+impl Default for PpoSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sizes: vec![],
+            data_sizes: vec![],
+            noise: vec![],
+            kl_penalties: vec![0.0, 0.1],
+            single_members: 1,
+            aggregators: vec!["mean".into(), "wco".into(), "uwo".into()],
+            uwo_lambdas: vec![0.1],
+            mean_std_lambdas: vec![],
+            updates: 60,
+            rollout: 64,
+            minibatch: 32,
+            epochs: 4,
+            lr: 3e-4,
+            clip: 0.2,
+            value_clip: 0.2,
+            value_coef: 0.1,
+            entropy_coef: 0.0,
+            gae_lambda: 0.95,
+            gamma: 1.0,
+            max_grad_norm: 1.0,
+            eval_every: 5,
+            eval_prompts: 256,
+            kl_budget: None,
+        }
+    }
+}
+
+impl PpoSpec {
+    /// Aggregators of a PPO sweep over an ensemble of `k`: the single members asked for,
+    /// then the named aggregates (only when k > 1: one model has nothing to aggregate).
+    pub fn aggregator_list(&self, k: usize) -> Vec<crate::aggregate::Aggregator> {
+        use crate::aggregate::Aggregator as A;
+        let mut v: Vec<A> = (0..self.single_members.min(k)).map(A::Member).collect();
+        if k == 1 {
+            return v;
+        }
+        for name in &self.aggregators {
+            match name.as_str() {
+                "mean" => v.push(A::Mean),
+                "wco" => v.push(A::Wco),
+                "median" => v.push(A::Median),
+                "uwo" => v.extend(self.uwo_lambdas.iter().map(|&l| A::Uwo(l))),
+                "mean_std" => v.extend(self.mean_std_lambdas.iter().map(|&l| A::MeanStd(l))),
+                _ => unreachable!("validated"),
+            }
+        }
+        v
+    }
+}
+
 /// A validated experiment. Everything downstream trusts these values.
 #[derive(Debug, Clone, Serialize)]
 pub struct Experiment {
@@ -297,6 +406,7 @@ pub struct Experiment {
     pub preferences: PreferenceSpec,
     pub proxy: ProxySpec,
     pub bon: BonSpec,
+    pub ppo: PpoSpec,
     /// Parameter counts, resolved from the shapes.
     pub params: ParamCounts,
 }
@@ -438,6 +548,8 @@ impl Experiment {
             }
         }
 
+        validate_ppo(&bad, &spec.ppo, x)?;
+
         let gold_params = gold_arch.reward_params(&world);
         let (largest_name, largest) = proxies
             .iter()
@@ -467,6 +579,7 @@ impl Experiment {
             preferences: spec.preferences,
             proxy: spec.proxy,
             bon: spec.bon,
+            ppo: spec.ppo,
             params,
         })
     }
@@ -505,6 +618,84 @@ impl Experiment {
     pub fn default_out(&self) -> PathBuf {
         PathBuf::from("results").join(&self.name)
     }
+}
+
+fn validate_ppo(bad: &dyn Fn(&str, String) -> Error, p: &PpoSpec, x: &ProxySpec) -> Result<()> {
+    for (i, name) in p.sizes.iter().enumerate() {
+        if !x.sizes.iter().any(|s| &s.name == name) {
+            return Err(bad(&format!("ppo.sizes[{i}]"), format!("no proxy size named {name:?} in proxy.sizes")));
+        }
+    }
+    for (i, d) in p.data_sizes.iter().enumerate() {
+        if !x.data_sizes.contains(d) {
+            return Err(bad(&format!("ppo.data_sizes[{i}]"), format!("{d} is not in proxy.data_sizes")));
+        }
+    }
+    for (i, n) in p.noise.iter().enumerate() {
+        if !x.noise.contains(n) {
+            return Err(bad(&format!("ppo.noise[{i}]"), format!("{n} is not in proxy.noise")));
+        }
+    }
+    if p.kl_penalties.is_empty() {
+        return Err(bad("ppo.kl_penalties", "needs at least one β (0.0 for none)".into()));
+    }
+    for (key, list) in [
+        ("ppo.kl_penalties", &p.kl_penalties),
+        ("ppo.uwo_lambdas", &p.uwo_lambdas),
+        ("ppo.mean_std_lambdas", &p.mean_std_lambdas),
+    ] {
+        for (i, &l) in list.iter().enumerate() {
+            if !(l.is_finite() && l >= 0.0) {
+                return Err(bad(&format!("{key}[{i}]"), format!("must be finite and ≥ 0, got {l}")));
+            }
+        }
+    }
+    const KNOWN: [&str; 5] = ["mean", "wco", "uwo", "median", "mean_std"];
+    for (i, a) in p.aggregators.iter().enumerate() {
+        if !KNOWN.contains(&a.as_str()) {
+            return Err(bad(&format!("ppo.aggregators[{i}]"), format!("unknown aggregator {a:?}; one of {KNOWN:?}")));
+        }
+    }
+    if p.aggregators.iter().any(|a| a == "uwo") && p.uwo_lambdas.is_empty() {
+        return Err(bad("ppo.uwo_lambdas", "aggregator \"uwo\" needs at least one λ".into()));
+    }
+    if p.aggregators.iter().any(|a| a == "mean_std") && p.mean_std_lambdas.is_empty() {
+        return Err(bad("ppo.mean_std_lambdas", "aggregator \"mean_std\" needs at least one λ".into()));
+    }
+    if p.enabled && p.single_members == 0 && (p.aggregators.is_empty() || x.members == 1) {
+        return Err(bad("ppo.aggregators", "nothing to optimize: no single member and no aggregate".into()));
+    }
+    positive(bad, "ppo.updates", p.updates, 1)?;
+    positive(bad, "ppo.rollout", p.rollout, 2)?;
+    positive(bad, "ppo.minibatch", p.minibatch, 1)?;
+    if p.minibatch > p.rollout {
+        return Err(bad("ppo.minibatch", format!("must be at most ppo.rollout ({}), got {}", p.rollout, p.minibatch)));
+    }
+    positive(bad, "ppo.epochs", p.epochs, 1)?;
+    rate(bad, "ppo.lr", p.lr)?;
+    for (key, v) in [("ppo.clip", p.clip), ("ppo.value_clip", p.value_clip)] {
+        if !(v.is_finite() && v > 0.0 && v < 1.0) {
+            return Err(bad(key, format!("must be in (0, 1), got {v}")));
+        }
+    }
+    for (key, v) in [("ppo.value_coef", p.value_coef), ("ppo.entropy_coef", p.entropy_coef)] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(bad(key, format!("must be finite and ≥ 0, got {v}")));
+        }
+    }
+    probability(bad, "ppo.gae_lambda", p.gae_lambda, 1.0)?;
+    probability(bad, "ppo.gamma", p.gamma, 1.0)?;
+    if !(p.max_grad_norm.is_finite() && p.max_grad_norm > 0.0) {
+        return Err(bad("ppo.max_grad_norm", format!("must be > 0, got {}", p.max_grad_norm)));
+    }
+    positive(bad, "ppo.eval_every", p.eval_every, 1)?;
+    positive(bad, "ppo.eval_prompts", p.eval_prompts, 2)?;
+    if let Some(b) = p.kl_budget {
+        if !(b.is_finite() && b > 0.0) {
+            return Err(bad("ppo.kl_budget", format!("must be > 0 nats, got {b}")));
+        }
+    }
+    Ok(())
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -7,12 +7,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     /// The experiment file is not valid TOML or does not match the schema.
     #[error("{path}:{line}:{col}: {msg}")]
     Parse {
@@ -64,10 +60,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Shorthand for an I/O error at `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

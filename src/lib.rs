@@ -2,28 +2,35 @@
 //!
 //! A researcher describes a study in one TOML file; goodhart builds an embedded world with
 //! a reference policy π_ref, distills a gold reward model from the world's labeler utility,
-//! trains ensembles of proxy reward models on gold-labelled preference pairs, and (in later
-//! stages) optimizes against the proxies and tabulates the gold-versus-proxy curves.
+//! trains ensembles of proxy reward models on gold-labelled preference pairs, optimizes
+//! against the proxies with best-of-n and PPO, and tabulates, fits and reports the
+//! gold-versus-proxy curves.
 //!
 //! Data flows one way: [`config`] → [`world`] → [`sft`] (π_ref) → [`rm`] (gold, pairs,
-//! proxies) → [`table`]; [`run`] orders the stages and [`artifacts`] lets every stage reuse
-//! what an earlier run trained.
+//! proxies) → [`bon`] and [`ppo`] (through one [`aggregate::Aggregator`]) → [`table`] →
+//! [`fit`], [`stopping`] → report; [`sweep`] expands the grid, [`run`] orders the stages and
+//! [`artifacts`] lets every stage reuse what an earlier run trained.
 
 pub mod aggregate;
+pub mod analysis;
 pub mod artifacts;
 pub mod bon;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod fit;
 pub mod model;
 pub mod optim;
 pub mod parallel;
 pub mod plot;
+pub mod ppo;
 pub mod progress;
+pub mod report;
 pub mod rm;
 pub mod run;
 pub mod seed;
 pub mod sft;
+pub mod stopping;
 pub mod sweep;
 pub mod table;
 pub mod world;

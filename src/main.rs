@@ -43,6 +43,12 @@ enum Command {
         /// The experiment file.
         experiment: PathBuf,
     },
+    /// Regenerate the fits, scaling, stopping-rule and aggregator tables, the scaling figure
+    /// and report.md of a results folder from its saved tables (no models, no training).
+    Report {
+        /// The results folder, e.g. results/quick.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,7 +57,7 @@ fn main() -> ExitCode {
     // Before any tensor op or other thread: candle single-threaded, work pool sized.
     let jobs = match &cli.command {
         Command::Run { jobs, .. } => *jobs,
-        Command::Validate { .. } => 1,
+        Command::Validate { .. } | Command::Report { .. } => 1,
     };
     goodhart::parallel::init(jobs);
     tracing_subscriber::fmt()
@@ -98,6 +104,38 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 summary.reused.len(),
                 summary.out.display()
             );
+            if !summary.ppo_failures.is_empty() {
+                eprintln!(
+                    "warning: {} PPO run(s) failed (listed in manifest.json): {}",
+                    summary.ppo_failures.len(),
+                    summary.ppo_failures.iter().map(|(run, _)| run.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Report { dir } => {
+            let r = goodhart::report::report(&dir).with_context(|| format!("report {}", dir.display()))?;
+            let a = &r.acceptance;
+            let verdict = |m: Option<bool>| match m {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "not applicable",
+            };
+            println!(
+                "{}: {} curves; wrote {}",
+                dir.join("report.md").display(),
+                r.curves,
+                r.written.join(", ")
+            );
+            println!(
+                "acceptance: (a) R² ≥ {} on {} interior-peak gold curves: {}; (b) best rule {} median regret {} of gain: {}",
+                goodhart::report::R2_TARGET,
+                a.interior_curves,
+                verdict(a.r2_met),
+                a.best_rule.as_deref().unwrap_or("none"),
+                a.best_median_regret_frac.map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f)),
+                verdict(a.regret_met)
+            );
             Ok(())
         }
         Command::Validate { experiment } => {
@@ -117,6 +155,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 exp.proxy.noise.len(),
                 exp.proxy.members
             );
+            if exp.bon.enabled {
+                println!("  best-of-n: {} prompts x {} samples per prompt", exp.bon.prompts, exp.bon.pool);
+            }
+            let runs = goodhart::sweep::ppo_cells(&exp, &cells);
+            if !runs.is_empty() {
+                println!("  PPO: {} runs x {} updates:", runs.len(), exp.ppo.updates);
+                for r in &runs {
+                    println!("    {}", r.id());
+                }
+            }
             Ok(())
         }
     }

@@ -15,6 +15,8 @@ pub struct Trainer {
     base_lr: f64,
     total_steps: usize,
     max_grad_norm: f64,
+    /// Warmup + linear decay (true) or a constant rate (false).
+    scheduled: bool,
     model: String,
 }
 
@@ -45,13 +47,24 @@ impl Trainer {
             base_lr: lr,
             total_steps: total_steps.max(1),
             max_grad_norm,
+            scheduled: true,
             model: model.to_string(),
         })
     }
 
-    /// Learning rate at `step`: linear warmup over the first 5% of steps, then linear
+    /// As [`new`](Self::new) but with a constant learning rate (PPO).
+    pub fn constant(varmap: &VarMap, lr: f64, max_grad_norm: f64, model: &str) -> Result<Self> {
+        let mut t = Self::new(varmap, lr, 1, max_grad_norm, model)?;
+        t.scheduled = false;
+        Ok(t)
+    }
+
+    /// Learning rate at `step` (constant for [`constant`](Self::constant)): linear warmup over the first 5% of steps, then linear
     /// decay to 10% of the base rate.
     pub fn lr_at(&self, step: usize) -> f64 {
+        if !self.scheduled {
+            return self.base_lr;
+        }
         let warm = (self.total_steps / 20).max(1);
         if step < warm {
             self.base_lr * (step + 1) as f64 / warm as f64

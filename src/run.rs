@@ -6,7 +6,9 @@
 //! 3. the gold RM (distilled from the labeler utility);
 //! 4. preference pairs (only built when some proxy must be trained);
 //! 5. the proxy grid (sizes × data × noise × members), Bradley–Terry;
-//! 6. tables, resolved config and manifest under the results folder.
+//! 6. best-of-n over one π_ref pool against every ensemble × aggregator;
+//! 7. PPO runs (ensembles × aggregators × KL penalties), each stored once finished;
+//! 8. tables, figures, resolved config and manifest under the results folder.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -31,6 +33,9 @@ use crate::world::{SeqSet, WorldConfig};
 const PAIR_BLOCK: usize = 512;
 /// Batch size for sampling and scoring (no gradients).
 const INFER_BATCH: usize = 512;
+/// Version of the PPO algorithm in run recipes: bump it when a code change alters what a run
+/// produces for the same settings, so stored runs are not reused stale.
+const PPO_VERSION: u32 = 3;
 /// Data-parallel shards per SFT and gold batch on the CPU. Fixed (not the core count) so
 /// that the same config gives the same models on any CPU.
 const CPU_SHARDS: usize = 2;
@@ -63,8 +68,12 @@ pub struct RunSummary {
     /// Models loaded from the store.
     pub reused: Vec<String>,
     pub rm_rows: Vec<RmRow>,
-    /// Best-of-n (and later PPO) curve points.
+    /// Best-of-n and PPO curve points.
     pub curve_rows: Vec<table::CurveRow>,
+    /// PPO diagnostics, one row per update of every run.
+    pub train_rows: Vec<table::TrainRow>,
+    /// PPO runs that failed (run id, one-line error); the other runs carried on.
+    pub ppo_failures: Vec<(String, String)>,
     /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
     pub duplicate_fraction: f64,
     pub out: PathBuf,
@@ -121,9 +130,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let (gold, gold_meta) =
         st.time("gold RM", |st| gold_rm(exp, &store, device, &policy, &reference, &policy_meta.key, st))?;
 
-    let cells = proxy_cells(exp);
+    let mut cells = proxy_cells(exp);
+    cells.extend(crate::sweep::heldout_cell(exp));
     let mut rm_rows = vec![gold_row(exp, &gold_meta)];
     let mut proxies: Vec<(ProxyCell, RewardModel)> = Vec::new();
+    let mut proxy_keys: Vec<String> = Vec::new();
     st.time("proxy RMs", |st| {
         let (rows, models) = proxy_rms(
             exp,
@@ -135,14 +146,36 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             (&gold, &gold_meta.key),
             st,
         )?;
+        proxy_keys = rows.iter().map(|r| r.artifact.clone()).collect();
         rm_rows.extend(rows);
         proxies = models;
         Ok(())
     })?;
+    // The held-out proxy (last, if any) scores what the optimizers select; it is never optimized.
+    let heldout = match proxies.last() {
+        Some((c, _)) if c.heldout => {
+            let (_, model) = proxies.pop().expect("non-empty");
+            Some((model, proxy_keys.pop().expect("one key per proxy")))
+        }
+        _ => None,
+    };
+    let heldout_ref = heldout.as_ref().map(|(m, k)| (m, k.as_str()));
 
     let mut curve_rows = Vec::new();
     if exp.bon.enabled {
-        curve_rows = st.time("best-of-n", |_| best_of_n(exp, &policy, &gold, &proxies))?;
+        curve_rows = st.time("best-of-n", |_| best_of_n(exp, &policy, &gold, &proxies, heldout_ref.map(|h| h.0)))?;
+    }
+    let mut ppo = PpoResults::default();
+    if exp.ppo.enabled {
+        let models = Models {
+            policy: (&policy, &policy_meta.key),
+            gold: (&gold, &gold_meta.key),
+            proxies: &proxies,
+            proxy_keys: &proxy_keys,
+            heldout: heldout_ref,
+        };
+        ppo = st.time("PPO", |st| ppo_sweep(exp, &store, device, &models, st))?;
+        curve_rows.extend(ppo.rows.iter().cloned());
     }
 
     st.time("tables", |st| {
@@ -151,14 +184,29 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         if !curve_rows.is_empty() {
             table::write(&mut table::curve_frame(&curve_rows)?, &opts.out, "curves")?;
             crate::plot::bon_figures(&curve_rows, &opts.out)?;
+            crate::plot::ppo_figures(&curve_rows, &opts.out)?;
+        }
+        if !ppo.train.is_empty() {
+            table::write(&mut table::train_frame(&ppo.train)?, &opts.out, "ppo_train")?;
         }
         write_atomic(&opts.out.join("config.resolved.toml"), exp.to_toml().as_bytes())?;
-        let manifest = manifest(exp, opts, &config_hash, st, &policy_meta, duplicate_fraction, started);
+        let mut manifest = manifest(exp, opts, &config_hash, st, &policy_meta, duplicate_fraction, started);
+        manifest["ppo_runs"] = json!(ppo.runs);
+        manifest["ppo_failures"] = json!(ppo
+            .failures
+            .iter()
+            .map(|(run, error)| json!({ "run": run, "error": error }))
+            .collect::<Vec<_>>());
         write_atomic(
             &opts.out.join("manifest.json"),
             serde_json::to_string_pretty(&manifest).expect("manifest serializes").as_bytes(),
         )
     })?;
+    if !curve_rows.is_empty() {
+        // Fits, scaling, stopping rules, aggregator comparison and report.md, from the tables
+        // just written (the same as `goodhart report DIR`).
+        crate::report::report(&opts.out)?;
+    }
     // The tables stage is timed after the manifest is written; log the grand total.
     info!(
         "run {} finished in {:.1}s: {} models trained, {} reused; results in {}",
@@ -173,6 +221,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         reused: st.reused,
         rm_rows,
         curve_rows,
+        train_rows: ppo.train,
+        ppo_failures: ppo.failures,
         duplicate_fraction,
         out: opts.out.clone(),
     })
@@ -462,19 +512,36 @@ struct PairData {
     train: Pairs,
     /// Gold's clean labels (per the label mode) of the training pairs; true: a preferred.
     labels: Vec<bool>,
+    /// The held-out proxy's own pairs and clean labels, sampled independently of `train`.
+    heldout: Option<(Pairs, Vec<bool>)>,
     val: Pairs,
 }
 
-fn build_pairs(exp: &Experiment, policy: &Policy, gold: &RewardModel) -> Result<PairData> {
+fn build_pairs(exp: &Experiment, policy: &Policy, gold: &RewardModel, heldout: Option<usize>) -> Result<PairData> {
     let world = exp.world();
     let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
     let samples = pair_samples(policy, &world, max, exp.seed, "pairs/train")?;
     let train = scored_pairs(&world, &samples, gold)?;
     let mut rng = crate::seed::rng(exp.seed, "pairs/labels");
     let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
+    let heldout = match heldout {
+        None => None,
+        Some(n) => {
+            let s = pair_samples(policy, &world, n, exp.seed, "pairs/heldout")?;
+            let pairs = scored_pairs(&world, &s, gold)?;
+            let mut rng = crate::seed::rng(exp.seed, "pairs/heldout/labels");
+            let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
+            Some((pairs, labels))
+        }
+    };
     let val_samples = pair_samples(policy, &world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
     let val = scored_pairs(&world, &val_samples, gold)?;
-    Ok(PairData { train, labels, val })
+    Ok(PairData {
+        train,
+        labels,
+        heldout,
+        val,
+    })
 }
 
 /// One proxy of the grid: its model, recipe and (once loaded or trained) its meta.
@@ -518,6 +585,10 @@ fn proxy_rms(
             "policy": policy_key,
             "gold": gold_key,
         });
+        let mut recipe = recipe;
+        if cell.heldout {
+            recipe["pairs"] = json!("pairs/heldout");
+        }
         let key = key_of(&recipe);
         let mut varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
@@ -539,7 +610,8 @@ fn proxy_rms(
     let missing: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].meta.is_none()).collect();
     if !missing.is_empty() {
         info!("training {} of {} proxy RMs ({} found in the store)", missing.len(), slots.len(), slots.len() - missing.len());
-        let data = build_pairs(exp, policy, gold)?;
+        let heldout = missing.iter().find(|&&i| slots[i].cell.heldout).map(|&i| slots[i].cell.data_size);
+        let data = build_pairs(exp, policy, gold, heldout)?;
         let steps: u64 = missing
             .iter()
             .map(|&i| (slots[i].cell.data_size.div_ceil(x.batch) * x.epochs) as u64)
@@ -563,7 +635,8 @@ fn proxy_rms(
     for mut s in slots {
         let meta = s.meta.as_ref().expect("loaded or trained");
         set_standardization(&mut s.model, meta);
-        rows.push(row_from_meta(&s.cell.id(), "proxy", &s.cell.size.name, &s.cell.ensemble_id(), &s.cfg, Some(&s.cell), meta));
+        let (role, ensemble) = if s.cell.heldout { ("heldout", String::new()) } else { ("proxy", s.cell.ensemble_id()) };
+        rows.push(row_from_meta(&s.cell.id(), role, &s.cell.size.name, &ensemble, &s.cfg, Some(&s.cell), meta));
         models.push((s.cell, s.model));
     }
     Ok((rows, models))
@@ -576,6 +649,7 @@ fn best_of_n(
     policy: &Policy,
     gold: &RewardModel,
     proxies: &[(ProxyCell, RewardModel)],
+    heldout: Option<&RewardModel>,
 ) -> Result<Vec<table::CurveRow>> {
     let world = exp.world();
     let b = &exp.bon;
@@ -605,7 +679,10 @@ fn best_of_n(
     info!("best-of-n pools: {} prompts x {} samples (duplicate fraction {:.4})", b.prompts, b.pool, dup);
 
     // Score once: gold and every proxy, one model per job.
-    let models: Vec<&RewardModel> = std::iter::once(gold).chain(proxies.iter().map(|(_, m)| m)).collect();
+    let models: Vec<&RewardModel> = std::iter::once(gold)
+        .chain(proxies.iter().map(|(_, m)| m))
+        .chain(heldout)
+        .collect();
     let pb = bar(models.len() as u64, "score pools (gold + proxies)");
     let scored = crate::parallel::map(&models, |m| {
         let s = m.score_set(&set, INFER_BATCH);
@@ -625,16 +702,12 @@ fn best_of_n(
         groups: &groups,
         length: &length,
         distinct_ratio: &distinct_ratio,
+        heldout: heldout.map(|_| scores[proxies.len() + 1].as_slice()),
     };
 
     // Ensembles: proxies sharing size, data and noise, in grid order.
-    let mut ensembles: Vec<(String, Vec<usize>)> = Vec::new();
-    for (i, (cell, _)) in proxies.iter().enumerate() {
-        match ensembles.iter_mut().find(|(id, _)| *id == cell.ensemble_id()) {
-            Some((_, members)) => members.push(i),
-            None => ensembles.push((cell.ensemble_id(), vec![i])),
-        }
-    }
+    let cells: Vec<ProxyCell> = proxies.iter().map(|(c, _)| c.clone()).collect();
+    let ensembles = crate::sweep::ensembles(&cells);
     let ns = crate::bon::n_grid(b.pool);
     let lf = crate::bon::LogFactorials::new(b.pool);
     let mut jobs = Vec::new();
@@ -662,8 +735,11 @@ fn best_of_n(
                 label_noise: cell.noise,
                 ensemble: id.clone(),
                 n: Some(pt.n as u64),
+                step: None,
+                kl_penalty: None,
                 kl: pt.kl_bound,
                 kl_kind: "bon_bound".into(),
+                kl_k3: None,
                 kl_bound: Some(pt.kl_bound),
                 kl_exact: Some(pt.kl_exact),
                 sqrt_kl: pt.kl_bound.sqrt(),
@@ -674,6 +750,7 @@ fn best_of_n(
                 disagreement: pt.disagreement,
                 length: pt.length,
                 distinct_ratio: pt.distinct_ratio,
+                heldout: pt.heldout,
                 gold_below_peak: pt.gold_below_peak,
                 gold_below_peak_se: pt.gold_below_peak_se,
                 prompts: b.prompts as u64,
@@ -682,6 +759,217 @@ fn best_of_n(
         }
     }
     Ok(rows)
+}
+
+/// The trained models a PPO sweep reads, with their artifact keys (for run recipes).
+struct Models<'a> {
+    policy: (&'a Policy, &'a str),
+    gold: (&'a RewardModel, &'a str),
+    proxies: &'a [(ProxyCell, RewardModel)],
+    /// `proxy-KEY` of each proxy, in `proxies` order.
+    proxy_keys: &'a [String],
+    /// The held-out proxy and its key, if the experiment has one.
+    heldout: Option<(&'a RewardModel, &'a str)>,
+}
+
+/// What the PPO sweep produced.
+#[derive(Default)]
+struct PpoResults {
+    rows: Vec<table::CurveRow>,
+    train: Vec<table::TrainRow>,
+    /// (run id, trained | reused | failed)
+    runs: Vec<(String, &'static str)>,
+    failures: Vec<(String, String)>,
+}
+
+/// PPO: one run per (ensemble, aggregator, β), each starting from π_ref. Finished runs are
+/// stored (final policy + evaluations + diagnostics) and reused; missing runs train side by
+/// side on the work pool. A run that fails is logged and listed; the others carry on.
+fn ppo_sweep(exp: &Experiment, store: &Store, device: &Device, m: &Models, st: &mut Stages) -> Result<PpoResults> {
+    let world = exp.world();
+    let cells: Vec<ProxyCell> = m.proxies.iter().map(|(c, _)| c.clone()).collect();
+    let runs = crate::sweep::ppo_cells(exp, &cells);
+    let mut rng = crate::seed::rng(exp.seed, "ppo/eval/prompts");
+    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.sample_prompt(&mut rng)).collect();
+    // The run's settings, without the lists that only choose which runs exist.
+    let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
+    for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
+        settings.as_object_mut().expect("ppo spec is a table").remove(k);
+    }
+    let cfg = exp.policy_arch();
+    let mut outcomes: Vec<Option<crate::ppo::Outcome>> = Vec::with_capacity(runs.len());
+    let mut keys = Vec::with_capacity(runs.len());
+    for run in &runs {
+        let recipe = json!({
+            "policy": m.policy.1,
+            "gold": m.gold.1,
+            "members": run.members.iter().map(|&i| &m.proxy_keys[i]).collect::<Vec<_>>(),
+            "aggregator": run.aggregator,
+            "kl_penalty": run.beta,
+            "settings": settings,
+            "seed": exp.seed,
+            "run": run.id(),
+            "heldout": m.heldout.map(|h| h.1),
+            "version": PPO_VERSION,
+        });
+        let key = key_of(&recipe);
+        let mut varmap = VarMap::new();
+        let _ = Policy::new(&cfg, &world, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let loaded = try_load(store, "ppo", &key, &mut varmap)?
+            .and_then(|meta| serde_json::from_value::<crate::ppo::Outcome>(meta.info["outcome"].clone()).ok());
+        if loaded.is_some() {
+            st.reused.push(run.id());
+        }
+        outcomes.push(loaded);
+        keys.push((key, recipe));
+    }
+    let missing: Vec<usize> = (0..runs.len()).filter(|&i| outcomes[i].is_none()).collect();
+    let mut out = PpoResults::default();
+    if !missing.is_empty() {
+        info!("PPO: training {} of {} runs ({} found in the store)", missing.len(), runs.len(), runs.len() - missing.len());
+        let pb = bar((missing.len() * exp.ppo.updates) as u64, "PPO runs (updates)");
+        let train_one = |&i: &usize| -> Result<crate::ppo::Outcome> {
+            let run = &runs[i];
+            let spec = crate::ppo::RunSpec {
+                id: run.id(),
+                aggregator: run.aggregator,
+                beta: run.beta,
+            };
+            let mut varmap = VarMap::new();
+            let policy = Policy::new(&cfg, &world, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+            if store.load("policy", m.policy.1, &mut varmap)?.is_none() {
+                return Err(Error::Artifact {
+                    dir: store.dir("policy", m.policy.1),
+                    reason: "reference policy vanished from the store during the run".into(),
+                });
+            }
+            let ctx = crate::ppo::Context {
+                world: &world,
+                reference: m.policy.0,
+                gold: m.gold.0,
+                members: run.members.iter().map(|&j| &m.proxies[j].1).collect(),
+                heldout: m.heldout.map(|h| h.0),
+                spec: &exp.ppo,
+                seed: exp.seed,
+                eval_prompts: &eval_prompts,
+            };
+            let t = Instant::now();
+            let outcome = crate::ppo::train(&ctx, &spec, &policy, &varmap, &pb)?;
+            let last = outcome.evaluations.last().expect("at least the step-0 evaluation");
+            pb.suspend(|| {
+                info!(
+                    "{}: {} updates in {:.0}s, KL {:.2} nats, proxy {:.2}, gold {:.2}{}",
+                    spec.id,
+                    outcome.updates.len(),
+                    t.elapsed().as_secs_f64(),
+                    last.kl_k1,
+                    last.proxy,
+                    crate::bon::mean_se(&last.gold_by_prompt).0,
+                    if outcome.stopped_at_budget { " (stopped at the KL budget)" } else { "" }
+                )
+            });
+            let (key, recipe) = &keys[i];
+            let info = json!({ "outcome": outcome, "train_seconds": t.elapsed().as_secs_f64() });
+            store.save("ppo", key, recipe.clone(), &varmap, info)?;
+            Ok(outcome)
+        };
+        let trained: Vec<Result<crate::ppo::Outcome>> = if device.is_cpu() {
+            crate::parallel::map(&missing, train_one)
+        } else {
+            missing.iter().map(train_one).collect()
+        };
+        pb.finish_and_clear();
+        for (&i, result) in missing.iter().zip(trained) {
+            match result {
+                Ok(o) => {
+                    outcomes[i] = Some(o);
+                    st.trained.push(runs[i].id());
+                }
+                Err(e) => {
+                    warn!("{}: failed, the other runs carry on: {e}", runs[i].id());
+                    out.failures.push((runs[i].id(), e.to_string()));
+                }
+            }
+        }
+    }
+    for (i, (run, outcome)) in runs.iter().zip(&outcomes).enumerate() {
+        let status = match (outcome, missing.contains(&i)) {
+            (None, _) => "failed",
+            (Some(_), true) => "trained",
+            (Some(_), false) => "reused",
+        };
+        out.runs.push((run.id(), status));
+        if let Some(o) = outcome {
+            let (rows, train) = ppo_rows(exp, m, run, o);
+            out.rows.extend(rows);
+            out.train.extend(train);
+        }
+    }
+    Ok(out)
+}
+
+/// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
+fn ppo_rows(
+    exp: &Experiment,
+    m: &Models,
+    run: &crate::sweep::PpoCell,
+    o: &crate::ppo::Outcome,
+) -> (Vec<table::CurveRow>, Vec<table::TrainRow>) {
+    let cell = &m.proxies[run.members[0]].0;
+    let params = exp.proxy_arch(&cell.size).reward_params() as u64;
+    let below = crate::ppo::below_peak(&o.evaluations);
+    let rows = o
+        .evaluations
+        .iter()
+        .zip(below)
+        .map(|(e, (gold_below_peak, gold_below_peak_se))| {
+            let (gold, gold_se) = crate::bon::mean_se(&e.gold_by_prompt);
+            table::CurveRow {
+                method: "ppo".into(),
+                aggregator: run.aggregator.name(),
+                lambda: run.aggregator.lambda(),
+                proxy_size: cell.size.name.clone(),
+                proxy_params: params,
+                data_size: cell.data_size as u64,
+                label_noise: cell.noise,
+                ensemble: run.ensemble.clone(),
+                n: None,
+                step: Some(e.step as u64),
+                kl_penalty: Some(run.beta),
+                kl: e.kl_k1,
+                kl_kind: "ppo_k1".into(),
+                kl_k3: Some(e.kl_k3),
+                kl_bound: None,
+                kl_exact: None,
+                sqrt_kl: e.kl_k1.max(0.0).sqrt(),
+                gold,
+                gold_se,
+                proxy: e.proxy,
+                members: e.members.clone(),
+                disagreement: e.disagreement,
+                length: e.length,
+                distinct_ratio: e.distinct_ratio,
+                heldout: e.heldout,
+                gold_below_peak,
+                gold_below_peak_se,
+                prompts: e.gold_by_prompt.len() as u64,
+                pool: None,
+            }
+        })
+        .collect();
+    let train = o
+        .updates
+        .iter()
+        .map(|u| table::TrainRow {
+            run: run.id(),
+            aggregator: run.aggregator.name(),
+            lambda: run.aggregator.lambda(),
+            ensemble: run.ensemble.clone(),
+            kl_penalty: run.beta,
+            stats: u.clone(),
+        })
+        .collect();
+    (rows, train)
 }
 
 /// Trains, evaluates, standardizes and stores one proxy.
@@ -698,12 +986,17 @@ fn train_proxy_slot(
     // From the id alone (not the artifact key, which also hashes the store format).
     let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
     seeded_init(&slot.varmap, member_seed, slot.cfg.layers)?;
-    let mut labels = data.labels.clone();
-    let mut rng = crate::seed::rng(exp.seed, &format!("pairs/noise/{:.4}", cell.noise));
+    let (train, clean) = match (&data.heldout, cell.heldout) {
+        (Some((pairs, labels)), true) => (pairs, labels),
+        _ => (&data.train, &data.labels),
+    };
+    let mut labels = clean.clone();
+    let noise_stream = if cell.heldout { "pairs/heldout/noise" } else { "pairs/noise" };
+    let mut rng = crate::seed::rng(exp.seed, &format!("{noise_stream}/{:.4}", cell.noise));
     rm::apply_label_noise(&mut labels, cell.noise, &mut rng);
     let n_flip = labels[..cell.data_size]
         .iter()
-        .zip(&data.labels[..cell.data_size])
+        .zip(&clean[..cell.data_size])
         .filter(|(a, b)| a != b)
         .count();
     let t = Instant::now();
@@ -714,7 +1007,7 @@ fn train_proxy_slot(
         bootstrap: x.bootstrap,
         seed: member_seed,
     };
-    let steps = rm::train_proxy(&slot.model, &slot.varmap, &data.train, &labels, cell.data_size, &params, &id, pb)?;
+    let steps = rm::train_proxy(&slot.model, &slot.varmap, train, &labels, cell.data_size, &params, &id, pb)?;
     let train_seconds = t.elapsed().as_secs_f64();
     let (acc, bt) = rm::evaluate_pairs(&slot.model, &data.val, INFER_BATCH)?;
     let mut model = slot.model.clone();
@@ -764,7 +1057,7 @@ fn row_from_meta(
         width: cfg.width as u64,
         train_examples: u("train_examples"),
         label_noise: cell.map(|c| c.noise),
-        member: cell.map(|c| c.member as u64),
+        member: cell.filter(|c| !c.heldout).map(|c| c.member as u64),
         val_pairs: u("val_pairs"),
         val_accuracy: f("val_accuracy"),
         val_bt_loss: f("val_bt_loss"),

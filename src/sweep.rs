@@ -1,5 +1,6 @@
-//! Expands the experiment grid into cells. For now: the proxy reward-model grid
-//! (sizes × data sizes × label-noise levels × ensemble members).
+//! Expands the experiment grid into cells: the proxy reward-model grid (sizes × data sizes
+//! × label-noise levels × ensemble members), the ensembles it forms, and the PPO runs
+//! (ensembles × aggregators × KL penalties).
 
 use crate::config::{Experiment, ProxySizeSpec};
 
@@ -13,11 +14,16 @@ pub struct ProxyCell {
     pub noise: f64,
     /// Ensemble member index (0-based).
     pub member: usize,
+    /// The held-out proxy (trained on its own pairs, never optimized against).
+    pub heldout: bool,
 }
 
 impl ProxyCell {
     /// Stable display id, e.g. `proxy/m/d4000/n0.25/k1`.
     pub fn id(&self) -> String {
+        if self.heldout {
+            return format!("heldout/{}/d{}/n{:.2}", self.size.name, self.data_size, self.noise);
+        }
         format!("proxy/{}/d{}/n{:.2}/k{}", self.size.name, self.data_size, self.noise, self.member)
     }
 
@@ -39,10 +45,97 @@ pub fn proxy_cells(exp: &Experiment) -> Vec<ProxyCell> {
                         data_size,
                         noise,
                         member,
+                        heldout: false,
                     });
                 }
             }
         }
     }
     cells
+}
+
+/// The held-out proxy of the experiment, if it has one: the largest size (by parameters),
+/// the largest data size, the lowest noise level.
+pub fn heldout_cell(exp: &Experiment) -> Option<ProxyCell> {
+    if !exp.proxy.heldout {
+        return None;
+    }
+    let size = exp
+        .proxy
+        .sizes
+        .iter()
+        .max_by_key(|s| exp.proxy_arch(s).reward_params())
+        .expect("validated non-empty")
+        .clone();
+    Some(ProxyCell {
+        size,
+        data_size: *exp.proxy.data_sizes.iter().max().expect("validated non-empty"),
+        noise: exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min),
+        member: 0,
+        heldout: true,
+    })
+}
+
+/// Ensembles of a proxy list: (ensemble id, indices of its members in `cells`), in order
+/// of first appearance.
+pub fn ensembles(cells: &[ProxyCell]) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        match out.iter_mut().find(|(id, _)| *id == cell.ensemble_id()) {
+            Some((_, members)) => members.push(i),
+            None => out.push((cell.ensemble_id(), vec![i])),
+        }
+    }
+    out
+}
+
+/// One PPO run of the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PpoCell {
+    pub ensemble: String,
+    /// Indices of the ensemble's members in the proxy list.
+    pub members: Vec<usize>,
+    pub aggregator: crate::aggregate::Aggregator,
+    /// KL-penalty coefficient β.
+    pub beta: f64,
+}
+
+impl PpoCell {
+    /// Stable run id: `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA`.
+    pub fn id(&self) -> String {
+        let lambda = self.aggregator.lambda().map(|l| format!("({l})")).unwrap_or_default();
+        format!("ppo/{}/{}{lambda}/b{}", self.ensemble, self.aggregator.name(), self.beta)
+    }
+}
+
+/// Every PPO run: the ensembles `ppo.sizes` × `ppo.data_sizes` × `ppo.noise` select (in
+/// grid order), × the PPO aggregators × `ppo.kl_penalties`.
+pub fn ppo_cells(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
+    let p = &exp.ppo;
+    if !p.enabled {
+        return Vec::new();
+    }
+    let first_size = &exp.proxy.sizes[0].name;
+    let first_data = exp.proxy.data_sizes[0];
+    let mut out = Vec::new();
+    for (ensemble, members) in ensembles(cells) {
+        let c = &cells[members[0]];
+        let size_ok = if p.sizes.is_empty() { &c.size.name == first_size } else { p.sizes.contains(&c.size.name) };
+        let data_ok = if p.data_sizes.is_empty() { c.data_size == first_data } else { p.data_sizes.contains(&c.data_size) };
+        let noise_ok = p.noise.is_empty() || p.noise.contains(&c.noise);
+        if !(size_ok && data_ok && noise_ok) {
+            continue;
+        }
+        for aggregator in p.aggregator_list(members.len()) {
+            for &beta in &p.kl_penalties {
+                out.push(PpoCell {
+                    ensemble: ensemble.clone(),
+                    members: members.clone(),
+                    aggregator,
+                    beta,
+                });
+            }
+        }
+    }
+    out
 }

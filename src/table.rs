@@ -125,15 +125,21 @@ pub struct CurveRow {
     pub ensemble: String,
     /// Best-of-n: n.
     pub n: Option<u64>,
+    /// PPO: updates done at this checkpoint, and the run's KL-penalty coefficient β.
+    pub step: Option<u64>,
+    pub kl_penalty: Option<f64>,
     /// The KL (nats) the curve is drawn against, and what it is (`bon_bound`: ln n − (n−1)/n,
-    /// an upper bound on the true KL).
+    /// an upper bound on the true KL; `ppo_k1`: KL(π‖π_ref) of the sequence, the mean of the
+    /// summed per-token k1 over fresh samples, which can dip below 0 by sampling noise).
     pub kl: f64,
     pub kl_kind: String,
+    /// PPO: the same KL by the k3 estimator (never negative).
+    pub kl_k3: Option<f64>,
     /// Best-of-n: the analytic bound and the exact KL of the pool's discrete best-of-n
     /// distribution (equal to the bound when the pool has no repeated response).
     pub kl_bound: Option<f64>,
     pub kl_exact: Option<f64>,
-    /// sqrt(kl), nats^½.
+    /// sqrt(max(kl, 0)), nats^½.
     pub sqrt_kl: f64,
     /// Gold (standardized: π_ref mean 0, π_ref std 1): mean over prompts and its standard error.
     pub gold: f64,
@@ -148,6 +154,9 @@ pub struct CurveRow {
     /// what the optimizer exploits.
     pub length: f64,
     pub distinct_ratio: f64,
+    /// The held-out proxy's score of the selected samples (standardized units): trained on
+    /// independently sampled pairs and never optimized against, so a gold-free signal.
+    pub heldout: Option<f64>,
     /// Gold at the curve's peak minus gold here (standardized units), and its standard error
     /// paired over prompts. A fall is significant when this exceeds a few of its s.e.
     pub gold_below_peak: f64,
@@ -155,6 +164,15 @@ pub struct CurveRow {
     pub prompts: u64,
     /// Best-of-n: samples per prompt.
     pub pool: Option<u64>,
+}
+
+impl CurveRow {
+    /// Identifies the curve this point belongs to: method, ensemble, aggregator with λ, β.
+    pub fn curve_key(&self) -> String {
+        let lambda = self.lambda.map(|l| format!("({l})")).unwrap_or_default();
+        let beta = self.kl_penalty.map(|b| format!("/b{b}")).unwrap_or_default();
+        format!("{}/{}/{}{lambda}{beta}", self.method, self.ensemble, self.aggregator)
+    }
 }
 
 /// The curve table, one row per point; member scores as `member_0`, `member_1`, ….
@@ -174,8 +192,11 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         Column::new("label_noise".into(), x(|r| r.label_noise)),
         Column::new("ensemble".into(), s(|r| r.ensemble.clone())),
         Column::new("n".into(), ou(|r| r.n)),
+        Column::new("step".into(), ou(|r| r.step)),
+        Column::new("kl_penalty".into(), ox(|r| r.kl_penalty)),
         Column::new("kl".into(), x(|r| r.kl)),
         Column::new("kl_kind".into(), s(|r| r.kl_kind.clone())),
+        Column::new("kl_k3".into(), ox(|r| r.kl_k3)),
         Column::new("kl_bound".into(), ox(|r| r.kl_bound)),
         Column::new("kl_exact".into(), ox(|r| r.kl_exact)),
         Column::new("sqrt_kl".into(), x(|r| r.sqrt_kl)),
@@ -194,6 +215,7 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         Column::new("disagreement".into(), x(|r| r.disagreement)),
         Column::new("length".into(), x(|r| r.length)),
         Column::new("distinct_ratio".into(), x(|r| r.distinct_ratio)),
+        Column::new("heldout".into(), ox(|r| r.heldout)),
         Column::new("gold_below_peak".into(), x(|r| r.gold_below_peak)),
         Column::new("gold_below_peak_se".into(), x(|r| r.gold_below_peak_se)),
         Column::new("prompts".into(), u(|r| r.prompts)),
@@ -203,4 +225,255 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         path: "curves".into(),
         msg: e.to_string(),
     })
+}
+
+/// One PPO update's diagnostics, labelled with its run: `results/NAME/ppo_train.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRow {
+    /// `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA`.
+    pub run: String,
+    pub aggregator: String,
+    pub lambda: Option<f64>,
+    pub ensemble: String,
+    pub kl_penalty: f64,
+    pub stats: crate::ppo::UpdateStats,
+}
+
+/// The PPO training table, one row per update.
+pub fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
+    let x = |f: fn(&TrainRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let columns = vec![
+        Column::new("run".into(), rows.iter().map(|r| r.run.clone()).collect::<Vec<_>>()),
+        Column::new("aggregator".into(), rows.iter().map(|r| r.aggregator.clone()).collect::<Vec<_>>()),
+        Column::new("lambda".into(), rows.iter().map(|r| r.lambda).collect::<Vec<_>>()),
+        Column::new("ensemble".into(), rows.iter().map(|r| r.ensemble.clone()).collect::<Vec<_>>()),
+        Column::new("kl_penalty".into(), x(|r| r.kl_penalty)),
+        Column::new("update".into(), rows.iter().map(|r| r.stats.update as u64).collect::<Vec<_>>()),
+        Column::new("reward/proxy".into(), x(|r| r.stats.proxy)),
+        Column::new("kl/k1".into(), x(|r| r.stats.kl_k1)),
+        Column::new("reward/total".into(), x(|r| r.stats.reward)),
+        Column::new("ppo/policy_loss".into(), x(|r| r.stats.policy_loss)),
+        Column::new("ppo/value_loss".into(), x(|r| r.stats.value_loss)),
+        Column::new("ppo/entropy".into(), x(|r| r.stats.entropy)),
+        Column::new("ppo/approx_kl".into(), x(|r| r.stats.approx_kl)),
+        Column::new("ppo/clipfrac".into(), x(|r| r.stats.clipfrac)),
+        Column::new("ppo/explained_variance".into(), x(|r| r.stats.explained_variance)),
+        Column::new("ppo/grad_norm".into(), x(|r| r.stats.grad_norm)),
+    ];
+    DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
+        path: "ppo_train".into(),
+        msg: e.to_string(),
+    })
+}
+
+/// Typed access to the columns of a table read back from `path`; errors name the file.
+struct Columns<'a> {
+    df: &'a DataFrame,
+    path: &'a Path,
+}
+
+impl Columns<'_> {
+    fn error(&self, msg: impl std::fmt::Display) -> Error {
+        // Polars messages can span lines; an error here is one line.
+        Error::Table {
+            path: self.path.to_path_buf(),
+            msg: msg.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.df.column(name).is_ok()
+    }
+
+    fn cast(&self, name: &str, dtype: &DataType) -> Result<Column> {
+        let col = self.df.column(name).map_err(|_| self.error(format!("no column `{name}`")))?;
+        col.cast(dtype).map_err(|e| self.error(format!("column `{name}`: {e}")))
+    }
+
+    /// A required string column (nulls read as "").
+    fn str(&self, name: &str) -> Result<Vec<String>> {
+        let col = self.cast(name, &DataType::String)?;
+        let ca = col.str().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
+        Ok(ca.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+    }
+
+    /// A required numeric column as f64 (nulls read as NaN).
+    fn f64(&self, name: &str) -> Result<Vec<f64>> {
+        Ok(self.opt_f64(name)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    }
+
+    /// A required nullable numeric column as f64.
+    fn opt_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        let col = self.cast(name, &DataType::Float64)?;
+        let ca = col.f64().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
+        Ok(ca.iter().collect())
+    }
+
+    /// A required nullable unsigned integer column.
+    fn opt_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
+        let col = self.cast(name, &DataType::UInt64)?;
+        let ca = col.u64().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
+        Ok(ca.iter().collect())
+    }
+
+    /// A required unsigned integer column (nulls read as 0).
+    fn u64(&self, name: &str) -> Result<Vec<u64>> {
+        Ok(self.opt_u64(name)?.into_iter().map(|v| v.unwrap_or(0)).collect())
+    }
+
+    /// A column older tables may lack: all null when absent.
+    fn maybe_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        if self.has(name) {
+            self.opt_f64(name)
+        } else {
+            Ok(vec![None; self.df.height()])
+        }
+    }
+
+    fn maybe_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
+        if self.has(name) {
+            self.opt_u64(name)
+        } else {
+            Ok(vec![None; self.df.height()])
+        }
+    }
+}
+
+/// Reads the curve table (`curves.parquet`) back into rows, for `goodhart report`.
+///
+/// Tolerates tables written by older versions: a column they lack reads as null (`None`,
+/// NaN for the non-optional numbers, "" for `kl_kind`); `sqrt_kl` is recomputed when absent.
+/// Member scores are read from `member_0`, `member_1`, … up to the last non-null one of each
+/// row. Required: `method`, `aggregator`, `proxy_size`, `proxy_params`, `data_size`,
+/// `label_noise`, `ensemble`, `kl`, `gold`, `gold_se`, `proxy`, `prompts`; a missing or
+/// mistyped one is an [`Error::Table`] naming the file and the column.
+pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
+    let df = read_parquet(path)?;
+    let c = Columns { df: &df, path };
+    let nan = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let method = c.str("method")?;
+    let aggregator = c.str("aggregator")?;
+    let lambda = c.maybe_f64("lambda")?;
+    let proxy_size = c.str("proxy_size")?;
+    let proxy_params = c.u64("proxy_params")?;
+    let data_size = c.u64("data_size")?;
+    let label_noise = c.f64("label_noise")?;
+    let ensemble = c.str("ensemble")?;
+    let n = c.maybe_u64("n")?;
+    let step = c.maybe_u64("step")?;
+    let kl_penalty = c.maybe_f64("kl_penalty")?;
+    let kl = c.f64("kl")?;
+    let kl_kind = if c.has("kl_kind") { c.str("kl_kind")? } else { vec![String::new(); df.height()] };
+    let kl_k3 = c.maybe_f64("kl_k3")?;
+    let kl_bound = c.maybe_f64("kl_bound")?;
+    let kl_exact = c.maybe_f64("kl_exact")?;
+    let sqrt_kl = c.maybe_f64("sqrt_kl")?;
+    let gold = c.f64("gold")?;
+    let gold_se = c.f64("gold_se")?;
+    let proxy = c.f64("proxy")?;
+    let mut members = Vec::new();
+    while c.has(&format!("member_{}", members.len())) {
+        members.push(c.opt_f64(&format!("member_{}", members.len()))?);
+    }
+    let disagreement = nan(c.maybe_f64("disagreement")?);
+    let length = nan(c.maybe_f64("length")?);
+    let distinct_ratio = nan(c.maybe_f64("distinct_ratio")?);
+    let heldout = c.maybe_f64("heldout")?;
+    let gold_below_peak = nan(c.maybe_f64("gold_below_peak")?);
+    let gold_below_peak_se = nan(c.maybe_f64("gold_below_peak_se")?);
+    let prompts = c.u64("prompts")?;
+    let pool = c.maybe_u64("pool")?;
+    Ok((0..df.height())
+        .map(|i| {
+            let mut m: Vec<Option<f64>> = members.iter().map(|col| col[i]).collect();
+            while m.last() == Some(&None) {
+                m.pop();
+            }
+            CurveRow {
+                method: method[i].clone(),
+                aggregator: aggregator[i].clone(),
+                lambda: lambda[i],
+                proxy_size: proxy_size[i].clone(),
+                proxy_params: proxy_params[i],
+                data_size: data_size[i],
+                label_noise: label_noise[i],
+                ensemble: ensemble[i].clone(),
+                n: n[i],
+                step: step[i],
+                kl_penalty: kl_penalty[i],
+                kl: kl[i],
+                kl_kind: kl_kind[i].clone(),
+                kl_k3: kl_k3[i],
+                kl_bound: kl_bound[i],
+                kl_exact: kl_exact[i],
+                sqrt_kl: sqrt_kl[i].unwrap_or_else(|| kl[i].max(0.0).sqrt()),
+                gold: gold[i],
+                gold_se: gold_se[i],
+                proxy: proxy[i],
+                members: m.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+                disagreement: disagreement[i],
+                length: length[i],
+                distinct_ratio: distinct_ratio[i],
+                heldout: heldout[i],
+                gold_below_peak: gold_below_peak[i],
+                gold_below_peak_se: gold_below_peak_se[i],
+                prompts: prompts[i],
+                pool: pool[i],
+            }
+        })
+        .collect())
+}
+
+/// Reads the reward-model table (`rm.parquet`) back into rows, for `goodhart report`.
+/// Columns older tables may lack read as null (0 or NaN for the non-optional numbers, ""
+/// for `artifact`). Required: `model`, `role`, `size`, `ensemble`, `params`,
+/// `train_examples`, `val_accuracy`; a missing or mistyped one is an [`Error::Table`]
+/// naming the file and the column.
+pub fn read_rm(path: &Path) -> Result<Vec<RmRow>> {
+    let df = read_parquet(path)?;
+    let c = Columns { df: &df, path };
+    let nan = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let zero = |v: Vec<Option<u64>>| v.into_iter().map(|x| x.unwrap_or(0)).collect::<Vec<_>>();
+    let model = c.str("model")?;
+    let role = c.str("role")?;
+    let size = c.str("size")?;
+    let ensemble = c.str("ensemble")?;
+    let params = c.u64("params")?;
+    let layers = zero(c.maybe_u64("layers")?);
+    let width = zero(c.maybe_u64("width")?);
+    let train_examples = c.u64("train_examples")?;
+    let label_noise = c.maybe_f64("label_noise")?;
+    let member = c.maybe_u64("member")?;
+    let val_pairs = zero(c.maybe_u64("val_pairs")?);
+    let val_accuracy = c.f64("val_accuracy")?;
+    let val_bt_loss = nan(c.maybe_f64("val_bt_loss_nats")?);
+    let distill_r2 = c.maybe_f64("gold_distill_r2")?;
+    let train_steps = zero(c.maybe_u64("train_steps")?);
+    let train_seconds = nan(c.maybe_f64("train_seconds")?);
+    let score_offset = nan(c.maybe_f64("score_offset")?);
+    let score_scale = nan(c.maybe_f64("score_scale")?);
+    let artifact = if c.has("artifact") { c.str("artifact")? } else { vec![String::new(); df.height()] };
+    Ok((0..df.height())
+        .map(|i| RmRow {
+            model: model[i].clone(),
+            role: role[i].clone(),
+            size: size[i].clone(),
+            ensemble: ensemble[i].clone(),
+            params: params[i],
+            layers: layers[i],
+            width: width[i],
+            train_examples: train_examples[i],
+            label_noise: label_noise[i],
+            member: member[i],
+            val_pairs: val_pairs[i],
+            val_accuracy: val_accuracy[i],
+            val_bt_loss: val_bt_loss[i],
+            distill_r2: distill_r2[i],
+            train_steps: train_steps[i],
+            train_seconds: train_seconds[i],
+            score_offset: score_offset[i],
+            score_scale: score_scale[i],
+            artifact: artifact[i].clone(),
+        })
+        .collect())
 }

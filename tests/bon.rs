@@ -148,7 +148,7 @@ fn drop_below_peak_is_paired_over_prompts() {
     let proxy = [0.0f32, 1.0, 0.0, 1.0];
     let groups = [0u32, 1, 0, 1];
     let ones = [1.0f32; 4];
-    let view = goodhart::bon::PoolView { prompts: 2, size: 2, gold: &gold, groups: &groups, length: &ones, distinct_ratio: &ones };
+    let view = goodhart::bon::PoolView { prompts: 2, size: 2, gold: &gold, groups: &groups, length: &ones, distinct_ratio: &ones, heldout: None };
     let lf = LogFactorials::new(2);
     let c = goodhart::bon::curve(goodhart::aggregate::Aggregator::Member(0), &[&proxy], view, &[1, 2], &lf);
     assert!((c[0].gold - 4.75).abs() < 1e-9 && (c[1].gold - 4.5).abs() < 1e-9);

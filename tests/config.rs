@@ -31,7 +31,7 @@ fn the_tiny_config_and_every_shipped_experiment_are_valid() {
 fn unknown_key_is_named_with_its_line() {
     let msg = err_of(&common::tiny_with("demonstrations = 400", "demonstrations = 400\nlayerz = 3"));
     assert!(msg.contains("layerz"), "{msg}");
-    let line = common::TINY.lines().position(|l| l.starts_with("demonstrations")).unwrap() + 2;
+    let line = common::TINY.lines().position(|l| l.starts_with("demonstrations")).unwrap() + 2; // 1-based, and the inserted line follows it
     assert!(msg.starts_with(&format!("bad.toml:{line}:")), "{msg}");
 }
 
@@ -137,4 +137,24 @@ fn bad_best_of_n_values_are_named() {
     assert!(msg.contains("bon.pool") && msg.contains("at least 2"), "{msg}");
     let msg = err_of(&common::tiny_with("prompts = 3", "prompts = 0"));
     assert!(msg.contains("bon.prompts"), "{msg}");
+}
+
+#[test]
+fn bad_ppo_values_are_named() {
+    let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\nsizes = [\"zz\"]"));
+    assert!(msg.contains("ppo.sizes[0]") && msg.contains("zz"), "{msg}");
+    let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\ndata_sizes = [41]"));
+    assert!(msg.contains("ppo.data_sizes[0]") && msg.contains("41"), "{msg}");
+    let msg = err_of(&common::tiny_with("aggregators = [\"mean\", \"wco\"]", "aggregators = [\"mean\", \"wc0\"]"));
+    assert!(msg.contains("ppo.aggregators[1]") && msg.contains("wc0"), "{msg}");
+    let msg = err_of(&common::tiny_with("minibatch = 4", "minibatch = 9"));
+    assert!(msg.contains("ppo.minibatch") && msg.contains("ppo.rollout"), "{msg}");
+    let msg = err_of(&common::tiny_with("kl_penalties = [0.0, 0.1]", "kl_penalties = [0.0, -0.1]"));
+    assert!(msg.contains("ppo.kl_penalties[1]"), "{msg}");
+    let msg = err_of(&common::tiny_with("kl_penalties = [0.0, 0.1]", "kl_penalties = []"));
+    assert!(msg.contains("ppo.kl_penalties"), "{msg}");
+    let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\nkl_budget = 0.0"));
+    assert!(msg.contains("ppo.kl_budget"), "{msg}");
+    let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\nclip = 1.5"));
+    assert!(msg.contains("ppo.clip"), "{msg}");
 }

@@ -31,7 +31,7 @@ fn ensemble_resorting_carries_gold_along() {
     let mirror: Vec<f32> = gold.iter().map(|g| -g).collect();
     let groups: Vec<u32> = (0..pool as u32).collect();
     let ones = vec![1.0f32; pool];
-    let view = PoolView { prompts: 1, size: pool, gold: &gold, groups: &groups, length: &gold, distinct_ratio: &ones };
+    let view = PoolView { prompts: 1, size: pool, gold: &gold, groups: &groups, length: &gold, distinct_ratio: &ones, heldout: None };
     let lf = LogFactorials::new(pool);
     let ns = n_grid(pool);
     let members: Vec<&[f32]> = vec![&gold, &mirror];
@@ -61,8 +61,11 @@ fn results_keyed_by_n_carry_kl_columns() {
         label_noise: 0.0,
         ensemble: "xs/d1/n0.00".into(),
         n: Some(4),
+        step: None,
+        kl_penalty: None,
         kl: goodhart::bon::kl_bound(4),
         kl_kind: "bon_bound".into(),
+        kl_k3: None,
         kl_bound: Some(goodhart::bon::kl_bound(4)),
         kl_exact: Some(goodhart::bon::kl_bound(4)),
         sqrt_kl: goodhart::bon::kl_bound(4).sqrt(),
@@ -73,6 +76,7 @@ fn results_keyed_by_n_carry_kl_columns() {
         disagreement: 0.0,
         length: 0.0,
         distinct_ratio: 1.0,
+        heldout: None,
         gold_below_peak: 0.0,
         gold_below_peak_se: 0.0,
         prompts: 1,

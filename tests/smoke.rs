@@ -36,22 +36,26 @@ fn proxy_dirs(store: &Path) -> Vec<std::path::PathBuf> {
 fn tiny_run_writes_tables_manifest_and_resolved_config() {
     let dir = tempfile::tempdir().unwrap();
     let s = run_tiny(dir.path());
-    assert_eq!(s.trained.len(), 4, "policy, gold, 2 proxies: {:?}", s.trained);
+    // policy, gold, 2 proxies, the held-out proxy, and 6 PPO runs (member0, mean, wco ×
+    // β ∈ {0, 0.1}).
+    assert_eq!(s.trained.len(), 11, "{:?}", s.trained);
     assert!(s.reused.is_empty());
     let out = dir.path().join("results/tiny");
     for f in ["rm.parquet", "rm.csv", "curves.parquet", "curves.csv", "manifest.json", "config.resolved.toml"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let df = goodhart::table::read_parquet(&out.join("rm.parquet")).unwrap();
-    assert_eq!(df.height(), 3);
+    assert_eq!(df.height(), 4);
     for col in ["model", "role", "params", "train_examples", "label_noise", "member", "val_accuracy", "val_bt_loss_nats"] {
         assert!(df.column(col).is_ok(), "column {col} missing");
     }
     let gold = &s.rm_rows[0];
     assert_eq!(gold.role, "gold");
     assert!(gold.distill_r2.is_some_and(|r| (0.0..=1.0).contains(&r)));
+    assert_eq!(s.rm_rows.iter().filter(|r| r.role == "heldout").count(), 1);
+    assert!(s.rm_rows.last().unwrap().model.starts_with("heldout/"));
     for row in &s.rm_rows[1..] {
-        assert_eq!(row.role, "proxy");
+        assert!(row.role == "proxy" || row.role == "heldout");
         assert!(row.params * 4 <= gold.params);
         assert!((0.0..=1.0).contains(&row.val_accuracy));
         assert!(row.val_bt_loss.is_finite() && row.score_scale > 0.0);
@@ -60,13 +64,36 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     assert!((0.0..=1.0).contains(&s.duplicate_fraction));
     // Best-of-n: one ensemble of 2, aggregators member0, member1, mean, wco, uwo(0), uwo(0.5),
     // median, mean_std(1); n ∈ {1, 2, 4, …, 64}: 8 × 7 rows.
-    assert_eq!(s.curve_rows.len(), 8 * 7);
+    let bon: Vec<_> = s.curve_rows.iter().filter(|r| r.method == "bon").collect();
+    assert_eq!(bon.len(), 8 * 7);
+    // PPO: 6 runs × checkpoints at updates 0, 2, 4.
+    let ppo: Vec<_> = s.curve_rows.iter().filter(|r| r.method == "ppo").collect();
+    assert_eq!(ppo.len(), 6 * 3);
     let curves = goodhart::table::read_parquet(&out.join("curves.parquet")).unwrap();
-    assert_eq!(curves.height(), 56);
+    assert_eq!(curves.height(), 56 + 18);
     for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement", "length", "distinct_ratio", "gold_below_peak", "gold_below_peak_se"] {
         assert!(curves.column(col).is_ok(), "curves column {col} missing");
     }
-    for r in &s.curve_rows {
+    assert!(s.curve_rows.iter().all(|r| r.heldout.is_some_and(f64::is_finite)), "held-out proxy scores every point");
+    for r in &ppo {
+        assert_eq!(r.kl_kind, "ppo_k1");
+        assert!(r.n.is_none() && r.kl_bound.is_none() && r.kl_penalty.is_some());
+        assert_eq!(r.prompts, 8);
+        // Every run starts at π_ref: KL exactly 0, and the same samples (common random numbers).
+        if r.step == Some(0) {
+            assert_eq!((r.kl, r.kl_k3), (0.0, Some(0.0)));
+            assert_eq!(r.gold, ppo[0].gold);
+        }
+    }
+    for p in goodhart::plot::ppo_figure_paths(&out, 0.0) {
+        assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
+    }
+    let train = goodhart::table::read_parquet(&out.join("ppo_train.parquet")).unwrap();
+    assert_eq!(train.height(), 6 * 4);
+    for col in ["run", "update", "kl_penalty", "ppo/approx_kl", "ppo/clipfrac", "ppo/entropy", "ppo/value_loss", "ppo/explained_variance"] {
+        assert!(train.column(col).is_ok(), "ppo_train column {col} missing");
+    }
+    for r in &bon {
         assert_eq!(r.kl_kind, "bon_bound");
         assert!(r.kl_exact.unwrap() <= r.kl_bound.unwrap() + 1e-12);
         assert!((r.sqrt_kl * r.sqrt_kl - r.kl).abs() < 1e-9);
@@ -79,6 +106,8 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["ppo_runs"].as_array().unwrap().len(), 6);
+    assert_eq!(manifest["ppo_failures"].as_array().unwrap().len(), 0);
     for key in ["goodhart_version", "git_commit", "device", "seed", "config_hash", "stage_seconds"] {
         assert!(manifest.get(key).is_some(), "manifest lacks {key}");
     }
@@ -95,8 +124,10 @@ fn second_run_trains_nothing_and_gives_the_same_table() {
     let first = run_tiny(dir.path());
     let second = run_tiny(dir.path());
     assert!(second.trained.is_empty(), "retrained {:?}", second.trained);
-    assert_eq!(second.reused.len(), 4);
+    assert_eq!(second.reused.len(), 11);
     assert_eq!(first.rm_rows, second.rm_rows);
+    assert_eq!(first.curve_rows, second.curve_rows);
+    assert_eq!(first.train_rows, second.train_rows);
 }
 
 #[test]
@@ -149,6 +180,24 @@ fn interrupted_run_resumes_with_only_the_missing_models() {
     let second = run_tiny(dir.path());
     assert_eq!(second.trained.len(), 1, "{:?}", second.trained);
     assert!(dir.path().join("results/tiny/rm.parquet").is_file());
+}
+
+#[test]
+fn interrupted_ppo_sweep_resumes_with_only_the_missing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run_tiny(dir.path());
+    let store = dir.path().join("store");
+    let runs: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("ppo-"))
+        .collect();
+    assert_eq!(runs.len(), 6);
+    std::fs::remove_dir_all(&runs[2]).unwrap();
+    let second = run_tiny(dir.path());
+    assert_eq!(second.trained.len(), 1, "{:?}", second.trained);
+    assert!(second.trained[0].starts_with("ppo/"));
+    assert_eq!(first.curve_rows, second.curve_rows, "the rerun run is the run that was lost");
 }
 
 #[test]

@@ -72,6 +72,25 @@ impl Policy {
         Ok((picked, mask))
     }
 
+    /// Everything PPO reads at each response position of `tokens: (b, seq_len)` in one
+    /// forward pass; every field is `(b, max_response)`.
+    pub fn response_view(&self, tokens: &Tensor) -> Result<ResponseView> {
+        let (logits, values) = self.forward(tokens, None)?;
+        let (p, r) = (self.prefix_len, self.max_response);
+        let logp_all = candle_nn::ops::log_softmax(&logits.narrow(1, p - 1, r)?, D::Minus1)?;
+        let targets = tokens.narrow(1, p, r)?.contiguous()?;
+        let logp = logp_all.gather(&targets.unsqueeze(2)?, 2)?.squeeze(2)?;
+        // Masked tokens have probability exactly 0, so they add 0·(−1e9) = 0 here.
+        let entropy = (logp_all.exp()? * &logp_all)?.sum(D::Minus1)?.neg()?;
+        let mask = targets.ne(PAD)?.to_dtype(candle_core::DType::F32)?;
+        Ok(ResponseView {
+            logp,
+            entropy,
+            values: values.narrow(1, p - 1, r)?,
+            mask,
+        })
+    }
+
     /// Samples one response per prompt at `temperature` (> 0), with a KV cache. Sampling
     /// draws from `rng` over the probabilities on the host, so it is reproducible.
     pub fn sample(
@@ -142,6 +161,20 @@ impl Policy {
     pub fn device(&self) -> &Device {
         self.token_mask.device()
     }
+}
+
+/// Per response position of a batch (all `(b, max_response)`, f32): see
+/// [`Policy::response_view`].
+#[derive(Debug, Clone)]
+pub struct ResponseView {
+    /// log π(y_t | prefix) of the token taken (end token included).
+    pub logp: Tensor,
+    /// Entropy (nats) of π(· | prefix).
+    pub entropy: Tensor,
+    /// Value head's estimate of the state before token t.
+    pub values: Tensor,
+    /// 1 on response tokens (end token included), 0 on padding.
+    pub mask: Tensor,
 }
 
 /// Draws a token from softmax(logits / temperature); `probs` is scratch space.

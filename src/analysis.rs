@@ -1,0 +1,834 @@
+//! The analysis of saved curves, from rows alone: points grouped into curves, a Gao et al.
+//! fit of every curve, scaling fits of the fitted coefficients across proxy and data size,
+//! every gold-free stopping rule with its regret, and the aggregators compared at matched KL
+//! budgets. [`crate::report`] turns these rows into tables, a figure and `report.md`.
+//!
+//! Conventions shared by every function here:
+//! - a curve is every row with the same (method, ensemble, aggregator with λ, β): the key of
+//!   [`CurveRow::curve_key`]; its points are ordered by n (best-of-n) or by step (PPO), and
+//!   KL is read as measured but clamped at ≥ 0 (a k1 estimate can dip below 0 by sampling
+//!   noise near π_ref);
+//! - the gain of a curve is its value minus its value at the first point (n = 1 or step 0:
+//!   π_ref itself), so R(0) = 0 as in Gao et al.;
+//! - gold is in standardized units (π_ref mean 0, std 1), KL in nats;
+//! - output order is deterministic: curves sort by method, label noise, proxy size, data
+//!   size, ensemble, β, aggregator (members first, then mean, median, wco, uwo, mean_std), λ.
+
+use std::cmp::Ordering;
+
+use crate::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
+use crate::stopping::{interpolate, regret, summarize, Regret, Rule, RuleSummary, Series};
+use crate::table::CurveRow;
+
+/// What identifies a curve, with the proxy configuration it was optimized against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveId {
+    /// [`CurveRow::curve_key`]: `METHOD/ENSEMBLE/AGGREGATOR[(λ)][/bβ]`.
+    pub key: String,
+    pub method: String,
+    pub ensemble: String,
+    pub aggregator: String,
+    pub lambda: Option<f64>,
+    /// PPO's KL-penalty coefficient β (none for best-of-n).
+    pub kl_penalty: Option<f64>,
+    pub proxy_size: String,
+    pub proxy_params: u64,
+    /// Training pairs of the ensemble's proxies.
+    pub data_size: u64,
+    pub label_noise: f64,
+}
+
+impl CurveId {
+    fn of(r: &CurveRow) -> Self {
+        Self {
+            key: r.curve_key(),
+            method: r.method.clone(),
+            ensemble: r.ensemble.clone(),
+            aggregator: r.aggregator.clone(),
+            lambda: r.lambda,
+            kl_penalty: r.kl_penalty,
+            proxy_size: r.proxy_size.clone(),
+            proxy_params: r.proxy_params,
+            data_size: r.data_size,
+            label_noise: r.label_noise,
+        }
+    }
+
+    /// The aggregator with its λ: `uwo(0.5)`, `mean`.
+    pub fn aggregator_label(&self) -> String {
+        aggregator_label(&self.aggregator, self.lambda)
+    }
+
+    /// The member index of a single-member curve (`member3` → 3).
+    pub fn single_member(&self) -> Option<usize> {
+        self.aggregator.strip_prefix("member")?.parse().ok()
+    }
+
+    /// The sort order of the module doc.
+    fn order(&self, other: &Self) -> Ordering {
+        self.method
+            .cmp(&other.method)
+            .then(self.label_noise.total_cmp(&other.label_noise))
+            .then(self.proxy_params.cmp(&other.proxy_params))
+            .then(self.proxy_size.cmp(&other.proxy_size))
+            .then(self.data_size.cmp(&other.data_size))
+            .then(self.ensemble.cmp(&other.ensemble))
+            .then(cmp_opt(self.kl_penalty, other.kl_penalty))
+            .then(aggregator_rank(&self.aggregator).cmp(&aggregator_rank(&other.aggregator)))
+            .then(cmp_opt(self.lambda, other.lambda))
+            .then(self.key.cmp(&other.key))
+    }
+}
+
+/// `uwo(0.5)` for an aggregator with λ, the bare name otherwise.
+pub fn aggregator_label(aggregator: &str, lambda: Option<f64>) -> String {
+    match lambda {
+        Some(l) => format!("{aggregator}({l})"),
+        None => aggregator.to_string(),
+    }
+}
+
+/// Members first (by index), then mean, median, wco, uwo, mean_std, then others by name.
+fn aggregator_rank(a: &str) -> (u8, u64, String) {
+    if let Some(k) = a.strip_prefix("member").and_then(|k| k.parse::<u64>().ok()) {
+        return (0, k, String::new());
+    }
+    let rank = match a {
+        "mean" => 1,
+        "median" => 2,
+        "wco" => 3,
+        "uwo" => 4,
+        "mean_std" => 5,
+        _ => 6,
+    };
+    (rank, 0, a.to_string())
+}
+
+/// None first, then by value.
+fn cmp_opt(a: Option<f64>, b: Option<f64>) -> Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (a, b) => a.is_some().cmp(&b.is_some()),
+    }
+}
+
+/// One curve: its identity and its points in optimization order (n or step ascending).
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub id: CurveId,
+    pub points: Vec<CurveRow>,
+}
+
+/// Groups rows into curves by [`CurveRow::curve_key`]; curves in the module's order, points
+/// by n (best-of-n) or step (PPO), then by KL.
+pub fn group_curves(rows: &[CurveRow]) -> Vec<Curve> {
+    let mut curves: Vec<Curve> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for r in rows {
+        let key = r.curve_key();
+        let i = *index.entry(key).or_insert_with(|| {
+            curves.push(Curve {
+                id: CurveId::of(r),
+                points: Vec::new(),
+            });
+            curves.len() - 1
+        });
+        curves[i].points.push(r.clone());
+    }
+    for c in &mut curves {
+        c.points
+            .sort_by(|a, b| a.n.or(a.step).cmp(&b.n.or(b.step)).then(a.kl.total_cmp(&b.kl)));
+    }
+    curves.sort_by(|a, b| a.id.order(&b.id));
+    curves
+}
+
+impl Curve {
+    /// KL in nats, clamped at ≥ 0 (NaN stays NaN).
+    pub fn kl(&self) -> Vec<f64> {
+        self.points
+            .iter()
+            .map(|p| if p.kl < 0.0 { 0.0 } else { p.kl })
+            .collect()
+    }
+
+    pub fn gold(&self) -> Vec<f64> {
+        self.points.iter().map(|p| p.gold).collect()
+    }
+
+    pub fn proxy(&self) -> Vec<f64> {
+        self.points.iter().map(|p| p.proxy).collect()
+    }
+
+    pub fn disagreement(&self) -> Vec<f64> {
+        self.points.iter().map(|p| p.disagreement).collect()
+    }
+
+    /// Mean of the member scores at each point (NaN where a point has none).
+    pub fn member_mean(&self) -> Vec<f64> {
+        self.points.iter().map(|p| mean(&p.members)).collect()
+    }
+
+    /// The held-out proxy's scores (NaN where null); `None` when no point has one.
+    pub fn heldout(&self) -> Option<Vec<f64>> {
+        let h: Vec<f64> = self.points.iter().map(|p| p.heldout.unwrap_or(f64::NAN)).collect();
+        h.iter().any(|v| v.is_finite()).then_some(h)
+    }
+
+    /// For a single-member curve (`memberK`) of an ensemble of ≥ 2: at each point the mean
+    /// score of the members not optimized against (gold-free). `None` otherwise.
+    pub fn other_members_mean(&self) -> Option<Vec<f64>> {
+        let k = self.id.single_member()?;
+        if self.points.iter().any(|p| p.members.len() < 2 || k >= p.members.len()) {
+            return None;
+        }
+        Some(
+            self.points
+                .iter()
+                .map(|p| {
+                    let others: Vec<f64> = p
+                        .members
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != k)
+                        .map(|(_, v)| *v)
+                        .collect();
+                    mean(&others)
+                })
+                .collect(),
+        )
+    }
+
+    /// The functional form of this curve's method: best-of-n or RL (PPO and anything else).
+    pub fn form(&self) -> Form {
+        if self.id.method == "bon" {
+            Form::BestOfN
+        } else {
+            Form::Rl
+        }
+    }
+
+    /// Where point `i` is: `n=64`, `step 20`, or `#i`.
+    pub fn at(&self, i: usize) -> String {
+        let p = &self.points[i];
+        match (p.n, p.step) {
+            (Some(n), _) => format!("n={n}"),
+            (None, Some(s)) => format!("step {s}"),
+            _ => format!("#{i}"),
+        }
+    }
+
+    /// Points sorted by clamped KL (stable: ties keep optimization order), as
+    /// `(kl, gold, gold_se)`, for interpolation at a KL budget. PPO's KL is not always
+    /// monotone in step.
+    fn by_kl(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let kl = self.kl();
+        let mut idx: Vec<usize> = (0..kl.len()).collect();
+        idx.sort_by(|&a, &b| kl[a].total_cmp(&kl[b]));
+        (
+            idx.iter().map(|&i| kl[i]).collect(),
+            idx.iter().map(|&i| self.points[i].gold).collect(),
+            idx.iter().map(|&i| self.points[i].gold_se).collect(),
+        )
+    }
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        f64::NAN
+    } else {
+        xs.iter().sum::<f64>() / xs.len() as f64
+    }
+}
+
+/// Sample standard error of the mean (`sd/√n`, sd with n − 1); NaN for fewer than 2 values.
+fn se_of_mean(xs: &[f64]) -> f64 {
+    let n = xs.len();
+    if n < 2 {
+        return f64::NAN;
+    }
+    let m = mean(xs);
+    let var = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1) as f64;
+    (var / n as f64).sqrt()
+}
+
+/// Index of the largest finite value, earliest on ties.
+fn argmax(xs: &[f64]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, &x) in xs.iter().enumerate() {
+        if x.is_finite() && best.is_none_or(|b| x > xs[b]) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+// ------------------------------------------------------------------------------- fits
+
+/// What a fit is of: the gold reward, or the optimized (aggregated) proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Gold,
+    Proxy,
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Gold => "gold",
+            Target::Proxy => "proxy",
+        }
+    }
+}
+
+/// The fit of one curve's gain (value − value at the first point) and its observed peak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FitRow {
+    pub id: CurveId,
+    pub target: Target,
+    pub form: Form,
+    /// Points on the curve.
+    pub points: usize,
+    /// The value at the first point (π_ref), subtracted to give the gain.
+    pub baseline: f64,
+    /// The least-squares fit of the gain against KL (clamped at ≥ 0); `None` when
+    /// [`fit_form`] has too few usable points or a singular system.
+    pub fit: Option<FormFit>,
+    /// The observed peak of the gain (earliest on ties): index, KL, gain, and the gold s.e.
+    /// over prompts there (NaN for proxy).
+    pub peak: Option<usize>,
+    /// Where the peak is (`n=64`, `step 20`); empty without a peak.
+    pub peak_at: String,
+    pub peak_kl: f64,
+    pub peak_gain: f64,
+    pub peak_se: f64,
+    /// The peak is neither the first nor the last point.
+    pub interior_peak: bool,
+    /// The last point: KL and gain.
+    pub last_kl: f64,
+    pub last_gain: f64,
+    /// Gold only: `gold_below_peak` at the last point and its paired s.e.; a clear fall is
+    /// `fall > 2·fall_se`. `None` for proxy fits or tables without the columns.
+    pub fall: Option<f64>,
+    pub fall_se: Option<f64>,
+    pub clear_fall: Option<bool>,
+}
+
+/// Fits the gain of `target` on one curve with its method's form.
+pub fn fit_curve(c: &Curve, target: Target) -> FitRow {
+    let kl = c.kl();
+    let values = match target {
+        Target::Gold => c.gold(),
+        Target::Proxy => c.proxy(),
+    };
+    let baseline = values.first().copied().unwrap_or(f64::NAN);
+    let gain: Vec<f64> = values.iter().map(|v| v - baseline).collect();
+    let form = c.form();
+    let peak = argmax(&gain);
+    let last = c.points.len().checked_sub(1);
+    let (fall, fall_se) = match (target, c.points.last()) {
+        (Target::Gold, Some(p)) if p.gold_below_peak.is_finite() && p.gold_below_peak_se.is_finite() => {
+            (Some(p.gold_below_peak), Some(p.gold_below_peak_se))
+        }
+        _ => (None, None),
+    };
+    FitRow {
+        id: c.id.clone(),
+        target,
+        form,
+        points: c.points.len(),
+        baseline,
+        fit: fit_form(form, &kl, &gain),
+        peak,
+        peak_at: peak.map(|i| c.at(i)).unwrap_or_default(),
+        peak_kl: peak.map_or(f64::NAN, |i| kl[i]),
+        peak_gain: peak.map_or(f64::NAN, |i| gain[i]),
+        peak_se: match (target, peak) {
+            (Target::Gold, Some(i)) => c.points[i].gold_se,
+            _ => f64::NAN,
+        },
+        interior_peak: matches!((peak, last), (Some(p), Some(l)) if p > 0 && p < l),
+        last_kl: last.map_or(f64::NAN, |i| kl[i]),
+        last_gain: last.map_or(f64::NAN, |i| gain[i]),
+        fall,
+        fall_se,
+        clear_fall: fall.zip(fall_se).map(|(f, se)| f > 2.0 * se),
+    }
+}
+
+/// Every curve's gold fit, then every curve's proxy fit, in curve order.
+pub fn fits(curves: &[Curve]) -> Vec<FitRow> {
+    [Target::Gold, Target::Proxy]
+        .iter()
+        .flat_map(|&t| curves.iter().map(move |c| fit_curve(c, t)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------- scaling
+
+/// The size a scaling fit runs along (x = log10 of it); the other one is held fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Axis {
+    /// x = log10(proxy parameters), data size held fixed.
+    ProxyParams,
+    /// x = log10(training pairs), proxy size held fixed.
+    DataSize,
+}
+
+impl Axis {
+    /// `log10_proxy_params` or `log10_data_size`.
+    pub fn x_name(&self) -> &'static str {
+        match self {
+            Axis::ProxyParams => "log10_proxy_params",
+            Axis::DataSize => "log10_data_size",
+        }
+    }
+
+    /// The variable held fixed: `data_size` or `proxy_params`.
+    pub fn fixed_name(&self) -> &'static str {
+        match self {
+            Axis::ProxyParams => "data_size",
+            Axis::DataSize => "proxy_params",
+        }
+    }
+}
+
+/// The fitted coefficients a scaling fit can be of.
+pub const SCALING_COEFFICIENTS: [&str; 4] = ["alpha", "beta", "d_star", "kl_star"];
+
+fn coefficient(f: &FormFit, name: &str) -> Option<f64> {
+    match name {
+        "alpha" => Some(f.alpha),
+        "beta" => Some(f.beta),
+        "d_star" => f.d_star,
+        "kl_star" => f.kl_star,
+        _ => None,
+    }
+}
+
+/// One scaling fit: a coefficient of the gold fits against log10 of a size, the other
+/// size (and method, aggregator, λ, β, noise) held fixed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalingRow {
+    pub method: String,
+    pub aggregator: String,
+    pub lambda: Option<f64>,
+    pub kl_penalty: Option<f64>,
+    pub label_noise: f64,
+    pub axis: Axis,
+    /// The held-fixed size: training pairs (axis ProxyParams) or proxy parameters.
+    pub fixed_value: u64,
+    /// `alpha`, `beta`, `d_star` or `kl_star`.
+    pub coefficient: &'static str,
+    pub fit: LinearFit,
+    /// Distinct x values among the fitted points (≥ 2).
+    pub distinct_x: usize,
+    /// The fitted points: x = log10(size), y = the coefficient.
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+}
+
+/// Scaling fits from gold fits: for every (method, aggregator, λ, β, noise, held-fixed
+/// size, coefficient) whose curves span ≥ 2 distinct values of the other size, the line
+/// `coefficient = slope·log10(size) + intercept`. Curves without a fit (or, for d* and KL*,
+/// without a fitted peak) are left out.
+pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
+    let gold: Vec<(&FitRow, &FormFit)> = fits
+        .iter()
+        .filter(|f| f.target == Target::Gold)
+        .filter_map(|f| f.fit.as_ref().map(|x| (f, x)))
+        .collect();
+    let mut out = Vec::new();
+    for axis in [Axis::ProxyParams, Axis::DataSize] {
+        // Group keys in first-appearance order over curves already in a stable order.
+        // (curve identity of the group's first fit, held-fixed size, (x, fit) pairs)
+        type Group<'a> = (&'a CurveId, u64, Vec<(f64, &'a FormFit)>);
+        let mut groups: Vec<Group> = Vec::new();
+        for (f, fit) in &gold {
+            let (x, fixed) = match axis {
+                Axis::ProxyParams => (f.id.proxy_params, f.id.data_size),
+                Axis::DataSize => (f.id.data_size, f.id.proxy_params),
+            };
+            if x == 0 {
+                continue;
+            }
+            let same = |g: &CurveId, gf: u64| {
+                g.method == f.id.method
+                    && g.aggregator == f.id.aggregator
+                    && g.lambda == f.id.lambda
+                    && g.kl_penalty == f.id.kl_penalty
+                    && g.label_noise == f.id.label_noise
+                    && gf == fixed
+            };
+            let x = (x as f64).log10();
+            match groups.iter_mut().find(|(g, gf, _)| same(g, *gf)) {
+                Some(g) => g.2.push((x, fit)),
+                None => groups.push((&f.id, fixed, vec![(x, fit)])),
+            }
+        }
+        groups.sort_by(|a, b| {
+            a.0.method
+                .cmp(&b.0.method)
+                .then(a.0.label_noise.total_cmp(&b.0.label_noise))
+                .then(aggregator_rank(&a.0.aggregator).cmp(&aggregator_rank(&b.0.aggregator)))
+                .then(cmp_opt(a.0.lambda, b.0.lambda))
+                .then(cmp_opt(a.0.kl_penalty, b.0.kl_penalty))
+                .then(a.1.cmp(&b.1))
+        });
+        for (id, fixed, pts) in &groups {
+            for name in SCALING_COEFFICIENTS {
+                let (xs, ys): (Vec<f64>, Vec<f64>) = pts
+                    .iter()
+                    .filter_map(|(x, f)| coefficient(f, name).filter(|y| y.is_finite()).map(|y| (*x, y)))
+                    .unzip();
+                let mut distinct = xs.clone();
+                distinct.sort_by(f64::total_cmp);
+                distinct.dedup();
+                if distinct.len() < 2 {
+                    continue;
+                }
+                if let Some(fit) = linear_fit(&xs, &ys) {
+                    out.push(ScalingRow {
+                        method: id.method.clone(),
+                        aggregator: id.aggregator.clone(),
+                        lambda: id.lambda,
+                        kl_penalty: id.kl_penalty,
+                        label_noise: id.label_noise,
+                        axis,
+                        fixed_value: *fixed,
+                        coefficient: name,
+                        fit,
+                        distinct_x: distinct.len(),
+                        xs,
+                        ys,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+// --------------------------------------------------------------------------- stopping
+
+/// The extra rule for single-member curves: the peak of the mean of the members not
+/// optimized against (gold-free: a user has those scores).
+pub const OTHER_MEMBERS_PEAK: &str = "other_members_peak";
+
+/// The names of every rule applied, in order: [`Rule::defaults`] by label, then
+/// [`OTHER_MEMBERS_PEAK`].
+pub fn rule_names() -> Vec<String> {
+    let mut v: Vec<String> = Rule::defaults().iter().map(Rule::label).collect();
+    v.push(OTHER_MEMBERS_PEAK.to_string());
+    v
+}
+
+/// One stopping rule applied to one curve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopRow {
+    pub id: CurveId,
+    /// [`Rule::label`] or [`OTHER_MEMBERS_PEAK`].
+    pub rule: String,
+    /// Where the chosen and the peak point are (`n=64`, `step 20`).
+    pub chosen_at: String,
+    pub peak_at: String,
+    /// Regret on the raw gold, KL clamped at ≥ 0.
+    pub regret: Regret,
+    /// Points on the curve.
+    pub points: usize,
+}
+
+impl StopRow {
+    /// The curve's gold peaks strictly inside it (neither the first nor the last point):
+    /// the curves where stopping early matters.
+    pub fn interior_peak(&self) -> bool {
+        self.regret.peak > 0 && self.regret.peak + 1 < self.points
+    }
+}
+
+/// Every rule (see [`rule_names`]) on every curve; a rule that picks nothing on a curve
+/// (its input is missing, e.g. no held-out proxy) gives no row.
+pub fn stopping(curves: &[Curve]) -> Vec<StopRow> {
+    let mut out = Vec::new();
+    for c in curves {
+        let (kl, gold, proxy, mm, dis) = (c.kl(), c.gold(), c.proxy(), c.member_mean(), c.disagreement());
+        let heldout = c.heldout();
+        let series = Series {
+            kl: &kl,
+            gold: &gold,
+            proxy: &proxy,
+            member_mean: &mm,
+            disagreement: &dis,
+            heldout: heldout.as_deref(),
+        };
+        let mut choices: Vec<(String, Option<usize>)> = Rule::defaults()
+            .iter()
+            .map(|r| (r.label(), r.choose(&series)))
+            .collect();
+        let others = c.other_members_mean();
+        if let Some(o) = &others {
+            // The other members stand in for a held-out proxy: never optimized against.
+            let s = Series {
+                heldout: Some(o),
+                ..series
+            };
+            choices.push((OTHER_MEMBERS_PEAK.to_string(), Rule::HeldoutPeak.choose(&s)));
+        }
+        for (rule, chosen) in choices {
+            if let Some(r) = chosen.and_then(|i| regret(&series, i)) {
+                out.push(StopRow {
+                    id: c.id.clone(),
+                    rule,
+                    chosen_at: c.at(r.chosen),
+                    peak_at: c.at(r.peak),
+                    regret: r,
+                    points: c.points.len(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The summary scope of the curves whose gold peaks strictly inside them.
+pub const INTERIOR_SCOPE: &str = "interior_peak";
+
+/// Rules ranked by median regret fraction ([`summarize`]) over a scope of curves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    /// `all`, one method (`bon`, `ppo`), or [`INTERIOR_SCOPE`].
+    pub scope: String,
+    pub summary: RuleSummary,
+}
+
+/// Rule summaries over every curve (scope `all`), then per method if there are several,
+/// then over the curves with an interior gold peak ([`INTERIOR_SCOPE`]; on a curve that
+/// peaks at its last point every rule that stops last has no regret, which flatters them).
+pub fn stopping_summary(rows: &[StopRow]) -> Vec<SummaryRow> {
+    let mut methods: Vec<&str> = rows.iter().map(|r| r.id.method.as_str()).collect();
+    methods.sort_unstable();
+    methods.dedup();
+    let mut scopes = vec!["all"];
+    if methods.len() > 1 {
+        scopes.extend(methods);
+    }
+    scopes.push(INTERIOR_SCOPE);
+    let mut out = Vec::new();
+    for scope in scopes {
+        let pairs: Vec<(String, Regret)> = rows
+            .iter()
+            .filter(|r| match scope {
+                "all" => true,
+                INTERIOR_SCOPE => r.interior_peak(),
+                m => r.id.method == m,
+            })
+            .map(|r| (r.rule.clone(), r.regret))
+            .collect();
+        out.extend(summarize(&pairs).into_iter().map(|summary| SummaryRow {
+            scope: scope.to_string(),
+            summary,
+        }));
+    }
+    out
+}
+
+// ------------------------------------------------------------------------ aggregators
+
+/// The KL budgets (nats) at which aggregators are compared.
+pub const KL_BUDGETS: [f64; 6] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
+
+/// The pseudo-aggregator averaging the single-member curves of a cell.
+pub const MEMBERS_AVG: &str = "members_avg";
+
+/// What an aggregator row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Gold interpolated (linearly in KL) at a KL budget.
+    AtKl,
+    /// The curve's highest gold.
+    Best,
+}
+
+impl Measure {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Measure::AtKl => "gold_at_kl",
+            Measure::Best => "best_gold",
+        }
+    }
+}
+
+/// Over what a standard error is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeOver {
+    /// The evaluation prompts of one curve (`gold_se`; interpolated at a budget).
+    Prompts,
+    /// Ensembles of the same method, proxy size, data size and noise (replicates).
+    Ensembles,
+    /// The single-member curves of the cell: member seeds, on the same prompts.
+    MemberSeeds,
+}
+
+impl SeOver {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SeOver::Prompts => "prompts",
+            SeOver::Ensembles => "ensembles",
+            SeOver::MemberSeeds => "member_seeds",
+        }
+    }
+}
+
+/// One aggregator's gold in one cell (method × proxy size × data size × noise × β) at a
+/// KL budget or at its best.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggRow {
+    pub method: String,
+    pub proxy_size: String,
+    pub proxy_params: u64,
+    pub data_size: u64,
+    pub label_noise: f64,
+    pub kl_penalty: Option<f64>,
+    /// The cell's ensembles, `;`-joined.
+    pub ensembles: String,
+    /// Aggregator with λ (`uwo(0.5)`), or [`MEMBERS_AVG`].
+    pub aggregator: String,
+    pub measure: Measure,
+    /// The budget (AtKl) or the KL of the best point (Best; mean over replicates), nats.
+    pub kl: f64,
+    /// Gold (mean over replicates when there are several) and its standard error.
+    pub gold: f64,
+    pub se: f64,
+    pub se_over: SeOver,
+    /// Curves averaged: ensembles, member seeds, or 1.
+    pub replicates: usize,
+}
+
+/// Aggregators compared within each cell: every aggregator's gold at each budget of
+/// [`KL_BUDGETS`] that every curve of the cell reaches, and its best gold. Replicate
+/// ensembles (same method, proxy size, data size, noise, β; different ensemble id) are
+/// averaged with the standard error across them; a lone curve keeps its s.e. over
+/// prompts. Where a cell has ≥ 2 single-member curves, [`MEMBERS_AVG`] averages them with
+/// the standard error across member seeds.
+pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
+    type Cell<'a> = (&'a CurveId, Vec<&'a Curve>);
+    let same_cell = |a: &CurveId, b: &CurveId| {
+        a.method == b.method
+            && a.proxy_size == b.proxy_size
+            && a.proxy_params == b.proxy_params
+            && a.data_size == b.data_size
+            && a.label_noise == b.label_noise
+            && a.kl_penalty == b.kl_penalty
+    };
+    let mut cells: Vec<Cell> = Vec::new();
+    for c in curves {
+        match cells.iter_mut().find(|(id, _)| same_cell(id, &c.id)) {
+            Some(cell) => cell.1.push(c),
+            None => cells.push((&c.id, vec![c])),
+        }
+    }
+    let mut out = Vec::new();
+    for (cid, members) in &cells {
+        let mut ensembles: Vec<&str> = members.iter().map(|c| c.id.ensemble.as_str()).collect();
+        ensembles.sort_unstable();
+        ensembles.dedup();
+        let row = |aggregator: String, measure, kl, gold, se, se_over, replicates| AggRow {
+            method: cid.method.clone(),
+            proxy_size: cid.proxy_size.clone(),
+            proxy_params: cid.proxy_params,
+            data_size: cid.data_size,
+            label_noise: cid.label_noise,
+            kl_penalty: cid.kl_penalty,
+            ensembles: ensembles.join(";"),
+            aggregator,
+            measure,
+            kl,
+            gold,
+            se,
+            se_over,
+            replicates,
+        };
+        // Aggregators in curve order; each with its replicate curves (one per ensemble).
+        let mut aggs: Vec<(String, Vec<&Curve>)> = Vec::new();
+        for c in members {
+            let label = c.id.aggregator_label();
+            match aggs.iter_mut().find(|(l, _)| *l == label) {
+                Some(a) => a.1.push(c),
+                None => aggs.push((label, vec![c])),
+            }
+        }
+        let singles: Vec<&Curve> = members
+            .iter()
+            .copied()
+            .filter(|c| c.id.single_member().is_some())
+            .collect();
+        let by_kl: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = members.iter().map(|c| c.by_kl()).collect();
+        let at = |c: &Curve, budget: f64| {
+            let (kl, gold, se) = c.by_kl();
+            interpolate(&kl, &gold, budget).map(|g| (g, interpolate(&kl, &se, budget).unwrap_or(f64::NAN)))
+        };
+        for budget in KL_BUDGETS {
+            if !by_kl.iter().all(|(kl, g, _)| interpolate(kl, g, budget).is_some()) {
+                continue;
+            }
+            for (label, reps) in &aggs {
+                let vals: Vec<(f64, f64)> = reps.iter().filter_map(|c| at(c, budget)).collect();
+                let (gold, se, over) = combine(&vals, SeOver::Ensembles);
+                out.push(row(label.clone(), Measure::AtKl, budget, gold, se, over, vals.len()));
+            }
+            if singles.len() >= 2 {
+                let vals: Vec<f64> = singles.iter().filter_map(|c| at(c, budget)).map(|v| v.0).collect();
+                let n = vals.len();
+                out.push(row(
+                    MEMBERS_AVG.into(),
+                    Measure::AtKl,
+                    budget,
+                    mean(&vals),
+                    se_of_mean(&vals),
+                    SeOver::MemberSeeds,
+                    n,
+                ));
+            }
+        }
+        let best = |c: &Curve| {
+            let gold = c.gold();
+            argmax(&gold).map(|i| (c.kl()[i], gold[i], c.points[i].gold_se))
+        };
+        for (label, reps) in &aggs {
+            let bests: Vec<(f64, f64, f64)> = reps.iter().filter_map(|c| best(c)).collect();
+            let kl = mean(&bests.iter().map(|b| b.0).collect::<Vec<_>>());
+            let vals: Vec<(f64, f64)> = bests.iter().map(|b| (b.1, b.2)).collect();
+            let (gold, se, over) = combine(&vals, SeOver::Ensembles);
+            out.push(row(label.clone(), Measure::Best, kl, gold, se, over, vals.len()));
+        }
+        if singles.len() >= 2 {
+            let bests: Vec<(f64, f64, f64)> = singles.iter().filter_map(|c| best(c)).collect();
+            let kl = mean(&bests.iter().map(|b| b.0).collect::<Vec<_>>());
+            let vals: Vec<f64> = bests.iter().map(|b| b.1).collect();
+            let n = vals.len();
+            out.push(row(
+                MEMBERS_AVG.into(),
+                Measure::Best,
+                kl,
+                mean(&vals),
+                se_of_mean(&vals),
+                SeOver::MemberSeeds,
+                n,
+            ));
+        }
+    }
+    out
+}
+
+/// (value, s.e. over prompts) pairs of replicate curves → (mean, s.e., over what): one
+/// curve keeps its s.e. over prompts; several give the s.e. of their mean across them.
+fn combine(vals: &[(f64, f64)], many: SeOver) -> (f64, f64, SeOver) {
+    match vals {
+        [] => (f64::NAN, f64::NAN, SeOver::Prompts),
+        [(v, se)] => (*v, *se, SeOver::Prompts),
+        _ => {
+            let xs: Vec<f64> = vals.iter().map(|v| v.0).collect();
+            (mean(&xs), se_of_mean(&xs), many)
+        }
+    }
+}

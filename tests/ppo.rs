@@ -1,0 +1,291 @@
+//! PPO: GAE, the clipped losses and the KL estimators against hand values; a few updates
+//! on tiny models raise the proxy reward, change the parameters, start at KL 0 and are
+//! reproducible; a NaN names its run and step; the KL budget stops a run.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use goodhart::aggregate::Aggregator;
+use goodhart::config::PpoSpec;
+use goodhart::model::{seeded_init, Policy, RewardModel, TransformerConfig};
+use goodhart::ppo::{self, gae, kl, loss};
+use goodhart::world::WorldConfig;
+use rand::SeedableRng;
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
+#[test]
+fn gae_matches_a_hand_computed_example() {
+    // rewards [0, 0, 1], values [0.5, 0.4, 0.3], V after the end = 0.
+    // γ = 1, λ = 0.95: δ2 = 1 − 0.3 = 0.7 → A2 = 0.7
+    //                  δ1 = 0.3 − 0.4 = −0.1 → A1 = −0.1 + 0.95·0.7 = 0.565
+    //                  δ0 = 0.4 − 0.5 = −0.1 → A0 = −0.1 + 0.95·0.565 = 0.43675
+    // returns = A + V = [0.93675, 0.965, 1.0]
+    let (a, r) = gae::gae(&[0.0, 0.0, 1.0], &[0.5, 0.4, 0.3], 1.0, 0.95);
+    for (x, y) in a.iter().zip([0.43675, 0.565, 0.7]) {
+        assert!(close(*x as f64, y, 1e-6), "{a:?}");
+    }
+    for (x, y) in r.iter().zip([0.93675, 0.965, 1.0]) {
+        assert!(close(*x as f64, y, 1e-6), "{r:?}");
+    }
+    // γ = 0.9, λ = 0.95: δ1 = 0.9·0.3 − 0.4 = −0.13 → A1 = −0.13 + 0.855·0.7 = 0.4685
+    //                    δ0 = 0.9·0.4 − 0.5 = −0.14 → A0 = −0.14 + 0.855·0.4685 = 0.2605675
+    let (a, _) = gae::gae(&[0.0, 0.0, 1.0], &[0.5, 0.4, 0.3], 0.9, 0.95);
+    for (x, y) in a.iter().zip([0.2605675, 0.4685, 0.7]) {
+        assert!(close(*x as f64, y, 1e-6), "{a:?}");
+    }
+}
+
+#[test]
+fn whitening_uses_response_tokens_only() {
+    let mut x = vec![1.0, 3.0, 100.0];
+    gae::whiten(&mut x, &[1.0, 1.0, 0.0]);
+    assert_eq!(x, vec![-1.0, 1.0, 0.0]);
+}
+
+#[test]
+fn clipped_losses_match_a_hand_example() {
+    let d = Device::Cpu;
+    let t = |v: [f32; 3]| Tensor::from_slice(&v, (1, 3), &d).unwrap();
+    let ln = |x: f32| x.ln();
+    let targets = loss::Targets {
+        old_logp: t([ln(0.5), ln(0.5), 0.0]),
+        old_values: t([0.0, 0.0, 0.0]),
+        advantages: t([1.0, -1.0, 7.0]),
+        returns: t([1.0, 0.0, 9.0]),
+        mask: t([1.0, 1.0, 0.0]),
+    };
+    let new_logp = t([ln(0.6), ln(0.3), 5.0]);
+    let new_values = t([0.5, -0.05, 9.0]);
+    let entropy = t([1.0, 2.0, 100.0]);
+    let cfg = loss::LossConfig {
+        clip: 0.1,
+        value_clip: 0.2,
+        value_coef: 0.5,
+        entropy_coef: 0.01,
+    };
+    let l = loss::ppo_loss(&targets, &new_logp, &new_values, &entropy, cfg).unwrap();
+    // Ratios 1.2 and 0.6 (the third token is padding and must not count).
+    // token 0: A = 1,  max(−1.2, −1.1) = −1.1;  token 1: A = −1, max(0.6, 0.9) = 0.9
+    assert!(close(l.policy as f64, (-1.1 + 0.9) / 2.0, 1e-6), "policy {}", l.policy);
+    // value: token 0 v = 0.5 clipped to 0.2: max((0.5−1)², (0.2−1)²) = 0.64;
+    //        token 1 v = −0.05 inside the clip: 0.0025;  ½·mean = 0.160625
+    assert!(close(l.value as f64, 0.160625, 1e-6), "value {}", l.value);
+    assert!(close(l.entropy as f64, 1.5, 1e-6));
+    // both ratios lie outside [0.9, 1.1]
+    assert!(close(l.clipfrac as f64, 1.0, 1e-6));
+    // approx_kl: ((0.2 − ln 1.2) + (−0.4 − ln 0.6)) / 2 = (0.0176784 + 0.1108256) / 2
+    assert!(close(l.approx_kl as f64, 0.064252, 1e-5), "approx_kl {}", l.approx_kl);
+    let total = l.total.to_scalar::<f32>().unwrap() as f64;
+    assert!(close(total, -0.1 + 0.5 * 0.160625 - 0.01 * 1.5, 1e-6), "total {total}");
+}
+
+#[test]
+fn k1_and_k3_estimate_the_kl_of_two_known_categoricals() {
+    // KL(p‖q) = .5 ln 2 + .3 ln 1.2 + .2 ln .4 = 0.2180119 (python: sum(a*log(a/b) for a, b in zip(p, q)))
+    let p = [0.5, 0.3, 0.2];
+    let q = [0.25, 0.25, 0.5];
+    let exact = kl::categorical_kl(&p, &q);
+    assert!(close(exact, 0.2180119, 1e-6), "{exact}");
+    // Exact expectations under p: both estimators are unbiased.
+    let lp = |x: f64| x.ln() as f32;
+    let e1: f64 = (0..3).map(|i| p[i] * kl::k1(lp(p[i]), lp(q[i]))).sum();
+    let e3: f64 = (0..3).map(|i| p[i] * kl::k3(lp(p[i]), lp(q[i]))).sum();
+    assert!(close(e1, exact, 1e-6), "E[k1] = {e1}");
+    assert!(close(e3, exact, 1e-6), "E[k3] = {e3}");
+    // k3 is never negative, k1 is on the token where π < π_ref.
+    assert!((0..3).all(|i| kl::k3(lp(p[i]), lp(q[i])) >= 0.0));
+    assert!(kl::k1(lp(p[2]), lp(q[2])) < 0.0);
+    // Monte Carlo from p, as PPO uses them: within 4 standard errors.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let n = 200_000;
+    let (mut s1, mut s3) = (0.0, 0.0);
+    for _ in 0..n {
+        let u: f64 = rand::Rng::random(&mut rng);
+        let i = if u < 0.5 { 0 } else if u < 0.8 { 1 } else { 2 };
+        s1 += kl::k1(lp(p[i]), lp(q[i]));
+        s3 += kl::k3(lp(p[i]), lp(q[i]));
+    }
+    assert!(close(s1 / n as f64, exact, 4.0 * 0.7 / (n as f64).sqrt()), "k1 MC {}", s1 / n as f64);
+    assert!(close(s3 / n as f64, exact, 4.0 * 0.5 / (n as f64).sqrt()), "k3 MC {}", s3 / n as f64);
+}
+
+#[test]
+fn explained_variance_of_perfect_and_constant_predictions() {
+    let y = [1.0, 2.0, 3.0, 50.0];
+    let mask = [1.0, 1.0, 1.0, 0.0];
+    assert!(close(ppo::explained_variance(&[1.0, 2.0, 3.0, 0.0], &y, &mask), 1.0, 1e-12));
+    assert!(close(ppo::explained_variance(&[2.0, 2.0, 2.0, 0.0], &y, &mask), 0.0, 1e-12));
+}
+
+/// π_ref (random, seeded), a trainable copy, and two random proxies: enough for PPO to
+/// have something to climb.
+struct Setup {
+    world: WorldConfig,
+    reference: Policy,
+    gold: RewardModel,
+    proxies: Vec<RewardModel>,
+    eval_prompts: Vec<Vec<u32>>,
+}
+
+fn setup() -> Setup {
+    let world = common::tiny().world();
+    let cfg = TransformerConfig::new(&world, 1, 16, 2);
+    let vm = VarMap::new();
+    let reference = Policy::new(&cfg, &world, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    seeded_init(&vm, 11, 1).unwrap();
+    let rm = |seed: u64| {
+        let rcfg = TransformerConfig::new(&world, 1, 8, 2);
+        let vm = VarMap::new();
+        let m = RewardModel::new(&rcfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        seeded_init(&vm, seed, 1).unwrap();
+        m
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let eval_prompts = (0..48).map(|_| world.sample_prompt(&mut rng)).collect();
+    Setup {
+        gold: rm(21),
+        proxies: vec![rm(22), rm(23)],
+        world,
+        reference,
+        eval_prompts,
+    }
+}
+
+fn spec() -> PpoSpec {
+    PpoSpec {
+        updates: 12,
+        rollout: 32,
+        minibatch: 16,
+        epochs: 2,
+        lr: 3e-3,
+        eval_every: 6,
+        eval_prompts: 48,
+        ..PpoSpec::default()
+    }
+}
+
+/// A trainable policy with π_ref's weights (copied through safetensors, as the run does).
+fn trainable(s: &Setup) -> (VarMap, Policy) {
+    let cfg = s.reference.config().clone();
+    let mut vm = VarMap::new();
+    let p = Policy::new(&cfg, &s.world, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    seeded_init(&vm, 11, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.safetensors");
+    vm.save(&f).unwrap();
+    vm.load(&f).unwrap();
+    (vm, p)
+}
+
+fn train(s: &Setup, spec: &PpoSpec, agg: Aggregator) -> (ppo::Outcome, VarMap) {
+    let (vm, policy) = trainable(s);
+    let ctx = ppo::Context {
+        world: &s.world,
+        reference: &s.reference,
+        gold: &s.gold,
+        members: s.proxies.iter().collect(),
+        heldout: None,
+        spec,
+        seed: 9,
+        eval_prompts: &s.eval_prompts,
+    };
+    let run = ppo::RunSpec {
+        id: "ppo/test/run".into(),
+        aggregator: agg,
+        beta: 0.0,
+    };
+    let o = ppo::train(&ctx, &run, &policy, &vm, &indicatif::ProgressBar::hidden()).unwrap();
+    (o, vm)
+}
+
+fn values(vm: &VarMap) -> Vec<(String, Vec<f32>)> {
+    let data = vm.data().lock().unwrap();
+    let mut v: Vec<_> = data
+        .iter()
+        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_few_updates_raise_the_proxy_change_parameters_and_start_at_kl_zero() {
+    let s = setup();
+    let (o, vm) = train(&s, &spec(), Aggregator::Mean);
+    let first = &o.evaluations[0];
+    let last = o.evaluations.last().unwrap();
+    // The policy starts as π_ref exactly: every token's log-ratio is 0.
+    assert_eq!(first.step, 0);
+    assert_eq!(first.kl_k1, 0.0);
+    assert_eq!(first.kl_k3, 0.0);
+    assert_eq!(o.evaluations.iter().map(|e| e.step).collect::<Vec<_>>(), vec![0, 6, 12]);
+    assert_eq!(o.updates.len(), 12);
+    // The optimized score rises, by far more than the evaluation noise (48 prompts).
+    assert!(last.proxy > first.proxy + 0.2, "proxy {} → {}", first.proxy, last.proxy);
+    assert!(last.kl_k1 > 0.01 && last.kl_k3 > 0.01, "KL {} / {}", last.kl_k1, last.kl_k3);
+    let (before, _) = trainable(&s);
+    let changed = values(&before).iter().zip(values(&vm)).filter(|(a, b)| a.1 != b.1).count();
+    assert!(changed > values(&vm).len() / 2, "only {changed} tensors changed");
+    for u in &o.updates {
+        assert!(u.approx_kl.is_finite() && u.clipfrac >= 0.0 && u.clipfrac <= 1.0 && u.entropy > 0.0);
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    let s = setup();
+    let sp = PpoSpec {
+        updates: 3,
+        eval_every: 3,
+        ..spec()
+    };
+    let (a, va) = train(&s, &sp, Aggregator::Wco);
+    let (b, vb) = train(&s, &sp, Aggregator::Wco);
+    assert_eq!(a, b);
+    assert_eq!(values(&va), values(&vb));
+}
+
+#[test]
+fn kl_budget_stops_a_run_at_the_first_checkpoint_past_it() {
+    let s = setup();
+    let sp = PpoSpec {
+        kl_budget: Some(1e-6),
+        eval_every: 2,
+        ..spec()
+    };
+    let (o, _) = train(&s, &sp, Aggregator::Member(0));
+    assert!(o.stopped_at_budget);
+    assert_eq!(o.updates.len(), 2);
+    assert_eq!(o.evaluations.len(), 2);
+    assert!(o.evaluations[1].kl_k1 > 1e-6);
+}
+
+#[test]
+fn a_non_finite_score_stops_the_run_naming_run_and_step() {
+    let mut s = setup();
+    s.proxies[1].scale = f32::NAN;
+    let (vm, policy) = trainable(&s);
+    let sp = spec();
+    let ctx = ppo::Context {
+        world: &s.world,
+        reference: &s.reference,
+        gold: &s.gold,
+        members: s.proxies.iter().collect(),
+        heldout: None,
+        spec: &sp,
+        seed: 9,
+        eval_prompts: &s.eval_prompts,
+    };
+    let bad = ppo::RunSpec {
+        id: "ppo/bad/mean".into(),
+        aggregator: Aggregator::Mean,
+        beta: 0.0,
+    };
+    let err = ppo::train(&ctx, &bad, &policy, &vm, &indicatif::ProgressBar::hidden()).unwrap_err().to_string();
+    assert!(err.contains("ppo/bad/mean") && err.contains("step 0"), "{err}");
+    assert!(!err.contains('\n'));
+}

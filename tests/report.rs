@@ -1,0 +1,462 @@
+//! `goodhart report`: reproducible byte for byte, works from the tables alone, fails on one
+//! line naming the file, recovers known fit coefficients, and carries hand-computed regrets
+//! through to `stopping.csv`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use goodhart::report::report;
+use goodhart::run::{run, RunOptions};
+use goodhart::table::{self, CurveRow, RmRow};
+use polars::prelude::*;
+use rand::{Rng, SeedableRng};
+
+/// Runs the tiny experiment into `dir/results/tiny` and returns that folder.
+fn tiny_folder(dir: &Path) -> PathBuf {
+    let out = dir.join("results/tiny");
+    let opts = RunOptions {
+        out: out.clone(),
+        store: dir.join("store"),
+        device: candle_core::Device::Cpu,
+        force: false,
+    };
+    run(&common::tiny(), &opts).expect("tiny run");
+    out
+}
+
+fn read_all(dir: &Path, names: &[String]) -> BTreeMap<String, Vec<u8>> {
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                std::fs::read(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}")),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn report_is_byte_for_byte_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tiny_folder(dir.path());
+    let first = report(&out).expect("report");
+    for f in [
+        "report.md",
+        "fits.parquet",
+        "fits.csv",
+        "scaling.csv",
+        "stopping.csv",
+        "stopping_summary.csv",
+        "aggregators.csv",
+    ] {
+        assert!(
+            first.written.contains(&f.to_string()),
+            "{f} not written: {:?}",
+            first.written
+        );
+    }
+    let before = read_all(&out, &first.written);
+    for name in &first.written {
+        std::fs::remove_file(out.join(name)).unwrap();
+    }
+    let second = report(&out).expect("second report");
+    assert_eq!(first, second);
+    let after = read_all(&out, &second.written);
+    for (name, bytes) in &before {
+        assert!(
+            after[name] == *bytes,
+            "{name} differs between two reports of the same tables"
+        );
+    }
+    // Over the existing outputs, too: nothing is appended or left half-written.
+    let third = report(&out).expect("third report");
+    assert_eq!(read_all(&out, &third.written), before);
+    let md = String::from_utf8(before["report.md"].clone()).unwrap();
+    for section in [
+        "# goodhart report: tiny",
+        "## Reward models",
+        "## Functional-form fits",
+        "## Gold-free stopping rules",
+        "## Aggregators at matched KL",
+        "## Acceptance",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section:?}");
+    }
+    assert!(md.contains("seed 7"), "manifest seed missing");
+}
+
+#[test]
+fn report_works_from_the_tables_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tiny_folder(dir.path());
+    for (sub, files) in [
+        ("with_manifest", &["rm.parquet", "curves.parquet", "manifest.json"][..]),
+        ("bare", &["rm.parquet", "curves.parquet"][..]),
+    ] {
+        let only = dir.path().join(sub);
+        std::fs::create_dir_all(&only).unwrap();
+        for f in files {
+            std::fs::copy(out.join(f), only.join(f)).unwrap();
+        }
+        let s = report(&only).unwrap_or_else(|e| panic!("{sub}: {e}"));
+        assert!(s.curves > 0);
+        for f in [
+            "report.md",
+            "fits.parquet",
+            "scaling.parquet",
+            "stopping.parquet",
+            "stopping_summary.parquet",
+            "aggregators.parquet",
+        ] {
+            assert!(only.join(f).is_file(), "{sub}: {f} missing");
+        }
+        let md = std::fs::read_to_string(only.join("report.md")).unwrap();
+        assert!(
+            md.contains("No figures in this folder."),
+            "{sub}: figures listed that do not exist"
+        );
+        if sub == "bare" {
+            assert!(md.contains("No `manifest.json`"));
+        }
+        let fits = table::read_parquet(&only.join("fits.parquet")).unwrap();
+        assert_eq!(fits.height(), 2 * s.curves, "one gold and one proxy fit per curve");
+    }
+}
+
+#[test]
+fn missing_or_malformed_curves_table_is_a_one_line_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_tables(d, &[hand_curve("a")]);
+    std::fs::remove_file(d.join("curves.parquet")).unwrap();
+    let msg = report(d).expect_err("no curves table").to_string();
+    assert!(msg.contains("curves.parquet") && !msg.contains('\n'), "{msg}");
+    assert!(!d.join("report.md").exists(), "report.md written despite the error");
+
+    std::fs::write(d.join("curves.parquet"), b"not a parquet file").unwrap();
+    let msg = report(d).expect_err("garbage curves table").to_string();
+    assert!(msg.contains("curves.parquet") && !msg.contains('\n'), "{msg}");
+
+    // A table without a required column names the file and the column.
+    let mut df = table::curve_frame(&hand_curve("a")).unwrap().drop("gold").unwrap();
+    table::write(&mut df, d, "curves").unwrap();
+    let msg = report(d).expect_err("no gold column").to_string();
+    assert!(
+        msg.contains("curves.parquet") && msg.contains("gold") && !msg.contains('\n'),
+        "{msg}"
+    );
+    assert!(!d.join("report.md").exists());
+}
+
+// ------------------------------------------------------------------- synthetic tables
+
+/// A best-of-n point with everything a report reads.
+#[allow(clippy::too_many_arguments)]
+fn point(
+    aggregator: &str,
+    ensemble: &str,
+    n: u64,
+    gold: f64,
+    proxy: f64,
+    members: Vec<f64>,
+    disagreement: f64,
+    heldout: Option<f64>,
+) -> CurveRow {
+    let kl = (n as f64).ln() - (n as f64 - 1.0) / n as f64;
+    CurveRow {
+        method: "bon".into(),
+        aggregator: aggregator.into(),
+        lambda: None,
+        proxy_size: "a".into(),
+        proxy_params: 1000,
+        data_size: 100,
+        label_noise: 0.0,
+        ensemble: ensemble.into(),
+        n: Some(n),
+        step: None,
+        kl_penalty: None,
+        kl,
+        kl_kind: "bon_bound".into(),
+        kl_k3: None,
+        kl_bound: Some(kl),
+        kl_exact: Some(kl),
+        sqrt_kl: kl.sqrt(),
+        gold,
+        gold_se: 0.01,
+        proxy,
+        members,
+        disagreement,
+        length: 5.0,
+        distinct_ratio: 1.0,
+        heldout,
+        gold_below_peak: 0.0,
+        gold_below_peak_se: 0.0,
+        prompts: 16,
+        pool: Some(1 << 12),
+    }
+}
+
+/// Fills `gold_below_peak` from the curve's own peak, with a paired s.e. of 0.01.
+fn with_fall(mut rows: Vec<CurveRow>) -> Vec<CurveRow> {
+    let peak = rows.iter().map(|r| r.gold).fold(f64::NEG_INFINITY, f64::max);
+    for r in &mut rows {
+        r.gold_below_peak = peak - r.gold;
+        r.gold_below_peak_se = 0.01;
+    }
+    rows
+}
+
+/// Writes `rm.parquet` (gold and one proxy) and `curves.parquet` into `dir`.
+fn write_tables(dir: &Path, curves: &[Vec<CurveRow>]) {
+    let rm = |role: &str, member: Option<u64>| RmRow {
+        model: role.into(),
+        role: role.into(),
+        size: "a".into(),
+        ensemble: if member.is_some() {
+            "a/d100/n0.00".into()
+        } else {
+            String::new()
+        },
+        params: 1000,
+        layers: 1,
+        width: 8,
+        train_examples: 100,
+        label_noise: member.map(|_| 0.0),
+        member,
+        val_pairs: 50,
+        val_accuracy: 0.7,
+        val_bt_loss: 0.6,
+        distill_r2: None,
+        train_steps: 10,
+        train_seconds: 0.1,
+        score_offset: 0.0,
+        score_scale: 1.0,
+        artifact: String::new(),
+    };
+    let mut df = table::rm_frame(&[rm("gold", None), rm("proxy", Some(0))]).unwrap();
+    table::write(&mut df, dir, "rm").unwrap();
+    let rows: Vec<CurveRow> = curves.iter().flatten().cloned().collect();
+    let mut df = table::curve_frame(&rows).unwrap();
+    table::write(&mut df, dir, "curves").unwrap();
+}
+
+fn column_f64(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
+    df.column(name)
+        .unwrap()
+        .cast(&DataType::Float64)
+        .unwrap()
+        .f64()
+        .unwrap()
+        .iter()
+        .collect()
+}
+
+fn column_str(df: &DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn fits_recover_known_best_of_n_coefficients_and_flag_the_interior_peak() {
+    // gold = 0.3 + d(1.2 − 0.3d) + N(0, 0.005²)-ish noise, d = sqrt(KL bound), n = 1, 2, …, 4096:
+    // peak at d* = 1.2/0.6 = 2 (KL* = 4, n ≈ 148), predicted peak gain 1.2²/(4·0.3) = 1.2; the
+    // grid reaches d = 2.71, past the peak, so the observed peak is interior and gold falls
+    // 1.2 − 2.71(1.2 − 0.3·2.71) ≈ 0.16 by n = 4096, far beyond 2 × its 0.01 s.e.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let rows: Vec<CurveRow> = (0..=12)
+        .map(|i| {
+            let n = 1u64 << i;
+            let mut p = point("member0", "a/d100/n0.00", n, 0.0, 0.0, vec![0.0, 0.0], 0.0, None);
+            let d = p.kl.sqrt();
+            p.gold = 0.3 + d * (1.2 - 0.3 * d) + if i == 0 { 0.0 } else { rng.random_range(-0.01..0.01) };
+            p.proxy = 1.5 * d;
+            p.members = vec![p.proxy, 0.5 * d];
+            p
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(dir.path(), &[with_fall(rows)]);
+    let s = report(dir.path()).unwrap();
+    let fits = table::read_parquet(&dir.path().join("fits.parquet")).unwrap();
+    let target = column_str(&fits, "target");
+    let g = target.iter().position(|t| t == "gold").unwrap();
+    let at = |c: &str| column_f64(&fits, c)[g].unwrap();
+    assert!((at("alpha") - 1.2).abs() < 0.03, "alpha {}", at("alpha"));
+    assert!((at("beta") - 0.3).abs() < 0.02, "beta {}", at("beta"));
+    assert!(at("r2") > 0.99, "r2 {}", at("r2"));
+    assert!((at("kl_star") - 4.0).abs() < 0.3, "kl_star {}", at("kl_star"));
+    assert!((at("peak_gain_pred") - 1.2).abs() < 0.05);
+    assert!(
+        (at("baseline") - 0.3).abs() < 1e-12,
+        "the gain is measured from the first point"
+    );
+    let interior: Vec<Option<bool>> = fits.column("interior_peak").unwrap().bool().unwrap().iter().collect();
+    let clear: Vec<Option<bool>> = fits.column("clear_fall").unwrap().bool().unwrap().iter().collect();
+    assert_eq!((interior[g], clear[g]), (Some(true), Some(true)));
+    // The proxy rises without end: its fit has no interior peak, and its row has no fall.
+    let p = target.iter().position(|t| t == "proxy").unwrap();
+    assert_eq!((interior[p], clear[p]), (Some(false), None));
+    // Acceptance (a) holds on this one interior-peak curve, and the report says so.
+    assert_eq!((s.acceptance.interior_curves, s.acceptance.r2_met), (1, Some(true)));
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let line = md
+        .lines()
+        .find(|l| l.starts_with("| bon | `a/d100/n0.00` | member0 | — | 13 |"))
+        .expect("gold fit row");
+    assert!(
+        line.contains("| yes | yes ("),
+        "interior peak and clear fall not flagged: {line}"
+    );
+    assert!(md.contains("**met** — 1 of 1"), "{md}");
+}
+
+/// A 4-point curve where every rule's choice is known by hand (n = 1, 2, 4, 8):
+/// gold 0, 0.5, 1.0, 0.6 (peak at index 2, gain 1.0);
+/// proxy (= member 0) 0, 1, 2, 3 → proxy_peak picks 3: regret 0.4, 40%;
+/// held-out 0, 0.4, 0.9, 0.5 → heldout_peak picks 2: regret 0;
+/// member 1 0, 0.6, 0.9, 0.7 → other_members_peak picks 2: regret 0;
+/// disagreement 0.1, 0.15, 0.25, 0.5: first above 2 × 0.1 at index 2 → disagreement_rise picks 1:
+///   regret 0.5, 50%;
+/// member mean − √disagreement = −0.316, 0.413, 0.95, 1.143 → penalized_peak picks 3: regret 0.4.
+fn hand_curve(ensemble: &str) -> Vec<CurveRow> {
+    let gold = [0.0, 0.5, 1.0, 0.6];
+    let member1 = [0.0, 0.6, 0.9, 0.7];
+    let dis = [0.1, 0.15, 0.25, 0.5];
+    let heldout = [0.0, 0.4, 0.9, 0.5];
+    (0..4)
+        .map(|i| {
+            point(
+                "member0",
+                ensemble,
+                1 << i,
+                gold[i],
+                i as f64,
+                vec![i as f64, member1[i]],
+                dis[i],
+                Some(heldout[i]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn hand_computed_regrets_flow_through_to_stopping_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(dir.path(), &[hand_curve("a/d100/n0.00")]);
+    report(dir.path()).unwrap();
+    let df = table::read_parquet(&dir.path().join("stopping.parquet")).unwrap();
+    let rules = column_str(&df, "rule");
+    let chosen: Vec<u64> = df
+        .column("chosen_index")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap())
+        .collect();
+    let regret = column_f64(&df, "regret");
+    let frac = column_f64(&df, "regret_frac");
+    let expect = [
+        ("heldout_peak", 2, 0.0),
+        ("penalized_peak(kappa=1)", 3, 0.4),
+        ("disagreement_rise(tau=1)", 1, 0.5),
+        ("proxy_peak", 3, 0.4),
+        ("other_members_peak", 2, 0.0),
+    ];
+    assert_eq!(rules, expect.iter().map(|e| e.0.to_string()).collect::<Vec<_>>());
+    for (i, (rule, idx, r)) in expect.iter().enumerate() {
+        assert_eq!(chosen[i], *idx, "{rule}");
+        assert!((regret[i].unwrap() - r).abs() < 1e-12, "{rule}: regret {:?}", regret[i]);
+        assert!(
+            (frac[i].unwrap() - r).abs() < 1e-12,
+            "{rule}: gain is 1, so the fraction equals the regret"
+        );
+    }
+    let peak_kl = column_f64(&df, "peak_kl")[0].unwrap();
+    assert!(
+        (peak_kl - (4f64.ln() - 0.75)).abs() < 1e-12,
+        "peak at n = 4: KL = ln 4 − 3/4"
+    );
+    // The CSV carries the same numbers.
+    let csv = std::fs::read_to_string(dir.path().join("stopping.csv")).unwrap();
+    assert!(
+        csv.lines().nth(3).unwrap().contains("disagreement_rise(tau=1),1,n=2,"),
+        "{csv}"
+    );
+    // Ranked by median regret fraction, ties by name.
+    let sum = table::read_parquet(&dir.path().join("stopping_summary.parquet")).unwrap();
+    // The curve peaks inside, so it is ranked again in the interior-peak scope.
+    let ranked = [
+        "heldout_peak",
+        "other_members_peak",
+        "penalized_peak(kappa=1)",
+        "proxy_peak",
+        "disagreement_rise(tau=1)",
+    ];
+    assert_eq!(column_str(&sum, "scope"), [["all"; 5], ["interior_peak"; 5]].concat());
+    assert_eq!(column_str(&sum, "rule"), [ranked, ranked].concat());
+}
+
+#[test]
+fn aggregators_average_replicate_ensembles_and_compare_only_reached_budgets() {
+    // Two ensembles of one configuration (same method, size, data, noise) are replicates:
+    // gold at a budget is their mean and the s.e. is across them. The shorter curve (n ≤ 8,
+    // KL ≤ 1.20) limits the budgets to 0.5 and 1.
+    let mut short = hand_curve("a/d100/n0.00");
+    for r in &mut short {
+        r.aggregator = "mean".into();
+    }
+    let mut long: Vec<CurveRow> = (0..6)
+        .map(|i| {
+            point(
+                "mean",
+                "a/d100/n0.00/seed2",
+                1 << i,
+                0.1 * i as f64,
+                i as f64,
+                vec![0.0, 0.0],
+                0.1,
+                None,
+            )
+        })
+        .collect();
+    long[0].gold = 0.0;
+    let curves = goodhart::analysis::group_curves(&[short, long].concat());
+    let rows = goodhart::analysis::aggregators(&curves);
+    let at: Vec<_> = rows
+        .iter()
+        .filter(|r| r.measure == goodhart::analysis::Measure::AtKl)
+        .collect();
+    assert_eq!(at.iter().map(|r| r.kl).collect::<Vec<_>>(), [0.5, 1.0]);
+    for r in &at {
+        assert_eq!((r.replicates, r.se_over), (2, goodhart::analysis::SeOver::Ensembles));
+    }
+    // At KL 1: hand curve between n = 4 (0.636, 1.0) and n = 8 (1.205, 0.6); the other
+    // between n = 4 (0.636, 0.2) and n = 8 (1.205, 0.3).
+    let t = (1.0 - (4f64.ln() - 0.75)) / ((8f64.ln() - 0.875) - (4f64.ln() - 0.75));
+    let (a, b) = (1.0 + t * (0.6 - 1.0), 0.2 + t * 0.1);
+    assert!((at[1].gold - (a + b) / 2.0).abs() < 1e-12);
+    assert!(
+        (at[1].se - (a - b).abs() / 2.0).abs() < 1e-12,
+        "s.e. of a mean of two = |a − b|/2"
+    );
+}
+
+#[test]
+fn report_on_an_empty_curves_table_says_not_applicable() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(dir.path(), &[]);
+    let s = report(dir.path()).expect("report of an empty table");
+    assert_eq!((s.curves, s.fit_rows, s.stopping_rows), (0, 0, 0));
+    assert_eq!((s.acceptance.r2_met, s.acceptance.regret_met), (None, None));
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert_eq!(md.matches("**not applicable**").count(), 2, "{md}");
+}
