@@ -289,3 +289,26 @@ fn a_non_finite_score_stops_the_run_naming_run_and_step() {
     assert!(err.contains("ppo/bad/mean") && err.contains("step 0"), "{err}");
     assert!(!err.contains('\n'));
 }
+
+/// Peer-code slip: UWO's variance divided by k in best-of-n but by k − 1 in PPO, and a UWO
+/// weight of 0 became 1. PPO's rollout reward must be mean − λ·(population variance).
+#[test]
+fn ppo_uwo_divides_the_variance_by_k_and_lambda_zero_is_the_mean() {
+    let s = setup();
+    let members: Vec<&RewardModel> = s.proxies.iter().collect();
+    let prompts: Vec<Vec<u32>> = s.eval_prompts[..16].to_vec();
+    for lambda in [0.0, 1.0] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let ro = ppo::rollout::collect(&s.world, &s.reference, &s.reference, &members, Aggregator::Uwo(lambda), &prompts, &mut rng)
+            .unwrap();
+        let a = s.proxies[0].score_set(&ro.set, 64).unwrap();
+        let b = s.proxies[1].score_set(&ro.set, 64).unwrap();
+        for i in 0..ro.len() {
+            let (x, y) = (a[i] as f64, b[i] as f64);
+            let mean = (x + y) / 2.0;
+            let var_k = ((x - mean).powi(2) + (y - mean).powi(2)) / 2.0;
+            let want = mean - lambda * var_k;
+            assert!(close(ro.score[i] as f64, want, 1e-5), "λ={lambda}: {} vs {want}", ro.score[i]);
+        }
+    }
+}
