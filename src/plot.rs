@@ -145,25 +145,48 @@ fn lines(cell: &[&CurveRow], gold: bool, members_grey: bool) -> Vec<Line> {
     out
 }
 
-fn draw_grid(dir: &Path, stem: &str, panels: &[Panel], grid: (usize, usize), x_desc: &str, y_desc: &str) -> Result<()> {
+/// Something drawable on any plotters backend (so one writer serves PNG and SVG).
+trait Figure {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String>;
+}
+
+/// Writes `fig` as `dir/stem.png` and `dir/stem.svg`, each to a temporary name renamed into place.
+fn write_figure(dir: &Path, stem: &str, size: (u32, u32), fig: &impl Figure) -> Result<()> {
     register_font();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let size = (520 * grid.1 as u32, 400 * grid.0 as u32);
     for ext in ["png", "svg"] {
         let path = dir.join(format!("{stem}.{ext}"));
         let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-        let fail = |msg: String| Error::Figure { path: path.clone(), msg };
         let result = if ext == "png" {
             let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            draw_panels(&root, panels, grid, x_desc, y_desc).and_then(|_| root.present().map_err(|e| e.to_string()))
+            fig.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
         } else {
             let root = SVGBackend::new(&tmp, size).into_drawing_area();
-            draw_panels(&root, panels, grid, x_desc, y_desc).and_then(|_| root.present().map_err(|e| e.to_string()))
+            fig.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
         };
-        result.map_err(fail)?;
+        result.map_err(|msg| Error::Figure { path: path.clone(), msg })?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
+}
+
+/// Panels sharing one range, one y description.
+struct Grid<'a> {
+    panels: &'a [Panel],
+    grid: (usize, usize),
+    x_desc: &'a str,
+    y_desc: &'a str,
+}
+
+impl Figure for Grid<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        draw_panels(root, self.panels, self.grid, self.x_desc, self.y_desc)
+    }
+}
+
+fn draw_grid(dir: &Path, stem: &str, panels: &[Panel], grid: (usize, usize), x_desc: &str, y_desc: &str) -> Result<()> {
+    let size = (520 * grid.1 as u32, 400 * grid.0 as u32);
+    write_figure(dir, stem, size, &Grid { panels, grid, x_desc, y_desc })
 }
 
 fn draw_panels<DB: DrawingBackend>(
@@ -368,8 +391,6 @@ pub struct XyPanel {
 /// marked and joined; a line's colour follows its label across panels. Used for
 /// `scaling.{png,svg}` (fitted coefficients against log10 of proxy parameters).
 pub fn xy_figure(dir: &Path, stem: &str, panels: &[XyPanel], cols: usize, x_desc: &str) -> Result<()> {
-    register_font();
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let cols = cols.max(1);
     let grid = (panels.len().div_ceil(cols).max(1), cols);
     let labels = distinct(panels.iter().flat_map(|p| p.lines.iter().map(|l| l.label.clone())));
@@ -391,23 +412,31 @@ pub fn xy_figure(dir: &Path, stem: &str, panels: &[XyPanel], cols: usize, x_desc
         .collect();
     let y_descs: Vec<&str> = panels.iter().map(|p| p.y_desc.as_str()).collect();
     let size = (480 * grid.1 as u32, 380 * grid.0 as u32);
-    for ext in ["png", "svg"] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-        let fail = |msg: String| Error::Figure { path: path.clone(), msg };
-        let result = if ext == "png" {
-            let root = BitMapBackend::new(&tmp, size).into_drawing_area();
-            draw_xy_panels(&root, &colored, grid, x_desc, &y_descs)
-                .and_then(|_| root.present().map_err(|e| e.to_string()))
-        } else {
-            let root = SVGBackend::new(&tmp, size).into_drawing_area();
-            draw_xy_panels(&root, &colored, grid, x_desc, &y_descs)
-                .and_then(|_| root.present().map_err(|e| e.to_string()))
-        };
-        result.map_err(fail)?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    write_figure(
+        dir,
+        stem,
+        size,
+        &XyGrid {
+            panels: &colored,
+            grid,
+            x_desc,
+            y_descs: &y_descs,
+        },
+    )
+}
+
+/// Panels with their own ranges and y descriptions.
+struct XyGrid<'a> {
+    panels: &'a [Panel],
+    grid: (usize, usize),
+    x_desc: &'a str,
+    y_descs: &'a [&'a str],
+}
+
+impl Figure for XyGrid<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
+        draw_xy_panels(root, self.panels, self.grid, self.x_desc, self.y_descs)
     }
-    Ok(())
 }
 
 /// Panels with per-panel ranges, points marked (see [`xy_figure`]).

@@ -811,6 +811,22 @@ fn rm_section(a: &Analysis) -> String {
     s
 }
 
+/// Columns of the gold and proxy fit tables (gold adds whether the curve clearly falls).
+const FIT_COLUMNS: [&str; 12] = [
+    "method",
+    "ensemble",
+    "aggregator",
+    "KL penalty",
+    "points",
+    "α",
+    "β",
+    "R²",
+    "KL* (nats)",
+    "predicted peak gain",
+    "observed peak gain (at, KL nats)",
+    "interior peak",
+];
+
 fn fits_section(a: &Analysis) -> String {
     let mut s = String::from("## Functional-form fits\n\n");
     s.push_str(
@@ -824,39 +840,13 @@ fn fits_section(a: &Analysis) -> String {
          peak by more than 2 paired s.e. (drop ± paired s.e. over prompts). † = KL* lies beyond the \
          largest KL measured on the curve (an extrapolation); \"no peak\" = the fit never turns down.\n\n",
     );
-    s.push_str(&header(&[
-        "method",
-        "ensemble",
-        "aggregator",
-        "KL penalty",
-        "points",
-        "α",
-        "β",
-        "R²",
-        "KL* (nats)",
-        "predicted peak gain",
-        "observed peak gain (at, KL nats)",
-        "interior peak",
-        "clear fall (drop ± s.e.)",
-    ]));
+    let gold_columns: Vec<&str> = FIT_COLUMNS.iter().copied().chain(["clear fall (drop ± s.e.)"]).collect();
+    s.push_str(&header(&gold_columns));
     for f in a.fits.iter().filter(|f| f.target == Target::Gold) {
         s.push_str(&fit_cells(f, true));
     }
     s.push_str("\n<details><summary>Proxy fits: the same form on the optimized proxy's gain</summary>\n\n");
-    s.push_str(&header(&[
-        "method",
-        "ensemble",
-        "aggregator",
-        "KL penalty",
-        "points",
-        "α",
-        "β",
-        "R²",
-        "KL* (nats)",
-        "predicted peak gain",
-        "observed peak gain (at, KL nats)",
-        "interior peak",
-    ]));
+    s.push_str(&header(&FIT_COLUMNS));
     for f in a.fits.iter().filter(|f| f.target == Target::Proxy) {
         s.push_str(&fit_cells(f, false));
     }

@@ -181,9 +181,8 @@ fn trainable(s: &Setup) -> (VarMap, Policy) {
     (vm, p)
 }
 
-fn train(s: &Setup, spec: &PpoSpec, agg: Aggregator) -> (ppo::Outcome, VarMap) {
-    let (vm, policy) = trainable(s);
-    let ctx = ppo::Context {
+fn context<'a>(s: &'a Setup, spec: &'a PpoSpec) -> ppo::Context<'a> {
+    ppo::Context {
         world: &s.world,
         reference: &s.reference,
         gold: &s.gold,
@@ -192,7 +191,12 @@ fn train(s: &Setup, spec: &PpoSpec, agg: Aggregator) -> (ppo::Outcome, VarMap) {
         spec,
         seed: 9,
         eval_prompts: &s.eval_prompts,
-    };
+    }
+}
+
+fn train(s: &Setup, spec: &PpoSpec, agg: Aggregator) -> (ppo::Outcome, VarMap) {
+    let (vm, policy) = trainable(s);
+    let ctx = context(s, spec);
     let run = ppo::RunSpec {
         id: "ppo/test/run".into(),
         aggregator: agg,
@@ -270,16 +274,7 @@ fn a_non_finite_score_stops_the_run_naming_run_and_step() {
     s.proxies[1].scale = f32::NAN;
     let (vm, policy) = trainable(&s);
     let sp = spec();
-    let ctx = ppo::Context {
-        world: &s.world,
-        reference: &s.reference,
-        gold: &s.gold,
-        members: s.proxies.iter().collect(),
-        heldout: None,
-        spec: &sp,
-        seed: 9,
-        eval_prompts: &s.eval_prompts,
-    };
+    let ctx = context(&s, &sp);
     let bad = ppo::RunSpec {
         id: "ppo/bad/mean".into(),
         aggregator: Aggregator::Mean,
