@@ -155,6 +155,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 exp.proxy.noise.len(),
                 exp.proxy.members
             );
+            if let Some(h) = goodhart::sweep::heldout_cell(&exp) {
+                println!(
+                    "  1 held-out proxy ({}, {} pairs of its own, noise {:.2}; never optimized against)",
+                    h.size.name, h.data_size, h.noise
+                );
+            }
             if exp.bon.enabled {
                 println!("  best-of-n: {} prompts x {} samples per prompt", exp.bon.prompts, exp.bon.pool);
             }
