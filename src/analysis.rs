@@ -234,33 +234,18 @@ impl Curve {
 }
 
 fn mean(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        f64::NAN
-    } else {
-        xs.iter().sum::<f64>() / xs.len() as f64
-    }
+    crate::bon::mean_se(xs).0
 }
 
-/// Sample standard error of the mean (`sd/√n`, sd with n − 1); NaN for fewer than 2 values.
-fn se_of_mean(xs: &[f64]) -> f64 {
-    let n = xs.len();
-    if n < 2 {
-        return f64::NAN;
-    }
-    let m = mean(xs);
-    let var = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1) as f64;
-    (var / n as f64).sqrt()
+/// Mean and standard error across replicates ([`crate::bon::mean_se`]); the s.e. is NaN
+/// (unknown) for fewer than 2 replicates rather than 0.
+fn replicate_mean_se(xs: &[f64]) -> (f64, f64) {
+    let (m, se) = crate::bon::mean_se(xs);
+    (m, if xs.len() < 2 { f64::NAN } else { se })
 }
 
-/// Index of the largest finite value, earliest on ties.
 fn argmax(xs: &[f64]) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for (i, &x) in xs.iter().enumerate() {
-        if x.is_finite() && best.is_none_or(|b| x > xs[b]) {
-            best = Some(i);
-        }
-    }
-    best
+    crate::stopping::argmax(xs.iter().copied())
 }
 
 // ------------------------------------------------------------------------------- fits
@@ -778,16 +763,8 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             }
             if singles.len() >= 2 {
                 let vals: Vec<f64> = singles.iter().filter_map(|c| at(c, budget)).map(|v| v.0).collect();
-                let n = vals.len();
-                out.push(row(
-                    MEMBERS_AVG.into(),
-                    Measure::AtKl,
-                    budget,
-                    mean(&vals),
-                    se_of_mean(&vals),
-                    SeOver::MemberSeeds,
-                    n,
-                ));
+                let (m, se) = replicate_mean_se(&vals);
+                out.push(row(MEMBERS_AVG.into(), Measure::AtKl, budget, m, se, SeOver::MemberSeeds, vals.len()));
             }
         }
         let best = |c: &Curve| {
@@ -805,16 +782,8 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             let bests: Vec<(f64, f64, f64)> = singles.iter().filter_map(|c| best(c)).collect();
             let kl = mean(&bests.iter().map(|b| b.0).collect::<Vec<_>>());
             let vals: Vec<f64> = bests.iter().map(|b| b.1).collect();
-            let n = vals.len();
-            out.push(row(
-                MEMBERS_AVG.into(),
-                Measure::Best,
-                kl,
-                mean(&vals),
-                se_of_mean(&vals),
-                SeOver::MemberSeeds,
-                n,
-            ));
+            let (m, se) = replicate_mean_se(&vals);
+            out.push(row(MEMBERS_AVG.into(), Measure::Best, kl, m, se, SeOver::MemberSeeds, vals.len()));
         }
     }
     out
@@ -828,7 +797,8 @@ fn combine(vals: &[(f64, f64)], many: SeOver) -> (f64, f64, SeOver) {
         [(v, se)] => (*v, *se, SeOver::Prompts),
         _ => {
             let xs: Vec<f64> = vals.iter().map(|v| v.0).collect();
-            (mean(&xs), se_of_mean(&xs), many)
+            let (m, se) = replicate_mean_se(&xs);
+            (m, se, many)
         }
     }
 }

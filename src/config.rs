@@ -376,7 +376,7 @@ impl PpoSpec {
     /// then the named aggregates (only when k > 1: one model has nothing to aggregate).
     pub fn aggregator_list(&self, k: usize) -> Vec<crate::aggregate::Aggregator> {
         use crate::aggregate::Aggregator as A;
-        let mut v: Vec<A> = (0..self.single_members.min(k)).map(A::Member).collect();
+        let mut v: Vec<A> = (0..self.single_members).map(A::Member).collect();
         if k == 1 {
             return v;
         }
@@ -661,6 +661,12 @@ fn validate_ppo(bad: &dyn Fn(&str, String) -> Error, p: &PpoSpec, x: &ProxySpec)
     }
     if p.aggregators.iter().any(|a| a == "mean_std") && p.mean_std_lambdas.is_empty() {
         return Err(bad("ppo.mean_std_lambdas", "aggregator \"mean_std\" needs at least one λ".into()));
+    }
+    if p.single_members > x.members {
+        return Err(bad(
+            "ppo.single_members",
+            format!("must be at most proxy.members ({}), got {}", x.members, p.single_members),
+        ));
     }
     if p.enabled && p.single_members == 0 && (p.aggregators.is_empty() || x.members == 1) {
         return Err(bad("ppo.aggregators", "nothing to optimize: no single member and no aggregate".into()));

@@ -32,7 +32,14 @@ pub struct StepStats {
 impl Trainer {
     /// `model` names the model in errors (e.g. `proxy/m/d4000/n0.00/k1`).
     pub fn new(varmap: &VarMap, lr: f64, total_steps: usize, max_grad_norm: f64, model: &str) -> Result<Self> {
-        let vars = varmap.all_vars();
+        // In name order: VarMap is a HashMap, and the gradient norm sums over the variables,
+        // so a per-process order would change its last bits from run to run.
+        let vars: Vec<Var> = {
+            let data = varmap.data().lock().expect("varmap lock");
+            let mut named: Vec<(&String, &Var)> = data.iter().collect();
+            named.sort_by(|a, b| a.0.cmp(b.0));
+            named.into_iter().map(|(_, v)| v.clone()).collect()
+        };
         let opt = AdamW::new(
             vars.clone(),
             ParamsAdamW {

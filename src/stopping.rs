@@ -159,7 +159,7 @@ impl Rule {
 }
 
 /// Index of the largest finite value, earliest on ties; `None` if there is none.
-fn argmax(xs: impl Iterator<Item = f64>) -> Option<usize> {
+pub fn argmax(xs: impl Iterator<Item = f64>) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, x) in xs.enumerate() {
         if x.is_finite() && best.is_none_or(|(_, b)| x > b) {

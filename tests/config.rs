@@ -157,4 +157,6 @@ fn bad_ppo_values_are_named() {
     assert!(msg.contains("ppo.kl_budget"), "{msg}");
     let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\nclip = 1.5"));
     assert!(msg.contains("ppo.clip"), "{msg}");
+    let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\nsingle_members = 3"));
+    assert!(msg.contains("ppo.single_members") && msg.contains("proxy.members (2)"), "{msg}");
 }

@@ -26,7 +26,8 @@ use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{population_variance, Aggregator};
+use crate::aggregate::{mean, population_variance, Aggregator};
+use crate::bon::mean_se;
 use crate::config::PpoSpec;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel};
@@ -264,8 +265,8 @@ fn optimize(
     let (k1s, _) = kl::sequence_kl(&ro.logp, &ro.ref_logp, &ro.mask, w);
     Ok(UpdateStats {
         update,
-        proxy: mean(ro.score.iter().map(|&v| v as f64)),
-        kl_k1: mean(k1s.iter().copied()),
+        proxy: mean(&ro.score),
+        kl_k1: mean_se(&k1s).0,
         reward: rewards.iter().map(|&r| r as f64).sum::<f64>() / b as f64,
         policy_loss: sums[0] / n,
         value_loss: sums[1] / n,
@@ -275,11 +276,6 @@ fn optimize(
         explained_variance: explained_variance(&ro.values, ret, &ro.mask),
         grad_norm,
     })
-}
-
-fn mean(x: impl ExactSizeIterator<Item = f64>) -> f64 {
-    let n = x.len().max(1) as f64;
-    x.sum::<f64>() / n
 }
 
 /// Step 5: one checkpoint on the held-out prompts with fresh samples at temperature 1.
@@ -315,16 +311,16 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
     let (length, distinct) = crate::bon::response_stats(&responses);
     let e = Evaluation {
         step,
-        kl_k1: mean(k1s.iter().copied()),
-        kl_k3: mean(k3s.iter().copied()),
+        kl_k1: mean_se(&k1s).0,
+        kl_k3: mean_se(&k3s).0,
         gold_by_prompt: gold.iter().map(|&g| g as f64).collect(),
-        proxy: mean(agg.iter().map(|&v| v as f64)),
-        members: members.iter().map(|m| mean(m.iter().map(|&v| v as f64))).collect(),
-        disagreement: mean(var.iter().copied()),
-        length: mean(length.iter().map(|&v| v as f64)),
-        distinct_ratio: mean(distinct.iter().map(|&v| v as f64)),
+        proxy: mean(&agg),
+        members: members.iter().map(|m| mean(m)).collect(),
+        disagreement: mean_se(&var).0,
+        length: mean(&length),
+        distinct_ratio: mean(&distinct),
         heldout: match ctx.heldout {
-            Some(h) => Some(mean(h.score_set(&set, SCORE_BATCH)?.iter().map(|&v| v as f64))),
+            Some(h) => Some(mean(&h.score_set(&set, SCORE_BATCH)?)),
             None => None,
         },
     };
@@ -343,7 +339,7 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
 /// Per checkpoint: gold at the run's peak checkpoint (highest mean gold) minus gold here,
 /// and its standard error paired over the held-out prompts.
 pub fn below_peak(evals: &[Evaluation]) -> Vec<(f64, f64)> {
-    let means: Vec<f64> = evals.iter().map(|e| crate::bon::mean_se(&e.gold_by_prompt).0).collect();
+    let means: Vec<f64> = evals.iter().map(|e| mean_se(&e.gold_by_prompt).0).collect();
     let Some(peak) = (0..evals.len()).max_by(|&a, &b| means[a].total_cmp(&means[b])) else {
         return Vec::new();
     };
@@ -351,7 +347,7 @@ pub fn below_peak(evals: &[Evaluation]) -> Vec<(f64, f64)> {
         .iter()
         .map(|e| {
             let d: Vec<f64> = evals[peak].gold_by_prompt.iter().zip(&e.gold_by_prompt).map(|(p, g)| p - g).collect();
-            crate::bon::mean_se(&d)
+            mean_se(&d)
         })
         .collect()
 }
