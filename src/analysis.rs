@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 
 use crate::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
 use crate::stopping::{interpolate, regret, summarize, Regret, Rule, RuleSummary, Series};
-use crate::table::CurveRow;
+use crate::output::table::CurveRow;
 
 /// What identifies a curve, with the proxy configuration it was optimized against.
 #[derive(Debug, Clone, PartialEq)]

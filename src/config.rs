@@ -611,7 +611,7 @@ impl Experiment {
 
     /// Short hash of the resolved experiment; names what a results folder holds.
     pub fn config_hash(&self) -> String {
-        crate::artifacts::hash_hex(self.to_toml().as_bytes())[..16].to_string()
+        crate::cell::store::hash_hex(self.to_toml().as_bytes())[..16].to_string()
     }
 
     /// Default results folder for this experiment.

@@ -16,6 +16,20 @@ pub fn parse(name: &str) -> Result<Device> {
     }
 }
 
+/// Checks that `name` names a device (`cpu`, `cuda`, `cuda:N`) without opening it: for
+/// scripts that will run elsewhere.
+pub fn parse_name(name: &str) -> Result<()> {
+    let ok = name == "cpu" || name == "cuda" || name.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Device {
+            name: name.to_string(),
+            reason: "unknown device; use cpu, cuda or cuda:N".into(),
+        })
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(name: &str) -> Result<Device> {
     let ordinal = match name.strip_prefix("cuda:") {

@@ -50,6 +50,9 @@ pub enum Error {
     /// A figure could not be drawn or written.
     #[error("figure {path}: {msg}")]
     Figure { path: PathBuf, msg: String },
+    /// Slurm could not be asked to run the plan.
+    #[error("slurm: {msg}")]
+    Slurm { msg: String },
     /// A tensor operation failed (shape mismatch, device error).
     #[error("tensor op: {0}")]
     Tensor(#[from] candle_core::Error),

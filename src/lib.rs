@@ -7,14 +7,16 @@
 //! gold-versus-proxy curves.
 //!
 //! Data flows one way: [`config`] → [`world`] → [`sft`] (π_ref) → [`rm`] (gold, pairs,
-//! proxies) → [`bon`] and [`ppo`] (through one [`aggregate::Aggregator`]) → [`table`] →
-//! [`fit`], [`stopping`] → report; [`sweep`] expands the grid, [`run`] orders the stages and
-//! [`artifacts`] lets every stage reuse what an earlier run trained.
+//! proxies) → [`bon`] and [`ppo`] (through one [`aggregate::Aggregator`]) → [`output`]
+//! (tables, figures) → [`fit`], [`stopping`] → report. [`sweep`] expands the grid; [`cell`]
+//! turns an experiment into a plan of cells, each made once into a store that many processes
+//! share (`cell::make` is where each is made, `cell::store` where it lives); [`run`] is plan →
+//! execute → assemble.
 
 pub mod aggregate;
 pub mod analysis;
-pub mod artifacts;
 pub mod bon;
+pub mod cell;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -22,7 +24,7 @@ pub mod fit;
 pub mod model;
 pub mod optim;
 pub mod parallel;
-pub mod plot;
+pub mod output;
 pub mod ppo;
 pub mod progress;
 pub mod report;
@@ -32,7 +34,6 @@ pub mod seed;
 pub mod sft;
 pub mod stopping;
 pub mod sweep;
-pub mod table;
 pub mod world;
 
 pub use config::Experiment;

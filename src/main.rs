@@ -21,10 +21,11 @@ enum Command {
     Run {
         /// The experiment file, e.g. experiments/quick.toml.
         experiment: PathBuf,
-        /// Results folder [default: results/NAME].
+        /// Results folder [default: results/NAME], relative to the working directory.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Model store shared by experiments.
+        /// Store of made cells (models, pairs, pools, PPO runs), shared by experiments and
+        /// by processes and hosts at once; relative to the working directory.
         #[arg(long, default_value = "results/store")]
         store: PathBuf,
         /// cpu, or cuda (needs a build with `--features cuda`).
@@ -37,6 +38,53 @@ enum Command {
         /// 0: one per core. candle itself runs single-threaded unless CANDLE_NUM_THREADS is set.
         #[arg(long, default_value_t = 0)]
         jobs: usize,
+        /// Make only shard I of N of the plan's cells (0-based, e.g. 0/2), waiting for (or
+        /// making) the dependencies other shards own; writes no tables. Shards may run in
+        /// any order, at once or not, on one host or many sharing the store.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<goodhart::cell::plan::Shard>,
+        /// With --shard: only cells of this level of the plan (see `goodhart plan`).
+        #[arg(long, requires = "shard")]
+        level: Option<usize>,
+    },
+    /// Show the plan: every cell, its dependencies, its estimated cost and whether the store
+    /// already holds it.
+    Plan {
+        /// The experiment file.
+        experiment: PathBuf,
+        /// Store to check for made cells.
+        #[arg(long, default_value = "results/store")]
+        store: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write sbatch scripts that make the plan on a Slurm cluster (one job array per level,
+    /// chained with afterok, then one job that assembles), and submit them with --submit.
+    Slurm {
+        /// The experiment file.
+        experiment: PathBuf,
+        /// Store of made cells: a folder every node sees.
+        #[arg(long)]
+        store: PathBuf,
+        /// Results folder [default: results/NAME]; scripts and logs go to OUT/slurm/.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Wall-time limit per task (Slurm format, e.g. 02:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// CPUs per task (also goodhart's --jobs on the node).
+        #[arg(long, default_value_t = 2)]
+        cpus_per_task: usize,
+        /// cpu, or cuda on GPU nodes (request GPUs with your site's sbatch options).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Submit the chain with sbatch (otherwise only write the scripts).
+        #[arg(long)]
+        submit: bool,
     },
     /// Check an experiment file and print what it would train, without running anything.
     Validate {
@@ -57,7 +105,7 @@ fn main() -> ExitCode {
     // Before any tensor op or other thread: candle single-threaded, work pool sized.
     let jobs = match &cli.command {
         Command::Run { jobs, .. } => *jobs,
-        Command::Validate { .. } | Command::Report { .. } => 1,
+        Command::Validate { .. } | Command::Report { .. } | Command::Plan { .. } | Command::Slurm { .. } => 1,
     };
     goodhart::parallel::init(jobs);
     tracing_subscriber::fmt()
@@ -86,6 +134,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             device,
             force,
             jobs: _,
+            shard,
+            level,
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             let device = goodhart::device::parse(&device)?;
@@ -95,21 +145,75 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 store,
                 device,
                 force,
+                shard,
+                level,
             };
             let summary = goodhart::run::run(&exp, &opts).with_context(|| format!("run {}", experiment.display()))?;
-            println!(
-                "{}: {} models trained, {} reused; results in {}",
-                exp.name,
-                summary.trained.len(),
-                summary.reused.len(),
-                summary.out.display()
-            );
-            if !summary.ppo_failures.is_empty() {
+            let made = format!("{} cells made, {} reused", summary.trained.len(), summary.reused.len());
+            match (&summary.out, shard) {
+                (Some(out), _) => println!("{}: {made}; results in {}", exp.name, out.display()),
+                (None, Some(s)) => println!("{} shard {s}: {made}; no tables (run without --shard to assemble)", exp.name),
+                (None, None) => unreachable!("a whole run writes results"),
+            }
+            let failures = &summary.rows.ppo_failures;
+            if !failures.is_empty() {
                 eprintln!(
                     "warning: {} PPO run(s) failed (listed in manifest.json): {}",
-                    summary.ppo_failures.len(),
-                    summary.ppo_failures.iter().map(|(run, _)| run.as_str()).collect::<Vec<_>>().join(", ")
+                    failures.len(),
+                    failures.iter().map(|(run, _)| run.as_str()).collect::<Vec<_>>().join(", ")
                 );
+            }
+            Ok(())
+        }
+        Command::Plan { experiment, store, json } => {
+            let exp = goodhart::Experiment::load(&experiment)?;
+            let plan = goodhart::cell::plan::Plan::new(&exp);
+            let store = goodhart::cell::store::Store::open(&store)?;
+            let report = goodhart::cell::plan::describe(&plan, &store)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("plan serializes"));
+            } else {
+                print!("{}", goodhart::cell::plan::table(&report));
+            }
+            Ok(())
+        }
+        Command::Slurm {
+            experiment,
+            store,
+            out,
+            partition,
+            time,
+            cpus_per_task,
+            device,
+            submit,
+        } => {
+            let exp = goodhart::Experiment::load(&experiment)?;
+            goodhart::device::parse_name(&device)?;
+            let plan = goodhart::cell::plan::Plan::new(&exp);
+            let out = out.unwrap_or_else(|| exp.default_out());
+            let opts = goodhart::cell::slurm::SlurmOptions {
+                exe: std::env::current_exe().context("the goodhart binary's path")?,
+                experiment,
+                store,
+                dir: out.join("slurm"),
+                out,
+                partition,
+                time,
+                cpus_per_task: cpus_per_task.max(1),
+                device,
+            };
+            let jobs = goodhart::cell::slurm::write_scripts(&plan, &exp.name, &opts)?;
+            for j in &jobs {
+                let what = if j.tasks > 0 { format!("array of {} tasks", j.tasks) } else { "one task".into() };
+                println!("{}: {} ({what})", j.name, j.script.display());
+            }
+            if submit {
+                let ids = goodhart::cell::slurm::submit(&jobs)?;
+                for (j, id) in jobs.iter().zip(&ids) {
+                    println!("submitted {} as job {id}", j.name);
+                }
+            } else {
+                println!("submit with: bash {}", opts.dir.join("submit.sh").display());
             }
             Ok(())
         }

@@ -9,19 +9,14 @@ use std::path::{Path, PathBuf};
 
 use goodhart::report::report;
 use goodhart::run::{run, RunOptions};
-use goodhart::table::{self, CurveRow, RmRow};
+use goodhart::output::table::{self, CurveRow, RmRow};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 
 /// Runs the tiny experiment into `dir/results/tiny` and returns that folder.
 fn tiny_folder(dir: &Path) -> PathBuf {
     let out = dir.join("results/tiny");
-    let opts = RunOptions {
-        out: out.clone(),
-        store: dir.join("store"),
-        device: candle_core::Device::Cpu,
-        force: false,
-    };
+    let opts = RunOptions::new(out.clone(), dir.join("store"));
     run(&common::tiny(), &opts).expect("tiny run");
     out
 }

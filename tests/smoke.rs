@@ -10,12 +10,7 @@ use goodhart::run::{run, RunOptions, RunSummary};
 use goodhart::Experiment;
 
 fn opts(dir: &Path) -> RunOptions {
-    RunOptions {
-        out: dir.join("results/tiny"),
-        store: dir.join("store"),
-        device: candle_core::Device::Cpu,
-        force: false,
-    }
+    RunOptions::new(dir.join("results/tiny"), dir.join("store"))
 }
 
 fn run_tiny(dir: &Path) -> RunSummary {
@@ -36,45 +31,45 @@ fn proxy_dirs(store: &Path) -> Vec<std::path::PathBuf> {
 fn tiny_run_writes_tables_manifest_and_resolved_config() {
     let dir = tempfile::tempdir().unwrap();
     let s = run_tiny(dir.path());
-    // policy, gold, 2 proxies, the held-out proxy, and 6 PPO runs (member0, mean, wco ×
-    // β ∈ {0, 0.1}).
-    assert_eq!(s.trained.len(), 11, "{:?}", s.trained);
+    // policy, gold, pairs, 2 proxies, the held-out proxy, best-of-n, and 6 PPO runs
+    // (member0, mean, wco × β ∈ {0, 0.1}).
+    assert_eq!(s.trained.len(), 13, "{:?}", s.trained);
     assert!(s.reused.is_empty());
     let out = dir.path().join("results/tiny");
     for f in ["rm.parquet", "rm.csv", "curves.parquet", "curves.csv", "manifest.json", "config.resolved.toml"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let df = goodhart::table::read_parquet(&out.join("rm.parquet")).unwrap();
+    let df = goodhart::output::table::read_parquet(&out.join("rm.parquet")).unwrap();
     assert_eq!(df.height(), 4);
     for col in ["model", "role", "params", "train_examples", "label_noise", "member", "val_accuracy", "val_bt_loss_nats"] {
         assert!(df.column(col).is_ok(), "column {col} missing");
     }
-    let gold = &s.rm_rows[0];
+    let gold = &s.rows.rm[0];
     assert_eq!(gold.role, "gold");
     assert!(gold.distill_r2.is_some_and(|r| (0.0..=1.0).contains(&r)));
-    assert_eq!(s.rm_rows.iter().filter(|r| r.role == "heldout").count(), 1);
-    assert!(s.rm_rows.last().unwrap().model.starts_with("heldout/"));
-    for row in &s.rm_rows[1..] {
+    assert_eq!(s.rows.rm.iter().filter(|r| r.role == "heldout").count(), 1);
+    assert!(s.rows.rm.last().unwrap().model.starts_with("heldout/"));
+    for row in &s.rows.rm[1..] {
         assert!(row.role == "proxy" || row.role == "heldout");
         assert!(row.params * 4 <= gold.params);
         assert!((0.0..=1.0).contains(&row.val_accuracy));
         assert!(row.val_bt_loss.is_finite() && row.score_scale > 0.0);
         assert_eq!(row.train_examples, 40);
     }
-    assert!((0.0..=1.0).contains(&s.duplicate_fraction));
+    assert!((0.0..=1.0).contains(&s.rows.duplicate_fraction));
     // Best-of-n: one ensemble of 2, aggregators member0, member1, mean, wco, uwo(0), uwo(0.5),
     // median, mean_std(1); n ∈ {1, 2, 4, …, 64}: 8 × 7 rows.
-    let bon: Vec<_> = s.curve_rows.iter().filter(|r| r.method == "bon").collect();
+    let bon: Vec<_> = s.rows.curves.iter().filter(|r| r.method == "bon").collect();
     assert_eq!(bon.len(), 8 * 7);
     // PPO: 6 runs × checkpoints at updates 0, 2, 4.
-    let ppo: Vec<_> = s.curve_rows.iter().filter(|r| r.method == "ppo").collect();
+    let ppo: Vec<_> = s.rows.curves.iter().filter(|r| r.method == "ppo").collect();
     assert_eq!(ppo.len(), 6 * 3);
-    let curves = goodhart::table::read_parquet(&out.join("curves.parquet")).unwrap();
+    let curves = goodhart::output::table::read_parquet(&out.join("curves.parquet")).unwrap();
     assert_eq!(curves.height(), 56 + 18);
     for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement", "length", "distinct_ratio", "gold_below_peak", "gold_below_peak_se"] {
         assert!(curves.column(col).is_ok(), "curves column {col} missing");
     }
-    assert!(s.curve_rows.iter().all(|r| r.heldout.is_some_and(f64::is_finite)), "held-out proxy scores every point");
+    assert!(s.rows.curves.iter().all(|r| r.heldout.is_some_and(f64::is_finite)), "held-out proxy scores every point");
     for r in &ppo {
         assert_eq!(r.kl_kind, "ppo_k1");
         assert!(r.n.is_none() && r.kl_bound.is_none() && r.kl_penalty.is_some());
@@ -85,10 +80,10 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
             assert_eq!(r.gold, ppo[0].gold);
         }
     }
-    for p in goodhart::plot::ppo_figure_paths(&out, 0.0) {
+    for p in goodhart::output::plot::ppo_figure_paths(&out, 0.0) {
         assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
     }
-    let train = goodhart::table::read_parquet(&out.join("ppo_train.parquet")).unwrap();
+    let train = goodhart::output::table::read_parquet(&out.join("ppo_train.parquet")).unwrap();
     assert_eq!(train.height(), 6 * 4);
     for col in ["run", "update", "kl_penalty", "ppo/approx_kl", "ppo/clipfrac", "ppo/entropy", "ppo/value_loss", "ppo/explained_variance"] {
         assert!(train.column(col).is_ok(), "ppo_train column {col} missing");
@@ -99,9 +94,9 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
         assert!((r.sqrt_kl * r.sqrt_kl - r.kl).abs() < 1e-9);
     }
     // n = 1 is the pool mean: the same gold for every aggregator.
-    let g1: Vec<f64> = s.curve_rows.iter().filter(|r| r.n == Some(1)).map(|r| r.gold).collect();
+    let g1: Vec<f64> = s.rows.curves.iter().filter(|r| r.n == Some(1)).map(|r| r.gold).collect();
     assert!(g1.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-9), "{g1:?}");
-    for p in goodhart::plot::bon_figure_paths(&out, 0.0) {
+    for p in goodhart::output::plot::bon_figure_paths(&out, 0.0) {
         assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
     }
     let manifest: serde_json::Value =
@@ -124,10 +119,10 @@ fn second_run_trains_nothing_and_gives_the_same_table() {
     let first = run_tiny(dir.path());
     let second = run_tiny(dir.path());
     assert!(second.trained.is_empty(), "retrained {:?}", second.trained);
-    assert_eq!(second.reused.len(), 11);
-    assert_eq!(first.rm_rows, second.rm_rows);
-    assert_eq!(first.curve_rows, second.curve_rows);
-    assert_eq!(first.train_rows, second.train_rows);
+    assert_eq!(second.reused.len(), 13);
+    assert_eq!(first.rows.rm, second.rows.rm);
+    assert_eq!(first.rows.curves, second.rows.curves);
+    assert_eq!(first.rows.train, second.rows.train);
 }
 
 #[test]
@@ -145,26 +140,33 @@ fn corrupt_artifact_is_detected_quarantined_and_retrained_identically() {
     assert_eq!(second.trained.len(), 1, "exactly the corrupt proxy is retrained: {:?}", second.trained);
     assert!(store.join(".quarantine").read_dir().unwrap().count() == 1, "corrupt copy kept aside");
     // Same seed, same data: the retrained model is the model that was lost.
-    assert_eq!(first.rm_rows.iter().map(|r| (r.val_accuracy, r.score_offset)).collect::<Vec<_>>(),
-               second.rm_rows.iter().map(|r| (r.val_accuracy, r.score_offset)).collect::<Vec<_>>());
+    assert_eq!(first.rows.rm.iter().map(|r| (r.val_accuracy, r.score_offset)).collect::<Vec<_>>(),
+               second.rows.rm.iter().map(|r| (r.val_accuracy, r.score_offset)).collect::<Vec<_>>());
 }
 
 #[test]
-fn mismatched_meta_is_detected() {
+fn edited_meta_is_detected_by_its_checksum_and_named() {
     let dir = tempfile::tempdir().unwrap();
-    run_tiny(dir.path());
+    let first = run_tiny(dir.path());
     let store = dir.path().join("store");
     let victim = proxy_dirs(&store)[1].clone();
     let meta = victim.join("meta.json");
-    let text = std::fs::read_to_string(&meta).unwrap().replacen("\"kind\": \"proxy\"", "\"kind\": \"gold\"", 1);
-    std::fs::write(&meta, text).unwrap();
-    let mut vm = candle_nn::VarMap::new();
+    // An edit a reader could not tell from a real result: the validation accuracy.
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_ne!(m["info"]["val_accuracy"], serde_json::json!(0.99));
+    m["info"]["val_accuracy"] = serde_json::json!(0.99);
+    std::fs::write(&meta, serde_json::to_string_pretty(&m).unwrap()).unwrap();
     let key = victim.file_name().unwrap().to_string_lossy().trim_start_matches("proxy-").to_string();
-    let err = goodhart::artifacts::Store::open(&store).unwrap().load("proxy", &key, &mut vm).unwrap_err();
+    let err = goodhart::cell::store::Store::open(&store).unwrap().verify("proxy", &key).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(&key) && msg.contains("meta.json") && !msg.contains('\n'), "{msg}");
+    assert!(msg.contains(&key) && msg.contains("meta.json") && msg.contains("checksum") && !msg.contains('\n'), "{msg}");
     let second = run_tiny(dir.path());
-    assert_eq!(second.trained.len(), 1);
+    assert_eq!(second.trained.len(), 1, "only the edited proxy is made again: {:?}", second.trained);
+    assert_eq!(store.join(".quarantine").read_dir().unwrap().count(), 1, "the edited copy is kept aside");
+    let measured = |rows: &[goodhart::output::table::RmRow]| -> Vec<(f64, f64, f64)> {
+        rows.iter().map(|r| (r.val_accuracy, r.val_bt_loss, r.score_offset)).collect()
+    };
+    assert_eq!(measured(&first.rows.rm), measured(&second.rows.rm), "the remade proxy is the original, not the edit");
 }
 
 #[test]
@@ -175,7 +177,7 @@ fn interrupted_run_resumes_with_only_the_missing_models() {
     // A kill mid-save leaves a temporary folder and no finished model.
     let victim = proxy_dirs(&store)[1].clone();
     let name = victim.file_name().unwrap().to_string_lossy().to_string();
-    std::fs::rename(&victim, store.join(format!(".tmp-{name}-99999"))).unwrap();
+    std::fs::rename(&victim, store.join(format!(".{name}.tmp-nohost~4194305~0~0"))).unwrap();
     std::fs::remove_dir_all(dir.path().join("results")).unwrap();
     let second = run_tiny(dir.path());
     assert_eq!(second.trained.len(), 1, "{:?}", second.trained);
@@ -197,7 +199,7 @@ fn interrupted_ppo_sweep_resumes_with_only_the_missing_runs() {
     let second = run_tiny(dir.path());
     assert_eq!(second.trained.len(), 1, "{:?}", second.trained);
     assert!(second.trained[0].starts_with("ppo/"));
-    assert_eq!(first.curve_rows, second.curve_rows, "the rerun run is the run that was lost");
+    assert_eq!(first.rows.curves, second.rows.curves, "the rerun run is the run that was lost");
 }
 
 #[test]

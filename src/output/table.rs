@@ -77,25 +77,43 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
     })
 }
 
-/// Writes `df` as `DIR/STEM.parquet` and `DIR/STEM.csv`, each through a temporary file
-/// renamed into place.
-pub fn write(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<()> {
+/// Writes `df` as `DIR/STEM.parquet` and `DIR/STEM.csv`, each through a uniquely named
+/// temporary file renamed into place; returns each file's name and SHA-256.
+pub fn write(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<Vec<(String, String)>> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let err = |path: &Path, e: PolarsError| Error::Table {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    };
-    let pq = dir.join(format!("{stem}.parquet"));
-    let tmp = dir.join(format!(".{stem}.parquet.tmp"));
-    let f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    ParquetWriter::new(f).finish(df).map_err(|e| err(&pq, e))?;
-    fs::rename(&tmp, &pq).map_err(|e| Error::io(&pq, e))?;
-    let csv = dir.join(format!("{stem}.csv"));
-    let tmp = dir.join(format!(".{stem}.csv.tmp"));
-    let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    CsvWriter::new(&mut f).finish(df).map_err(|e| err(&csv, e))?;
-    fs::rename(&tmp, &csv).map_err(|e| Error::io(&csv, e))?;
-    Ok(())
+    let mut written = Vec::new();
+    for ext in ["parquet", "csv"] {
+        let name = format!("{stem}.{ext}");
+        let path = dir.join(&name);
+        let tmp = crate::cell::store::temp_sibling(&path);
+        let r = (|| {
+            let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let done = if ext == "parquet" {
+                ParquetWriter::new(&mut f).finish(df).map(|_| ())
+            } else {
+                CsvWriter::new(&mut f).finish(df)
+            };
+            done.map_err(|e| match e {
+                PolarsError::IO { error, .. } => Error::io(&path, std::io::Error::new(error.kind(), error.to_string())),
+                e => Error::Table {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                },
+            })?;
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+            let bytes = fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+            Ok(crate::cell::store::hash_hex(&bytes))
+        })();
+        match r {
+            Ok(sha) => written.push((name, sha)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+    Ok(written)
 }
 
 /// Reads a parquet table back (used by tests and, later, `goodhart report`).

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::table::CurveRow;
+use crate::output::table::CurveRow;
 
 static FONT: Once = Once::new();
 
@@ -18,7 +18,7 @@ fn register_font() {
         plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
+            include_bytes!("../../assets/DejaVuSans.ttf"),
         )
         .map_err(|_| ())
         .expect("the shipped font parses");
@@ -157,7 +157,8 @@ fn write_figure(dir: &Path, stem: &str, size: (u32, u32), fig: &impl Figure) -> 
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for ext in ["png", "svg"] {
         let path = dir.join(format!("{stem}.{ext}"));
-        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
+        // Unique across processes and hosts; ends in the extension the backend encodes by.
+        let tmp = PathBuf::from(format!("{}.{ext}", crate::cell::store::temp_sibling(&path).display()));
         let result = if ext == "png" {
             let root = BitMapBackend::new(&tmp, size).into_drawing_area();
             fig.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
@@ -165,7 +166,10 @@ fn write_figure(dir: &Path, stem: &str, size: (u32, u32), fig: &impl Figure) -> 
             let root = SVGBackend::new(&tmp, size).into_drawing_area();
             fig.draw(&root).and_then(|_| root.present().map_err(|e| e.to_string()))
         };
-        result.map_err(|msg| Error::Figure { path: path.clone(), msg })?;
+        if let Err(msg) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Figure { path: path.clone(), msg });
+        }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())

@@ -1,0 +1,218 @@
+//! Executing cells: each one loaded from the store, waited for, or made — once per process,
+//! once across every process sharing the store.
+//!
+//! [`Exec::make_all`] takes a set of cells (a whole plan, or one shard's part) and works
+//! through it in groups of one level and one kind (π_ref, gold, pairs, proxies, best-of-n,
+//! PPO runs): first it loads every dependency of the group on this thread (waiting for, or
+//! making, those another shard owns), then it makes the group's cells side by side on the
+//! work pool. Dependencies are therefore always loaded before a cell's make starts, so a make
+//! never waits on a lock while it holds one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use candle_core::Device;
+use tracing::info;
+
+use super::make::{self, Loaded};
+use super::plan::Plan;
+use super::store::{Origin, Store};
+use super::Kind;
+use crate::config::Experiment;
+use crate::error::{Error, Result};
+use crate::progress::bar;
+use crate::world::{SeqSet, WorldConfig};
+
+/// What happened to one cell in this process.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub cell: usize,
+    pub origin: Origin,
+    /// Seconds the make took (made here), or took when it was made (reused).
+    pub make_seconds: f64,
+}
+
+/// The execution of (part of) a plan in this process.
+pub struct Exec<'a> {
+    pub exp: &'a Experiment,
+    pub plan: &'a Plan,
+    pub store: &'a Store,
+    pub device: Device,
+    pub world: WorldConfig,
+    loaded: Mutex<HashMap<usize, Arc<Loaded>>>,
+    reference: Mutex<Option<Arc<SeqSet>>>,
+    events: Mutex<Vec<Event>>,
+    /// Wall seconds of each group this process worked through: (stage, seconds).
+    stages: Mutex<Vec<(String, f64)>>,
+}
+
+impl<'a> Exec<'a> {
+    pub fn new(exp: &'a Experiment, plan: &'a Plan, store: &'a Store, device: Device) -> Self {
+        Self {
+            exp,
+            plan,
+            store,
+            device,
+            world: exp.world(),
+            loaded: Mutex::new(HashMap::new()),
+            reference: Mutex::new(None),
+            events: Mutex::new(Vec::new()),
+            stages: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The folder of cell `i` in the store.
+    pub fn cell_dir(&self, i: usize) -> PathBuf {
+        let c = &self.plan.cells[i];
+        self.store.dir(c.kind.name(), &c.key)
+    }
+
+    /// Cell `i`, loaded (from this process's cache, the store, another process, or made).
+    pub fn get(&self, i: usize) -> Result<Arc<Loaded>> {
+        if let Some(l) = self.cached(i) {
+            return Ok(l);
+        }
+        for &d in &self.plan.cells[i].deps {
+            self.get(d)?;
+        }
+        self.load_or_make(i, &indicatif::ProgressBar::hidden())
+    }
+
+    /// Cell `i`, which must already be loaded (a dependency of the cell being made).
+    pub fn loaded(&self, i: usize) -> Result<Arc<Loaded>> {
+        match self.cached(i) {
+            Some(l) => Ok(l),
+            None => self.get(i),
+        }
+    }
+
+    /// The dependency of cell `i` whose id is `id` (e.g. `gold`, `pairs`).
+    pub fn dep(&self, i: usize, id: &str) -> Result<Arc<Loaded>> {
+        let d = self.plan.cells[i]
+            .deps
+            .iter()
+            .copied()
+            .find(|&d| self.plan.cells[d].id == id)
+            .unwrap_or_else(|| panic!("the plan wires {id} into {}", self.plan.cells[i].id));
+        self.loaded(d)
+    }
+
+    fn cached(&self, i: usize) -> Option<Arc<Loaded>> {
+        self.loaded.lock().expect("cache lock").get(&i).cloned()
+    }
+
+    /// The reference set every RM is standardized against (π_ref samples), computed once.
+    pub fn reference_set(&self) -> Result<Arc<SeqSet>> {
+        let mut guard = self.reference.lock().expect("reference lock");
+        if let Some(r) = guard.as_ref() {
+            return Ok(r.clone());
+        }
+        let policy = self.get(self.plan.find("policy").expect("every plan has π_ref"))?;
+        let r = Arc::new(make::reference_set(policy.policy(), self)?);
+        *guard = Some(r.clone());
+        Ok(r)
+    }
+
+    fn load_or_make(&self, i: usize, pb: &indicatif::ProgressBar) -> Result<Arc<Loaded>> {
+        let cell = &self.plan.cells[i];
+        let (loaded, meta, origin) = self.store.get_or_make(
+            cell.store_ref(),
+            |dir| make::make(self, i, dir, pb),
+            |dir, meta| make::load(self, i, dir, meta),
+        )?;
+        if origin == Origin::Reused {
+            pb.suspend(|| info!("{}: reused {}", cell.id, self.cell_dir(i).display()));
+        }
+        let loaded = Arc::new(loaded);
+        self.loaded.lock().expect("cache lock").insert(i, loaded.clone());
+        self.events.lock().expect("events lock").push(Event {
+            cell: i,
+            origin,
+            make_seconds: meta.make_seconds,
+        });
+        Ok(loaded)
+    }
+
+    /// Loads or makes every cell of `cells` (plan indices), group by group (see the module
+    /// doc). Every cell is attempted; the first error is returned after the others ran.
+    pub fn make_all(&self, cells: &[usize]) -> Result<()> {
+        let mut groups: Vec<(usize, &'static str, Vec<usize>)> = Vec::new();
+        let mut sorted = cells.to_vec();
+        sorted.sort_by_key(|&i| (self.plan.cells[i].level, i));
+        for i in sorted {
+            let c = &self.plan.cells[i];
+            match groups.last_mut() {
+                Some((l, k, v)) if *l == c.level && *k == c.kind.name() => v.push(i),
+                _ => groups.push((c.level, c.kind.name(), vec![i])),
+            }
+        }
+        for (_, _, group) in groups {
+            let todo: Vec<usize> = group.into_iter().filter(|&i| self.cached(i).is_none()).collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let stage = self.plan.cells[todo[0]].kind.stage();
+            let t = Instant::now();
+            // Dependencies first, on this thread: loaded, waited for, or made.
+            for &i in &todo {
+                for &d in &self.plan.cells[i].deps {
+                    self.get(d)?;
+                }
+            }
+            if matches!(self.plan.cells[todo[0]].kind, Kind::Gold | Kind::Proxy(_)) {
+                self.reference_set()?;
+            }
+            let units: u64 = todo.iter().map(|&i| self.units(i)).sum();
+            let pb = bar(units, &format!("{stage} ({} cells)", todo.len()));
+            // Proxies and PPO runs advance the group's bar by training steps; the single-cell
+            // groups (π_ref, gold, pairs, best-of-n) size it themselves.
+            let run = |&i: &usize| -> Result<()> { self.load_or_make(i, &pb).map(|_| ()) };
+            let results: Vec<Result<()>> = if self.device.is_cpu() && todo.len() > 1 {
+                crate::parallel::map(&todo, run)
+            } else {
+                todo.iter().map(run).collect()
+            };
+            pb.finish_and_clear();
+            let secs = t.elapsed().as_secs_f64();
+            info!("stage: {stage}: {} cells in {secs:.1}s", todo.len());
+            self.stages.lock().expect("stages lock").push((stage.to_string(), secs));
+            if let Some(e) = results.into_iter().find_map(|r| r.err()) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Progress units of a cell (one for the short ones).
+    fn units(&self, i: usize) -> u64 {
+        match &self.plan.cells[i].kind {
+            Kind::Proxy(c) => make::proxy::steps(self, c),
+            Kind::Ppo(_) => self.exp.ppo.updates as u64,
+            _ => 1,
+        }
+    }
+
+    /// Every cell this process loaded or made, in the order it happened.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().expect("events lock").clone()
+    }
+
+    /// Wall seconds of each group this process worked through.
+    pub fn stages(&self) -> Vec<(String, f64)> {
+        self.stages.lock().expect("stages lock").clone()
+    }
+
+    /// Every cell of the plan, loaded: for assembling tables. Fails naming a missing one.
+    pub fn all(&self) -> Result<Vec<Arc<Loaded>>> {
+        (0..self.plan.cells.len())
+            .map(|i| {
+                self.cached(i).ok_or_else(|| Error::Artifact {
+                    dir: self.cell_dir(i),
+                    reason: format!("{} was not made", self.plan.cells[i].id),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,93 @@
+//! The gold RM: distilled by regression from the labeler utility, standardized on the
+//! reference set, and checked against the labeler on held-out π_ref pairs.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::DType;
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::pairs::{pair_samples, scored_pairs, PairSamples};
+use super::{save_weights, shards, INFER_BATCH};
+use crate::cell::exec::Exec;
+use crate::error::Result;
+use crate::model::{seeded_init, RewardModel};
+use crate::rm::{self, Pairs};
+use crate::world::WorldConfig;
+
+pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    let exp = x.exp;
+    let world = &x.world;
+    let policy = x.dep(i, "policy")?;
+    let policy = policy.policy();
+    let reference = x.reference_set()?;
+    let cfg = exp.gold_arch();
+    let g = &exp.gold;
+    let varmap = VarMap::new();
+    let mut gold = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    seeded_init(&varmap, crate::seed::derive(exp.seed, "init/gold"), cfg.layers)?;
+    let mut rng = crate::seed::rng(exp.seed, "gold/data");
+    let n_val = (g.samples / 10).clamp(1, 4000);
+    let (set, target) = rm::gold_dataset(world, g.samples + n_val, &mut rng);
+    let train = set.select(&(0..g.samples).collect::<Vec<_>>());
+    let val = set.select(&(g.samples..g.samples + n_val).collect::<Vec<_>>());
+    let t = Instant::now();
+    pb.set_length(g.steps as u64);
+    let params = rm::GoldParams {
+        steps: g.steps,
+        batch: g.batch,
+        lr: g.lr,
+        seed: crate::seed::derive(exp.seed, "gold"),
+        shards: shards(&x.device),
+    };
+    let (mean, std) = rm::gold_target_stats(&target[..g.samples]);
+    let z: Vec<f32> = target.iter().map(|&u| rm::gold_target(u, mean, std)).collect();
+    let train_loss = rm::train_gold(&gold, &varmap, &train, &z[..g.samples], &params, pb)?;
+    let train_seconds = t.elapsed().as_secs_f64();
+    let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &z[g.samples..]);
+    gold.standardize(&gold.raw_set(&reference, INFER_BATCH)?);
+    let samples = pair_samples(policy, world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let pairs = scored_pairs(world, &samples, &gold)?;
+    let (acc, bt, counted) = labeler_agreement(world, &gold, &samples, &pairs)?;
+    pb.suspend(|| {
+        info!(
+            "gold RM: {} params, distill MSE {:.3} (z-units), R² {:.3} against its distillation target on held-out samples, \
+             orders {:.1}% of {counted} untied π_ref pairs as the labeler does",
+            crate::model::param_count(&varmap),
+            train_loss,
+            r2,
+            acc * 100.0
+        )
+    });
+    save_weights(&varmap, dir)?;
+    Ok(json!({
+        "offset": gold.offset, "scale": gold.scale,
+        "train_mse_z": train_loss, "distill_r2": r2,
+        "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": counted,
+        "train_examples": g.samples, "train_steps": g.steps, "train_seconds": train_seconds,
+        "params": crate::model::param_count(&varmap),
+    }))
+}
+
+/// How often gold orders held-out pairs as the labeler utility does (utility ties
+/// excluded), and the Bradley–Terry loss of gold's raw scores against those labels.
+fn labeler_agreement(world: &WorldConfig, gold: &RewardModel, s: &PairSamples, pairs: &Pairs) -> Result<(f64, f64, usize)> {
+    let ra = gold.raw_set(&pairs.a, INFER_BATCH)?;
+    let rb = gold.raw_set(&pairs.b, INFER_BATCH)?;
+    let (mut n, mut correct, mut loss) = (0usize, 0usize, 0f64);
+    for i in 0..s.prompts.len() {
+        let ua = world.utility(&s.prompts[i], &s.a[i]);
+        let ub = world.utility(&s.prompts[i], &s.b[i]);
+        if (ua - ub).abs() < 1e-9 {
+            continue;
+        }
+        n += 1;
+        let margin = if ua > ub { ra[i] - rb[i] } else { rb[i] - ra[i] } as f64;
+        correct += (margin > 0.0) as usize;
+        loss += margin.min(0.0).abs() + (-margin.abs()).exp().ln_1p();
+    }
+    let d = n.max(1) as f64;
+    Ok((correct as f64 / d, loss / d, n))
+}

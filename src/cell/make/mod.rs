@@ -1,0 +1,195 @@
+//! How each kind of cell is made from its dependencies, and read back from its folder.
+//!
+//! One file per kind; each has `make` (writes the cell's files into the folder it is given
+//! and returns the cell's `info`) and `load`. This file holds what several kinds share:
+//! the loaded forms of cells, seeded block sampling and the model folders' weights file.
+
+pub mod bon;
+pub mod gold;
+pub mod pairs;
+pub mod policy;
+pub mod ppo;
+pub mod proxy;
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::Value;
+
+use super::exec::Exec;
+pub use super::plan::PAIR_BLOCK;
+use super::store::Meta;
+use super::Kind;
+use crate::error::{Error, Result};
+use crate::model::{Policy, RewardModel, TransformerConfig};
+use crate::world::{Response, SeqSet, WorldConfig};
+
+/// Weights of a model cell.
+pub const WEIGHTS: &str = "model.safetensors";
+/// Batch size for sampling and scoring (no gradients).
+pub const INFER_BATCH: usize = 512;
+/// Data-parallel shards per SFT and gold batch on the CPU. Fixed (not the core count) so
+/// that the same config gives the same models on any CPU.
+const CPU_SHARDS: usize = 2;
+
+/// Shards of one training batch on `device`.
+pub fn shards(device: &Device) -> usize {
+    if device.is_cpu() {
+        CPU_SHARDS
+    } else {
+        1
+    }
+}
+
+/// A cell read back from the store.
+pub enum Loaded {
+    Policy { policy: Policy, meta: Meta },
+    /// Gold or a proxy, standardized.
+    Reward { model: RewardModel, meta: Meta },
+    Pairs(pairs::PairData),
+    /// Best-of-n curve rows of every ensemble × aggregator.
+    Bon(Vec<crate::output::table::CurveRow>),
+    /// A PPO run's outcome, or the one-line error that ended it (a diverged run is a
+    /// result too: stored, so it is not retried with the same code).
+    Ppo { outcome: std::result::Result<crate::ppo::Outcome, String>, meta: Meta },
+}
+
+impl Loaded {
+    pub fn policy(&self) -> &Policy {
+        match self {
+            Loaded::Policy { policy, .. } => policy,
+            _ => unreachable!("the plan wires a policy here"),
+        }
+    }
+
+    pub fn reward(&self) -> &RewardModel {
+        match self {
+            Loaded::Reward { model, .. } => model,
+            _ => unreachable!("the plan wires a reward model here"),
+        }
+    }
+
+    pub fn meta(&self) -> Option<&Meta> {
+        match self {
+            Loaded::Policy { meta, .. } | Loaded::Reward { meta, .. } | Loaded::Ppo { meta, .. } => Some(meta),
+            _ => None,
+        }
+    }
+}
+
+/// Makes cell `i` of the plan into `dir`; its dependencies are loaded in `x`.
+pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    match &x.plan.cells[i].kind {
+        Kind::Policy => policy::make(x, dir, pb),
+        Kind::Gold => gold::make(x, i, dir, pb),
+        Kind::Pairs => pairs::make(x, i, dir),
+        Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
+        Kind::Bon => bon::make(x, i, dir, pb),
+        Kind::Ppo(run) => ppo::make(x, i, run, dir, pb),
+    }
+}
+
+/// Reads cell `i` back from its folder.
+pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
+    match &x.plan.cells[i].kind {
+        Kind::Policy => policy::load(x, dir, meta),
+        Kind::Gold => Ok(Loaded::Reward {
+            model: load_reward(&x.exp.gold_arch(), &x.device, dir, meta)?,
+            meta: meta.clone(),
+        }),
+        Kind::Proxy(c) => Ok(Loaded::Reward {
+            model: load_reward(&x.exp.proxy_arch(&c.size), &x.device, dir, meta)?,
+            meta: meta.clone(),
+        }),
+        Kind::Pairs => pairs::load(dir).map(Loaded::Pairs),
+        Kind::Bon => bon::load(dir).map(Loaded::Bon),
+        Kind::Ppo(_) => ppo::load(meta),
+    }
+}
+
+/// A fresh policy of the experiment's shape with the weights of the folder `dir`.
+pub fn load_policy_weights(x: &Exec, dir: &Path) -> Result<(Policy, VarMap)> {
+    let mut varmap = VarMap::new();
+    let policy = Policy::new(&x.exp.policy_arch(), &x.world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    load_weights(&mut varmap, dir)?;
+    Ok((policy, varmap))
+}
+
+/// A reward model of shape `cfg` with the weights of `dir` and the standardization in `meta`.
+fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
+    let mut varmap = VarMap::new();
+    let mut model = RewardModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    load_weights(&mut varmap, dir)?;
+    let get = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
+    match (get("offset"), get("scale")) {
+        (Some(offset), Some(scale)) if scale.is_finite() && scale > 0.0 && offset.is_finite() => {
+            model.offset = offset;
+            model.scale = scale;
+        }
+        _ => {
+            return Err(Error::Artifact {
+                dir: dir.to_path_buf(),
+                reason: "meta.json lacks a finite standardization (offset, scale > 0)".into(),
+            })
+        }
+    }
+    Ok(model)
+}
+
+/// Loads `dir/model.safetensors` into `varmap`, whose variables define the expected shapes.
+fn load_weights(varmap: &mut VarMap, dir: &Path) -> Result<()> {
+    varmap.load(dir.join(WEIGHTS)).map_err(|e| Error::Artifact {
+        dir: dir.to_path_buf(),
+        reason: format!("weights do not fit the model: {}", e.to_string().lines().next().unwrap_or("")),
+    })
+}
+
+/// Saves `varmap` as the cell's weights.
+pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
+    let path = dir.join(WEIGHTS);
+    varmap.save(&path).map_err(|e| match e {
+        candle_core::Error::Io(io) => Error::io(&path, io),
+        e => Error::Artifact {
+            dir: dir.to_path_buf(),
+            reason: format!("saving weights: {e}"),
+        },
+    })
+}
+
+/// Prompts and one π_ref response each, sampled in seeded blocks of [`PAIR_BLOCK`] on the
+/// work pool, from the stream `label`.
+pub fn prompts_and_samples(
+    policy: &Policy,
+    world: &WorldConfig,
+    n: usize,
+    seed: u64,
+    label: &str,
+) -> Result<(Vec<Vec<u32>>, Vec<Response>)> {
+    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
+        let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
+        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        let prompts: Vec<Vec<u32>> = (0..take).map(|_| world.sample_prompt(&mut rng)).collect();
+        let responses = policy.sample(&prompts, 1.0, &mut rng)?;
+        Ok((prompts, responses))
+    });
+    let (mut prompts, mut responses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for part in parts {
+        let (p, r) = part?;
+        prompts.extend(p);
+        responses.extend(r);
+    }
+    Ok((prompts, responses))
+}
+
+/// `n` π_ref samples at temperature 1 for fresh prompts, encoded, from the stream `label`.
+pub fn sample_set(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<SeqSet> {
+    let s = prompts_and_samples(policy, world, n, seed, label)?;
+    Ok(crate::model::policy::encode_all(world, &s.0, &s.1))
+}
+
+/// The reference set every RM is standardized against: π_ref samples from one stream.
+pub fn reference_set(policy: &Policy, x: &Exec) -> Result<SeqSet> {
+    sample_set(policy, &x.world, x.exp.reference.standardize_samples, x.exp.seed, "reference/standardize")
+}

@@ -1,0 +1,180 @@
+//! Preference pairs: two π_ref responses per prompt, scored by gold and labelled (per
+//! `preferences.label`): the training pairs (as many as the largest data size; proxies
+//! train on nested prefixes), the held-out proxy's own independently sampled pairs, and the
+//! validation pairs. Stored as `pairs.safetensors`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde_json::{json, Value};
+
+use super::{INFER_BATCH, PAIR_BLOCK};
+use crate::cell::exec::Exec;
+use crate::error::{Error, Result};
+use crate::model::{Policy, RewardModel};
+use crate::rm::{self, Pairs};
+use crate::world::{Response, SeqSet, WorldConfig};
+
+const FILE: &str = "pairs.safetensors";
+
+/// Training and validation pairs.
+#[derive(Debug, Clone)]
+pub struct PairData {
+    pub train: Pairs,
+    /// Gold's clean labels (per the label mode) of the training pairs; true: a preferred.
+    pub labels: Vec<bool>,
+    /// The held-out proxy's own pairs and clean labels, sampled independently of `train`.
+    pub heldout: Option<(Pairs, Vec<bool>)>,
+    pub val: Pairs,
+}
+
+pub fn make(x: &Exec, i: usize, dir: &Path) -> Result<Value> {
+    let exp = x.exp;
+    let world = &x.world;
+    let policy = x.dep(i, "policy")?;
+    let policy = policy.policy();
+    let gold = x.dep(i, "gold")?;
+    let gold = gold.reward();
+    let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
+    let samples = pair_samples(policy, world, max, exp.seed, "pairs/train")?;
+    let train = scored_pairs(world, &samples, gold)?;
+    let mut rng = crate::seed::rng(exp.seed, "pairs/labels");
+    let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
+    let heldout = match crate::sweep::heldout_cell(exp) {
+        None => None,
+        Some(h) => {
+            let s = pair_samples(policy, world, h.data_size, exp.seed, "pairs/heldout")?;
+            let pairs = scored_pairs(world, &s, gold)?;
+            let mut rng = crate::seed::rng(exp.seed, "pairs/heldout/labels");
+            let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
+            Some((pairs, labels))
+        }
+    };
+    let val_samples = pair_samples(policy, world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let val = scored_pairs(world, &val_samples, gold)?;
+    let data = PairData {
+        train,
+        labels,
+        heldout,
+        val,
+    };
+    save(&data, &dir.join(FILE))?;
+    Ok(json!({
+        "train_pairs": data.train.len(),
+        "heldout_pairs": data.heldout.as_ref().map(|h| h.0.len()),
+        "val_pairs": data.val.len(),
+    }))
+}
+
+pub fn load(dir: &Path) -> Result<PairData> {
+    let path = dir.join(FILE);
+    let bad = |reason: String| Error::Artifact {
+        dir: dir.to_path_buf(),
+        reason: format!("{FILE}: {reason}"),
+    };
+    let t = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    let get = |name: &str| t.get(name).ok_or_else(|| bad(format!("no tensor {name}")));
+    let u32s = |name: &str| -> Result<Vec<u32>> { Ok(get(name)?.flatten_all()?.to_vec1::<u32>()?) };
+    let f32s = |name: &str| -> Result<Vec<f32>> { Ok(get(name)?.to_vec1::<f32>()?) };
+    let set = |prefix: &str| -> Result<SeqSet> {
+        let tokens = get(&format!("{prefix}.tokens"))?;
+        let (_, seq_len) = tokens.dims2()?;
+        Ok(SeqSet {
+            seq_len,
+            tokens: tokens.flatten_all()?.to_vec1::<u32>()?,
+            ends: u32s(&format!("{prefix}.ends"))?,
+        })
+    };
+    let pairs = |prefix: &str| -> Result<Pairs> {
+        Ok(Pairs {
+            a: set(&format!("{prefix}.a"))?,
+            b: set(&format!("{prefix}.b"))?,
+            gold_a: f32s(&format!("{prefix}.gold_a"))?,
+            gold_b: f32s(&format!("{prefix}.gold_b"))?,
+        })
+    };
+    let labels = |prefix: &str| -> Result<Vec<bool>> { Ok(u32s(&format!("{prefix}.labels"))?.into_iter().map(|l| l == 1).collect()) };
+    let heldout = if t.contains_key("heldout.a.tokens") {
+        Some((pairs("heldout")?, labels("heldout")?))
+    } else {
+        None
+    };
+    Ok(PairData {
+        train: pairs("train")?,
+        labels: labels("train")?,
+        heldout,
+        val: pairs("val")?,
+    })
+}
+
+fn save(data: &PairData, path: &Path) -> Result<()> {
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let put_set = |t: &mut HashMap<String, Tensor>, prefix: String, s: &SeqSet| -> Result<()> {
+        t.insert(format!("{prefix}.tokens"), Tensor::from_vec(s.tokens.clone(), (s.len(), s.seq_len), &Device::Cpu)?);
+        t.insert(format!("{prefix}.ends"), Tensor::from_vec(s.ends.clone(), s.len(), &Device::Cpu)?);
+        Ok(())
+    };
+    let put_pairs = |t: &mut HashMap<String, Tensor>, prefix: &str, p: &Pairs| -> Result<()> {
+        put_set(t, format!("{prefix}.a"), &p.a)?;
+        put_set(t, format!("{prefix}.b"), &p.b)?;
+        t.insert(format!("{prefix}.gold_a"), Tensor::from_vec(p.gold_a.clone(), p.len(), &Device::Cpu)?);
+        t.insert(format!("{prefix}.gold_b"), Tensor::from_vec(p.gold_b.clone(), p.len(), &Device::Cpu)?);
+        Ok(())
+    };
+    let labels = |l: &[bool]| Tensor::from_vec(l.iter().map(|&b| b as u32).collect::<Vec<u32>>(), l.len(), &Device::Cpu);
+    put_pairs(&mut t, "train", &data.train)?;
+    t.insert("train.labels".into(), labels(&data.labels)?);
+    put_pairs(&mut t, "val", &data.val)?;
+    if let Some((p, l)) = &data.heldout {
+        put_pairs(&mut t, "heldout", p)?;
+        t.insert("heldout.labels".into(), labels(l)?);
+    }
+    candle_core::safetensors::save(&t, path).map_err(|e| match e {
+        candle_core::Error::Io(io) => Error::io(path, io),
+        e => Error::Artifact {
+            dir: path.to_path_buf(),
+            reason: format!("saving pairs: {e}"),
+        },
+    })
+}
+
+/// Prompts and two π_ref responses each, generated in seeded blocks of [`PAIR_BLOCK`].
+pub struct PairSamples {
+    pub prompts: Vec<Vec<u32>>,
+    pub a: Vec<Response>,
+    pub b: Vec<Response>,
+}
+
+pub fn pair_samples(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<PairSamples> {
+    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
+        let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
+        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.sample_prompt(&mut rng)).collect();
+        let a = policy.sample(&prompts, 1.0, &mut rng)?;
+        let b = policy.sample(&prompts, 1.0, &mut rng)?;
+        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        Ok((prompts, a, b, take))
+    });
+    let mut out = PairSamples {
+        prompts: Vec::with_capacity(n),
+        a: Vec::with_capacity(n),
+        b: Vec::with_capacity(n),
+    };
+    for part in parts {
+        let (prompts, a, b, take) = part?;
+        out.prompts.extend(prompts.into_iter().take(take));
+        out.a.extend(a.into_iter().take(take));
+        out.b.extend(b.into_iter().take(take));
+    }
+    Ok(out)
+}
+
+/// Encodes pair samples and scores them with gold (standardized).
+pub fn scored_pairs(world: &WorldConfig, s: &PairSamples, gold: &RewardModel) -> Result<Pairs> {
+    let a = crate::model::policy::encode_all(world, &s.prompts, &s.a);
+    let b = crate::model::policy::encode_all(world, &s.prompts, &s.b);
+    let gold_a = gold.score_set(&a, INFER_BATCH)?;
+    let gold_b = gold.score_set(&b, INFER_BATCH)?;
+    Ok(Pairs { a, b, gold_a, gold_b })
+}

@@ -1,0 +1,92 @@
+//! π_ref: a transformer trained by cross-entropy on the demonstrator's responses (SFT), and
+//! the duplicate fraction of a one-prompt pool of its samples.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::DType;
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::{load_policy_weights, save_weights, shards, Loaded, PAIR_BLOCK};
+use crate::cell::exec::Exec;
+use crate::cell::store::Meta;
+use crate::error::Result;
+use crate::model::{seeded_init, Policy};
+
+pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    let exp = x.exp;
+    let cfg = exp.policy_arch();
+    let p = &exp.policy;
+    let varmap = VarMap::new();
+    let policy = Policy::new(&cfg, &x.world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    seeded_init(&varmap, crate::seed::derive(exp.seed, "init/policy"), cfg.layers)?;
+    let mut rng = crate::seed::rng(exp.seed, "sft/demonstrations");
+    let n_val = (p.demonstrations / 10).clamp(1, 2000);
+    let (prompts, responses) = crate::sft::demonstrations(&x.world, p.demonstrations + n_val, &mut rng);
+    let all = crate::model::policy::encode_all(&x.world, &prompts, &responses);
+    let train = all.select(&(0..p.demonstrations).collect::<Vec<_>>());
+    let val = all.select(&(p.demonstrations..p.demonstrations + n_val).collect::<Vec<_>>());
+    let t = Instant::now();
+    pb.set_length(p.sft_steps as u64);
+    let report = crate::sft::train(
+        &policy,
+        &varmap,
+        &train,
+        &val,
+        &crate::sft::SftParams {
+            steps: p.sft_steps,
+            batch: p.sft_batch,
+            lr: p.sft_lr,
+            seed: crate::seed::derive(exp.seed, "sft"),
+            shards: shards(&x.device),
+        },
+        pb,
+    )?;
+    let train_seconds = t.elapsed().as_secs_f64();
+    let duplicate_fraction = diversity(&policy, x)?;
+    pb.suspend(|| {
+        info!(
+            "reference policy: {} params, SFT train loss {:.3}, val loss {:.3} nats/token; \
+             a pool of {} samples for one prompt repeats {:.4} of them",
+            crate::model::param_count(&varmap),
+            report.train_loss,
+            report.val_loss,
+            exp.reference.diversity_pool,
+            duplicate_fraction
+        )
+    });
+    save_weights(&varmap, dir)?;
+    Ok(json!({
+        "sft": report,
+        "train_seconds": train_seconds,
+        "params": crate::model::param_count(&varmap),
+        "diversity_pool_samples": exp.reference.diversity_pool,
+        "duplicate_fraction": duplicate_fraction,
+    }))
+}
+
+pub fn load(x: &Exec, dir: &Path, meta: &Meta) -> Result<Loaded> {
+    let (policy, _) = load_policy_weights(x, dir)?;
+    Ok(Loaded::Policy { policy, meta: meta.clone() })
+}
+
+/// Duplicate fraction of `reference.diversity_pool` π_ref samples for one prompt (sampled
+/// in seeded blocks).
+fn diversity(policy: &Policy, x: &Exec) -> Result<f64> {
+    let (seed, n) = (x.exp.seed, x.exp.reference.diversity_pool);
+    let mut rng = crate::seed::rng(seed, "reference/diversity");
+    let prompt = x.world.sample_prompt(&mut rng);
+    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let parts = crate::parallel::map(&blocks, |&block| {
+        let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));
+        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        policy.sample(&vec![prompt.clone(); take], 1.0, &mut rng)
+    });
+    let mut responses = Vec::with_capacity(n);
+    for part in parts {
+        responses.extend(part?);
+    }
+    Ok(crate::sft::duplicate_fraction(&responses))
+}

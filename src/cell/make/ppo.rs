@@ -1,0 +1,88 @@
+//! One PPO run against an ensemble through one aggregator at one KL penalty, from π_ref.
+//! Stores the final policy's weights and the outcome (every evaluation checkpoint and every
+//! update's diagnostics). A run that diverges (a non-finite loss or score) is stored as a
+//! failure naming run and update: with the same code and settings it would diverge again.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::{load_policy_weights, save_weights, Loaded};
+use crate::cell::exec::Exec;
+use crate::cell::store::Meta;
+use crate::error::{Error, Result};
+use crate::sweep::PpoCell;
+
+pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    let exp = x.exp;
+    let reference = x.dep(i, "policy")?;
+    let gold = x.dep(i, "gold")?;
+    let member_cells: Vec<Arc<Loaded>> = x.plan.cells[i]
+        .deps
+        .iter()
+        .filter(|&&d| matches!(&x.plan.cells[d].kind, crate::cell::Kind::Proxy(c) if !c.heldout))
+        .map(|&d| x.loaded(d))
+        .collect::<Result<_>>()?;
+    let heldout = match x.plan.proxies().into_iter().find(|(_, c)| c.heldout) {
+        Some((j, _)) => Some(x.loaded(j)?),
+        None => None,
+    };
+    let mut rng = crate::seed::rng(exp.seed, "ppo/eval/prompts");
+    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| x.world.sample_prompt(&mut rng)).collect();
+    let spec = crate::ppo::RunSpec {
+        id: run.id(),
+        aggregator: run.aggregator,
+        beta: run.beta,
+    };
+    // A trainable copy of π_ref, from the policy cell's weights.
+    let policy_cell = x.plan.find("policy").expect("every plan has π_ref");
+    let (policy, varmap) = load_policy_weights(x, &x.cell_dir(policy_cell))?;
+    let ctx = crate::ppo::Context {
+        world: &x.world,
+        reference: reference.policy(),
+        gold: gold.reward(),
+        members: member_cells.iter().map(|l| l.reward()).collect(),
+        heldout: heldout.as_deref().map(Loaded::reward),
+        spec: &exp.ppo,
+        seed: exp.seed,
+        eval_prompts: &eval_prompts,
+    };
+    let t = Instant::now();
+    let outcome = match crate::ppo::train(&ctx, &spec, &policy, &varmap, pb) {
+        Ok(o) => o,
+        Err(e @ Error::NonFiniteLoss { .. }) => {
+            pb.suspend(|| warn!("{}: failed, stored as a failure; the other runs carry on: {e}", spec.id));
+            return Ok(json!({ "failed": e.to_string() }));
+        }
+        Err(e) => return Err(e),
+    };
+    let last = outcome.evaluations.last().expect("at least the step-0 evaluation");
+    pb.suspend(|| {
+        info!(
+            "{}: {} updates in {:.0}s, KL {:.2} nats, proxy {:.2}, gold {:.2}{}",
+            spec.id,
+            outcome.updates.len(),
+            t.elapsed().as_secs_f64(),
+            last.kl_k1,
+            last.proxy,
+            crate::bon::mean_se(&last.gold_by_prompt).0,
+            if outcome.stopped_at_budget { " (stopped at the KL budget)" } else { "" }
+        )
+    });
+    save_weights(&varmap, dir)?;
+    Ok(json!({ "outcome": outcome, "train_seconds": t.elapsed().as_secs_f64() }))
+}
+
+pub fn load(meta: &Meta) -> Result<Loaded> {
+    let outcome = match meta.info.get("failed").and_then(|f| f.as_str()) {
+        Some(msg) => Err(msg.to_string()),
+        None => Ok(serde_json::from_value::<crate::ppo::Outcome>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
+            dir: std::path::PathBuf::from(format!("ppo-{}", meta.key)),
+            reason: format!("meta.json outcome: {e}"),
+        })?),
+    };
+    Ok(Loaded::Ppo { outcome, meta: meta.clone() })
+}

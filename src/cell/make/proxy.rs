@@ -1,0 +1,83 @@
+//! One proxy RM: Bradley–Terry on the first `data_size` training pairs (with label noise),
+//! or, for the held-out proxy, on its own pairs; validated on the validation pairs and
+//! standardized on the reference set.
+
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::DType;
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+use tracing::info;
+
+use super::{save_weights, Loaded, INFER_BATCH};
+use crate::cell::exec::Exec;
+use crate::error::Result;
+use crate::model::{seeded_init, RewardModel};
+use crate::rm;
+use crate::sweep::ProxyCell;
+
+pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    let exp = x.exp;
+    let p = &exp.proxy;
+    let id = cell.id();
+    let dep = x.dep(i, "pairs")?;
+    let Loaded::Pairs(data) = &*dep else {
+        unreachable!("the plan wires the pairs here")
+    };
+    let reference = x.reference_set()?;
+    let cfg = exp.proxy_arch(&cell.size);
+    let varmap = VarMap::new();
+    let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    // From the id alone (not the store key, which also hashes code and format).
+    let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
+    seeded_init(&varmap, member_seed, cfg.layers)?;
+    let (train, clean) = match (&data.heldout, cell.heldout) {
+        (Some((pairs, labels)), true) => (pairs, labels),
+        _ => (&data.train, &data.labels),
+    };
+    let mut labels = clean.clone();
+    let noise_stream = if cell.heldout { "pairs/heldout/noise" } else { "pairs/noise" };
+    let mut rng = crate::seed::rng(exp.seed, &format!("{noise_stream}/{:.4}", cell.noise));
+    rm::apply_label_noise(&mut labels, cell.noise, &mut rng);
+    let n_flip = labels[..cell.data_size]
+        .iter()
+        .zip(&clean[..cell.data_size])
+        .filter(|(a, b)| a != b)
+        .count();
+    let t = Instant::now();
+    let params = rm::ProxyParams {
+        epochs: p.epochs,
+        batch: p.batch,
+        lr: p.lr,
+        bootstrap: p.bootstrap,
+        seed: member_seed,
+    };
+    let steps = rm::train_proxy(&model, &varmap, train, &labels, cell.data_size, &params, &id, pb)?;
+    let train_seconds = t.elapsed().as_secs_f64();
+    let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
+    let mut model = model;
+    model.standardize(&model.raw_set(&reference, INFER_BATCH)?);
+    pb.suspend(|| {
+        info!(
+            "{id}: {} params, {} pairs ({n_flip} labels flipped), val accuracy {:.1}%, val BT loss {:.3}",
+            crate::model::param_count(&varmap),
+            cell.data_size,
+            acc * 100.0,
+            bt
+        )
+    });
+    save_weights(&varmap, dir)?;
+    Ok(json!({
+        "offset": model.offset, "scale": model.scale,
+        "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": data.val.len(),
+        "labels_flipped": n_flip,
+        "train_examples": cell.data_size, "train_steps": steps, "train_seconds": train_seconds,
+        "params": crate::model::param_count(&varmap),
+    }))
+}
+
+/// Training steps of a proxy (for progress).
+pub fn steps(x: &Exec, cell: &ProxyCell) -> u64 {
+    (cell.data_size.div_ceil(x.exp.proxy.batch) * x.exp.proxy.epochs) as u64
+}

@@ -1,0 +1,124 @@
+//! Cells: a run is a plan of cells, each made once into the store and reused everywhere.
+//!
+//! A cell is one unit of work whose result is stored: the reference policy π_ref (SFT),
+//! the gold RM, the preference pairs, each proxy ensemble member, the held-out proxy, the
+//! best-of-n pools with their scores and curves, each PPO run. Tables, figures and the report
+//! are not cells: they are assembled from cells ([`crate::output::assemble`]).
+//!
+//! - [`plan`]: the DAG of an experiment's cells, their levels, cost estimates and shards;
+//! - [`store`]: the folder of made cells, safe for many processes and hosts at once;
+//! - [`make`]: one function per kind that makes a cell from its dependencies, and the
+//!   loader that reads it back;
+//! - [`exec`]: makes (or loads) a set of cells in dependency order, on this process's cores;
+//! - [`slurm`]: sbatch scripts that make a plan's levels as job arrays on a cluster.
+//!
+//! # What goes into a cell's key
+//!
+//! A cell's key is the SHA-256 (first 20 hex digits) of its recipe and the store
+//! [`store::FORMAT`]. The recipe holds exactly what decides the cell's bytes:
+//! - the slice of the experiment the make reads (shapes, sizes, rates, the seed) — not the
+//!   whole file, so unrelated edits (another best-of-n pool size) reuse a model;
+//! - the keys of the cells it depends on (so a new gold retrains every proxy);
+//! - the code version of its kind: a hash of the source files its make runs, comment and
+//!   blank lines left out, computed at build time by `build.rs` ([`code_version`]). Editing
+//!   the training code changes the key, so a model made by older code is never reused;
+//!   editing a comment does not.
+//!
+//! Not in the key: the device, `--jobs`, the store or results paths (results do not depend
+//! on them), and the run's name.
+
+pub mod exec;
+pub mod make;
+pub mod plan;
+pub mod slurm;
+pub mod store;
+
+use serde_json::Value;
+
+use crate::sweep::{PpoCell, ProxyCell};
+
+/// What a cell makes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// π_ref: SFT on demonstrations (and the duplicate fraction of its samples).
+    Policy,
+    /// The gold RM, distilled from the labeler utility and standardized on π_ref samples.
+    Gold,
+    /// Preference pairs labelled by gold: training, validation and the held-out proxy's own.
+    Pairs,
+    /// One proxy RM (an ensemble member, or the held-out proxy).
+    Proxy(ProxyCell),
+    /// Best-of-n: the pool for held-out prompts, scored once by gold and every proxy, and
+    /// the curve of every ensemble × aggregator.
+    Bon,
+    /// One PPO run (ensemble, aggregator, β).
+    Ppo(PpoCell),
+}
+
+impl Kind {
+    /// The folder prefix in the store and the name in plans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Policy => "policy",
+            Kind::Gold => "gold",
+            Kind::Pairs => "pairs",
+            Kind::Proxy(_) => "proxy",
+            Kind::Bon => "bon",
+            Kind::Ppo(_) => "ppo",
+        }
+    }
+
+    /// The stage this kind belongs to, for timings and progress.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            Kind::Policy => "reference policy",
+            Kind::Gold => "gold RM",
+            Kind::Pairs => "preference pairs",
+            Kind::Proxy(_) => "proxy RMs",
+            Kind::Bon => "best-of-n",
+            Kind::Ppo(_) => "PPO",
+        }
+    }
+}
+
+/// The code version of a kind of cell (see the module doc).
+pub fn code_version(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Policy => env!("GOODHART_CODE_POLICY"),
+        Kind::Gold => env!("GOODHART_CODE_GOLD"),
+        Kind::Pairs => env!("GOODHART_CODE_PAIRS"),
+        Kind::Proxy(_) => env!("GOODHART_CODE_PROXY"),
+        Kind::Bon => env!("GOODHART_CODE_BON"),
+        Kind::Ppo(_) => env!("GOODHART_CODE_PPO"),
+    }
+}
+
+/// One cell of a plan.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Readable and unique within a plan: `policy`, `gold`, `pairs`,
+    /// `proxy/xs/d2000/n0.00/k1`, `heldout/m/d8000/n0.00`, `bon`, `ppo/xs/d2000/n0.00/mean/b0`.
+    pub id: String,
+    pub kind: Kind,
+    /// What decides the cell's bytes (see the module doc); `key` is its hash.
+    pub recipe: Value,
+    pub key: String,
+    /// Indices (into the plan's cells) of the cells this one reads.
+    pub deps: Vec<usize>,
+    /// 0 for cells without dependencies, else 1 + the deepest dependency's level.
+    pub level: usize,
+    /// Modelled cost in CPU-seconds on one core of a laptop-class CPU.
+    pub cost_cpu_s: f64,
+}
+
+impl Cell {
+    /// The store reference of this cell.
+    pub fn store_ref(&self) -> store::CellRef<'_> {
+        store::CellRef {
+            kind: self.kind.name(),
+            key: &self.key,
+            id: &self.id,
+            recipe: &self.recipe,
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The plan of an experiment: every cell with its recipe, key, dependencies, level and
+//! modelled cost, in dependency order (a cell comes after every cell it reads).
+//!
+//! Levels: π_ref 0; gold 1; pairs 2; proxies 3; best-of-n and PPO runs 4. A level's cells
+//! are independent of each other, which is what a shard or a Slurm job array splits.
+
+use serde_json::{json, Value};
+
+use super::store::key_of;
+use super::{code_version, Cell, Kind};
+use crate::config::Experiment;
+use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, ProxyCell};
+
+/// Pairs and samples are generated in blocks of this many, each block from its own seed,
+/// so the first n pairs are the same whatever the largest data size is.
+pub const PAIR_BLOCK: usize = 512;
+
+/// An experiment's cells in dependency order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub cells: Vec<Cell>,
+}
+
+/// `--shard I/N`: the I-th (0-based) of N disjoint parts of a set of cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("shard must be I/N with 0 ≤ I < N (e.g. 0/2), got {s:?}");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count || count > 1_000_000 {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+struct Builder<'a> {
+    exp: &'a Experiment,
+    cells: Vec<Cell>,
+}
+
+impl Builder<'_> {
+    /// Adds a cell; its key covers `recipe`, its dependencies' keys and its code version.
+    fn add(&mut self, id: String, kind: Kind, mut recipe: Value, deps: Vec<usize>) -> usize {
+        let obj = recipe.as_object_mut().expect("a recipe is a JSON object");
+        obj.insert("code".into(), json!(code_version(&kind)));
+        obj.insert(
+            "deps".into(),
+            json!(deps.iter().map(|&d| format!("{}-{}", self.cells[d].kind.name(), self.cells[d].key)).collect::<Vec<_>>()),
+        );
+        let key = key_of(&recipe);
+        let level = deps.iter().map(|&d| self.cells[d].level + 1).max().unwrap_or(0);
+        let cost_cpu_s = cost(self.exp, &kind);
+        self.cells.push(Cell {
+            id,
+            kind,
+            recipe,
+            key,
+            deps,
+            level,
+            cost_cpu_s,
+        });
+        self.cells.len() - 1
+    }
+}
+
+impl Plan {
+    /// Every cell `exp` needs, in dependency order.
+    pub fn new(exp: &Experiment) -> Plan {
+        let mut b = Builder { exp, cells: Vec::new() };
+        let p = &exp.policy;
+        let policy = b.add(
+            "policy".into(),
+            Kind::Policy,
+            json!({
+                "world": exp.world,
+                "arch": exp.policy_arch(),
+                "sft": { "demonstrations": p.demonstrations, "steps": p.sft_steps, "batch": p.sft_batch, "lr": p.sft_lr },
+                "diversity_pool": exp.reference.diversity_pool,
+                "seed": exp.seed,
+            }),
+            vec![],
+        );
+        let gold = b.add(
+            "gold".into(),
+            Kind::Gold,
+            json!({
+                "world": exp.world,
+                "utility": crate::world::utility::recipe(),
+                "arch": exp.gold_arch(),
+                "distill": exp.gold,
+                "seed": exp.seed,
+                "reference_samples": exp.reference.standardize_samples,
+                "val_pairs": exp.preferences.val_pairs,
+            }),
+            vec![policy],
+        );
+        let grid = proxy_cells(exp);
+        let heldout = heldout_cell(exp);
+        let pairs = b.add(
+            "pairs".into(),
+            Kind::Pairs,
+            json!({
+                "train_pairs": exp.proxy.data_sizes.iter().max(),
+                "heldout_pairs": heldout.as_ref().map(|h| h.data_size),
+                "val_pairs": exp.preferences.val_pairs,
+                "label": exp.preferences.label,
+                "pair_block": PAIR_BLOCK,
+                "seed": exp.seed,
+            }),
+            vec![policy, gold],
+        );
+        let x = &exp.proxy;
+        let mut proxy_ids = Vec::new();
+        for cell in grid.iter().chain(heldout.iter()) {
+            let recipe = json!({
+                "id": cell.id(),
+                "arch": exp.proxy_arch(&cell.size),
+                "data_size": cell.data_size,
+                "noise": cell.noise,
+                "member": cell.member,
+                "heldout": cell.heldout,
+                "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
+                "reference_samples": exp.reference.standardize_samples,
+                "seed": exp.seed,
+            });
+            proxy_ids.push(b.add(cell.id(), Kind::Proxy(cell.clone()), recipe, vec![policy, gold, pairs]));
+        }
+        let members = &proxy_ids[..grid.len()];
+        let heldout_id = heldout.as_ref().map(|_| proxy_ids[grid.len()]);
+        let reads = |extra: &[usize]| -> Vec<usize> {
+            let mut d = vec![policy, gold];
+            d.extend_from_slice(extra);
+            d.extend(heldout_id);
+            d
+        };
+        if exp.bon.enabled {
+            let groups: Vec<Value> = ensembles(&grid)
+                .into_iter()
+                .map(|(id, m)| json!({ "ensemble": id, "members": m }))
+                .collect();
+            b.add(
+                "bon".into(),
+                Kind::Bon,
+                json!({ "bon": exp.bon, "ensembles": groups, "pair_block": PAIR_BLOCK, "seed": exp.seed }),
+                reads(members),
+            );
+        }
+        // The run's settings, without the lists that only choose which runs exist.
+        let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
+        for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
+            settings.as_object_mut().expect("ppo spec is a table").remove(k);
+        }
+        for run in ppo_cells(exp, &grid) {
+            let run_members: Vec<usize> = run.members.iter().map(|&i| members[i]).collect();
+            let recipe = json!({
+                "run": run.id(),
+                "aggregator": run.aggregator,
+                "kl_penalty": run.beta,
+                "settings": settings,
+                "world": exp.world,
+                "seed": exp.seed,
+            });
+            b.add(run.id(), Kind::Ppo(run.clone()), recipe, reads(&run_members));
+        }
+        Plan { cells: b.cells }
+    }
+
+    /// Number of levels (1 + the deepest level).
+    pub fn levels(&self) -> usize {
+        self.cells.iter().map(|c| c.level + 1).max().unwrap_or(0)
+    }
+
+    /// Cells of `level`, in plan order.
+    pub fn level(&self, level: usize) -> Vec<usize> {
+        (0..self.cells.len()).filter(|&i| self.cells[i].level == level).collect()
+    }
+
+    /// The index of the cell `id`.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.cells.iter().position(|c| c.id == id)
+    }
+
+    /// Proxy cells (ensemble members in grid order, then the held-out proxy if any).
+    pub fn proxies(&self) -> Vec<(usize, &ProxyCell)> {
+        self.cells
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match &c.kind {
+                Kind::Proxy(p) => Some((i, p)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The cells of `shard` among `candidates` (all cells, or one level's): each level's
+    /// cells are dealt to the shards by modelled cost, largest first, to the least-loaded
+    /// shard (ties: the lowest index), so every shard gets a fair share of every level and
+    /// the same plan gives the same split on every host. Plan order within the shard.
+    pub fn shard(&self, shard: Shard, level: Option<usize>) -> Vec<usize> {
+        let mut mine = Vec::new();
+        let levels: Vec<usize> = match level {
+            Some(l) => vec![l],
+            None => (0..self.levels()).collect(),
+        };
+        for l in levels {
+            let mut cells = self.level(l);
+            cells.sort_by(|&a, &b| self.cells[b].cost_cpu_s.total_cmp(&self.cells[a].cost_cpu_s).then(a.cmp(&b)));
+            let mut load = vec![0f64; shard.count];
+            for i in cells {
+                let s = (0..shard.count)
+                    .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
+                    .expect("at least one shard");
+                load[s] += self.cells[i].cost_cpu_s.max(1e-3);
+                if s == shard.index {
+                    mine.push(i);
+                }
+            }
+        }
+        mine.sort_unstable();
+        mine
+    }
+
+    /// Every cell `cells` needs, themselves included, in plan order.
+    pub fn closure(&self, cells: &[usize]) -> Vec<usize> {
+        let mut need = vec![false; self.cells.len()];
+        let mut stack: Vec<usize> = cells.to_vec();
+        while let Some(i) = stack.pop() {
+            if !need[i] {
+                need[i] = true;
+                stack.extend(&self.cells[i].deps);
+            }
+        }
+        (0..self.cells.len()).filter(|&i| need[i]).collect()
+    }
+}
+
+/// Modelled CPU-seconds of a cell on one core, from the work it does: tokens processed ×
+/// parameters, with separate rates for training (forward, backward, optimizer) and for
+/// sampling or scoring, plus a per-token overhead that dominates the smallest models.
+/// Calibrated on the quick default (README, "Scaling out"); a stored cell's measured time
+/// replaces it in `goodhart plan`.
+pub fn cost(exp: &Experiment, kind: &Kind) -> f64 {
+    // Seconds per (token × parameter) and per token, training and inference.
+    const TRAIN: f64 = 1.1e-9;
+    const TRAIN_TOKEN: f64 = 8.0e-6;
+    const INFER: f64 = 0.5e-9;
+    const INFER_TOKEN: f64 = 3.0e-6;
+    let seq = exp.world().seq_len() as f64;
+    let train = |tokens: f64, params: usize| tokens * (TRAIN * params as f64 + TRAIN_TOKEN);
+    let infer = |tokens: f64, params: usize| tokens * (INFER * params as f64 + INFER_TOKEN);
+    // Sampling one response runs the policy once per response position (with the KV cache).
+    let sample = |n: f64| infer(n * seq, exp.params.policy);
+    let score = |n: f64, params: usize| infer(n * seq, params);
+    let proxy_params = |name: &str| exp.params.proxies.iter().find(|(n, _)| n == name).map(|p| p.1).unwrap_or(0);
+    let reference = exp.reference.standardize_samples as f64;
+    match kind {
+        Kind::Policy => {
+            let p = &exp.policy;
+            train((p.sft_steps * p.sft_batch) as f64 * seq, exp.params.policy) + sample(reference + exp.reference.diversity_pool as f64)
+        }
+        Kind::Gold => {
+            let g = &exp.gold;
+            train((g.steps * g.batch) as f64 * seq, exp.params.gold)
+                + sample(reference + 2.0 * exp.preferences.val_pairs as f64)
+                + score(g.samples as f64 / 10.0 + reference, exp.params.gold)
+        }
+        Kind::Pairs => {
+            let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * if exp.proxy.heldout { 2 } else { 1 }
+                + exp.preferences.val_pairs) as f64;
+            sample(n) + score(n, exp.params.gold)
+        }
+        Kind::Proxy(c) => {
+            let params = proxy_params(&c.size.name);
+            train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params)
+                + score(2.0 * exp.preferences.val_pairs as f64 + reference, params)
+        }
+        Kind::Bon => {
+            let n = (exp.bon.prompts * exp.bon.pool) as f64;
+            let scorers: usize = exp.params.gold
+                + exp.params.proxies.iter().map(|(_, p)| p * exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members).sum::<usize>();
+            sample(n) + score(n, scorers)
+        }
+        Kind::Ppo(run) => {
+            let p = &exp.ppo;
+            let evals = (p.updates / p.eval_every + 2) as f64 * p.eval_prompts as f64;
+            let member_params = proxy_params(&exp.proxy.sizes.iter().find(|s| run.ensemble.starts_with(&format!("{}/", s.name))).map(|s| s.name.clone()).unwrap_or_default()) * run.members.len();
+            let rollouts = (p.updates * p.rollout) as f64;
+            sample(rollouts + evals)
+                + score(rollouts, member_params)
+                + score(evals, exp.params.gold + member_params)
+                + train((p.updates * p.epochs * p.rollout) as f64 * seq, exp.params.policy)
+                + infer(rollouts * seq, 2 * exp.params.policy)
+        }
+    }
+}
+
+/// The plan as data for `goodhart plan`: every cell with its dependencies, modelled cost,
+/// measured cost where the store holds it, and whether it does; totals per kind and level.
+pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Result<Value> {
+    let mut cells = Vec::new();
+    let (mut total, mut missing) = (0f64, 0f64);
+    for c in &plan.cells {
+        let stored = store.contains(c.kind.name(), &c.key);
+        let measured = if stored { store.verify(c.kind.name(), &c.key).ok().flatten().map(|m| m.make_seconds) } else { None };
+        let cost = measured.unwrap_or(c.cost_cpu_s);
+        total += cost;
+        if !stored {
+            missing += cost;
+        }
+        cells.push(json!({
+            "id": c.id,
+            "kind": c.kind.name(),
+            "key": c.key,
+            "level": c.level,
+            "deps": c.deps.iter().map(|&d| plan.cells[d].id.clone()).collect::<Vec<_>>(),
+            "cost_cpu_s": cost,
+            "cost_source": if measured.is_some() { "measured" } else { "model" },
+            "stored": stored,
+        }));
+    }
+    let levels: Vec<Value> = (0..plan.levels())
+        .map(|l| {
+            let ids = plan.level(l);
+            json!({ "level": l, "cells": ids.len(), "cost_cpu_s": ids.iter().map(|&i| plan.cells[i].cost_cpu_s).sum::<f64>() })
+        })
+        .collect();
+    Ok(json!({
+        "store": std::path::absolute(store.root()).unwrap_or_else(|_| store.root().to_path_buf()),
+        "cells": cells,
+        "levels": levels,
+        "total_cost_cpu_s": total,
+        "missing_cost_cpu_s": missing,
+    }))
+}
+
+/// [`describe`]'s data as a text table.
+pub fn table(d: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<5} {:<34} {:<6} {:>9}  {:<8} {:<6} depends on", "level", "cell", "kind", "cpu-s", "source", "stored");
+    for c in d["cells"].as_array().into_iter().flatten() {
+        let deps: Vec<&str> = c["deps"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let _ = writeln!(
+            s,
+            "{:<5} {:<34} {:<6} {:>9.1}  {:<8} {:<6} {}",
+            c["level"],
+            c["id"].as_str().unwrap_or(""),
+            c["kind"].as_str().unwrap_or(""),
+            c["cost_cpu_s"].as_f64().unwrap_or(f64::NAN),
+            c["cost_source"].as_str().unwrap_or(""),
+            if c["stored"].as_bool() == Some(true) { "yes" } else { "no" },
+            if deps.is_empty() { "-".to_string() } else { deps.join(", ") }
+        );
+    }
+    let n = d["cells"].as_array().map_or(0, Vec::len);
+    let stored = d["cells"].as_array().into_iter().flatten().filter(|c| c["stored"].as_bool() == Some(true)).count();
+    let _ = writeln!(
+        s,
+        "{n} cells ({stored} stored in {}); {:.0} CPU-seconds in all, {:.0} still to make",
+        d["store"].as_str().unwrap_or(""),
+        d["total_cost_cpu_s"].as_f64().unwrap_or(0.0),
+        d["missing_cost_cpu_s"].as_f64().unwrap_or(0.0)
+    );
+    s
+}

@@ -1,0 +1,163 @@
+//! A plan on a Slurm cluster: one sbatch job array per level of the plan (task `t` of level
+//! `L` runs `goodhart run EXP --level L --shard t/N`, N the level's cells), each array
+//! chained to the previous one with `--dependency=afterok`, then one job that assembles the
+//! tables and report. Slurm schedules; goodhart only writes the scripts and, with
+//! `--submit`, hands them to `sbatch`.
+//!
+//! Scripts and logs go to `DIR/` (default `OUT/slurm/`): `level-L.sbatch`, `assemble.sbatch`,
+//! `submit.sh` (the same chain for submitting by hand) and `logs/`, one log per task
+//! (`level-L-JOBID_TASK.out`) beside them. Every path in them is absolute. The store must be
+//! a folder every node sees (a shared filesystem); cells made by several tasks at once are
+//! made once (see [`super::store`]). A task that fails fails its array; `afterok` then holds
+//! the later jobs back, and resubmitting the same scripts makes only what is missing.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::plan::Plan;
+use super::store::write_atomic;
+use crate::error::{Error, Result};
+
+/// What the scripts run and how they ask for resources.
+#[derive(Debug, Clone)]
+pub struct SlurmOptions {
+    /// The goodhart binary to run on the nodes.
+    pub exe: PathBuf,
+    pub experiment: PathBuf,
+    pub store: PathBuf,
+    pub out: PathBuf,
+    /// Where the scripts and logs go.
+    pub dir: PathBuf,
+    pub partition: Option<String>,
+    /// Wall-time limit per task, in Slurm's format (`HH:MM:SS`, `D-HH`).
+    pub time: Option<String>,
+    pub cpus_per_task: usize,
+    /// `cpu` or `cuda`.
+    pub device: String,
+}
+
+/// One job of the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub name: String,
+    pub script: PathBuf,
+    /// Array tasks (0 for the assembly job, which is no array).
+    pub tasks: usize,
+}
+
+fn abs(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io(p, e))
+}
+
+fn quote(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Writes the scripts of `plan` (named `name`) and returns the jobs in submission order.
+pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Job>> {
+    let dir = abs(&o.dir)?;
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
+    let (exe, exp, store, out) = (abs(&o.exe)?, abs(&o.experiment)?, abs(&o.store)?, abs(&o.out)?);
+    let header = |job: &str, array: Option<usize>, log: &str| {
+        let mut s = String::from("#!/bin/bash\n");
+        let _ = writeln!(s, "#SBATCH --job-name={job}");
+        if let Some(n) = array {
+            let _ = writeln!(s, "#SBATCH --array=0-{}", n - 1);
+        }
+        let _ = writeln!(s, "#SBATCH --cpus-per-task={}", o.cpus_per_task);
+        let _ = writeln!(s, "#SBATCH --ntasks=1");
+        if let Some(p) = &o.partition {
+            let _ = writeln!(s, "#SBATCH --partition={p}");
+        }
+        if let Some(t) = &o.time {
+            let _ = writeln!(s, "#SBATCH --time={t}");
+        }
+        let _ = writeln!(s, "#SBATCH --output={}", logs.join(log).display());
+        s.push_str("set -euo pipefail\n");
+        s
+    };
+    let common = format!(
+        "{} run {} --store {} --device {} --jobs {}",
+        quote(&exe),
+        quote(&exp),
+        quote(&store),
+        o.device,
+        o.cpus_per_task
+    );
+    let mut jobs = Vec::new();
+    for level in 0..plan.levels() {
+        let n = plan.level(level).len();
+        if n == 0 {
+            continue;
+        }
+        let job = format!("goodhart-{name}-L{level}");
+        let mut s = header(&job, Some(n), &format!("level-{level}-%A_%a.out"));
+        let cells: Vec<&str> = plan.level(level).iter().map(|&i| plan.cells[i].id.as_str()).collect();
+        let _ = writeln!(s, "# level {level}: {n} cells ({})", cells.join(", "));
+        let _ = writeln!(s, "exec {common} --level {level} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
+        let script = dir.join(format!("level-{level}.sbatch"));
+        write_atomic(&script, s.as_bytes())?;
+        jobs.push(Job { name: job, script, tasks: n });
+    }
+    let job = format!("goodhart-{name}-assemble");
+    let mut s = header(&job, None, "assemble-%j.out");
+    let _ = writeln!(s, "exec {common} --out {}", quote(&out));
+    let script = dir.join("assemble.sbatch");
+    write_atomic(&script, s.as_bytes())?;
+    jobs.push(Job { name: job, script, tasks: 0 });
+
+    let mut sh = String::from("#!/bin/bash\n# Submits the chain: each job starts once the previous one succeeded.\nset -euo pipefail\nprev=\n");
+    for j in &jobs {
+        let _ = writeln!(
+            sh,
+            "prev=$(sbatch --parsable ${{prev:+--dependency=afterok:$prev}} {} | cut -d';' -f1); echo \"{} $prev\"",
+            quote(&j.script),
+            j.name
+        );
+    }
+    let submit = dir.join("submit.sh");
+    write_atomic(&submit, sh.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&submit, std::fs::Permissions::from_mode(0o755));
+    }
+    Ok(jobs)
+}
+
+/// Submits `jobs` in order with `sbatch --parsable`, each after the previous one succeeded.
+/// Returns the job ids.
+pub fn submit(jobs: &[Job]) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::new();
+    for j in jobs {
+        let mut cmd = std::process::Command::new("sbatch");
+        cmd.arg("--parsable");
+        if let Some(prev) = ids.last() {
+            cmd.arg(format!("--dependency=afterok:{prev}"));
+        }
+        cmd.arg(&j.script);
+        let out = cmd.output().map_err(|e| Error::Slurm {
+            msg: format!("cannot run sbatch ({e}); is Slurm installed and on PATH?"),
+        })?;
+        if !out.status.success() {
+            return Err(Error::Slurm {
+                msg: format!(
+                    "sbatch {} failed: {}",
+                    j.script.display(),
+                    String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("").trim()
+                ),
+            });
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(Error::Slurm {
+                msg: format!("sbatch {} printed no job id: {:?}", j.script.display(), text.trim()),
+            });
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}

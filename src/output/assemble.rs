@@ -1,0 +1,283 @@
+//! Assembling a results folder from made cells: the reward-model table, the curve table
+//! (best-of-n rows from the best-of-n cell, PPO rows from every run's checkpoints), the PPO
+//! training table, the resolved config and `manifest.json`; then the report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::cell::exec::{Event, Exec};
+use crate::cell::make::Loaded;
+use crate::cell::store::{write_atomic, Meta, Origin};
+use crate::cell::Kind;
+use crate::error::{Error, Result};
+use crate::output::table::{self, CurveRow, RmRow, TrainRow};
+use crate::sweep::{PpoCell, ProxyCell};
+
+/// The rows of a results folder.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    pub rm: Vec<RmRow>,
+    /// Best-of-n and PPO curve points.
+    pub curves: Vec<CurveRow>,
+    /// PPO diagnostics, one row per update of every run.
+    pub train: Vec<TrainRow>,
+    /// PPO runs that failed (run id, one-line error); the other runs carried on.
+    pub ppo_failures: Vec<(String, String)>,
+    /// (run id, trained | reused | failed)
+    pub ppo_runs: Vec<(String, &'static str)>,
+    /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
+    pub duplicate_fraction: f64,
+}
+
+/// Every table's rows, from the plan's cells (all loaded in `x`).
+pub fn rows(x: &Exec) -> Result<Rows> {
+    let loaded = x.all()?;
+    let made: Vec<usize> = x.events().iter().filter(|e| e.origin == Origin::Made).map(|e| e.cell).collect();
+    let mut out = Rows::default();
+    for (i, cell) in x.plan.cells.iter().enumerate() {
+        let l = &*loaded[i];
+        match (&cell.kind, l) {
+            (Kind::Policy, Loaded::Policy { meta, .. }) => {
+                out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            }
+            (Kind::Gold, Loaded::Reward { meta, .. }) => {
+                let mut row = rm_row("gold", "gold", "gold", "", &x.exp.gold_arch(), None, meta);
+                row.distill_r2 = meta.info.get("distill_r2").and_then(Value::as_f64);
+                out.rm.insert(0, row);
+            }
+            (Kind::Proxy(c), Loaded::Reward { meta, .. }) => {
+                let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
+                out.rm.push(rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta));
+            }
+            (Kind::Bon, Loaded::Bon(rows)) => out.curves.extend(rows.iter().cloned()),
+            (Kind::Ppo(run), Loaded::Ppo { outcome, .. }) => {
+                let status = match (outcome, made.contains(&i)) {
+                    (Err(_), _) => "failed",
+                    (Ok(_), true) => "trained",
+                    (Ok(_), false) => "reused",
+                };
+                out.ppo_runs.push((run.id(), status));
+                match outcome {
+                    Ok(o) => {
+                        let first = x.plan.proxies().into_iter().find(|(_, c)| !c.heldout && c.ensemble_id() == run.ensemble);
+                        let proxy = first.map(|(_, c)| c.clone()).expect("a run's ensemble is in the grid");
+                        let (rows, train) = ppo_rows(x, run, &proxy, o);
+                        out.curves.extend(rows);
+                        out.train.extend(train);
+                    }
+                    Err(msg) => out.ppo_failures.push((run.id(), msg.clone())),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
+fn ppo_rows(x: &Exec, run: &PpoCell, cell: &ProxyCell, o: &crate::ppo::Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
+    let params = x.exp.proxy_arch(&cell.size).reward_params() as u64;
+    let below = crate::ppo::below_peak(&o.evaluations);
+    let rows = o
+        .evaluations
+        .iter()
+        .zip(below)
+        .map(|(e, (gold_below_peak, gold_below_peak_se))| {
+            let (gold, gold_se) = crate::bon::mean_se(&e.gold_by_prompt);
+            CurveRow {
+                method: "ppo".into(),
+                aggregator: run.aggregator.name(),
+                lambda: run.aggregator.lambda(),
+                proxy_size: cell.size.name.clone(),
+                proxy_params: params,
+                data_size: cell.data_size as u64,
+                label_noise: cell.noise,
+                ensemble: run.ensemble.clone(),
+                n: None,
+                step: Some(e.step as u64),
+                kl_penalty: Some(run.beta),
+                kl: e.kl_k1,
+                kl_kind: "ppo_k1".into(),
+                kl_k3: Some(e.kl_k3),
+                kl_bound: None,
+                kl_exact: None,
+                sqrt_kl: e.kl_k1.max(0.0).sqrt(),
+                gold,
+                gold_se,
+                proxy: e.proxy,
+                members: e.members.clone(),
+                disagreement: e.disagreement,
+                length: e.length,
+                distinct_ratio: e.distinct_ratio,
+                heldout: e.heldout,
+                gold_below_peak,
+                gold_below_peak_se,
+                prompts: e.gold_by_prompt.len() as u64,
+                pool: None,
+            }
+        })
+        .collect();
+    let train = o
+        .updates
+        .iter()
+        .map(|u| TrainRow {
+            run: run.id(),
+            aggregator: run.aggregator.name(),
+            lambda: run.aggregator.lambda(),
+            ensemble: run.ensemble.clone(),
+            kl_penalty: run.beta,
+            stats: u.clone(),
+        })
+        .collect();
+    (rows, train)
+}
+
+fn rm_row(
+    id: &str,
+    role: &str,
+    size: &str,
+    ensemble: &str,
+    cfg: &crate::model::TransformerConfig,
+    cell: Option<&ProxyCell>,
+    meta: &Meta,
+) -> RmRow {
+    let f = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let u = |k: &str| meta.info.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    RmRow {
+        model: id.to_string(),
+        role: role.to_string(),
+        size: size.to_string(),
+        ensemble: ensemble.to_string(),
+        params: u("params"),
+        layers: cfg.layers as u64,
+        width: cfg.width as u64,
+        train_examples: u("train_examples"),
+        label_noise: cell.map(|c| c.noise),
+        member: cell.filter(|c| !c.heldout).map(|c| c.member as u64),
+        val_pairs: u("val_pairs"),
+        val_accuracy: f("val_accuracy"),
+        val_bt_loss: f("val_bt_loss"),
+        distill_r2: None,
+        train_steps: u("train_steps"),
+        train_seconds: f("train_seconds"),
+        score_offset: f("offset"),
+        score_scale: f("scale"),
+        artifact: format!("{}-{}", meta.kind, meta.key),
+    }
+}
+
+/// Where the results go and what the run did, for the manifest.
+pub struct Context<'a> {
+    pub out: &'a Path,
+    pub config_hash: &'a str,
+    pub started: Instant,
+}
+
+/// Writes the tables, figures, resolved config and manifest of `rows` into `ctx.out`.
+pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
+    let out = ctx.out;
+    let mut tables = serde_json::Map::new();
+    let mut record = |files: Vec<(String, String)>| {
+        for (name, sha) in files {
+            tables.insert(name, json!(sha));
+        }
+    };
+    record(table::write(&mut table::rm_frame(&rows.rm)?, out, "rm")?);
+    if !rows.curves.is_empty() {
+        record(table::write(&mut table::curve_frame(&rows.curves)?, out, "curves")?);
+        crate::output::plot::bon_figures(&rows.curves, out)?;
+        crate::output::plot::ppo_figures(&rows.curves, out)?;
+    }
+    if !rows.train.is_empty() {
+        record(table::write(&mut table::train_frame(&rows.train)?, out, "ppo_train")?);
+    }
+    write_atomic(&out.join("config.resolved.toml"), x.exp.to_toml().as_bytes())?;
+    let manifest = manifest(x, rows, ctx, Value::Object(tables));
+    write_atomic(
+        &out.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).expect("manifest serializes").as_bytes(),
+    )
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
+    let events = x.events();
+    let ids = |origin: Origin| -> Vec<String> {
+        events.iter().filter(|e| e.origin == origin).map(|e| x.plan.cells[e.cell].id.clone()).collect()
+    };
+    let cell_row = |e: &Event| {
+        let c = &x.plan.cells[e.cell];
+        json!({
+            "cell": c.id, "kind": c.kind.name(), "key": c.key,
+            "origin": match e.origin { Origin::Made => "made", Origin::Reused => "reused" },
+            "make_seconds": e.make_seconds,
+        })
+    };
+    let policy = x.plan.find("policy").and_then(|i| x.all().ok().map(|l| l[i].clone()));
+    json!({
+        "goodhart_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": git_commit(),
+        "experiment": x.exp.name,
+        "config_hash": ctx.config_hash,
+        "seed": x.exp.seed,
+        "device": crate::device::describe(&x.device),
+        "store": absolute(x.store.root()),
+        "out": absolute(ctx.out),
+        "stage_seconds": x.stages().iter().map(|(n, s)| json!({ "stage": n, "seconds": s })).collect::<Vec<_>>(),
+        "total_seconds_before_tables": ctx.started.elapsed().as_secs_f64(),
+        "models_trained": ids(Origin::Made),
+        "models_reused": ids(Origin::Reused),
+        "cells": events.iter().map(cell_row).collect::<Vec<_>>(),
+        "params": x.exp.params,
+        "reference_policy": {
+            "artifact": x.plan.find("policy").map(|i| format!("policy-{}", x.plan.cells[i].key)),
+            "sft": policy.as_ref().and_then(|p| p.meta().and_then(|m| m.info.get("sft").cloned())),
+            "diversity_pool_samples": x.exp.reference.diversity_pool,
+            "duplicate_fraction": rows.duplicate_fraction,
+        },
+        "ppo_runs": rows.ppo_runs,
+        "ppo_failures": rows.ppo_failures.iter().map(|(run, error)| json!({ "run": run, "error": error })).collect::<Vec<_>>(),
+        "tables": tables,
+    })
+}
+
+/// Refuses to mix results of two configs in one folder, and checks that the folder can be
+/// written — before any work, so a bad `--out` costs nothing.
+pub fn check_out_dir(out: &Path, config_hash: &str, force: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(Error::io(out, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a folder")));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let probe = crate::cell::store::temp_sibling(&out.join("write-probe"));
+    crate::cell::store::write_synced(&probe, b"probe")?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))?;
+    let manifest = out.join("manifest.json");
+    if force || !manifest.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::io(&manifest, e))?;
+    let found = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("config_hash").and_then(|h| h.as_str()).map(String::from))
+        .unwrap_or_else(|| "unreadable".into());
+    if found != config_hash {
+        return Err(Error::ResultsConflict {
+            dir: out.to_path_buf(),
+            found,
+            expected: config_hash.to_string(),
+        });
+    }
+    Ok(())
+}

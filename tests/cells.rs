@@ -1,0 +1,352 @@
+//! The cell layer: the plan (every cell once, the right dependencies, keys that cover their
+//! config slice), sharded runs equal to a whole run, concurrent runs on one store, a shard
+//! killed mid-cell, stale temporaries, a full disk for the store and for the results.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use goodhart::cell::plan::{Plan, Shard};
+use goodhart::cell::Kind;
+use goodhart::Experiment;
+
+fn write_tiny(dir: &Path) -> PathBuf {
+    let toml = dir.join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    toml
+}
+
+fn spawn(args: &[&str], cwd: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_goodhart"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("goodhart starts")
+}
+
+fn finish(child: std::process::Child, what: &str) -> String {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{what} failed: {err}");
+    err
+}
+
+/// A whole tiny run on a fresh store, the reference every other way must equal.
+fn whole(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let toml = write_tiny(dir);
+    let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--out", "whole", "--store", "whole-store"], dir);
+    assert!(ok, "whole run: {err}");
+    common::tables_without_timings(&dir.join("whole"))
+}
+
+fn quick() -> Experiment {
+    Experiment::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml"))).unwrap()
+}
+
+#[test]
+fn quick_plan_lists_every_cell_once_with_its_dependencies() {
+    let exp = quick();
+    let plan = Plan::new(&exp);
+    let ids: Vec<&str> = plan.cells.iter().map(|c| c.id.as_str()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "a cell is listed twice: {ids:?}");
+    // π_ref, gold, pairs; 3 sizes × 2 data sizes × 3 members and the held-out proxy;
+    // best-of-n; PPO: member 0, mean, wco, uwo(0.1) × β ∈ {0, 0.1} on xs/d2000.
+    let count = |k: &str| plan.cells.iter().filter(|c| c.kind.name() == k).count();
+    assert_eq!(
+        [count("policy"), count("gold"), count("pairs"), count("proxy"), count("bon"), count("ppo")],
+        [1, 1, 1, 19, 1, 8]
+    );
+    let deps = |id: &str| -> Vec<&str> {
+        let c = &plan.cells[plan.find(id).unwrap_or_else(|| panic!("no cell {id}"))];
+        c.deps.iter().map(|&d| plan.cells[d].id.as_str()).collect()
+    };
+    assert!(deps("policy").is_empty());
+    assert_eq!(deps("gold"), ["policy"]);
+    assert_eq!(deps("pairs"), ["policy", "gold"]);
+    assert_eq!(deps("proxy/m/d8000/n0.00/k2"), ["policy", "gold", "pairs"]);
+    assert_eq!(deps("heldout/m/d8000/n0.00"), ["policy", "gold", "pairs"]);
+    let bon = deps("bon");
+    assert_eq!(bon.len(), 2 + 18 + 1);
+    assert!(bon.contains(&"heldout/m/d8000/n0.00") && bon.contains(&"proxy/s/d8000/n0.00/k1"));
+    assert_eq!(
+        deps("ppo/xs/d2000/n0.00/wco/b0.1"),
+        ["policy", "gold", "proxy/xs/d2000/n0.00/k0", "proxy/xs/d2000/n0.00/k1", "proxy/xs/d2000/n0.00/k2", "heldout/m/d8000/n0.00"]
+    );
+    for (i, c) in plan.cells.iter().enumerate() {
+        assert!(c.deps.iter().all(|&d| d < i), "{} comes before a dependency", c.id);
+        assert_eq!(c.level, c.deps.iter().map(|&d| plan.cells[d].level + 1).max().unwrap_or(0));
+        assert!(c.cost_cpu_s > 0.0 && c.cost_cpu_s.is_finite(), "{}: cost {}", c.id, c.cost_cpu_s);
+    }
+    assert_eq!(plan.levels(), 5);
+}
+
+#[test]
+fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
+    let base = common::tiny();
+    let a = Plan::new(&base);
+    let key = |p: &Plan, id: &str| p.cells[p.find(id).unwrap()].key.clone();
+    // Another best-of-n pool changes only the best-of-n cell.
+    let more_pool = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 128"), Path::new("t.toml")).unwrap();
+    let b = Plan::new(&more_pool);
+    for c in &a.cells {
+        assert_eq!(c.key == key(&b, &c.id), c.kind != Kind::Bon, "{}", c.id);
+    }
+    // Another SFT length changes π_ref and, through the dependency keys, every cell.
+    let longer = Experiment::from_toml(&common::tiny_with("sft_steps = 20", "sft_steps = 21"), Path::new("t.toml")).unwrap();
+    let c = Plan::new(&longer);
+    for cell in &a.cells {
+        assert_ne!(cell.key, key(&c, &cell.id), "{}", cell.id);
+    }
+    // Every recipe names its kind's code version, a hash of the source that makes it.
+    for cell in &a.cells {
+        let code = cell.recipe["code"].as_str().expect("recipe has a code version");
+        assert_eq!(code, goodhart::cell::code_version(&cell.kind));
+        assert_eq!(code.len(), 16);
+    }
+    assert_ne!(goodhart::cell::code_version(&Kind::Policy), goodhart::cell::code_version(&Kind::Bon));
+}
+
+#[test]
+fn shards_split_every_level_without_overlap() {
+    let plan = Plan::new(&quick());
+    for n in 1..=4 {
+        let mut all: Vec<usize> = (0..n).flat_map(|i| plan.shard(Shard { index: i, count: n }, None)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..plan.cells.len()).collect::<Vec<_>>(), "{n} shards");
+    }
+    let proxies = plan.level(3);
+    let per: Vec<usize> = (0..proxies.len()).map(|i| plan.shard(Shard { index: i, count: proxies.len() }, Some(3)).len()).collect();
+    assert!(per.iter().all(|&k| k == 1), "one proxy per task of a level-sized array: {per:?}");
+    assert!("2/2".parse::<Shard>().is_err() && "0/0".parse::<Shard>().is_err() && "x".parse::<Shard>().is_err());
+    assert_eq!("1/3".parse::<Shard>().unwrap(), Shard { index: 1, count: 3 });
+}
+
+#[test]
+fn two_shards_at_once_then_assembled_equal_one_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = whole(dir.path());
+    let toml = write_tiny(dir.path());
+    let t = toml.to_str().unwrap();
+    let s0 = spawn(&["run", t, "--store", "store", "--shard", "0/2"], dir.path());
+    let s1 = spawn(&["run", t, "--store", "store", "--shard", "1/2"], dir.path());
+    finish(s0, "shard 0/2");
+    finish(s1, "shard 1/2");
+    assert!(!dir.path().join("results").exists(), "a shard writes no tables");
+    let (ok, stdout, err) = common::goodhart(&["run", t, "--store", "store", "--out", "assembled"], dir.path());
+    assert!(ok, "{err}");
+    assert!(stdout.contains("0 cells made, 13 reused"), "after the shards, run only assembles: {stdout}");
+    assert_eq!(common::tables_without_timings(&dir.path().join("assembled")), reference);
+    assert!(common::leftovers(&dir.path().join("store")).is_empty());
+}
+
+#[test]
+fn two_whole_runs_at_once_on_one_store_make_each_cell_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    let t = toml.to_str().unwrap();
+    let a = spawn(&["run", t, "--store", "store", "--out", "a"], dir.path());
+    let b = spawn(&["run", t, "--store", "store", "--out", "b"], dir.path());
+    finish(a, "run a");
+    finish(b, "run b");
+    let made = |out: &str| -> Vec<String> {
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join(out).join("manifest.json")).unwrap()).unwrap();
+        m["models_trained"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    let mut both = made("a");
+    both.extend(made("b"));
+    both.sort();
+    let n = both.len();
+    both.dedup();
+    assert_eq!(n, both.len(), "a cell was made twice: {both:?}");
+    assert_eq!(n, 13, "every cell made by one of the two: {both:?}");
+    assert!(!dir.path().join("store/.quarantine").exists(), "no good cell quarantined");
+    assert_eq!(common::tables_without_timings(&dir.path().join("a")), common::tables_without_timings(&dir.path().join("b")));
+    assert!(common::leftovers(&dir.path().join("store")).is_empty());
+}
+
+#[test]
+fn a_shard_killed_mid_cell_resumes_to_the_same_tables_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = whole(dir.path());
+    let toml = write_tiny(dir.path());
+    let t = toml.to_str().unwrap();
+    let store = dir.path().join("store");
+    let mut child = spawn(&["run", t, "--store", "store", "--shard", "0/1"], dir.path());
+    // Wait until a cell is being made (its lock or temporary folder exists), then SIGKILL.
+    let start = Instant::now();
+    let mut caught = false;
+    while start.elapsed() < Duration::from_secs(60) {
+        if store.is_dir() && !common::leftovers(&store).is_empty() && std::fs::read_dir(&store).unwrap().count() > 2 {
+            caught = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(caught, "the shard finished before it could be killed mid-cell");
+    assert!(!common::leftovers(&store).is_empty(), "the kill left a lock or temporary behind");
+    let (ok, stdout, err) = common::goodhart(&["run", t, "--store", "store", "--out", "resumed"], dir.path());
+    assert!(ok, "{err}");
+    assert!(!stdout.contains(" 0 cells made"), "the rerun makes what the kill lost: {stdout}");
+    assert_eq!(common::tables_without_timings(&dir.path().join("resumed")), reference);
+    assert!(common::leftovers(&store).is_empty(), "left: {:?}", common::leftovers(&store));
+}
+
+#[test]
+fn stale_temporaries_are_removed_and_live_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let host = {
+        let out = Command::new("hostname").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect::<String>()
+    };
+    // A dead process of this host (pid above pid_max), one of another host an hour old
+    // (kept: a host we cannot see may still be alive), a stale lock of a dead process.
+    let dead = store.join(format!(".tmp-proxy-abc-{host}~4194305~00000000000000aa~0"));
+    let remote = store.join(".tmp-proxy-def-elsewhere~12~00000000000000bb~0");
+    let lock = store.join("gold-123.lock");
+    std::fs::create_dir_all(&dead).unwrap();
+    std::fs::write(dead.join("model.safetensors"), b"half").unwrap();
+    std::fs::create_dir_all(&remote).unwrap();
+    std::fs::write(&lock, format!("{host} 4194305 00000000000000cc\n")).unwrap();
+    goodhart::cell::store::Store::open(&store).unwrap();
+    assert!(!dead.exists(), "a dead process's temporary is removed");
+    assert!(!lock.exists(), "a dead process's lock is broken");
+    assert!(remote.exists(), "another host's recent temporary is kept");
+    // Older than the limit: removed whoever made it.
+    let old = std::time::SystemTime::now() - goodhart::cell::store::STALE_TEMP - Duration::from_secs(60);
+    std::fs::File::open(&remote).unwrap().set_modified(old).unwrap();
+    goodhart::cell::store::Store::open(&store).unwrap();
+    assert!(!remote.exists(), "a temporary older than the limit is removed");
+}
+
+/// Mounts a tmpfs of `kib` KiB at `at` (root only). None where mounting is not allowed.
+fn small_disk(at: &Path, kib: usize) -> Option<Mount> {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs", at.to_str().unwrap()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        assert!(!root, "root could not mount a tmpfs at {}", at.display());
+        eprintln!("skipped: mounting a small disk needs root");
+        return None;
+    }
+    Some(Mount(at.to_path_buf()))
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_store_disk_fails_naming_the_path_and_leaves_nothing_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    let Some(_m) = small_disk(&dir.path().join("store"), 160) else { return };
+    let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--store", "store", "--out", "out"], dir.path());
+    assert!(!ok, "a full disk must fail the run");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("store/") && line.contains("No space left"), "{line}");
+    let store = goodhart::cell::store::Store::open(&dir.path().join("store")).unwrap();
+    for e in std::fs::read_dir(store.root()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.starts_with(".tmp-") && !name.ends_with(".lock"), "left behind: {name}");
+        let (kind, key) = name.split_once('-').unwrap();
+        assert!(store.verify(kind, key).unwrap().is_some(), "{name} is incomplete");
+    }
+    assert!(!dir.path().join("out/manifest.json").exists(), "no results from a failed run");
+}
+
+#[test]
+fn a_full_results_disk_fails_naming_the_path_and_leaves_no_temporary() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    let Some(_m) = small_disk(&dir.path().join("out"), 48) else { return };
+    let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--store", "store", "--out", "out"], dir.path());
+    assert!(!ok, "a full disk must fail the run");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(line.contains("out/") && line.contains("No space left"), "{line}");
+    for e in std::fs::read_dir(dir.path().join("out")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.starts_with('.'), "temporary left behind: {name}");
+    }
+}
+
+#[test]
+fn out_that_is_a_file_fails_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    std::fs::write(dir.path().join("taken"), b"not a folder").unwrap();
+    let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--store", "store", "--out", "taken"], dir.path());
+    assert!(!ok);
+    assert!(err.contains("taken") && err.lines().count() == 1, "{err}");
+    assert!(!dir.path().join("store").exists(), "nothing trained, not even a store made");
+}
+
+#[test]
+fn plan_cli_lists_cells_and_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    let t = toml.to_str().unwrap();
+    let (ok, out, err) = common::goodhart(&["plan", t, "--store", "store", "--json"], dir.path());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 13);
+    assert!(cells.iter().all(|c| c["stored"] == false && c["cost_source"] == "model"));
+    assert!(v["store"].as_str().unwrap().starts_with('/'), "absolute store path");
+    let (ok, _, err) = common::goodhart(&["run", t, "--store", "store", "--shard", "0/1", "--level", "0"], dir.path());
+    assert!(ok, "{err}");
+    let (_, out, _) = common::goodhart(&["plan", t, "--store", "store", "--json"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let policy = v["cells"].as_array().unwrap().iter().find(|c| c["id"] == "policy").unwrap().clone();
+    assert_eq!((policy["stored"].clone(), policy["cost_source"].clone()), (serde_json::json!(true), serde_json::json!("measured")));
+    let stored = v["cells"].as_array().unwrap().iter().filter(|c| c["stored"] == true).count();
+    assert_eq!(stored, 1, "--level 0 made π_ref only");
+    let (ok, table, _) = common::goodhart(&["plan", t, "--store", "store"], dir.path());
+    assert!(ok && table.contains("ppo/a/d40/n0.00/wco/b0.1") && table.contains("13 cells (1 stored"), "{table}");
+}
+
+#[test]
+fn slurm_scripts_chain_one_array_per_level_then_assembly() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    let (ok, out, err) = common::goodhart(
+        &["slurm", toml.to_str().unwrap(), "--store", "store", "--out", "res", "--partition", "debug", "--time", "00:10:00", "--cpus-per-task", "2"],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let slurm = dir.path().join("res/slurm");
+    let levels: Vec<String> = (0..5).map(|l| std::fs::read_to_string(slurm.join(format!("level-{l}.sbatch"))).unwrap()).collect();
+    assert!(levels[3].contains("#SBATCH --array=0-2") && levels[3].contains("--level 3 --shard \"${SLURM_ARRAY_TASK_ID}/3\""), "{}", levels[3]);
+    assert!(levels[4].contains("#SBATCH --array=0-6"), "best-of-n and 6 PPO runs: {}", levels[4]);
+    for s in &levels {
+        assert!(s.contains("#SBATCH --partition=debug") && s.contains("#SBATCH --time=00:10:00") && s.contains("--jobs 2"));
+        assert!(s.contains(&format!("--store '{}'", dir.path().join("store").display())), "absolute store path: {s}");
+    }
+    let assemble = std::fs::read_to_string(slurm.join("assemble.sbatch")).unwrap();
+    assert!(assemble.contains(&format!("--out '{}'", dir.path().join("res").display())) && !assemble.contains("--shard"));
+    let submit = std::fs::read_to_string(slurm.join("submit.sh")).unwrap();
+    assert_eq!(submit.matches("--dependency=afterok").count(), 6);
+    assert!(out.contains("submit with: bash"), "{out}");
+}
