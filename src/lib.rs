@@ -7,9 +7,10 @@
 //! gold-versus-proxy curves.
 //!
 //! Data flows one way: [`config`] → [`world`] → [`sft`] (π_ref) → [`rm`] (gold, pairs,
-//! proxies) → [`bon`] and [`ppo`] (through one [`aggregate::Aggregator`]) → [`table`] →
-//! [`fit`], [`stopping`] → report; [`sweep`] expands the grid, [`run`] orders the stages and
-//! [`artifacts`] lets every stage reuse what an earlier run trained.
+//! proxies) → [`bon`] and [`ppo`] (through one [`aggregate::Aggregator`]) →
+//! [`output::table`] → [`fit`], [`stopping`] → [`output::report`]; [`sweep`] expands the
+//! grid, [`run`] orders the stages and [`artifacts`] lets every stage reuse what an earlier
+//! run trained.
 
 pub mod aggregate;
 pub mod analysis;
@@ -21,18 +22,16 @@ pub mod error;
 pub mod fit;
 pub mod model;
 pub mod optim;
+pub mod output;
 pub mod parallel;
-pub mod plot;
 pub mod ppo;
 pub mod progress;
-pub mod report;
 pub mod rm;
 pub mod run;
 pub mod seed;
 pub mod sft;
 pub mod stopping;
 pub mod sweep;
-pub mod table;
 pub mod world;
 
 pub use config::Experiment;

@@ -114,7 +114,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report { dir } => {
-            let r = goodhart::report::report(&dir).with_context(|| format!("report {}", dir.display()))?;
+            let r = goodhart::output::report::report(&dir).with_context(|| format!("report {}", dir.display()))?;
             let a = &r.acceptance;
             let verdict = |m: Option<bool>| match m {
                 Some(true) => "met",
@@ -129,7 +129,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             println!(
                 "acceptance: (a) R² ≥ {} on {} interior-peak gold curves: {}; (b) best rule {} median regret {} of gain: {}",
-                goodhart::report::R2_TARGET,
+                goodhart::output::report::R2_TARGET,
                 a.interior_curves,
                 verdict(a.r2_met),
                 a.best_rule.as_deref().unwrap_or("none"),

@@ -25,7 +25,7 @@ use crate::model::{seeded_init, Policy, RewardModel};
 use crate::progress::bar;
 use crate::rm::{self, Pairs};
 use crate::sweep::{proxy_cells, ProxyCell};
-use crate::table::{self, RmRow};
+use crate::output::table::{self, RmRow};
 use crate::world::{SeqSet, WorldConfig};
 
 /// Pairs are generated in blocks of this many, each from its own seed, so the first n
@@ -183,8 +183,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         table::write(&mut df, &opts.out, "rm")?;
         if !curve_rows.is_empty() {
             table::write(&mut table::curve_frame(&curve_rows)?, &opts.out, "curves")?;
-            crate::plot::bon_figures(&curve_rows, &opts.out)?;
-            crate::plot::ppo_figures(&curve_rows, &opts.out)?;
+            crate::output::plot::bon_figures(&curve_rows, &opts.out)?;
+            crate::output::plot::ppo_figures(&curve_rows, &opts.out)?;
         }
         if !ppo.train.is_empty() {
             table::write(&mut table::train_frame(&ppo.train)?, &opts.out, "ppo_train")?;
@@ -205,7 +205,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     if !curve_rows.is_empty() {
         // Fits, scaling, stopping rules, aggregator comparison and report.md, from the tables
         // just written (the same as `goodhart report DIR`).
-        crate::report::report(&opts.out)?;
+        crate::output::report::report(&opts.out)?;
     }
     // The tables stage is timed after the manifest is written; log the grand total.
     info!(

@@ -51,7 +51,7 @@ fn ensemble_resorting_carries_gold_along() {
 
 #[test]
 fn results_keyed_by_n_carry_kl_columns() {
-    let row = goodhart::table::CurveRow {
+    let row = goodhart::output::table::CurveRow {
         method: "bon".into(),
         aggregator: "mean".into(),
         lambda: None,
@@ -82,7 +82,7 @@ fn results_keyed_by_n_carry_kl_columns() {
         prompts: 1,
         pool: Some(4),
     };
-    let df = goodhart::table::curve_frame(&[row]).unwrap();
+    let df = goodhart::output::table::curve_frame(&[row]).unwrap();
     for c in ["n", "kl", "kl_bound", "kl_exact", "sqrt_kl", "kl_kind"] {
         assert!(df.column(c).is_ok(), "{c}");
     }

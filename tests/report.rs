@@ -7,9 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use goodhart::report::report;
+use goodhart::output::report::report;
 use goodhart::run::{run, RunOptions};
-use goodhart::table::{self, CurveRow, RmRow};
+use goodhart::output::table::{self, CurveRow, RmRow};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 

@@ -44,7 +44,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     for f in ["rm.parquet", "rm.csv", "curves.parquet", "curves.csv", "manifest.json", "config.resolved.toml"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let df = goodhart::table::read_parquet(&out.join("rm.parquet")).unwrap();
+    let df = goodhart::output::table::read_parquet(&out.join("rm.parquet")).unwrap();
     assert_eq!(df.height(), 4);
     for col in ["model", "role", "params", "train_examples", "label_noise", "member", "val_accuracy", "val_bt_loss_nats"] {
         assert!(df.column(col).is_ok(), "column {col} missing");
@@ -69,7 +69,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     // PPO: 6 runs × checkpoints at updates 0, 2, 4.
     let ppo: Vec<_> = s.curve_rows.iter().filter(|r| r.method == "ppo").collect();
     assert_eq!(ppo.len(), 6 * 3);
-    let curves = goodhart::table::read_parquet(&out.join("curves.parquet")).unwrap();
+    let curves = goodhart::output::table::read_parquet(&out.join("curves.parquet")).unwrap();
     assert_eq!(curves.height(), 56 + 18);
     for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement", "length", "distinct_ratio", "gold_below_peak", "gold_below_peak_se"] {
         assert!(curves.column(col).is_ok(), "curves column {col} missing");
@@ -85,10 +85,10 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
             assert_eq!(r.gold, ppo[0].gold);
         }
     }
-    for p in goodhart::plot::ppo_figure_paths(&out, 0.0) {
+    for p in goodhart::output::plot::ppo_figure_paths(&out, 0.0) {
         assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
     }
-    let train = goodhart::table::read_parquet(&out.join("ppo_train.parquet")).unwrap();
+    let train = goodhart::output::table::read_parquet(&out.join("ppo_train.parquet")).unwrap();
     assert_eq!(train.height(), 6 * 4);
     for col in ["run", "update", "kl_penalty", "ppo/approx_kl", "ppo/clipfrac", "ppo/entropy", "ppo/value_loss", "ppo/explained_variance"] {
         assert!(train.column(col).is_ok(), "ppo_train column {col} missing");
@@ -101,7 +101,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     // n = 1 is the pool mean: the same gold for every aggregator.
     let g1: Vec<f64> = s.curve_rows.iter().filter(|r| r.n == Some(1)).map(|r| r.gold).collect();
     assert!(g1.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-9), "{g1:?}");
-    for p in goodhart::plot::bon_figure_paths(&out, 0.0) {
+    for p in goodhart::output::plot::bon_figure_paths(&out, 0.0) {
         assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
     }
     let manifest: serde_json::Value =

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::table::CurveRow;
+use crate::output::table::CurveRow;
 
 static FONT: Once = Once::new();
 
@@ -18,7 +18,7 @@ fn register_font() {
         plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
+            include_bytes!("../../assets/DejaVuSans.ttf"),
         )
         .map_err(|_| ())
         .expect("the shipped font parses");

@@ -27,7 +27,7 @@ use crate::analysis::{
 use crate::artifacts::write_atomic;
 use crate::error::{Error, Result};
 use crate::fit::Form;
-use crate::table::{self, CurveRow, RmRow};
+use crate::output::table::{self, CurveRow, RmRow};
 
 /// Acceptance threshold: R² of the gold fit of every curve with an interior observed peak.
 pub const R2_TARGET: f64 = 0.9;
@@ -500,7 +500,7 @@ fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
             ("beta", format!("β ({beta_unit})")),
             ("kl_star", "KL* = d*² (nats)".to_string()),
         ] {
-            let mut lines: Vec<crate::plot::XyLine> = Vec::new();
+            let mut lines: Vec<crate::output::plot::XyLine> = Vec::new();
             for f in &mine {
                 let fit = f.fit.expect("filtered on fit");
                 let y = match coef {
@@ -513,7 +513,7 @@ fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
                 let l = label(f);
                 match lines.iter_mut().find(|line| line.label == l) {
                     Some(line) => line.points.push((x, y)),
-                    None => lines.push(crate::plot::XyLine {
+                    None => lines.push(crate::output::plot::XyLine {
                         label: l,
                         points: vec![(x, y)],
                     }),
@@ -527,7 +527,7 @@ fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
                 "beta" => "β",
                 _ => "KL*",
             };
-            panels.push(crate::plot::XyPanel {
+            panels.push(crate::output::plot::XyPanel {
                 title: format!("{name}, single proxy: {what}"),
                 y_desc,
                 lines,
@@ -543,7 +543,7 @@ fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
         }
         return Ok(false);
     }
-    crate::plot::xy_figure(dir, "scaling", &panels, 3, "log10(proxy parameters)")?;
+    crate::output::plot::xy_figure(dir, "scaling", &panels, 3, "log10(proxy parameters)")?;
     Ok(true)
 }
 
