@@ -43,8 +43,8 @@ enum Command {
         /// The experiment file.
         experiment: PathBuf,
     },
-    /// Regenerate the fits, scaling, stopping-rule and aggregator tables, the scaling figure
-    /// and report.md of a results folder from its saved tables (no models, no training).
+    /// Regenerate the fits, scaling, stopping-rule and aggregator tables, every figure and
+    /// report.md of a results folder from its saved tables (no models, no training).
     Report {
         /// The results folder, e.g. results/quick.
         dir: PathBuf,

@@ -8,7 +8,8 @@
 //! 5. the proxy grid (sizes × data × noise × members), Bradley–Terry;
 //! 6. best-of-n over one π_ref pool against every ensemble × aggregator;
 //! 7. PPO runs (ensembles × aggregators × KL penalties), each stored once finished;
-//! 8. tables, figures, resolved config and manifest under the results folder.
+//! 8. tables, resolved config and manifest under the results folder, then the report of
+//!    it: analysis tables, figures and report.md.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -183,8 +184,6 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         table::write(&mut df, &opts.out, "rm")?;
         if !curve_rows.is_empty() {
             table::write(&mut table::curve_frame(&curve_rows)?, &opts.out, "curves")?;
-            crate::output::plot::bon_figures(&curve_rows, &opts.out)?;
-            crate::output::plot::ppo_figures(&curve_rows, &opts.out)?;
         }
         if !ppo.train.is_empty() {
             table::write(&mut table::train_frame(&ppo.train)?, &opts.out, "ppo_train")?;
@@ -203,8 +202,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         )
     })?;
     if !curve_rows.is_empty() {
-        // Fits, scaling, stopping rules, aggregator comparison and report.md, from the tables
-        // just written (the same as `goodhart report DIR`).
+        // Fits, scaling, stopping rules, aggregator comparison, every figure and report.md,
+        // from the tables just written (the same as `goodhart report DIR`).
         crate::output::report::report(&opts.out)?;
     }
     // The tables stage is timed after the manifest is written; log the grand total.

@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use goodhart::output::plot::{bon_figure_paths, ppo_figure_paths};
 use goodhart::output::report::report;
 use goodhart::run::{run, RunOptions};
 use goodhart::output::table::{self, CurveRow, RmRow};
@@ -113,11 +114,16 @@ fn report_works_from_the_tables_alone() {
         ] {
             assert!(only.join(f).is_file(), "{sub}: {f} missing");
         }
+        // The curve figures are drawn from curves.parquet and embedded.
         let md = std::fs::read_to_string(only.join("report.md")).unwrap();
-        assert!(
-            md.contains("No figures in this folder."),
-            "{sub}: figures listed that do not exist"
-        );
+        for p in [bon_figure_paths(&only, 0.0), ppo_figure_paths(&only, 0.0)].concat() {
+            assert!(p.is_file(), "{sub}: {} not drawn", p.display());
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            assert!(s.written.contains(&name), "{sub}: {name} not in {:?}", s.written);
+            if name.ends_with(".png") {
+                assert!(md.contains(&format!("]({name})")), "{sub}: {name} not embedded");
+            }
+        }
         if sub == "bare" {
             assert!(md.contains("No `manifest.json`"));
         }
@@ -459,4 +465,37 @@ fn report_on_an_empty_curves_table_says_not_applicable() {
     assert_eq!((s.acceptance.r2_met, s.acceptance.regret_met), (None, None));
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert_eq!(md.matches("**not applicable**").count(), 2, "{md}");
+}
+
+#[test]
+fn report_redraws_every_figure_from_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tiny_folder(dir.path());
+    let figures = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".png") || n.ends_with(".svg"))
+            .collect();
+        names.sort();
+        read_all(dir, &names)
+    };
+    let before = figures(&out);
+    // The tiny run has one noise level, best-of-n and PPO: 2 + 3 figures, PNG and SVG each.
+    let expected: Vec<_> = [bon_figure_paths(&out, 0.0), ppo_figure_paths(&out, 0.0)].concat();
+    assert_eq!(expected.len(), 10);
+    for p in &expected {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(before.contains_key(&name), "the run did not draw {name}: {:?}", before.keys());
+    }
+    for name in before.keys() {
+        std::fs::remove_file(out.join(name)).unwrap();
+    }
+    assert!(figures(&out).is_empty());
+    report(&out).expect("report");
+    let after = figures(&out);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    for (name, bytes) in &before {
+        assert!(after[name] == *bytes, "{name} redrawn differently");
+    }
 }

@@ -1,5 +1,5 @@
-//! The figures of a report: the scaling of the fitted coefficients with proxy size, which
-//! `report` draws, and the list of every figure report.md embeds.
+//! The figures `report` draws: the best-of-n and PPO curves from `curves.parquet`'s rows,
+//! and the scaling of the fitted coefficients with proxy size.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,6 +8,18 @@ use crate::analysis::{FitRow, Target};
 use crate::error::{Error, Result};
 use crate::fit::Form;
 use crate::output::plot;
+use crate::output::table::CurveRow;
+
+/// The best-of-n figures ([`plot::bon_figures`]) and PPO figures ([`plot::ppo_figures`]) of
+/// `rows`; returns the file names written (`STEM.png` and `STEM.svg` of each), in drawing order.
+pub(super) fn curve_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
+    let mut stems = plot::bon_figures(rows, dir)?;
+    stems.extend(plot::ppo_figures(rows, dir)?);
+    Ok(stems
+        .iter()
+        .flat_map(|s| [format!("{s}.png"), format!("{s}.svg")])
+        .collect())
+}
 
 /// `scaling.{png,svg}`: α, β and KL* of the single-proxy (`member0`) gold fits against
 /// log10(proxy parameters), one line per data size (and noise, and β for PPO); one row of
@@ -96,23 +108,4 @@ pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
     }
     plot::xy_figure(dir, "scaling", &panels, 3, "log10(proxy parameters)")?;
     Ok(true)
-}
-
-/// PNG figures to embed: the run's `bon_*.png` and `ppo_*.png` that exist, sorted, then
-/// `scaling.png` if this report drew it.
-pub(super) fn figures(dir: &Path, scaling: bool) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    for e in entries {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        let name = e.file_name().to_string_lossy().to_string();
-        if (name.starts_with("bon_") || name.starts_with("ppo_")) && name.ends_with(".png") {
-            out.push(name);
-        }
-    }
-    out.sort();
-    if scaling {
-        out.push("scaling.png".to_string());
-    }
-    Ok(out)
 }

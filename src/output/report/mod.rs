@@ -7,6 +7,7 @@
 //! - `stopping.{parquet,csv}` (every gold-free rule on every curve) and
 //!   `stopping_summary.{parquet,csv}` (rules ranked by median regret fraction);
 //! - `aggregators.{parquet,csv}`: aggregators at matched KL budgets and at their best;
+//! - the best-of-n and PPO figures `bon_*.{png,svg}` and `ppo_*.{png,svg}`;
 //! - `report.md`, which states the acceptance checks plainly.
 //!
 //! Submodules by idea: `frames` (the tables written), `figures`, `markdown` (the sections of
@@ -63,12 +64,12 @@ struct Analysis {
     aggs: Vec<AggRow>,
     acceptance: Acceptance,
     scaling_figure: bool,
-    /// PNG figures to embed, by file name (see [`figures::figures`]).
+    /// PNG figures to embed, by file name: the curve figures sorted, then `scaling.png`.
     figures: Vec<String>,
 }
 
-/// Regenerates the analysis tables, the scaling figure and `report.md` of the results folder
-/// `dir` from `rm.parquet` and `curves.parquet` (and `manifest.json` if there is one).
+/// Regenerates the analysis tables, every figure and `report.md` of the results folder `dir`
+/// from `rm.parquet` and `curves.parquet` (and `manifest.json` if there is one).
 /// A missing or malformed table is a one-line error naming the file.
 pub fn report(dir: &Path) -> Result<ReportSummary> {
     let rm = table::read_rm(&dir.join("rm.parquet"))?;
@@ -99,8 +100,14 @@ pub fn report(dir: &Path) -> Result<ReportSummary> {
         })?;
         written.extend([format!("{stem}.parquet"), format!("{stem}.csv")]);
     }
+    let drawn = figures::curve_figures(&rows, dir)?;
     let scaling_figure = figures::scaling_figure(&fits, dir)?;
+    // PNGs to embed in report.md: the curve figures, sorted, then the scaling figure.
+    let mut pngs: Vec<String> = drawn.iter().filter(|f| f.ends_with(".png")).cloned().collect();
+    pngs.sort();
+    written.extend(drawn);
     if scaling_figure {
+        pngs.push("scaling.png".to_string());
         written.extend(["scaling.png".to_string(), "scaling.svg".to_string()]);
     }
     let a = Analysis {
@@ -109,7 +116,7 @@ pub fn report(dir: &Path) -> Result<ReportSummary> {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
             .unwrap_or_default(),
-        figures: figures::figures(dir, scaling_figure)?,
+        figures: pngs,
         manifest,
         rm,
         rows,
