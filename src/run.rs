@@ -8,8 +8,8 @@
 //! 5. the proxy grid (sizes × data × noise × members), Bradley–Terry;
 //! 6. best-of-n over one π_ref pool against every ensemble × aggregator;
 //! 7. PPO runs (ensembles × aggregators × KL penalties), each stored once finished;
-//! 8. tables, resolved config and manifest under the results folder, then the report of
-//!    it: analysis tables, figures and report.md.
+//! 8. tables, resolved config and manifest (with the tables' checksums) under the results
+//!    folder, then the report of it: analysis tables, figures and report.md.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,10 +23,10 @@ use crate::artifacts::{key_of, write_atomic, Meta, Store};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::{seeded_init, Policy, RewardModel};
+use crate::output::table::{self, RmRow};
 use crate::progress::bar;
 use crate::rm::{self, Pairs};
 use crate::sweep::{proxy_cells, ProxyCell};
-use crate::output::table::{self, RmRow};
 use crate::world::{SeqSet, WorldConfig};
 
 /// Pairs are generated in blocks of this many, each from its own seed, so the first n
@@ -180,16 +180,17 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     }
 
     st.time("tables", |st| {
-        let mut df = table::rm_frame(&rm_rows)?;
-        table::write(&mut df, &opts.out, "rm")?;
+        // File name → SHA-256 of every table written, for manifest.json's `tables`.
+        let mut sums = table::write(&mut table::rm_frame(&rm_rows)?, &opts.out, "rm")?;
         if !curve_rows.is_empty() {
-            table::write(&mut table::curve_frame(&curve_rows)?, &opts.out, "curves")?;
+            sums.extend(table::write(&mut table::curve_frame(&curve_rows)?, &opts.out, "curves")?);
         }
         if !ppo.train.is_empty() {
-            table::write(&mut table::train_frame(&ppo.train)?, &opts.out, "ppo_train")?;
+            sums.extend(table::write(&mut table::train_frame(&ppo.train)?, &opts.out, "ppo_train")?);
         }
         write_atomic(&opts.out.join("config.resolved.toml"), exp.to_toml().as_bytes())?;
         let mut manifest = manifest(exp, opts, &config_hash, st, &policy_meta, duplicate_fraction, started);
+        manifest["tables"] = json!(sums.into_iter().collect::<std::collections::BTreeMap<_, _>>());
         manifest["ppo_runs"] = json!(ppo.runs);
         manifest["ppo_failures"] = json!(ppo
             .failures
@@ -204,7 +205,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     if !curve_rows.is_empty() {
         // Fits, scaling, stopping rules, aggregator comparison, every figure and report.md,
         // from the tables just written (the same as `goodhart report DIR`).
-        crate::output::report::report(&opts.out)?;
+        crate::output::report::report(&opts.out, false)?;
     }
     // The tables stage is timed after the manifest is written; log the grand total.
     info!(

@@ -1,7 +1,8 @@
 //! `goodhart report DIR`: the analysis of a results folder from its saved tables alone (no
 //! models, no retraining), written beside them.
 //!
-//! Reads `rm.parquet`, `curves.parquet` and, when present, `manifest.json`; writes
+//! Reads `rm.parquet`, `curves.parquet` and, when present, `manifest.json`, and refuses
+//! damaged input before writing anything (`inputs.rs`); then writes
 //! - `fits.{parquet,csv}`: a Gao et al. fit of every curve's gold gain and proxy gain;
 //! - `scaling.{parquet,csv}` and, where there are ≥ 2 proxy sizes, `scaling.{png,svg}`;
 //! - `stopping.{parquet,csv}` (every gold-free rule on every curve) and
@@ -10,8 +11,8 @@
 //! - the best-of-n and PPO figures `bon_*.{png,svg}` and `ppo_*.{png,svg}`;
 //! - `report.md`, which states the acceptance checks plainly.
 //!
-//! Submodules by idea: `frames` (the tables written), `figures`, `markdown` (the sections of
-//! report.md) and `acceptance` (its two checks).
+//! Submodules by idea: `inputs` (what is read, and refused), `frames` (the tables written),
+//! `figures`, `markdown` (the sections of report.md) and `acceptance` (its two checks).
 //!
 //! The output is a function of the input tables only: no timestamps, a fixed order and fixed
 //! float formatting, so a second report on the same tables is byte-for-byte the same. Every
@@ -21,6 +22,7 @@
 mod acceptance;
 mod figures;
 mod frames;
+mod inputs;
 mod markdown;
 
 use std::path::{Path, PathBuf};
@@ -70,11 +72,13 @@ struct Analysis {
 
 /// Regenerates the analysis tables, every figure and `report.md` of the results folder `dir`
 /// from `rm.parquet` and `curves.parquet` (and `manifest.json` if there is one).
-/// A missing or malformed table is a one-line error naming the file.
-pub fn report(dir: &Path) -> Result<ReportSummary> {
-    let rm = table::read_rm(&dir.join("rm.parquet"))?;
-    let rows = table::read_curves(&dir.join("curves.parquet"))?;
-    let manifest = read_manifest(&dir.join("manifest.json"))?;
+///
+/// Input that is missing, damaged, or (unless `allow_edited`) changed since the run wrote it
+/// is refused before anything is written: a one-line [`Error::BadTable`] naming the file and,
+/// where there is one, the column and row. The checks on a table's content are those of
+/// [`table::read_curves`] and [`table::read_rm`]; the checksums are manifest.json's `tables`.
+pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
+    let inputs::Inputs { manifest, rm, rows } = inputs::read(dir, allow_edited)?;
     let curves = analysis::group_curves(&rows);
     let fits = analysis::fits(&curves);
     let scaling = analysis::scaling(&fits);
@@ -145,17 +149,3 @@ pub fn report(dir: &Path) -> Result<ReportSummary> {
     })
 }
 
-/// `manifest.json` if present; malformed JSON is an error naming the file.
-fn read_manifest(path: &Path) -> Result<Option<Value>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Parse {
-        path: path.to_path_buf(),
-        line: e.line(),
-        col: e.column(),
-        msg: format!("manifest is not valid JSON: {e}"),
-    })
-}
