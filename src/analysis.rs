@@ -1,7 +1,7 @@
 //! The analysis of saved curves, from rows alone: points grouped into curves, a Gao et al.
 //! fit of every curve, scaling fits of the fitted coefficients across proxy and data size,
 //! every gold-free stopping rule with its regret, and the aggregators compared at matched KL
-//! budgets. [`crate::report`] turns these rows into tables, a figure and `report.md`.
+//! budgets. [`crate::output::report`] turns these rows into tables, a figure and `report.md`.
 //!
 //! Conventions shared by every function here:
 //! - a curve is every row with the same (method, ensemble, aggregator with λ, β): the key of
@@ -17,8 +17,8 @@
 use std::cmp::Ordering;
 
 use crate::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
-use crate::stopping::{interpolate, regret, summarize, Regret, Rule, RuleSummary, Series};
 use crate::output::table::CurveRow;
+use crate::stopping::{interpolate, regret, summarize, Regret, Rule, RuleSummary, Series};
 
 /// What identifies a curve, with the proxy configuration it was optimized against.
 #[derive(Debug, Clone, PartialEq)]

@@ -56,6 +56,10 @@ pub enum Error {
     /// A tensor operation failed (shape mismatch, device error).
     #[error("tensor op: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A table read back (or the manifest's record of it) is damaged, or changed since the run
+    /// wrote it: `msg` names the column and row where there is one.
+    #[error("{path}: {msg}")]
+    BadTable { path: PathBuf, msg: String },
 }
 
 /// Result alias used throughout the library.

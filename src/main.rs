@@ -91,11 +91,14 @@ enum Command {
         /// The experiment file.
         experiment: PathBuf,
     },
-    /// Regenerate the fits, scaling, stopping-rule and aggregator tables, the scaling figure
-    /// and report.md of a results folder from its saved tables (no models, no training).
+    /// Regenerate the fits, scaling, stopping-rule and aggregator tables, every figure and
+    /// report.md of a results folder from its saved tables (no models, no training).
     Report {
         /// The results folder, e.g. results/quick.
         dir: PathBuf,
+        /// Report on tables that differ from the checksums in manifest.json (edited by hand).
+        #[arg(long)]
+        allow_edited: bool,
     },
 }
 
@@ -217,8 +220,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Report { dir } => {
-            let r = goodhart::report::report(&dir).with_context(|| format!("report {}", dir.display()))?;
+        Command::Report { dir, allow_edited } => {
+            let r = goodhart::output::report::report(&dir, allow_edited).with_context(|| format!("report {}", dir.display()))?;
             let a = &r.acceptance;
             let verdict = |m: Option<bool>| match m {
                 Some(true) => "met",
@@ -233,7 +236,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             println!(
                 "acceptance: (a) R² ≥ {} on {} interior-peak gold curves: {}; (b) best rule {} median regret {} of gain: {}",
-                goodhart::report::R2_TARGET,
+                goodhart::output::report::R2_TARGET,
                 a.interior_curves,
                 verdict(a.r2_met),
                 a.best_rule.as_deref().unwrap_or("none"),

@@ -116,7 +116,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     if !rows.curves.is_empty() {
         // Fits, scaling, stopping rules, aggregator comparison and report.md, from the tables
         // just written (the same as `goodhart report DIR`).
-        crate::report::report(&opts.out)?;
+        crate::output::report::report(&opts.out, false)?;
     }
     info!(
         "run {} finished in {:.1}s: {} cells made, {} reused; results in {}",

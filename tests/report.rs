@@ -7,7 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use goodhart::report::report;
+use goodhart::output::plot::{bon_figure_paths, ppo_figure_paths};
+use goodhart::output::report::report;
 use goodhart::run::{run, RunOptions};
 use goodhart::output::table::{self, CurveRow, RmRow};
 use polars::prelude::*;
@@ -37,7 +38,7 @@ fn read_all(dir: &Path, names: &[String]) -> BTreeMap<String, Vec<u8>> {
 fn report_is_byte_for_byte_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let out = tiny_folder(dir.path());
-    let first = report(&out).expect("report");
+    let first = report(&out, false).expect("report");
     for f in [
         "report.md",
         "fits.parquet",
@@ -57,7 +58,7 @@ fn report_is_byte_for_byte_reproducible() {
     for name in &first.written {
         std::fs::remove_file(out.join(name)).unwrap();
     }
-    let second = report(&out).expect("second report");
+    let second = report(&out, false).expect("second report");
     assert_eq!(first, second);
     let after = read_all(&out, &second.written);
     for (name, bytes) in &before {
@@ -67,7 +68,7 @@ fn report_is_byte_for_byte_reproducible() {
         );
     }
     // Over the existing outputs, too: nothing is appended or left half-written.
-    let third = report(&out).expect("third report");
+    let third = report(&out, false).expect("third report");
     assert_eq!(read_all(&out, &third.written), before);
     let md = String::from_utf8(before["report.md"].clone()).unwrap();
     for section in [
@@ -96,7 +97,7 @@ fn report_works_from_the_tables_alone() {
         for f in files {
             std::fs::copy(out.join(f), only.join(f)).unwrap();
         }
-        let s = report(&only).unwrap_or_else(|e| panic!("{sub}: {e}"));
+        let s = report(&only, false).unwrap_or_else(|e| panic!("{sub}: {e}"));
         assert!(s.curves > 0);
         for f in [
             "report.md",
@@ -108,11 +109,16 @@ fn report_works_from_the_tables_alone() {
         ] {
             assert!(only.join(f).is_file(), "{sub}: {f} missing");
         }
+        // The curve figures are drawn from curves.parquet and embedded.
         let md = std::fs::read_to_string(only.join("report.md")).unwrap();
-        assert!(
-            md.contains("No figures in this folder."),
-            "{sub}: figures listed that do not exist"
-        );
+        for p in [bon_figure_paths(&only, 0.0), ppo_figure_paths(&only, 0.0)].concat() {
+            assert!(p.is_file(), "{sub}: {} not drawn", p.display());
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            assert!(s.written.contains(&name), "{sub}: {name} not in {:?}", s.written);
+            if name.ends_with(".png") {
+                assert!(md.contains(&format!("]({name})")), "{sub}: {name} not embedded");
+            }
+        }
         if sub == "bare" {
             assert!(md.contains("No `manifest.json`"));
         }
@@ -127,18 +133,18 @@ fn missing_or_malformed_curves_table_is_a_one_line_error_naming_the_file() {
     let d = dir.path();
     write_tables(d, &[hand_curve("a")]);
     std::fs::remove_file(d.join("curves.parquet")).unwrap();
-    let msg = report(d).expect_err("no curves table").to_string();
+    let msg = report(d, false).expect_err("no curves table").to_string();
     assert!(msg.contains("curves.parquet") && !msg.contains('\n'), "{msg}");
     assert!(!d.join("report.md").exists(), "report.md written despite the error");
 
     std::fs::write(d.join("curves.parquet"), b"not a parquet file").unwrap();
-    let msg = report(d).expect_err("garbage curves table").to_string();
+    let msg = report(d, false).expect_err("garbage curves table").to_string();
     assert!(msg.contains("curves.parquet") && !msg.contains('\n'), "{msg}");
 
     // A table without a required column names the file and the column.
     let mut df = table::curve_frame(&hand_curve("a")).unwrap().drop("gold").unwrap();
     table::write(&mut df, d, "curves").unwrap();
-    let msg = report(d).expect_err("no gold column").to_string();
+    let msg = report(d, false).expect_err("no gold column").to_string();
     assert!(
         msg.contains("curves.parquet") && msg.contains("gold") && !msg.contains('\n'),
         "{msg}"
@@ -279,7 +285,7 @@ fn fits_recover_known_best_of_n_coefficients_and_flag_the_interior_peak() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     write_tables(dir.path(), &[with_fall(rows)]);
-    let s = report(dir.path()).unwrap();
+    let s = report(dir.path(), false).unwrap();
     let fits = table::read_parquet(&dir.path().join("fits.parquet")).unwrap();
     let target = column_str(&fits, "target");
     let g = target.iter().position(|t| t == "gold").unwrap();
@@ -346,7 +352,7 @@ fn hand_curve(ensemble: &str) -> Vec<CurveRow> {
 fn hand_computed_regrets_flow_through_to_stopping_csv() {
     let dir = tempfile::tempdir().unwrap();
     write_tables(dir.path(), &[hand_curve("a/d100/n0.00")]);
-    report(dir.path()).unwrap();
+    report(dir.path(), false).unwrap();
     let df = table::read_parquet(&dir.path().join("stopping.parquet")).unwrap();
     let rules = column_str(&df, "rule");
     let chosen: Vec<u64> = df
@@ -446,12 +452,50 @@ fn aggregators_average_replicate_ensembles_and_compare_only_reached_budgets() {
 }
 
 #[test]
-fn report_on_an_empty_curves_table_says_not_applicable() {
+fn report_on_flat_curves_says_not_applicable() {
+    // Gold never rises above its first point: no interior peak to fit, no gain to regret.
+    let mut flat = hand_curve("a/d100/n0.00");
+    for r in &mut flat {
+        r.gold = 0.0;
+    }
     let dir = tempfile::tempdir().unwrap();
-    write_tables(dir.path(), &[]);
-    let s = report(dir.path()).expect("report of an empty table");
-    assert_eq!((s.curves, s.fit_rows, s.stopping_rows), (0, 0, 0));
+    write_tables(dir.path(), &[flat]);
+    let s = report(dir.path(), false).expect("report of a flat curve");
+    assert_eq!(s.curves, 1);
     assert_eq!((s.acceptance.r2_met, s.acceptance.regret_met), (None, None));
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert_eq!(md.matches("**not applicable**").count(), 2, "{md}");
+}
+
+#[test]
+fn report_redraws_every_figure_from_the_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tiny_folder(dir.path());
+    let figures = |dir: &Path| -> BTreeMap<String, Vec<u8>> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".png") || n.ends_with(".svg"))
+            .collect();
+        names.sort();
+        read_all(dir, &names)
+    };
+    let before = figures(&out);
+    // The tiny run has one noise level, best-of-n and PPO: 2 + 3 figures, PNG and SVG each.
+    let expected: Vec<_> = [bon_figure_paths(&out, 0.0), ppo_figure_paths(&out, 0.0)].concat();
+    assert_eq!(expected.len(), 10);
+    for p in &expected {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(before.contains_key(&name), "the run did not draw {name}: {:?}", before.keys());
+    }
+    for name in before.keys() {
+        std::fs::remove_file(out.join(name)).unwrap();
+    }
+    assert!(figures(&out).is_empty());
+    report(&out, false).expect("report");
+    let after = figures(&out);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    for (name, bytes) in &before {
+        assert!(after[name] == *bytes, "{name} redrawn differently");
+    }
 }

@@ -175,7 +175,7 @@ pub struct Context<'a> {
     pub started: Instant,
 }
 
-/// Writes the tables, figures, resolved config and manifest of `rows` into `ctx.out`.
+/// Writes the tables, resolved config and manifest of `rows` into `ctx.out`.
 pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
     let out = ctx.out;
     let mut tables = serde_json::Map::new();
@@ -186,9 +186,8 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
     };
     record(table::write(&mut table::rm_frame(&rows.rm)?, out, "rm")?);
     if !rows.curves.is_empty() {
+        // Figures are drawn by the report, from this table.
         record(table::write(&mut table::curve_frame(&rows.curves)?, out, "curves")?);
-        crate::output::plot::bon_figures(&rows.curves, out)?;
-        crate::output::plot::ppo_figures(&rows.curves, out)?;
     }
     if !rows.train.is_empty() {
         record(table::write(&mut table::train_frame(&rows.train)?, out, "ppo_train")?);

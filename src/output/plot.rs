@@ -53,8 +53,10 @@ const MEMBER_GREY: RGBColor = RGBColor(170, 170, 170);
 /// Best-of-n figures, one pair per label-noise level: `bon_gold_noiseX` (gold vs sqrt(KL))
 /// and `bon_proxy_noiseX` (aggregated proxy vs sqrt(KL)); one panel per proxy size (columns)
 /// and data size (rows), one line per aggregator (members thin and grey), gold ± 1 s.e.
-pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<()> {
+/// Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
+pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
     let bon: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "bon").collect();
+    let mut drawn = Vec::new();
     let mut noises: Vec<f64> = bon.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
@@ -90,9 +92,10 @@ pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<()> {
                 "sqrt(KL bound) = sqrt(ln n − (n−1)/n)   [nats^½]",
                 y_desc,
             )?;
+            drawn.push(stem);
         }
     }
-    Ok(())
+    Ok(drawn)
 }
 
 /// Lines of one panel: aggregators in colour (gold with its standard error), single members
@@ -280,8 +283,11 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> std::r
 ///   ensemble (rows) and KL penalty β (columns), one line per aggregator;
 /// - `ppo_beta_noiseX`: gold against sqrt(KL), one panel per ensemble × aggregator, one
 ///   line per β (does a KL penalty act like stopping the β = 0 run early?).
-pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<()> {
+///
+/// Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
+pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
     let ppo: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "ppo").collect();
+    let mut drawn = Vec::new();
     let x_desc = "sqrt(KL(π‖π_ref)), k1 on fresh samples   [nats^½]";
     let mut noises: Vec<f64> = ppo.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
@@ -308,7 +314,9 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<()> {
                     });
                 }
             }
-            draw_grid(dir, &format!("ppo_{what}_noise{noise:.2}"), &panels, (ensembles.len(), betas.len()), x_desc, y_desc)?;
+            let stem = format!("ppo_{what}_noise{noise:.2}");
+            draw_grid(dir, &stem, &panels, (ensembles.len(), betas.len()), x_desc, y_desc)?;
+            drawn.push(stem);
         }
         let aggs = distinct(sub.iter().map(|r| (r.aggregator.clone(), r.lambda.map(f64::to_bits))));
         let mut panels = Vec::new();
@@ -344,16 +352,18 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<()> {
                 });
             }
         }
+        let stem = format!("ppo_beta_noise{noise:.2}");
         draw_grid(
             dir,
-            &format!("ppo_beta_noise{noise:.2}"),
+            &stem,
             &panels,
             (ensembles.len(), aggs.len()),
             x_desc,
             "gold reward (π_ref std units)",
         )?;
+        drawn.push(stem);
     }
-    Ok(())
+    Ok(drawn)
 }
 
 /// Distinct values in order of first appearance.

@@ -1,11 +1,14 @@
-//! Rows → polars DataFrames → parquet + csv, written atomically.
+//! Rows → polars DataFrames → parquet + csv, written atomically with their checksums; and
+//! back: the curve and reward-model tables read into rows, refused when damaged.
 
 use std::fs;
 use std::path::Path;
 
 use polars::prelude::*;
 
+use crate::cell::store::{hash_hex, write_atomic};
 use crate::error::{Error, Result};
+use crate::output::check::{self, one_line};
 
 /// One row of the reward-model table (`rm.parquet`, `rm.csv`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -77,51 +80,35 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
     })
 }
 
-/// Writes `df` as `DIR/STEM.parquet` and `DIR/STEM.csv`, each through a uniquely named
-/// temporary file renamed into place; returns each file's name and SHA-256.
+/// Writes `df` as `DIR/STEM.parquet` and `DIR/STEM.csv`, each through a temporary file
+/// renamed into place. Returns `(file name, SHA-256 hex of its bytes)` of each, parquet
+/// first: what manifest.json's `tables` records so that `goodhart report` can tell a table
+/// edited since.
 pub fn write(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<Vec<(String, String)>> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut written = Vec::new();
-    for ext in ["parquet", "csv"] {
-        let name = format!("{stem}.{ext}");
-        let path = dir.join(&name);
-        let tmp = crate::cell::store::temp_sibling(&path);
-        let r = (|| {
-            let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let done = if ext == "parquet" {
-                ParquetWriter::new(&mut f).finish(df).map(|_| ())
-            } else {
-                CsvWriter::new(&mut f).finish(df)
-            };
-            done.map_err(|e| match e {
-                PolarsError::IO { error, .. } => Error::io(&path, std::io::Error::new(error.kind(), error.to_string())),
-                e => Error::Table {
-                    path: path.clone(),
-                    msg: e.to_string(),
-                },
-            })?;
-            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-            let bytes = fs::read(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-            Ok(crate::cell::store::hash_hex(&bytes))
-        })();
-        match r {
-            Ok(sha) => written.push((name, sha)),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-        }
+    let err = |name: &str, e: PolarsError| Error::Table {
+        path: dir.join(name),
+        msg: e.to_string(),
+    };
+    let (pq, csv) = (format!("{stem}.parquet"), format!("{stem}.csv"));
+    let mut pq_bytes = Vec::new();
+    ParquetWriter::new(&mut pq_bytes).finish(df).map_err(|e| err(&pq, e))?;
+    let mut csv_bytes = Vec::new();
+    CsvWriter::new(&mut csv_bytes).finish(df).map_err(|e| err(&csv, e))?;
+    let mut sums = Vec::with_capacity(2);
+    for (name, bytes) in [(pq, pq_bytes), (csv, csv_bytes)] {
+        write_atomic(&dir.join(&name), &bytes)?;
+        sums.push((name, hash_hex(&bytes)));
     }
-    Ok(written)
+    Ok(sums)
 }
 
-/// Reads a parquet table back (used by tests and, later, `goodhart report`).
+/// Reads a parquet table back as it is, unchecked; a file that does not decode is an
+/// [`Error::BadTable`] naming it.
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetReader::new(f).finish().map_err(|e| Error::Table {
+    ParquetReader::new(f).finish().map_err(|e| Error::BadTable {
         path: path.to_path_buf(),
-        msg: e.to_string(),
+        msg: format!("not a readable parquet table: {}", one_line(&e)),
     })
 }
 
@@ -292,10 +279,9 @@ struct Columns<'a> {
 
 impl Columns<'_> {
     fn error(&self, msg: impl std::fmt::Display) -> Error {
-        // Polars messages can span lines; an error here is one line.
-        Error::Table {
+        Error::BadTable {
             path: self.path.to_path_buf(),
-            msg: msg.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+            msg: one_line(msg),
         }
     }
 
@@ -363,10 +349,18 @@ impl Columns<'_> {
 /// NaN for the non-optional numbers, "" for `kl_kind`); `sqrt_kl` is recomputed when absent.
 /// Member scores are read from `member_0`, `member_1`, … up to the last non-null one of each
 /// row. Required: `method`, `aggregator`, `proxy_size`, `proxy_params`, `data_size`,
-/// `label_noise`, `ensemble`, `kl`, `gold`, `gold_se`, `proxy`, `prompts`; a missing or
-/// mistyped one is an [`Error::Table`] naming the file and the column.
+/// `label_noise`, `ensemble`, `kl`, `gold`, `gold_se`, `proxy`, `prompts`.
+///
+/// A damaged table is refused: no rows; a required column missing; a column of the wrong
+/// type; a null, NaN or infinite value where the writer always puts a finite number (`gold`,
+/// `gold_se`, `kl`, `proxy`, …); a negative count; a method other than `bon` and `ppo`; a
+/// best-of-n row without `n` or with a negative KL; a PPO row without `step` or
+/// `kl_penalty`; two rows with one key (method, ensemble, aggregator, λ, β, n or step, and
+/// `replicate` where present). Each is one [`Error::BadTable`] naming the file and, where
+/// there is one, the column and the row (counted from 0).
 pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
     let df = read_parquet(path)?;
+    check::curves(&df, path)?;
     let c = Columns { df: &df, path };
     let nan = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>();
     let method = c.str("method")?;
@@ -445,10 +439,12 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
 /// Reads the reward-model table (`rm.parquet`) back into rows, for `goodhart report`.
 /// Columns older tables may lack read as null (0 or NaN for the non-optional numbers, ""
 /// for `artifact`). Required: `model`, `role`, `size`, `ensemble`, `params`,
-/// `train_examples`, `val_accuracy`; a missing or mistyped one is an [`Error::Table`]
-/// naming the file and the column.
+/// `train_examples`, `val_accuracy`. A damaged table (no rows, a required column missing, a
+/// column of the wrong type, a null or non-finite `val_accuracy`, a model twice, …) is one
+/// [`Error::BadTable`] naming the file and, where there is one, the column and the row.
 pub fn read_rm(path: &Path) -> Result<Vec<RmRow>> {
     let df = read_parquet(path)?;
+    check::rm(&df, path)?;
     let c = Columns { df: &df, path };
     let nan = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>();
     let zero = |v: Vec<Option<u64>>| v.into_iter().map(|x| x.unwrap_or(0)).collect::<Vec<_>>();
