@@ -21,6 +21,13 @@ pub struct ExperimentSpec {
     /// The one seed every RNG of the run derives from.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Replicates of the study: each redraws what a conclusion should average over (proxy
+    /// initialization, data order and label noise; best-of-n prompts and pools; PPO
+    /// seeds and prompts), sharing the world, π_ref, gold, the preference pairs and the
+    /// held-out proxy. Replicate 0 draws what a study with one replicate draws, so adding
+    /// replicates to a finished study makes only the new ones.
+    #[serde(default = "default_replicates")]
+    pub replicates: usize,
     #[serde(default)]
     pub world: WorldSpec,
     #[serde(default)]
@@ -42,6 +49,13 @@ pub struct ExperimentSpec {
 fn default_seed() -> u64 {
     1
 }
+
+fn default_replicates() -> usize {
+    1
+}
+
+/// The most replicates a study may ask for.
+pub const MAX_REPLICATES: usize = 1000;
 
 /// The embedded world (see `world.rs` and the README).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -399,6 +413,7 @@ impl PpoSpec {
 pub struct Experiment {
     pub name: String,
     pub seed: u64,
+    pub replicates: usize,
     pub world: WorldSpec,
     pub policy: PolicySpec,
     pub reference: ReferenceSpec,
@@ -461,6 +476,9 @@ impl Experiment {
                 "name",
                 format!("must be non-empty letters, digits, '_' or '-' (got {:?})", spec.name),
             ));
+        }
+        if !(1..=MAX_REPLICATES).contains(&spec.replicates) {
+            return Err(bad("replicates", format!("must be in 1..={MAX_REPLICATES}, got {}", spec.replicates)));
         }
         let w = &spec.world;
         positive(&bad, "world.content_tokens", w.content_tokens, 4)?;
@@ -572,6 +590,7 @@ impl Experiment {
         Ok(Experiment {
             name: spec.name,
             seed: spec.seed,
+            replicates: spec.replicates,
             world: spec.world,
             policy: spec.policy,
             reference: spec.reference,
@@ -582,6 +601,16 @@ impl Experiment {
             ppo: spec.ppo,
             params,
         })
+    }
+
+    /// The seed of replicate `r`'s own draws: the experiment's seed for replicate 0 (so a
+    /// one-replicate study draws what it always drew), a seed derived from it otherwise.
+    pub fn replicate_seed(&self, r: usize) -> u64 {
+        if r == 0 {
+            self.seed
+        } else {
+            crate::seed::derive(self.seed, &format!("replicate/{r}"))
+        }
     }
 
     /// The world this experiment runs in.

@@ -247,15 +247,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate { experiment } => {
             let exp = goodhart::Experiment::load(&experiment)?;
-            let cells = goodhart::sweep::proxy_cells(&exp);
+            let cells = goodhart::sweep::proxy_cells(&exp, 0);
             println!("{}: valid", experiment.display());
             println!("  reference policy: {} params", exp.params.policy);
             println!("  gold RM: {} params", exp.params.gold);
             for (name, n) in &exp.params.proxies {
                 println!("  proxy {name}: {n} params");
             }
+            let reps = exp.replicates;
             println!(
-                "  {} proxy RMs ({} sizes x {} data sizes x {} noise levels x {} members)",
+                "  {} proxy RMs per replicate ({} sizes x {} data sizes x {} noise levels x {} members), {reps} replicate(s)",
                 cells.len(),
                 exp.proxy.sizes.len(),
                 exp.proxy.data_sizes.len(),
@@ -269,11 +270,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             if exp.bon.enabled {
-                println!("  best-of-n: {} prompts x {} samples per prompt", exp.bon.prompts, exp.bon.pool);
+                println!("  best-of-n: {} prompts x {} samples per prompt, per replicate", exp.bon.prompts, exp.bon.pool);
             }
+            let plan = goodhart::cell::plan::Plan::new(&exp);
+            println!("  {} cells in {} levels (see `goodhart plan`)", plan.cells.len(), plan.levels());
             let runs = goodhart::sweep::ppo_cells(&exp, &cells);
             if !runs.is_empty() {
-                println!("  PPO: {} runs x {} updates:", runs.len(), exp.ppo.updates);
+                println!("  PPO: {} runs x {} updates per replicate:", runs.len(), exp.ppo.updates);
                 for r in &runs {
                     println!("    {}", r.id());
                 }

@@ -14,17 +14,38 @@ pub struct ProxyCell {
     pub noise: f64,
     /// Ensemble member index (0-based).
     pub member: usize,
-    /// The held-out proxy (trained on its own pairs, never optimized against).
+    /// The held-out proxy (trained on its own pairs, never optimized against; one per
+    /// study, replicate 0).
     pub heldout: bool,
+    /// The replicate this member belongs to.
+    pub replicate: usize,
+}
+
+/// `/rR` for replicate R > 0, nothing for replicate 0 (whose ids do not depend on how many
+/// replicates a study has).
+pub fn replicate_suffix(r: usize) -> String {
+    if r == 0 {
+        String::new()
+    } else {
+        format!("/r{r}")
+    }
 }
 
 impl ProxyCell {
-    /// Stable display id, e.g. `proxy/m/d4000/n0.25/k1`.
+    /// Stable display id, e.g. `proxy/m/d4000/n0.25/k1` (replicate 0) or
+    /// `proxy/m/d4000/n0.25/k1/r2`.
     pub fn id(&self) -> String {
         if self.heldout {
             return format!("heldout/{}/d{}/n{:.2}", self.size.name, self.data_size, self.noise);
         }
-        format!("proxy/{}/d{}/n{:.2}/k{}", self.size.name, self.data_size, self.noise, self.member)
+        format!(
+            "proxy/{}/d{}/n{:.2}/k{}{}",
+            self.size.name,
+            self.data_size,
+            self.noise,
+            self.member,
+            replicate_suffix(self.replicate)
+        )
     }
 
     /// The ensemble this member belongs to (the id without the member).
@@ -33,8 +54,8 @@ impl ProxyCell {
     }
 }
 
-/// Every proxy cell of the experiment, in a fixed order (size, data, noise, member).
-pub fn proxy_cells(exp: &Experiment) -> Vec<ProxyCell> {
+/// Every proxy cell of replicate `r`, in a fixed order (size, data, noise, member).
+pub fn proxy_cells(exp: &Experiment, replicate: usize) -> Vec<ProxyCell> {
     let mut cells = Vec::new();
     for size in &exp.proxy.sizes {
         for &data_size in &exp.proxy.data_sizes {
@@ -46,6 +67,7 @@ pub fn proxy_cells(exp: &Experiment) -> Vec<ProxyCell> {
                         noise,
                         member,
                         heldout: false,
+                        replicate,
                     });
                 }
             }
@@ -73,6 +95,7 @@ pub fn heldout_cell(exp: &Experiment) -> Option<ProxyCell> {
         noise: exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min),
         member: 0,
         heldout: true,
+        replicate: 0,
     })
 }
 
@@ -98,18 +121,26 @@ pub struct PpoCell {
     pub aggregator: crate::aggregate::Aggregator,
     /// KL-penalty coefficient β.
     pub beta: f64,
+    pub replicate: usize,
 }
 
 impl PpoCell {
-    /// Stable run id: `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA`.
+    /// Stable run id: `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA[/rR]`.
     pub fn id(&self) -> String {
         let lambda = self.aggregator.lambda().map(|l| format!("({l})")).unwrap_or_default();
-        format!("ppo/{}/{}{lambda}/b{}", self.ensemble, self.aggregator.name(), self.beta)
+        format!(
+            "ppo/{}/{}{lambda}/b{}{}",
+            self.ensemble,
+            self.aggregator.name(),
+            self.beta,
+            replicate_suffix(self.replicate)
+        )
     }
 }
 
-/// Every PPO run: the ensembles `ppo.sizes` × `ppo.data_sizes` × `ppo.noise` select (in
-/// grid order), × the PPO aggregators × `ppo.kl_penalties`.
+/// Every PPO run of one replicate's proxy list `cells` (from [`proxy_cells`]): the
+/// ensembles `ppo.sizes` × `ppo.data_sizes` × `ppo.noise` select (in grid order), × the PPO
+/// aggregators × `ppo.kl_penalties`.
 pub fn ppo_cells(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
     let p = &exp.ppo;
     if !p.enabled {
@@ -133,6 +164,7 @@ pub fn ppo_cells(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
                     members: members.clone(),
                     aggregator,
                     beta,
+                    replicate: c.replicate,
                 });
             }
         }

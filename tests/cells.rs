@@ -97,7 +97,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
     let more_pool = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 128"), Path::new("t.toml")).unwrap();
     let b = Plan::new(&more_pool);
     for c in &a.cells {
-        assert_eq!(c.key == key(&b, &c.id), c.kind != Kind::Bon, "{}", c.id);
+        assert_eq!(c.key == key(&b, &c.id), !matches!(c.kind, Kind::Bon(_)), "{}", c.id);
     }
     // Another SFT length changes π_ref and, through the dependency keys, every cell.
     let longer = Experiment::from_toml(&common::tiny_with("sft_steps = 20", "sft_steps = 21"), Path::new("t.toml")).unwrap();
@@ -111,7 +111,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
         assert_eq!(code, goodhart::cell::code_version(&cell.kind));
         assert_eq!(code.len(), 16);
     }
-    assert_ne!(goodhart::cell::code_version(&Kind::Policy), goodhart::cell::code_version(&Kind::Bon));
+    assert_ne!(goodhart::cell::code_version(&Kind::Policy), goodhart::cell::code_version(&Kind::Bon(0)));
 }
 
 #[test]
@@ -349,4 +349,34 @@ fn slurm_scripts_chain_one_array_per_level_then_assembly() {
     let submit = std::fs::read_to_string(slurm.join("submit.sh")).unwrap();
     assert_eq!(submit.matches("--dependency=afterok").count(), 6);
     assert!(out.contains("submit with: bash"), "{out}");
+}
+
+#[test]
+fn adding_a_replicate_makes_only_that_replicate_and_it_draws_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |out: &str| goodhart::run::RunOptions::new(dir.path().join(out), dir.path().join("store"));
+    let one = goodhart::run::run(&common::tiny(), &opts("one")).unwrap();
+    let two_exp = Experiment::from_toml(&common::tiny_with("seed = 7", "seed = 7\nreplicates = 2"), Path::new("t.toml")).unwrap();
+    let two = goodhart::run::run(&two_exp, &opts("two")).unwrap();
+    // Replicate 1: its two proxies, its best-of-n, its six PPO runs; the rest is reused.
+    assert_eq!(two.reused.len(), 13, "{:?}", two.reused);
+    let mut made = two.trained.clone();
+    made.sort();
+    assert_eq!(made.len(), 9, "{made:?}");
+    assert!(made.iter().all(|id| id.ends_with("/r1")), "{made:?}");
+    // Replicate 0 is the one-replicate study, row for row.
+    let rep = |rows: &[goodhart::output::table::CurveRow], r: u64| -> Vec<goodhart::output::table::CurveRow> {
+        rows.iter().filter(|x| x.replicate == r).cloned().collect()
+    };
+    assert_eq!(rep(&two.rows.curves, 0), one.rows.curves);
+    // Replicate 1 redraws: the same curves, other numbers (beyond n = 1 of a pool's mean).
+    let r1 = rep(&two.rows.curves, 1);
+    assert_eq!(r1.len(), one.rows.curves.len());
+    let differ = r1.iter().zip(&one.rows.curves).filter(|(a, b)| a.gold != b.gold).count();
+    assert!(differ > r1.len() / 2, "{differ} of {} points differ", r1.len());
+    assert_eq!(two.rows.rm.iter().filter(|r| r.replicate == Some(1)).count(), 2);
+    // And a replicate is reproducible: the same study again makes nothing, same rows.
+    let again = goodhart::run::run(&two_exp, &goodhart::run::RunOptions { force: true, ..opts("two") }).unwrap();
+    assert!(again.trained.is_empty());
+    assert_eq!(again.rows.curves, two.rows.curves);
 }

@@ -81,6 +81,7 @@ fn results_keyed_by_n_carry_kl_columns() {
         gold_below_peak_se: 0.0,
         prompts: 1,
         pool: Some(4),
+        replicate: 0,
     };
     let df = goodhart::output::table::curve_frame(&[row]).unwrap();
     for c in ["n", "kl", "kl_bound", "kl_exact", "sqrt_kl", "kl_kind"] {

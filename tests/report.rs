@@ -197,6 +197,7 @@ fn point(
         gold_below_peak_se: 0.0,
         prompts: 16,
         pool: Some(1 << 12),
+        replicate: 0,
     }
 }
 
@@ -236,6 +237,7 @@ fn write_tables(dir: &Path, curves: &[Vec<CurveRow>]) {
         score_offset: 0.0,
         score_scale: 1.0,
         artifact: String::new(),
+        replicate: None,
     };
     let mut df = table::rm_frame(&[rm("gold", None), rm("proxy", Some(0))]).unwrap();
     table::write(&mut df, dir, "rm").unwrap();

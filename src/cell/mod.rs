@@ -48,9 +48,9 @@ pub enum Kind {
     Pairs,
     /// One proxy RM (an ensemble member, or the held-out proxy).
     Proxy(ProxyCell),
-    /// Best-of-n: the pool for held-out prompts, scored once by gold and every proxy, and
-    /// the curve of every ensemble × aggregator.
-    Bon,
+    /// Best-of-n of one replicate: the pool for held-out prompts, scored once by gold and
+    /// every proxy, and the curve of every ensemble × aggregator.
+    Bon(usize),
     /// One PPO run (ensemble, aggregator, β).
     Ppo(PpoCell),
 }
@@ -63,7 +63,7 @@ impl Kind {
             Kind::Gold => "gold",
             Kind::Pairs => "pairs",
             Kind::Proxy(_) => "proxy",
-            Kind::Bon => "bon",
+            Kind::Bon(_) => "bon",
             Kind::Ppo(_) => "ppo",
         }
     }
@@ -75,7 +75,7 @@ impl Kind {
             Kind::Gold => "gold RM",
             Kind::Pairs => "preference pairs",
             Kind::Proxy(_) => "proxy RMs",
-            Kind::Bon => "best-of-n",
+            Kind::Bon(_) => "best-of-n",
             Kind::Ppo(_) => "PPO",
         }
     }
@@ -88,7 +88,7 @@ pub fn code_version(kind: &Kind) -> &'static str {
         Kind::Gold => env!("GOODHART_CODE_GOLD"),
         Kind::Pairs => env!("GOODHART_CODE_PAIRS"),
         Kind::Proxy(_) => env!("GOODHART_CODE_PROXY"),
-        Kind::Bon => env!("GOODHART_CODE_BON"),
+        Kind::Bon(_) => env!("GOODHART_CODE_BON"),
         Kind::Ppo(_) => env!("GOODHART_CODE_PPO"),
     }
 }
@@ -97,7 +97,8 @@ pub fn code_version(kind: &Kind) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Cell {
     /// Readable and unique within a plan: `policy`, `gold`, `pairs`,
-    /// `proxy/xs/d2000/n0.00/k1`, `heldout/m/d8000/n0.00`, `bon`, `ppo/xs/d2000/n0.00/mean/b0`.
+    /// `proxy/xs/d2000/n0.00/k1`, `heldout/m/d8000/n0.00`, `bon`, `ppo/xs/d2000/n0.00/mean/b0`;
+    /// cells of replicate R > 0 end in `/rR` (`bon/r1`).
     pub id: String,
     pub kind: Kind,
     /// What decides the cell's bytes (see the module doc); `key` is its hash.

@@ -1,7 +1,9 @@
 //! The plan of an experiment: every cell with its recipe, key, dependencies, level and
 //! modelled cost, in dependency order (a cell comes after every cell it reads).
 //!
-//! Levels: π_ref 0; gold 1; pairs 2; proxies 3; best-of-n and PPO runs 4. A level's cells
+//! Levels: π_ref 0; gold 1; pairs 2; proxies 3; best-of-n and PPO runs 4. Replicates add
+//! proxies, best-of-n pools and PPO runs; they share π_ref, gold, the pairs and the
+//! held-out proxy. A level's cells
 //! are independent of each other, which is what a shard or a Slurm job array splits.
 
 use serde_json::{json, Value};
@@ -9,7 +11,7 @@ use serde_json::{json, Value};
 use super::store::key_of;
 use super::{code_version, Cell, Kind};
 use crate::config::Experiment;
-use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, ProxyCell};
+use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
 
 /// Pairs and samples are generated in blocks of this many, each block from its own seed,
 /// so the first n pairs are the same whatever the largest data size is.
@@ -110,7 +112,6 @@ impl Plan {
             }),
             vec![policy],
         );
-        let grid = proxy_cells(exp);
         let heldout = heldout_cell(exp);
         let pairs = b.add(
             "pairs".into(),
@@ -126,57 +127,69 @@ impl Plan {
             vec![policy, gold],
         );
         let x = &exp.proxy;
-        let mut proxy_ids = Vec::new();
-        for cell in grid.iter().chain(heldout.iter()) {
-            let recipe = json!({
+        let proxy_recipe = |cell: &ProxyCell| {
+            json!({
                 "id": cell.id(),
                 "arch": exp.proxy_arch(&cell.size),
                 "data_size": cell.data_size,
                 "noise": cell.noise,
                 "member": cell.member,
                 "heldout": cell.heldout,
+                "replicate": cell.replicate,
                 "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
                 "reference_samples": exp.reference.standardize_samples,
-                "seed": exp.seed,
-            });
-            proxy_ids.push(b.add(cell.id(), Kind::Proxy(cell.clone()), recipe, vec![policy, gold, pairs]));
-        }
-        let members = &proxy_ids[..grid.len()];
-        let heldout_id = heldout.as_ref().map(|_| proxy_ids[grid.len()]);
-        let reads = |extra: &[usize]| -> Vec<usize> {
-            let mut d = vec![policy, gold];
-            d.extend_from_slice(extra);
-            d.extend(heldout_id);
-            d
+                "seed": exp.replicate_seed(cell.replicate),
+            })
         };
-        if exp.bon.enabled {
-            let groups: Vec<Value> = ensembles(&grid)
-                .into_iter()
-                .map(|(id, m)| json!({ "ensemble": id, "members": m }))
-                .collect();
-            b.add(
-                "bon".into(),
-                Kind::Bon,
-                json!({ "bon": exp.bon, "ensembles": groups, "pair_block": PAIR_BLOCK, "seed": exp.seed }),
-                reads(members),
-            );
-        }
+        let heldout_id = heldout
+            .as_ref()
+            .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(cell), vec![policy, gold, pairs]));
         // The run's settings, without the lists that only choose which runs exist.
         let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
         for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
             settings.as_object_mut().expect("ppo spec is a table").remove(k);
         }
-        for run in ppo_cells(exp, &grid) {
-            let run_members: Vec<usize> = run.members.iter().map(|&i| members[i]).collect();
-            let recipe = json!({
-                "run": run.id(),
-                "aggregator": run.aggregator,
-                "kl_penalty": run.beta,
-                "settings": settings,
-                "world": exp.world,
-                "seed": exp.seed,
-            });
-            b.add(run.id(), Kind::Ppo(run.clone()), recipe, reads(&run_members));
+        // Each replicate: its proxies, its best-of-n pools, its PPO runs.
+        for r in 0..exp.replicates {
+            let grid = proxy_cells(exp, r);
+            let members: Vec<usize> = grid
+                .iter()
+                .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(cell), vec![policy, gold, pairs]))
+                .collect();
+            let reads = |extra: &[usize]| -> Vec<usize> {
+                let mut d = vec![policy, gold];
+                d.extend_from_slice(extra);
+                d.extend(heldout_id);
+                d
+            };
+            if exp.bon.enabled {
+                let groups: Vec<Value> = ensembles(&grid)
+                    .into_iter()
+                    .map(|(id, m)| json!({ "ensemble": id, "members": m }))
+                    .collect();
+                b.add(
+                    format!("bon{}", replicate_suffix(r)),
+                    Kind::Bon(r),
+                    json!({
+                        "bon": exp.bon, "ensembles": groups, "pair_block": PAIR_BLOCK,
+                        "replicate": r, "seed": exp.replicate_seed(r),
+                    }),
+                    reads(&members),
+                );
+            }
+            for run in ppo_cells(exp, &grid) {
+                let run_members: Vec<usize> = run.members.iter().map(|&i| members[i]).collect();
+                let recipe = json!({
+                    "run": run.id(),
+                    "aggregator": run.aggregator,
+                    "kl_penalty": run.beta,
+                    "settings": settings,
+                    "world": exp.world,
+                    "replicate": r,
+                    "seed": exp.replicate_seed(r),
+                });
+                b.add(run.id(), Kind::Ppo(run.clone()), recipe, reads(&run_members));
+            }
         }
         Plan { cells: b.cells }
     }
@@ -290,7 +303,7 @@ pub fn cost(exp: &Experiment, kind: &Kind) -> f64 {
             train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params)
                 + score(2.0 * exp.preferences.val_pairs as f64 + reference, params)
         }
-        Kind::Bon => {
+        Kind::Bon(_) => {
             let n = (exp.bon.prompts * exp.bon.pool) as f64;
             let scorers: usize = exp.params.gold
                 + exp.params.proxies.iter().map(|(_, p)| p * exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members).sum::<usize>();

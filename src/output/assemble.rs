@@ -36,6 +36,8 @@ pub fn rows(x: &Exec) -> Result<Rows> {
     let loaded = x.all()?;
     let made: Vec<usize> = x.events().iter().filter(|e| e.origin == Origin::Made).map(|e| e.cell).collect();
     let mut out = Rows::default();
+    // Gold first, then the proxies in plan order, the held-out proxy last.
+    let mut heldout = Vec::new();
     for (i, cell) in x.plan.cells.iter().enumerate() {
         let l = &*loaded[i];
         match (&cell.kind, l) {
@@ -49,9 +51,14 @@ pub fn rows(x: &Exec) -> Result<Rows> {
             }
             (Kind::Proxy(c), Loaded::Reward { meta, .. }) => {
                 let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
-                out.rm.push(rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta));
+                let row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
+                if c.heldout {
+                    heldout.push(row);
+                } else {
+                    out.rm.push(row);
+                }
             }
-            (Kind::Bon, Loaded::Bon(rows)) => out.curves.extend(rows.iter().cloned()),
+            (Kind::Bon(_), Loaded::Bon(rows)) => out.curves.extend(rows.iter().cloned()),
             (Kind::Ppo(run), Loaded::Ppo { outcome, .. }) => {
                 let status = match (outcome, made.contains(&i)) {
                     (Err(_), _) => "failed",
@@ -61,7 +68,11 @@ pub fn rows(x: &Exec) -> Result<Rows> {
                 out.ppo_runs.push((run.id(), status));
                 match outcome {
                     Ok(o) => {
-                        let first = x.plan.proxies().into_iter().find(|(_, c)| !c.heldout && c.ensemble_id() == run.ensemble);
+                        let first = x
+                            .plan
+                            .proxies()
+                            .into_iter()
+                            .find(|(_, c)| !c.heldout && c.replicate == run.replicate && c.ensemble_id() == run.ensemble);
                         let proxy = first.map(|(_, c)| c.clone()).expect("a run's ensemble is in the grid");
                         let (rows, train) = ppo_rows(x, run, &proxy, o);
                         out.curves.extend(rows);
@@ -73,6 +84,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
             _ => {}
         }
     }
+    out.rm.extend(heldout);
     Ok(out)
 }
 
@@ -116,6 +128,7 @@ fn ppo_rows(x: &Exec, run: &PpoCell, cell: &ProxyCell, o: &crate::ppo::Outcome) 
                 gold_below_peak_se,
                 prompts: e.gold_by_prompt.len() as u64,
                 pool: None,
+                replicate: run.replicate as u64,
             }
         })
         .collect();
@@ -128,6 +141,7 @@ fn ppo_rows(x: &Exec, run: &PpoCell, cell: &ProxyCell, o: &crate::ppo::Outcome) 
             lambda: run.aggregator.lambda(),
             ensemble: run.ensemble.clone(),
             kl_penalty: run.beta,
+            replicate: run.replicate as u64,
             stats: u.clone(),
         })
         .collect();
@@ -165,6 +179,7 @@ fn rm_row(
         score_offset: f("offset"),
         score_scale: f("scale"),
         artifact: format!("{}-{}", meta.kind, meta.key),
+        replicate: cell.filter(|c| !c.heldout).map(|c| c.replicate as u64),
     }
 }
 

@@ -49,7 +49,7 @@ const fn col(name: &str, need: Need, required: bool, nullable: bool) -> Col<'_> 
 /// (finite where present: a row of a smaller ensemble leaves the last ones null). Required:
 /// what `table::read_curves` cannot do without; the others, absent from older tables, are
 /// checked where present.
-const CURVES: [Col<'static>; 28] = [
+const CURVES: [Col<'static>; 29] = [
     col("method", Need::Text, true, false),
     col("aggregator", Need::Text, true, false),
     col("lambda", Need::Finite, false, true),
@@ -78,6 +78,7 @@ const CURVES: [Col<'static>; 28] = [
     col("gold_below_peak_se", Need::Finite, false, false),
     col("prompts", Need::Count, true, false),
     col("pool", Need::Count, false, true),
+    col("replicate", Need::Count, false, false),
 ];
 
 /// The methods a curve row may have.
@@ -88,7 +89,7 @@ const METHODS: [&str; 2] = ["bon", "ppo"];
 const CURVE_KEY: [&str; 8] = ["method", "ensemble", "aggregator", "lambda", "kl_penalty", "n", "step", "replicate"];
 
 /// The reward-model table's columns (see `table::rm_frame`).
-const RM: [Col<'static>; 19] = [
+const RM: [Col<'static>; 20] = [
     col("model", Need::Text, true, false),
     col("role", Need::Text, true, false),
     col("size", Need::Text, true, false),
@@ -108,6 +109,7 @@ const RM: [Col<'static>; 19] = [
     col("score_offset", Need::Number, false, false),
     col("score_scale", Need::Number, false, false),
     col("artifact", Need::Text, false, false),
+    col("replicate", Need::Count, false, true),
 ];
 
 /// Checks the curve table read back from `path` (see the module doc).

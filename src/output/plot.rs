@@ -53,9 +53,10 @@ const MEMBER_GREY: RGBColor = RGBColor(170, 170, 170);
 /// Best-of-n figures, one pair per label-noise level: `bon_gold_noiseX` (gold vs sqrt(KL))
 /// and `bon_proxy_noiseX` (aggregated proxy vs sqrt(KL)); one panel per proxy size (columns)
 /// and data size (rows), one line per aggregator (members thin and grey), gold ± 1 s.e.
-/// Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
+/// Replicate 0 only. Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
 pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    let bon: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "bon").collect();
+    // One replicate drawn (replicate 0); the report's statistics span every replicate.
+    let bon: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "bon" && r.replicate == 0).collect();
     let mut drawn = Vec::new();
     let mut noises: Vec<f64> = bon.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
@@ -286,7 +287,7 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> std::r
 ///
 /// Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
 pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    let ppo: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "ppo").collect();
+    let ppo: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "ppo" && r.replicate == 0).collect();
     let mut drawn = Vec::new();
     let x_desc = "sqrt(KL(π‖π_ref)), k1 on fresh samples   [nats^½]";
     let mut noises: Vec<f64> = ppo.iter().map(|r| r.label_noise).collect();

@@ -46,6 +46,8 @@ pub struct RmRow {
     pub score_scale: f64,
     /// Artifact folder (KIND-KEY) in the model store.
     pub artifact: String,
+    /// The replicate a proxy belongs to (gold and the held-out proxy: none, shared).
+    pub replicate: Option<u64>,
 }
 
 /// The reward-model table as a DataFrame, one row per RM, columns as in [`RmRow`].
@@ -73,6 +75,7 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
         Column::new("score_offset".into(), x(|r| r.score_offset)),
         Column::new("score_scale".into(), x(|r| r.score_scale)),
         Column::new("artifact".into(), s(|r| r.artifact.clone())),
+        Column::new("replicate".into(), rows.iter().map(|r| r.replicate).collect::<Vec<_>>()),
     ];
     DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
         path: "rm".into(),
@@ -169,6 +172,8 @@ pub struct CurveRow {
     pub prompts: u64,
     /// Best-of-n: samples per prompt.
     pub pool: Option<u64>,
+    /// The replicate (0 in a study of one).
+    pub replicate: u64,
 }
 
 impl CurveRow {
@@ -176,7 +181,8 @@ impl CurveRow {
     pub fn curve_key(&self) -> String {
         let lambda = self.lambda.map(|l| format!("({l})")).unwrap_or_default();
         let beta = self.kl_penalty.map(|b| format!("/b{b}")).unwrap_or_default();
-        format!("{}/{}/{}{lambda}{beta}", self.method, self.ensemble, self.aggregator)
+        let rep = crate::sweep::replicate_suffix(self.replicate as usize);
+        format!("{}/{}/{}{lambda}{beta}{rep}", self.method, self.ensemble, self.aggregator)
     }
 }
 
@@ -225,6 +231,7 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         Column::new("gold_below_peak_se".into(), x(|r| r.gold_below_peak_se)),
         Column::new("prompts".into(), u(|r| r.prompts)),
         Column::new("pool".into(), ou(|r| r.pool)),
+        Column::new("replicate".into(), rows.iter().map(|r| r.replicate).collect::<Vec<_>>()),
     ]);
     DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
         path: "curves".into(),
@@ -241,6 +248,7 @@ pub struct TrainRow {
     pub lambda: Option<f64>,
     pub ensemble: String,
     pub kl_penalty: f64,
+    pub replicate: u64,
     pub stats: crate::ppo::UpdateStats,
 }
 
@@ -253,6 +261,7 @@ pub fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
         Column::new("lambda".into(), rows.iter().map(|r| r.lambda).collect::<Vec<_>>()),
         Column::new("ensemble".into(), rows.iter().map(|r| r.ensemble.clone()).collect::<Vec<_>>()),
         Column::new("kl_penalty".into(), x(|r| r.kl_penalty)),
+        Column::new("replicate".into(), rows.iter().map(|r| r.replicate).collect::<Vec<_>>()),
         Column::new("update".into(), rows.iter().map(|r| r.stats.update as u64).collect::<Vec<_>>()),
         Column::new("reward/proxy".into(), x(|r| r.stats.proxy)),
         Column::new("kl/k1".into(), x(|r| r.stats.kl_k1)),
@@ -395,6 +404,7 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
     let gold_below_peak_se = nan(c.maybe_f64("gold_below_peak_se")?);
     let prompts = c.u64("prompts")?;
     let pool = c.maybe_u64("pool")?;
+    let replicate = c.maybe_u64("replicate")?;
     Ok((0..df.height())
         .map(|i| {
             let mut m: Vec<Option<f64>> = members.iter().map(|col| col[i]).collect();
@@ -431,6 +441,7 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
                 gold_below_peak_se: gold_below_peak_se[i],
                 prompts: prompts[i],
                 pool: pool[i],
+                replicate: replicate[i].unwrap_or(0),
             }
         })
         .collect())
@@ -467,6 +478,7 @@ pub fn read_rm(path: &Path) -> Result<Vec<RmRow>> {
     let score_offset = nan(c.maybe_f64("score_offset")?);
     let score_scale = nan(c.maybe_f64("score_scale")?);
     let artifact = if c.has("artifact") { c.str("artifact")? } else { vec![String::new(); df.height()] };
+    let replicate = c.maybe_u64("replicate")?;
     Ok((0..df.height())
         .map(|i| RmRow {
             model: model[i].clone(),
@@ -488,6 +500,7 @@ pub fn read_rm(path: &Path) -> Result<Vec<RmRow>> {
             score_offset: score_offset[i],
             score_scale: score_scale[i],
             artifact: artifact[i].clone(),
+            replicate: replicate[i],
         })
         .collect())
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::{Loaded, INFER_BATCH, PAIR_BLOCK};
 use crate::cell::exec::Exec;
+use crate::cell::Kind;
 use crate::error::{Error, Result};
 use crate::model::RewardModel;
 use crate::output::table::{self, CurveRow};
@@ -20,30 +21,36 @@ use crate::sweep::ProxyCell;
 
 const FILE: &str = "rows.parquet";
 
-pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
+    let seed = exp.replicate_seed(replicate);
     let world = &x.world;
     let b = &exp.bon;
     let policy = x.dep(i, "policy")?;
     let policy = policy.policy();
     let gold = x.dep(i, "gold")?;
     let gold = gold.reward();
-    let grid: Vec<(usize, ProxyCell)> = x.plan.proxies().into_iter().filter(|(_, c)| !c.heldout).map(|(j, c)| (j, c.clone())).collect();
-    let proxy_cells: Vec<Arc<Loaded>> = grid.iter().map(|(j, _)| x.loaded(*j)).collect::<Result<_>>()?;
-    let proxies: Vec<&RewardModel> = proxy_cells.iter().map(|l| l.reward()).collect();
-    let heldout_cell = match x.plan.proxies().into_iter().find(|(_, c)| c.heldout) {
-        Some((j, _)) => Some(x.loaded(j)?),
-        None => None,
-    };
+    // This replicate's proxies, in grid order, and the held-out proxy: the cell's deps.
+    let (mut grid, mut heldout_cell): (Vec<(ProxyCell, Arc<Loaded>)>, Option<Arc<Loaded>>) = (Vec::new(), None);
+    for &d in &x.plan.cells[i].deps {
+        if let Kind::Proxy(c) = &x.plan.cells[d].kind {
+            if c.heldout {
+                heldout_cell = Some(x.loaded(d)?);
+            } else {
+                grid.push((c.clone(), x.loaded(d)?));
+            }
+        }
+    }
+    let proxies: Vec<&RewardModel> = grid.iter().map(|(_, l)| l.reward()).collect();
     let heldout: Option<&RewardModel> = heldout_cell.as_deref().map(Loaded::reward);
-    let mut rng = crate::seed::rng(exp.seed, "bon/prompts");
+    let mut rng = crate::seed::rng(seed, "bon/prompts");
     let prompts: Vec<Vec<u32>> = (0..b.prompts).map(|_| world.sample_prompt(&mut rng)).collect();
     // Pool: prompt-major, `pool` samples per prompt, in seeded blocks.
     let per_prompt = b.pool.div_ceil(PAIR_BLOCK);
     let blocks: Vec<(usize, usize)> = (0..b.prompts).flat_map(|p| (0..per_prompt).map(move |k| (p, k))).collect();
     pb.set_length((blocks.len() + 2 + proxies.len()) as u64);
     let parts = crate::parallel::map(&blocks, |&(p, k)| {
-        let mut rng = crate::seed::rng(exp.seed, &format!("bon/pool/prompt{p}/block{k}"));
+        let mut rng = crate::seed::rng(seed, &format!("bon/pool/prompt{p}/block{k}"));
         let take = PAIR_BLOCK.min(b.pool - k * PAIR_BLOCK);
         let r = policy.sample(&vec![prompts[p].clone(); take], 1.0, &mut rng);
         pb.inc(1);
@@ -82,7 +89,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     };
 
     // Ensembles: proxies sharing size, data and noise, in grid order.
-    let cells: Vec<ProxyCell> = grid.iter().map(|(_, c)| c.clone()).collect();
+    let cells: Vec<ProxyCell> = grid.iter().map(|(c, _)| c.clone()).collect();
     let ns = crate::bon::n_grid(b.pool);
     let lf = crate::bon::LogFactorials::new(b.pool);
     let mut jobs = Vec::new();
@@ -130,6 +137,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
                 gold_below_peak_se: pt.gold_below_peak_se,
                 prompts: b.prompts as u64,
                 pool: Some(b.pool as u64),
+                replicate: replicate as u64,
             });
         }
     }

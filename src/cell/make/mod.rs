@@ -85,7 +85,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
         Kind::Gold => gold::make(x, i, dir, pb),
         Kind::Pairs => pairs::make(x, i, dir),
         Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
-        Kind::Bon => bon::make(x, i, dir, pb),
+        Kind::Bon(r) => bon::make(x, i, *r, dir, pb),
         Kind::Ppo(run) => ppo::make(x, i, run, dir, pb),
     }
 }
@@ -103,7 +103,7 @@ pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
             meta: meta.clone(),
         }),
         Kind::Pairs => pairs::load(dir).map(Loaded::Pairs),
-        Kind::Bon => bon::load(dir).map(Loaded::Bon),
+        Kind::Bon(_) => bon::load(dir).map(Loaded::Bon),
         Kind::Ppo(_) => ppo::load(meta),
     }
 }

@@ -18,6 +18,7 @@ use crate::sweep::PpoCell;
 
 pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
+    let seed = exp.replicate_seed(run.replicate);
     let reference = x.dep(i, "policy")?;
     let gold = x.dep(i, "gold")?;
     let member_cells: Vec<Arc<Loaded>> = x.plan.cells[i]
@@ -26,11 +27,11 @@ pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::Progr
         .filter(|&&d| matches!(&x.plan.cells[d].kind, crate::cell::Kind::Proxy(c) if !c.heldout))
         .map(|&d| x.loaded(d))
         .collect::<Result<_>>()?;
-    let heldout = match x.plan.proxies().into_iter().find(|(_, c)| c.heldout) {
-        Some((j, _)) => Some(x.loaded(j)?),
+    let heldout = match x.plan.cells[i].deps.iter().find(|&&d| matches!(&x.plan.cells[d].kind, crate::cell::Kind::Proxy(c) if c.heldout)) {
+        Some(&j) => Some(x.loaded(j)?),
         None => None,
     };
-    let mut rng = crate::seed::rng(exp.seed, "ppo/eval/prompts");
+    let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
     let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| x.world.sample_prompt(&mut rng)).collect();
     let spec = crate::ppo::RunSpec {
         id: run.id(),
@@ -47,7 +48,7 @@ pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::Progr
         members: member_cells.iter().map(|l| l.reward()).collect(),
         heldout: heldout.as_deref().map(Loaded::reward),
         spec: &exp.ppo,
-        seed: exp.seed,
+        seed,
         eval_prompts: &eval_prompts,
     };
     let t = Instant::now();

@@ -38,7 +38,7 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
     };
     let mut labels = clean.clone();
     let noise_stream = if cell.heldout { "pairs/heldout/noise" } else { "pairs/noise" };
-    let mut rng = crate::seed::rng(exp.seed, &format!("{noise_stream}/{:.4}", cell.noise));
+    let mut rng = crate::seed::rng(exp.replicate_seed(cell.replicate), &format!("{noise_stream}/{:.4}", cell.noise));
     rm::apply_label_noise(&mut labels, cell.noise, &mut rng);
     let n_flip = labels[..cell.data_size]
         .iter()
