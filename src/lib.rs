@@ -26,6 +26,7 @@ pub mod plot;
 pub mod ppo;
 pub mod progress;
 pub mod report;
+pub mod resources;
 pub mod rm;
 pub mod run;
 pub mod seed;
