@@ -35,7 +35,8 @@ const PAIR_BLOCK: usize = 512;
 const INFER_BATCH: usize = 512;
 /// Version of the PPO algorithm in run recipes: bump it when a code change alters what a run
 /// produces for the same settings, so stored runs are not reused stale.
-const PPO_VERSION: u32 = 3;
+/// 4: plain Adam (weight decay 0) instead of AdamW with weight decay 0.01.
+const PPO_VERSION: u32 = 4;
 /// Data-parallel shards per SFT and gold batch on the CPU. Fixed (not the core count) so
 /// that the same config gives the same models on any CPU.
 const CPU_SHARDS: usize = 2;
@@ -498,7 +499,7 @@ fn gold_rm(
     );
     let info = json!({
         "offset": gold.offset, "scale": gold.scale,
-        "train_mse_z": train_loss, "distill_r2": r2,
+        "train_mse_z": train_loss, "distill_r2_sse_sst": r2,
         "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": counted,
         "train_examples": g.samples, "train_steps": g.steps, "train_seconds": train_seconds,
     });
@@ -1032,7 +1033,7 @@ fn train_proxy_slot(
 
 fn gold_row(exp: &Experiment, meta: &Meta) -> RmRow {
     let mut row = row_from_meta("gold", "gold", "gold", "", &exp.gold_arch(), None, meta);
-    row.distill_r2 = meta.info.get("distill_r2").and_then(|v| v.as_f64());
+    row.distill_r2 = meta.info.get("distill_r2_sse_sst").and_then(|v| v.as_f64());
     row
 }
 
