@@ -13,7 +13,7 @@ use goodhart::aggregate::Aggregator;
 use goodhart::model::{seeded_init, Policy, RewardModel};
 
 fn bench(c: &mut Criterion) {
-    goodhart::parallel::init(1);
+    goodhart::parallel::init(1).expect("one thread");
     let exp = goodhart::Experiment::load(Path::new("experiments/quick.toml")).expect("quick config");
     let world = exp.world();
     let cfg = exp.policy_arch();

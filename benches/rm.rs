@@ -36,7 +36,7 @@ fn samples(n: usize) -> SeqSet {
 }
 
 fn bench(c: &mut Criterion) {
-    goodhart::parallel::init(1);
+    goodhart::parallel::init(1).expect("one thread");
     let exp = quick();
     let set = samples(2048);
     let largest = exp.proxy.sizes.iter().max_by_key(|s| s.width * s.layers).unwrap().clone();

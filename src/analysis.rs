@@ -648,8 +648,6 @@ impl Measure {
 pub enum SeOver {
     /// The evaluation prompts of one curve (`gold_se`; interpolated at a budget).
     Prompts,
-    /// Ensembles of the same method, proxy size, data size and noise (replicates).
-    Ensembles,
     /// The single-member curves of the cell: member seeds, on the same prompts.
     MemberSeeds,
 }
@@ -658,7 +656,6 @@ impl SeOver {
     pub fn name(&self) -> &'static str {
         match self {
             SeOver::Prompts => "prompts",
-            SeOver::Ensembles => "ensembles",
             SeOver::MemberSeeds => "member_seeds",
         }
     }
@@ -674,31 +671,32 @@ pub struct AggRow {
     pub data_size: u64,
     pub label_noise: f64,
     pub kl_penalty: Option<f64>,
-    /// The cell's ensembles, `;`-joined.
+    /// The cell's ensemble (a cell is one ensemble: a run trains one per proxy size, data
+    /// size and noise level).
     pub ensembles: String,
     /// Aggregator with λ (`uwo(0.5)`), or [`MEMBERS_AVG`].
     pub aggregator: String,
     pub measure: Measure,
-    /// The budget (AtKl) or the KL of the best point (Best; mean over replicates), nats.
+    /// The budget (AtKl) or the KL of the best point (Best; mean over member seeds for
+    /// [`MEMBERS_AVG`]), nats.
     pub kl: f64,
-    /// Gold (mean over replicates when there are several) and its standard error.
+    /// Gold (mean over member seeds for [`MEMBERS_AVG`]) and its standard error.
     pub gold: f64,
     pub se: f64,
     pub se_over: SeOver,
-    /// Curves averaged: ensembles, member seeds, or 1.
+    /// Curves averaged: member seeds ([`MEMBERS_AVG`]), or 1.
     pub replicates: usize,
 }
 
-/// Aggregators compared within each cell: every aggregator's gold at each budget of
-/// [`KL_BUDGETS`] that every curve of the cell reaches, and its best gold. Replicate
-/// ensembles (same method, proxy size, data size, noise, β; different ensemble id) are
-/// averaged with the standard error across them; a lone curve keeps its s.e. over
-/// prompts. Where a cell has ≥ 2 single-member curves, [`MEMBERS_AVG`] averages them with
-/// the standard error across member seeds.
+/// Aggregators compared within each cell (method × ensemble × β): every aggregator's gold
+/// at each budget of [`KL_BUDGETS`] that every curve of the cell reaches, and its best gold,
+/// each with its s.e. over prompts. Where a cell has ≥ 2 single-member curves,
+/// [`MEMBERS_AVG`] averages them with the standard error across member seeds.
 pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
     type Cell<'a> = (&'a CurveId, Vec<&'a Curve>);
     let same_cell = |a: &CurveId, b: &CurveId| {
         a.method == b.method
+            && a.ensemble == b.ensemble
             && a.proxy_size == b.proxy_size
             && a.proxy_params == b.proxy_params
             && a.data_size == b.data_size
@@ -714,9 +712,6 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
     }
     let mut out = Vec::new();
     for (cid, members) in &cells {
-        let mut ensembles: Vec<&str> = members.iter().map(|c| c.id.ensemble.as_str()).collect();
-        ensembles.sort_unstable();
-        ensembles.dedup();
         let row = |aggregator: String, measure, kl, gold, se, se_over, replicates| AggRow {
             method: cid.method.clone(),
             proxy_size: cid.proxy_size.clone(),
@@ -724,7 +719,7 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             data_size: cid.data_size,
             label_noise: cid.label_noise,
             kl_penalty: cid.kl_penalty,
-            ensembles: ensembles.join(";"),
+            ensembles: cid.ensemble.clone(),
             aggregator,
             measure,
             kl,
@@ -733,15 +728,6 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             se_over,
             replicates,
         };
-        // Aggregators in curve order; each with its replicate curves (one per ensemble).
-        let mut aggs: Vec<(String, Vec<&Curve>)> = Vec::new();
-        for c in members {
-            let label = c.id.aggregator_label();
-            match aggs.iter_mut().find(|(l, _)| *l == label) {
-                Some(a) => a.1.push(c),
-                None => aggs.push((label, vec![c])),
-            }
-        }
         let singles: Vec<&Curve> = members
             .iter()
             .copied()
@@ -756,10 +742,9 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             if !by_kl.iter().all(|(kl, g, _)| interpolate(kl, g, budget).is_some()) {
                 continue;
             }
-            for (label, reps) in &aggs {
-                let vals: Vec<(f64, f64)> = reps.iter().filter_map(|c| at(c, budget)).collect();
-                let (gold, se, over) = combine(&vals, SeOver::Ensembles);
-                out.push(row(label.clone(), Measure::AtKl, budget, gold, se, over, vals.len()));
+            for c in members {
+                let (gold, se) = at(c, budget).expect("every curve of the cell reaches the budget");
+                out.push(row(c.id.aggregator_label(), Measure::AtKl, budget, gold, se, SeOver::Prompts, 1));
             }
             if singles.len() >= 2 {
                 let vals: Vec<f64> = singles.iter().filter_map(|c| at(c, budget)).map(|v| v.0).collect();
@@ -771,12 +756,9 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             let gold = c.gold();
             argmax(&gold).map(|i| (c.kl()[i], gold[i], c.points[i].gold_se))
         };
-        for (label, reps) in &aggs {
-            let bests: Vec<(f64, f64, f64)> = reps.iter().filter_map(|c| best(c)).collect();
-            let kl = mean(&bests.iter().map(|b| b.0).collect::<Vec<_>>());
-            let vals: Vec<(f64, f64)> = bests.iter().map(|b| (b.1, b.2)).collect();
-            let (gold, se, over) = combine(&vals, SeOver::Ensembles);
-            out.push(row(label.clone(), Measure::Best, kl, gold, se, over, vals.len()));
+        for c in members {
+            let (kl, gold, se) = best(c).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+            out.push(row(c.id.aggregator_label(), Measure::Best, kl, gold, se, SeOver::Prompts, 1));
         }
         if singles.len() >= 2 {
             let bests: Vec<(f64, f64, f64)> = singles.iter().filter_map(|c| best(c)).collect();
@@ -787,18 +769,4 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
         }
     }
     out
-}
-
-/// (value, s.e. over prompts) pairs of replicate curves → (mean, s.e., over what): one
-/// curve keeps its s.e. over prompts; several give the s.e. of their mean across them.
-fn combine(vals: &[(f64, f64)], many: SeOver) -> (f64, f64, SeOver) {
-    match vals {
-        [] => (f64::NAN, f64::NAN, SeOver::Prompts),
-        [(v, se)] => (*v, *se, SeOver::Prompts),
-        _ => {
-            let xs: Vec<f64> = vals.iter().map(|v| v.0).collect();
-            let (m, se) = replicate_mean_se(&xs);
-            (m, se, many)
-        }
-    }
 }

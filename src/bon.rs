@@ -68,12 +68,14 @@ pub fn kl_bound(n: usize) -> f64 {
     n.ln() - (n - 1.0) / n
 }
 
-/// KL of the actual best-of-n distribution over the pool's distinct responses. `group[i]`
-/// names the distinct response sample i is (equal responses share a group and a score);
-/// `order` sorts the pool by score ascending. Each distinct response j has π_ref mass
-/// `p_j = m_j / N` and best-of-n mass `q_j = F_j^n − F_{j−1}^n` (F the CDF in score order),
-/// and the KL is `Σ q_j ln(q_j / p_j)`. With no repeated response the pool is read as a
-/// sample of a continuous distribution and the bound is returned.
+/// KL(best-of-n ‖ π_ref) over the pool, read as the empirical distribution of π_ref: the
+/// same definition for every pool. `group[i]` names the distinct response sample i is
+/// (equal responses share a group and a score); `order` sorts the pool by score ascending
+/// (ties in pool order, as for [`weights`]). Distinct response j, in score order, has π_ref
+/// mass `p_j = m_j / N` (m_j its copies among the N samples) and best-of-n mass
+/// `q_j = F_j^n − F_{j−1}^n`, F the CDF of p in score order (the best of n independent
+/// draws from p); the KL is `Σ_j q_j ln(q_j / p_j)`. It is at most [`kl_bound`]`(n)`, and
+/// below it even when no response repeats (N distinct samples: q_j = (j^n − (j−1)^n)/N^n).
 pub fn kl_exact(order: &[usize], group: &[u32], n: usize) -> f64 {
     // Masses of the distinct responses in score order (first appearance in `order`).
     let mut first: std::collections::HashMap<u32, usize> = std::collections::HashMap::with_capacity(order.len());
@@ -86,9 +88,6 @@ pub fn kl_exact(order: &[usize], group: &[u32], n: usize) -> f64 {
                 masses.push(1);
             }
         }
-    }
-    if masses.len() == order.len() {
-        return kl_bound(n);
     }
     discrete_kl(&masses, order.len(), n)
 }

@@ -91,15 +91,6 @@ impl Default for WorldSpec {
     }
 }
 
-/// Transformer shape shared by the policy and the reward models.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ArchSpec {
-    pub layers: usize,
-    pub width: usize,
-    pub heads: usize,
-}
-
 /// The reference policy and its supervised fine-tuning.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -334,7 +325,8 @@ pub struct PpoSpec {
     /// Minibatch size (sequences) and passes over each rollout.
     pub minibatch: usize,
     pub epochs: usize,
-    /// Adam learning rate (constant).
+    /// Learning rate of PPO's optimizer ([`crate::ppo::PPO_OPTIMIZER`]: plain Adam, no
+    /// weight decay), constant over the run.
     pub lr: f64,
     /// Clip range of the probability ratio and of the value change.
     pub clip: f64,
@@ -442,48 +434,40 @@ impl Experiment {
         Self::from_toml(&text, path)
     }
 
-    /// Parses and validates TOML text; `path` only labels errors.
+    /// Parses and validates TOML text; `path` only labels errors. A parse error names the
+    /// dotted key it is at (`proxy.sizes[1].width`), found from the error's span.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
         let spec: ExperimentSpec = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let span = e.span().unwrap_or(0..0);
+            let (line, col) = line_col(text, span.start);
+            let (key, msg) = locate(text, span, &e.message().replace('\n', " "));
             Error::Parse {
                 path: path.to_path_buf(),
                 line,
                 col,
-                msg: e.message().replace('\n', " "),
+                msg: format!("{key}: {msg}"),
             }
         })?;
         Self::validate(spec, path)
     }
 
-    /// Checks every value once and resolves derived quantities.
+    /// Checks every value once and resolves derived quantities: ranges and [`limits`],
+    /// distinct list entries, path-safe names, parameter counts and grid sizes by checked
+    /// arithmetic, and a memory and disk estimate that fits in 64 bits.
     pub fn validate(spec: ExperimentSpec, path: &Path) -> Result<Self> {
         let bad = |key: &str, msg: String| Error::Invalid {
             path: path.to_path_buf(),
             key: key.to_string(),
             msg,
         };
-        if spec.name.is_empty()
-            || !spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(bad(
-                "name",
-                format!("must be non-empty letters, digits, '_' or '-' (got {:?})", spec.name),
-            ));
-        }
+        path_safe(&bad, "name", &spec.name)?;
         if !(1..=MAX_REPLICATES).contains(&spec.replicates) {
             return Err(bad("replicates", format!("must be in 1..={MAX_REPLICATES}, got {}", spec.replicates)));
         }
         let w = &spec.world;
-        positive(&bad, "world.content_tokens", w.content_tokens, 4)?;
-        positive(&bad, "world.prompt_len", w.prompt_len, 1)?;
-        positive(&bad, "world.max_response", w.max_response, 2)?;
+        count(&bad, "world.content_tokens", w.content_tokens, 4, limits::CONTENT_TOKENS)?;
+        count(&bad, "world.prompt_len", w.prompt_len, 1, limits::PROMPT_LEN)?;
+        count(&bad, "world.max_response", w.max_response, 2, limits::MAX_RESPONSE)?;
         if w.flattery_tokens >= w.content_tokens {
             return Err(bad(
                 "world.flattery_tokens",
@@ -504,77 +488,115 @@ impl Experiment {
                 format!("echo_rate + flattery_rate must stay below 0.95, got {}", w.flattery_rate + w.echo_rate),
             ));
         }
-        let world = WorldConfig::from_spec(w, spec.seed);
+        let vocab = crate::world::vocab_size(w.content_tokens);
+        let seq_len = crate::world::sequence_len(w.prompt_len, w.max_response);
+        let shape = |key: &str, layers, width, heads| arch(&bad, key, vocab, seq_len, layers, width, heads);
 
         let p = &spec.policy;
-        let policy_arch = arch(&bad, "policy", p.layers, p.width, p.heads)?;
-        positive(&bad, "policy.demonstrations", p.demonstrations, 1)?;
-        positive(&bad, "policy.sft_steps", p.sft_steps, 1)?;
-        positive(&bad, "policy.sft_batch", p.sft_batch, 1)?;
+        let policy_arch = shape("policy", p.layers, p.width, p.heads)?;
+        count(&bad, "policy.demonstrations", p.demonstrations, 1, limits::COUNT)?;
+        steps(&bad, "policy.sft_steps", p.sft_steps)?;
+        count(&bad, "policy.sft_batch", p.sft_batch, 1, limits::COUNT)?;
         rate(&bad, "policy.sft_lr", p.sft_lr)?;
 
-        positive(&bad, "reference.standardize_samples", spec.reference.standardize_samples, 2)?;
-        positive(&bad, "reference.diversity_pool", spec.reference.diversity_pool, 1)?;
+        count(&bad, "reference.standardize_samples", spec.reference.standardize_samples, 2, limits::COUNT)?;
+        count(&bad, "reference.diversity_pool", spec.reference.diversity_pool, 1, limits::COUNT)?;
 
         let g = &spec.gold;
-        let gold_arch = arch(&bad, "gold", g.layers, g.width, g.heads)?;
-        positive(&bad, "gold.samples", g.samples, 2)?;
-        positive(&bad, "gold.steps", g.steps, 1)?;
-        positive(&bad, "gold.batch", g.batch, 1)?;
+        let gold_arch = shape("gold", g.layers, g.width, g.heads)?;
+        count(&bad, "gold.samples", g.samples, 2, limits::COUNT)?;
+        steps(&bad, "gold.steps", g.steps)?;
+        count(&bad, "gold.batch", g.batch, 1, limits::COUNT)?;
         rate(&bad, "gold.lr", g.lr)?;
 
-        positive(&bad, "preferences.val_pairs", spec.preferences.val_pairs, 1)?;
+        count(&bad, "preferences.val_pairs", spec.preferences.val_pairs, 1, limits::COUNT)?;
 
         let x = &spec.proxy;
-        if x.sizes.is_empty() {
-            return Err(bad("proxy.sizes", "needs at least one size".into()));
-        }
-        let mut proxies = Vec::new();
+        list(&bad, "proxy.sizes", x.sizes.len(), 1)?;
+        let mut proxies: Vec<(String, usize)> = Vec::new();
         for (i, s) in x.sizes.iter().enumerate() {
             let key = format!("proxy.sizes[{i}]");
-            if s.name.is_empty() || proxies.iter().any(|(n, _)| n == &s.name) {
-                return Err(bad(&format!("{key}.name"), format!("must be non-empty and unique, got {:?}", s.name)));
+            path_safe(&bad, &format!("{key}.name"), &s.name)?;
+            if let Some(j) = x.sizes[..i].iter().position(|t| t.name == s.name) {
+                return Err(bad(&format!("{key}.name"), format!("{:?} repeats proxy.sizes[{j}].name; names must be unique", s.name)));
             }
-            let a = arch(&bad, &key, s.layers, s.width, s.heads)?;
-            proxies.push((s.name.clone(), a.reward_params(&world)));
+            let a = shape(&key, s.layers, s.width, s.heads)?;
+            if let Some(j) = x.sizes[..i].iter().position(|t| (t.layers, t.width, t.heads) == (s.layers, s.width, s.heads)) {
+                return Err(bad(
+                    &key,
+                    format!(
+                        "shape {}x{} with {} heads repeats proxy.sizes[{j}] ({:?}); every size must differ",
+                        s.layers, s.width, s.heads, x.sizes[j].name
+                    ),
+                ));
+            }
+            proxies.push((s.name.clone(), reward_params(&bad, &key, &a)?));
         }
-        if x.data_sizes.is_empty() {
-            return Err(bad("proxy.data_sizes", "needs at least one size".into()));
-        }
+        list(&bad, "proxy.data_sizes", x.data_sizes.len(), 1)?;
         for (i, &d) in x.data_sizes.iter().enumerate() {
-            positive(&bad, &format!("proxy.data_sizes[{i}]"), d, 1)?;
+            count(&bad, &format!("proxy.data_sizes[{i}]"), d, 1, limits::COUNT)?;
         }
-        if x.noise.is_empty() {
-            return Err(bad("proxy.noise", "needs at least one level (0.0 for none)".into()));
-        }
+        distinct(&bad, "proxy.data_sizes", &x.data_sizes)?;
+        list(&bad, "proxy.noise", x.noise.len(), 1)?;
         for (i, &n) in x.noise.iter().enumerate() {
             probability(&bad, &format!("proxy.noise[{i}]"), n, 0.5)?;
         }
-        positive(&bad, "proxy.members", x.members, 1)?;
-        positive(&bad, "proxy.epochs", x.epochs, 1)?;
-        positive(&bad, "proxy.batch", x.batch, 1)?;
+        distinct(&bad, "proxy.noise", &x.noise)?;
+        noise_ids(&bad, &x.noise)?;
+        count(&bad, "proxy.members", x.members, 1, limits::MEMBERS)?;
+        steps(&bad, "proxy.epochs", x.epochs)?;
+        count(&bad, "proxy.batch", x.batch, 1, limits::COUNT)?;
         rate(&bad, "proxy.lr", x.lr)?;
+        let largest_data = *x.data_sizes.iter().max().expect("checked non-empty");
+        let proxy_steps = x.epochs.checked_mul(largest_data.div_ceil(x.batch));
+        if proxy_steps.is_none_or(|n| n > limits::STEPS) {
+            return Err(bad(
+                "proxy.epochs",
+                format!(
+                    "proxy.epochs ({}) × batches per epoch of the largest data size ({}) must be at most {} steps",
+                    x.epochs,
+                    largest_data.div_ceil(x.batch),
+                    limits::STEPS
+                ),
+            ));
+        }
+        let grid = [x.sizes.len(), x.data_sizes.len(), x.noise.len(), x.members]
+            .iter()
+            .try_fold(1usize, |acc, &n| acc.checked_mul(n));
+        if grid.is_none_or(|n| n > limits::MODELS) {
+            return Err(bad(
+                "proxy.members",
+                format!(
+                    "the proxy grid (proxy.sizes {} × proxy.data_sizes {} × proxy.noise {} × proxy.members {}) must be at most {} models",
+                    x.sizes.len(),
+                    x.data_sizes.len(),
+                    x.noise.len(),
+                    x.members,
+                    limits::MODELS
+                ),
+            ));
+        }
 
         let b = &spec.bon;
-        positive(&bad, "bon.prompts", b.prompts, 1)?;
-        positive(&bad, "bon.pool", b.pool, 2)?;
-        for (key, list) in [("bon.uwo_lambdas", &b.uwo_lambdas), ("bon.mean_std_lambdas", &b.mean_std_lambdas)] {
-            for (i, &l) in list.iter().enumerate() {
-                if !(l.is_finite() && l >= 0.0) {
-                    return Err(bad(&format!("{key}[{i}]"), format!("must be a finite λ ≥ 0, got {l}")));
-                }
+        count(&bad, "bon.prompts", b.prompts, 1, limits::COUNT)?;
+        count(&bad, "bon.pool", b.pool, 2, limits::COUNT)?;
+        for (key, l) in [("bon.uwo_lambdas", &b.uwo_lambdas), ("bon.mean_std_lambdas", &b.mean_std_lambdas)] {
+            list(&bad, key, l.len(), 0)?;
+            for (i, &v) in l.iter().enumerate() {
+                non_negative(&bad, &format!("{key}[{i}]"), v, "a finite λ ≥ 0")?;
             }
+            distinct(&bad, key, l)?;
         }
 
         validate_ppo(&bad, &spec.ppo, x)?;
 
-        let gold_params = gold_arch.reward_params(&world);
+        let gold_params = reward_params(&bad, "gold", &gold_arch)?;
         let (largest_name, largest) = proxies
             .iter()
             .max_by_key(|(_, n)| *n)
             .cloned()
             .expect("at least one proxy size");
-        if gold_params < 4 * largest {
+        if largest.checked_mul(4).is_none_or(|four| gold_params < four) {
             return Err(bad(
                 "gold.width",
                 format!(
@@ -582,12 +604,15 @@ impl Experiment {
                 ),
             ));
         }
+        let policy = policy_arch.checked_policy_params().ok_or_else(|| {
+            bad("policy.width", format!("the policy's parameter count overflows ({} layers × width {})", p.layers, p.width))
+        })?;
         let params = ParamCounts {
-            policy: policy_arch.policy_params(&world),
+            policy,
             gold: gold_params,
             proxies,
         };
-        Ok(Experiment {
+        let exp = Experiment {
             name: spec.name,
             seed: spec.seed,
             replicates: spec.replicates,
@@ -600,7 +625,16 @@ impl Experiment {
             bon: spec.bon,
             ppo: spec.ppo,
             params,
-        })
+        };
+        crate::resources::try_estimate(&exp).map_err(|part| {
+            bad(part.keys, format!("the run's {} would need more than 2^64 bytes of {}", part.what, part.resource))
+        })?;
+        Ok(exp)
+    }
+
+    /// Number of PPO runs: the selected ensembles × the aggregators of each × the β values.
+    pub fn ppo_run_count(&self) -> usize {
+        ppo_runs(&self.ppo, &self.proxy).expect("validated: the PPO sweep size fits usize")
     }
 
     /// The seed of replicate `r`'s own draws: the experiment's seed for replicate 0 (so a
@@ -649,42 +683,80 @@ impl Experiment {
     }
 }
 
-fn validate_ppo(bad: &dyn Fn(&str, String) -> Error, p: &PpoSpec, x: &ProxySpec) -> Result<()> {
+/// Upper bounds [`Experiment::validate`] enforces. They are far above any study the
+/// embedded world is meant for; they exist so that a typo (an extra digit, 2^40) is an
+/// error naming the key instead of an allocation failure hours into a run.
+pub mod limits {
+    /// Characters of the experiment name and of a proxy size name.
+    pub const NAME_LEN: usize = 64;
+    /// `world.content_tokens` (the labeler's affinity matrix is quadratic in it).
+    pub const CONTENT_TOKENS: usize = 4096;
+    /// `world.prompt_len`.
+    pub const PROMPT_LEN: usize = 256;
+    /// `world.max_response`.
+    pub const MAX_RESPONSE: usize = 512;
+    /// Layers of any transformer.
+    pub const LAYERS: usize = 64;
+    /// Width of any transformer.
+    pub const WIDTH: usize = 4096;
+    /// Attention heads of any transformer.
+    pub const HEADS: usize = 64;
+    /// Any count of samples, pairs, prompts, demonstrations or a batch size.
+    pub const COUNT: usize = 100_000_000;
+    /// Training steps, PPO updates and epochs, and the optimizer steps of one model.
+    pub const STEPS: usize = 10_000_000;
+    /// `proxy.members`.
+    pub const MEMBERS: usize = 256;
+    /// Entries of any list.
+    pub const LIST: usize = 64;
+    /// Proxy models of the grid, and PPO runs of the sweep.
+    pub const MODELS: usize = 10_000;
+}
+
+type Bad<'a> = &'a dyn Fn(&str, String) -> Error;
+
+fn validate_ppo(bad: Bad, p: &PpoSpec, x: &ProxySpec) -> Result<()> {
+    list(bad, "ppo.sizes", p.sizes.len(), 0)?;
     for (i, name) in p.sizes.iter().enumerate() {
         if !x.sizes.iter().any(|s| &s.name == name) {
-            return Err(bad(&format!("ppo.sizes[{i}]"), format!("no proxy size named {name:?} in proxy.sizes")));
+            return Err(bad(&format!("ppo.sizes[{i}]"), format!("no proxy size named {:?} in proxy.sizes", shown(name))));
         }
     }
+    distinct(bad, "ppo.sizes", &p.sizes)?;
+    list(bad, "ppo.data_sizes", p.data_sizes.len(), 0)?;
     for (i, d) in p.data_sizes.iter().enumerate() {
         if !x.data_sizes.contains(d) {
             return Err(bad(&format!("ppo.data_sizes[{i}]"), format!("{d} is not in proxy.data_sizes")));
         }
     }
+    distinct(bad, "ppo.data_sizes", &p.data_sizes)?;
+    list(bad, "ppo.noise", p.noise.len(), 0)?;
     for (i, n) in p.noise.iter().enumerate() {
         if !x.noise.contains(n) {
             return Err(bad(&format!("ppo.noise[{i}]"), format!("{n} is not in proxy.noise")));
         }
     }
-    if p.kl_penalties.is_empty() {
-        return Err(bad("ppo.kl_penalties", "needs at least one β (0.0 for none)".into()));
-    }
-    for (key, list) in [
+    distinct(bad, "ppo.noise", &p.noise)?;
+    list(bad, "ppo.kl_penalties", p.kl_penalties.len(), 1)?;
+    for (key, l) in [
         ("ppo.kl_penalties", &p.kl_penalties),
         ("ppo.uwo_lambdas", &p.uwo_lambdas),
         ("ppo.mean_std_lambdas", &p.mean_std_lambdas),
     ] {
-        for (i, &l) in list.iter().enumerate() {
-            if !(l.is_finite() && l >= 0.0) {
-                return Err(bad(&format!("{key}[{i}]"), format!("must be finite and ≥ 0, got {l}")));
-            }
+        list(bad, key, l.len(), 0)?;
+        for (i, &v) in l.iter().enumerate() {
+            non_negative(bad, &format!("{key}[{i}]"), v, "finite and ≥ 0")?;
         }
+        distinct(bad, key, l)?;
     }
     const KNOWN: [&str; 5] = ["mean", "wco", "uwo", "median", "mean_std"];
+    list(bad, "ppo.aggregators", p.aggregators.len(), 0)?;
     for (i, a) in p.aggregators.iter().enumerate() {
         if !KNOWN.contains(&a.as_str()) {
-            return Err(bad(&format!("ppo.aggregators[{i}]"), format!("unknown aggregator {a:?}; one of {KNOWN:?}")));
+            return Err(bad(&format!("ppo.aggregators[{i}]"), format!("unknown aggregator {:?}; one of {KNOWN:?}", shown(a))));
         }
     }
+    distinct(bad, "ppo.aggregators", &p.aggregators)?;
     if p.aggregators.iter().any(|a| a == "uwo") && p.uwo_lambdas.is_empty() {
         return Err(bad("ppo.uwo_lambdas", "aggregator \"uwo\" needs at least one λ".into()));
     }
@@ -700,13 +772,26 @@ fn validate_ppo(bad: &dyn Fn(&str, String) -> Error, p: &PpoSpec, x: &ProxySpec)
     if p.enabled && p.single_members == 0 && (p.aggregators.is_empty() || x.members == 1) {
         return Err(bad("ppo.aggregators", "nothing to optimize: no single member and no aggregate".into()));
     }
-    positive(bad, "ppo.updates", p.updates, 1)?;
-    positive(bad, "ppo.rollout", p.rollout, 2)?;
-    positive(bad, "ppo.minibatch", p.minibatch, 1)?;
+    steps(bad, "ppo.updates", p.updates)?;
+    count(bad, "ppo.rollout", p.rollout, 2, limits::COUNT)?;
+    count(bad, "ppo.minibatch", p.minibatch, 1, limits::COUNT)?;
     if p.minibatch > p.rollout {
         return Err(bad("ppo.minibatch", format!("must be at most ppo.rollout ({}), got {}", p.rollout, p.minibatch)));
     }
-    positive(bad, "ppo.epochs", p.epochs, 1)?;
+    steps(bad, "ppo.epochs", p.epochs)?;
+    let per_update = p.epochs.checked_mul(p.rollout.div_ceil(p.minibatch));
+    if per_update.and_then(|n| n.checked_mul(p.updates)).is_none_or(|n| n > limits::STEPS) {
+        return Err(bad(
+            "ppo.updates",
+            format!(
+                "ppo.updates ({}) × ppo.epochs ({}) × minibatches per rollout ({}) must be at most {} optimizer steps per run",
+                p.updates,
+                p.epochs,
+                p.rollout.div_ceil(p.minibatch),
+                limits::STEPS
+            ),
+        ));
+    }
     rate(bad, "ppo.lr", p.lr)?;
     for (key, v) in [("ppo.clip", p.clip), ("ppo.value_clip", p.value_clip)] {
         if !(v.is_finite() && v > 0.0 && v < 1.0) {
@@ -714,80 +799,258 @@ fn validate_ppo(bad: &dyn Fn(&str, String) -> Error, p: &PpoSpec, x: &ProxySpec)
         }
     }
     for (key, v) in [("ppo.value_coef", p.value_coef), ("ppo.entropy_coef", p.entropy_coef)] {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(bad(key, format!("must be finite and ≥ 0, got {v}")));
-        }
+        non_negative(bad, key, v, "finite and ≥ 0")?;
     }
     probability(bad, "ppo.gae_lambda", p.gae_lambda, 1.0)?;
     probability(bad, "ppo.gamma", p.gamma, 1.0)?;
     if !(p.max_grad_norm.is_finite() && p.max_grad_norm > 0.0) {
         return Err(bad("ppo.max_grad_norm", format!("must be > 0, got {}", p.max_grad_norm)));
     }
-    positive(bad, "ppo.eval_every", p.eval_every, 1)?;
-    positive(bad, "ppo.eval_prompts", p.eval_prompts, 2)?;
+    steps(bad, "ppo.eval_every", p.eval_every)?;
+    count(bad, "ppo.eval_prompts", p.eval_prompts, 2, limits::COUNT)?;
     if let Some(b) = p.kl_budget {
         if !(b.is_finite() && b > 0.0) {
             return Err(bad("ppo.kl_budget", format!("must be > 0 nats, got {b}")));
         }
     }
-    Ok(())
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
-    (line, col)
-}
-
-fn positive(bad: &dyn Fn(&str, String) -> Error, key: &str, v: usize, min: usize) -> Result<()> {
-    if v < min {
-        return Err(bad(key, format!("must be at least {min}, got {v}")));
+    if p.enabled && ppo_runs(p, x).is_none_or(|n| n > limits::MODELS) {
+        return Err(bad(
+            "ppo.kl_penalties",
+            format!("the PPO sweep (ensembles × aggregators × ppo.kl_penalties) must be at most {} runs", limits::MODELS),
+        ));
     }
     Ok(())
 }
 
-fn probability(bad: &dyn Fn(&str, String) -> Error, key: &str, v: f64, max: f64) -> Result<()> {
-    if !(v.is_finite() && (0.0..=max).contains(&v)) {
+/// PPO runs of a sweep (0 when PPO is off); `None` if the count overflows.
+fn ppo_runs(p: &PpoSpec, x: &ProxySpec) -> Option<usize> {
+    if !p.enabled {
+        return Some(0);
+    }
+    let sizes = if p.sizes.is_empty() { 1 } else { p.sizes.len() };
+    let data = if p.data_sizes.is_empty() { 1 } else { p.data_sizes.len() };
+    let noise = if p.noise.is_empty() { x.noise.len() } else { p.noise.len() };
+    sizes
+        .checked_mul(data)?
+        .checked_mul(noise)?
+        .checked_mul(p.aggregator_list(x.members).len())?
+        .checked_mul(p.kl_penalties.len())
+}
+
+/// (line, column), both 1-based, of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.as_bytes().get(..offset).unwrap_or_default();
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rposition(|&b| b == b'\n').map_or(offset + 1, |i| offset - i);
+    (line, col)
+}
+
+/// One key of a TOML document: its dotted path, the span of the key and of its value.
+struct Entry {
+    path: String,
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+    /// A `[table]` or `[[array]]` header: the value span is the header, not the body.
+    header: bool,
+}
+
+fn entries(text: &str) -> Vec<Entry> {
+    fn walk(text: &str, v: &toml::de::DeValue, path: &str, out: &mut Vec<Entry>) {
+        let is_header = |r: &std::ops::Range<usize>| text.get(r.clone()).is_some_and(|t| t.starts_with('['));
+        match v {
+            toml::de::DeValue::Table(t) => {
+                for (k, val) in t.iter() {
+                    let p = if path.is_empty() { k.get_ref().to_string() } else { format!("{path}.{}", k.get_ref()) };
+                    let header = val.get_ref().is_table() && is_header(&val.span());
+                    out.push(Entry { path: p.clone(), key: k.span(), value: val.span(), header });
+                    walk(text, val.get_ref(), &p, out);
+                }
+            }
+            toml::de::DeValue::Array(a) => {
+                for (i, val) in a.iter().enumerate() {
+                    let p = format!("{path}[{i}]");
+                    let header = val.get_ref().is_table() && is_header(&val.span());
+                    out.push(Entry { path: p.clone(), key: val.span(), value: val.span(), header });
+                    walk(text, val.get_ref(), &p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (doc, _) = toml::de::DeTable::parse_recoverable(text);
+    let mut out = Vec::new();
+    walk(text, &toml::de::DeValue::Table(doc.into_inner()), "", &mut out);
+    out
+}
+
+/// The dotted key a parse error at `span` is about, and its message (a duplicate key's
+/// message says where the key was first set). Keys the parser kept are looked up by span;
+/// a key it dropped (a duplicate) or a syntax error is placed under the innermost
+/// enclosing inline table or else the last `[table]` header before it.
+fn locate(text: &str, span: std::ops::Range<usize>, msg: &str) -> (String, String) {
+    let all = entries(text);
+    let at = span.start;
+    let join = |base: &str, key: &str| if base.is_empty() { key.to_string() } else { format!("{base}.{key}") };
+    let inside = |e: &Entry| !e.header && e.value.start <= at && span.end <= e.value.end && e.value.start < e.value.end;
+    let innermost = all.iter().filter(|e| inside(e)).min_by_key(|e| e.value.len());
+    let header = all.iter().filter(|e| e.header && e.value.start <= at).max_by_key(|e| e.value.start);
+    let context = innermost.filter(|e| e.value != span).or(header).map_or("", |e| e.path.as_str());
+    if let Some(field) = msg.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        let base = innermost.filter(|e| e.value == span).map_or("", |e| e.path.as_str());
+        return (join(base, field), msg.to_string());
+    }
+    if let Some(e) = all.iter().rev().find(|e| e.key.contains(&at) && e.key.start != e.value.start) {
+        return (e.path.clone(), msg.to_string());
+    }
+    if let Some(e) = innermost.filter(|e| e.value == span) {
+        return (e.path.clone(), msg.to_string());
+    }
+    let token = text.get(span.clone()).unwrap_or("").trim_matches(|c| c == '"' || c == '\'');
+    let key_like = !token.is_empty() && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if msg.starts_with("duplicate key") && key_like {
+        let key = join(context, token);
+        let first = all.iter().find(|e| e.path == key).map(|e| line_col(text, e.key.start).0);
+        let msg = match first {
+            Some(line) => format!("{msg} (first set at line {line})"),
+            None => msg.to_string(),
+        };
+        return (key, msg);
+    }
+    // A syntax error: the key set on the error's line, if any, else the enclosing table.
+    let line_start = text.get(..at).and_then(|t| t.rfind('\n')).map_or(0, |i| i + 1);
+    let on_line = all
+        .iter()
+        .filter(|e| !e.header && e.key.start >= line_start && e.key.start <= at)
+        .max_by_key(|e| e.key.start);
+    match on_line.or(innermost).or(header) {
+        Some(e) => (e.path.clone(), msg.to_string()),
+        None => ("(document)".to_string(), msg.to_string()),
+    }
+}
+
+fn count(bad: Bad, key: &str, v: usize, min: usize, max: usize) -> Result<()> {
+    if v < min {
+        return Err(bad(key, format!("must be at least {min}, got {v}")));
+    }
+    if v > max {
+        return Err(bad(key, format!("must be at most {max} (goodhart's limit), got {v}")));
+    }
+    Ok(())
+}
+
+fn steps(bad: Bad, key: &str, v: usize) -> Result<()> {
+    count(bad, key, v, 1, limits::STEPS)
+}
+
+fn list(bad: Bad, key: &str, len: usize, min: usize) -> Result<()> {
+    if len < min {
+        return Err(bad(key, format!("needs at least {min} entr{}, got {len}", if min == 1 { "y" } else { "ies" })));
+    }
+    if len > limits::LIST {
+        return Err(bad(key, format!("must have at most {} entries, got {len}", limits::LIST)));
+    }
+    Ok(())
+}
+
+/// Every entry of `items` differs from the ones before it.
+fn distinct<T: PartialEq + std::fmt::Debug>(bad: Bad, key: &str, items: &[T]) -> Result<()> {
+    for (i, v) in items.iter().enumerate() {
+        if let Some(j) = items[..i].iter().position(|u| u == v) {
+            return Err(bad(&format!("{key}[{i}]"), format!("{v:?} repeats {key}[{j}]; entries must be distinct")));
+        }
+    }
+    Ok(())
+}
+
+/// Label-noise levels appear in ensemble ids with 2 decimals (`n0.25`): two levels must not
+/// share an id, and a level must be exactly what its id shows.
+fn noise_ids(bad: Bad, noise: &[f64]) -> Result<()> {
+    let id = |n: f64| format!("n{n:.2}");
+    for (i, &n) in noise.iter().enumerate() {
+        if let Some(j) = noise[..i].iter().position(|&m| id(m) == id(n)) {
+            return Err(bad(
+                &format!("proxy.noise[{i}]"),
+                format!("{n} and proxy.noise[{j}] = {} share the ensemble id {}; use levels that differ in 2 decimals", noise[j], id(n)),
+            ));
+        }
+    }
+    for (i, &n) in noise.iter().enumerate() {
+        if format!("{n:.2}").parse::<f64>() != Ok(n) {
+            return Err(bad(
+                &format!("proxy.noise[{i}]"),
+                format!("{n} has more precision than its ensemble id {} shows; use at most 2 decimals", id(n)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A value in [0, max] (negative zero excluded: it would print as `-0`).
+fn probability(bad: Bad, key: &str, v: f64, max: f64) -> Result<()> {
+    if !(v.is_finite() && (0.0..=max).contains(&v) && v.is_sign_positive()) {
         return Err(bad(key, format!("must be in [0, {max}], got {v}")));
     }
     Ok(())
 }
 
-fn rate(bad: &dyn Fn(&str, String) -> Error, key: &str, v: f64) -> Result<()> {
+/// A finite value ≥ 0 (negative zero excluded: it would print as `-0` in run ids).
+fn non_negative(bad: Bad, key: &str, v: f64, what: &str) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0 && v.is_sign_positive()) {
+        return Err(bad(key, format!("must be {what}, got {v}")));
+    }
+    Ok(())
+}
+
+fn rate(bad: Bad, key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0 && v < 1.0) {
         return Err(bad(key, format!("learning rate must be in (0, 1), got {v}")));
     }
     Ok(())
 }
 
-fn arch(
-    bad: &dyn Fn(&str, String) -> Error,
-    key: &str,
-    layers: usize,
-    width: usize,
-    heads: usize,
-) -> Result<ArchSpec> {
-    positive(bad, &format!("{key}.layers"), layers, 1)?;
-    positive(bad, &format!("{key}.width"), width, 2)?;
-    positive(bad, &format!("{key}.heads"), heads, 1)?;
-    if width % heads != 0 {
+/// A name that is safe as one path component and in ids: 1 to [`limits::NAME_LEN`]
+/// characters of letters, digits, `_`, `-` and `.`, not starting with `.`, without `..`.
+fn path_safe(bad: Bad, key: &str, name: &str) -> Result<()> {
+    let chars_ok = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    let len = name.chars().count();
+    if len == 0 || len > limits::NAME_LEN || !chars_ok || name.starts_with('.') || name.contains("..") {
+        return Err(bad(
+            key,
+            format!(
+                "must be 1 to {} characters of letters, digits, '_', '-' and '.', not starting with '.' and without '..' \
+                 (it names files and ids), got {:?}{}",
+                limits::NAME_LEN,
+                shown(name),
+                if len > 40 { format!(" ({len} characters)") } else { String::new() }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `s`, cut to its first 40 characters for an error message.
+fn shown(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn arch(bad: Bad, key: &str, vocab: usize, max_len: usize, layers: usize, width: usize, heads: usize) -> Result<TransformerConfig> {
+    count(bad, &format!("{key}.layers"), layers, 1, limits::LAYERS)?;
+    count(bad, &format!("{key}.width"), width, 2, limits::WIDTH)?;
+    count(bad, &format!("{key}.heads"), heads, 1, limits::HEADS)?;
+    if !width.is_multiple_of(heads) {
         return Err(bad(
             &format!("{key}.heads"),
             format!("width {width} must be divisible by heads {heads}"),
         ));
     }
-    Ok(ArchSpec { layers, width, heads })
+    Ok(TransformerConfig::with_dims(vocab, max_len, layers, width, heads))
 }
 
-impl ArchSpec {
-    fn cfg(&self, world: &WorldConfig) -> TransformerConfig {
-        TransformerConfig::new(world, self.layers, self.width, self.heads)
-    }
-    fn reward_params(&self, world: &WorldConfig) -> usize {
-        self.cfg(world).reward_params()
-    }
-    fn policy_params(&self, world: &WorldConfig) -> usize {
-        self.cfg(world).policy_params()
-    }
+fn reward_params(bad: Bad, key: &str, a: &TransformerConfig) -> Result<usize> {
+    a.checked_reward_params()
+        .ok_or_else(|| bad(&format!("{key}.width"), format!("the parameter count overflows ({} layers × width {})", a.layers, a.width)))
 }

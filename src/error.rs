@@ -3,13 +3,15 @@
 
 use std::path::PathBuf;
 
-/// Errors raised by the goodhart library. `main.rs` prints them on one line and exits non-zero.
+/// Errors raised by the goodhart library. `main.rs` prints them on one line and exits with
+/// [`Error::exit_code`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
     #[error("{path}: {cause}")]
     Io { path: PathBuf, cause: std::io::Error },
-    /// The experiment file is not valid TOML or does not match the schema.
+    /// A file is not valid TOML (JSON) or does not match the schema. For an experiment file
+    /// `msg` starts with the dotted path of the offending key (`proxy.sizes[1].width: …`).
     #[error("{path}:{line}:{col}: {msg}")]
     Parse {
         path: PathBuf,
@@ -34,9 +36,22 @@ pub enum Error {
     /// A stored model is missing a file, fails its checksum, or does not match its config.
     #[error("artifact {dir}: {reason}")]
     Artifact { dir: PathBuf, reason: String },
+    /// The experiment needs more memory or disk than this machine has (see
+    /// [`crate::resources::check_resources`]).
+    #[error("needs about {needed} of {what} ({detail}), more than the {available} {source_of_limit}")]
+    Resources {
+        what: &'static str,
+        needed: String,
+        available: String,
+        source_of_limit: String,
+        detail: String,
+    },
     /// The requested device cannot be used by this build or machine.
     #[error("device {name}: {reason}")]
     Device { name: String, reason: String },
+    /// `--jobs` asks for more threads than goodhart allows, or the pool cannot be built.
+    #[error("--jobs {jobs}: {reason}")]
+    Jobs { jobs: usize, reason: String },
     /// The results folder already holds a run of a different configuration.
     #[error("{dir}: holds results of a different config (hash {found}, this run {expected}); pass --out DIR or --force")]
     ResultsConflict {
@@ -66,6 +81,29 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Exit status of the command line for this error: 2 for bad input (an experiment file
+    /// that does not parse or validate, one too large for this machine, a bad `--device` or
+    /// `--jobs`, a damaged results table given to `report`), 1 for everything else (I/O,
+    /// training, stored cells, Slurm).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Parse { .. }
+            | Error::Invalid { .. }
+            | Error::Resources { .. }
+            | Error::Device { .. }
+            | Error::Jobs { .. }
+            | Error::BadTable { .. } => 2,
+            Error::Io { .. }
+            | Error::NonFiniteLoss { .. }
+            | Error::Artifact { .. }
+            | Error::ResultsConflict { .. }
+            | Error::Table { .. }
+            | Error::Figure { .. }
+            | Error::Slurm { .. }
+            | Error::Tensor(_) => 1,
+        }
+    }
+
     /// Shorthand for an I/O error at `path`.
     pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {

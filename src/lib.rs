@@ -27,6 +27,7 @@ pub mod output;
 pub mod parallel;
 pub mod ppo;
 pub mod progress;
+pub mod resources;
 pub mod rm;
 pub mod run;
 pub mod seed;

@@ -1,4 +1,5 @@
-//! The `goodhart` command line: clap subcommands; errors print on one line, exit non-zero.
+//! The `goodhart` command line: clap subcommands; errors print on one line and exit with 2
+//! for bad input (experiment file, `--device`, `--jobs`), 1 otherwise.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,7 +111,9 @@ fn main() -> ExitCode {
         Command::Run { jobs, .. } => *jobs,
         Command::Validate { .. } | Command::Report { .. } | Command::Plan { .. } | Command::Slurm { .. } => 1,
     };
-    goodhart::parallel::init(jobs);
+    if let Err(e) = goodhart::parallel::init(jobs) {
+        return fail(&e.into());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -121,11 +124,14 @@ fn main() -> ExitCode {
         .init();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e),
     }
+}
+
+/// Prints `e` on one line; the exit status is the library error's [`goodhart::Error::exit_code`].
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+    ExitCode::from(e.downcast_ref::<goodhart::Error>().map_or(1, goodhart::Error::exit_code))
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -247,8 +253,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate { experiment } => {
             let exp = goodhart::Experiment::load(&experiment)?;
+            goodhart::resources::check_resources(&exp, None).with_context(|| experiment.display().to_string())?;
             let cells = goodhart::sweep::proxy_cells(&exp, 0);
+            let estimate = goodhart::resources::estimate(&exp);
             println!("{}: valid", experiment.display());
+            println!(
+                "  estimate: {} peak memory (largest part: {}), {} of stored models",
+                goodhart::resources::human(estimate.peak_memory_bytes),
+                estimate.largest_memory_part,
+                goodhart::resources::human(estimate.disk_bytes)
+            );
             println!("  reference policy: {} params", exp.params.policy);
             println!("  gold RM: {} params", exp.params.gold);
             for (name, n) in &exp.params.proxies {

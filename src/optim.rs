@@ -1,6 +1,8 @@
 //! One optimizer step shared by every training loop: finite-loss check, backward, global
-//! gradient-norm clipping (candle has none built in), AdamW, and a warmup + linear-decay
-//! learning-rate schedule.
+//! gradient-norm clipping (candle has none built in), and candle's AdamW: with decoupled
+//! weight decay [`WEIGHT_DECAY`] and a warmup + linear-decay schedule for supervised
+//! training ([`Trainer::new`]: SFT, gold, proxies), or with no weight decay (plain Adam) at
+//! a constant rate for PPO ([`Trainer::constant`]). β1 0.9, β2 0.999, ε 1e-8 in both.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
@@ -8,7 +10,10 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 
 use crate::error::{Error, Result};
 
-/// AdamW with clipping and a schedule, bound to one model's variables.
+/// Decoupled weight decay of the supervised trainers ([`Trainer::new`]).
+pub const WEIGHT_DECAY: f64 = 0.01;
+
+/// AdamW (or plain Adam) with clipping and an optional schedule, bound to one model's variables.
 pub struct Trainer {
     opt: AdamW,
     vars: Vec<Var>,
@@ -30,8 +35,26 @@ pub struct StepStats {
 }
 
 impl Trainer {
-    /// `model` names the model in errors (e.g. `proxy/m/d4000/n0.00/k1`).
+    /// AdamW with weight decay [`WEIGHT_DECAY`] and a warmup + linear-decay schedule over
+    /// `total_steps`. `model` names the model in errors (e.g. `proxy/m/d4000/n0.00/k1`).
     pub fn new(varmap: &VarMap, lr: f64, total_steps: usize, max_grad_norm: f64, model: &str) -> Result<Self> {
+        Self::build(varmap, lr, WEIGHT_DECAY, Some(total_steps), max_grad_norm, model)
+    }
+
+    /// Plain Adam (no weight decay) at the constant rate `lr` (PPO; see
+    /// [`crate::ppo::PPO_OPTIMIZER`]).
+    pub fn constant(varmap: &VarMap, lr: f64, max_grad_norm: f64, model: &str) -> Result<Self> {
+        Self::build(varmap, lr, 0.0, None, max_grad_norm, model)
+    }
+
+    fn build(
+        varmap: &VarMap,
+        lr: f64,
+        weight_decay: f64,
+        schedule: Option<usize>,
+        max_grad_norm: f64,
+        model: &str,
+    ) -> Result<Self> {
         // In name order: VarMap is a HashMap, and the gradient norm sums over the variables,
         // so a per-process order would change its last bits from run to run.
         let vars: Vec<Var> = {
@@ -44,7 +67,7 @@ impl Trainer {
             vars.clone(),
             ParamsAdamW {
                 lr,
-                weight_decay: 0.01,
+                weight_decay,
                 ..Default::default()
             },
         )?;
@@ -52,18 +75,11 @@ impl Trainer {
             opt,
             vars,
             base_lr: lr,
-            total_steps: total_steps.max(1),
+            total_steps: schedule.unwrap_or(1).max(1),
             max_grad_norm,
-            scheduled: true,
+            scheduled: schedule.is_some(),
             model: model.to_string(),
         })
-    }
-
-    /// As [`new`](Self::new) but with a constant learning rate (PPO).
-    pub fn constant(varmap: &VarMap, lr: f64, max_grad_norm: f64, model: &str) -> Result<Self> {
-        let mut t = Self::new(varmap, lr, 1, max_grad_norm, model)?;
-        t.scheduled = false;
-        Ok(t)
     }
 
     /// Learning rate at `step` (constant for [`constant`](Self::constant)): linear warmup over the first 5% of steps, then linear

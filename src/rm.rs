@@ -222,19 +222,19 @@ pub fn train_gold(
     Ok(recent.mean())
 }
 
-/// Coefficient of determination of `pred` as a linear predictor of `target`
-/// (squared Pearson correlation).
+/// Coefficient of determination of `pred` as a predictor of `target`, as it stands (no
+/// refitted slope or offset): R² = 1 − SSE/SST, SSE = Σ (target − pred)², SST = Σ (target −
+/// mean target)². 1 is a perfect fit, 0 is no better than the target's mean, and it is
+/// negative for a predictor worse than that. NaN when the target is constant.
 pub fn r_squared(pred: &[f32], target: &[f32]) -> f64 {
-    let (mp, sp) = mean_std(pred);
-    let (mt, st) = mean_std(target);
-    let n = pred.len().max(1) as f64;
-    let cov: f64 = pred
-        .iter()
-        .zip(target)
-        .map(|(&p, &t)| ((p - mp) as f64) * ((t - mt) as f64))
-        .sum::<f64>()
-        / n;
-    (cov / (sp as f64 * st as f64)).powi(2)
+    assert_eq!(pred.len(), target.len(), "r_squared of {} predictions for {} targets", pred.len(), target.len());
+    let mean = crate::aggregate::mean(target);
+    let sse: f64 = pred.iter().zip(target).map(|(&p, &t)| (t as f64 - p as f64).powi(2)).sum();
+    let sst: f64 = target.iter().map(|&t| (t as f64 - mean).powi(2)).sum();
+    if sst == 0.0 {
+        return f64::NAN;
+    }
+    1.0 - sse / sst
 }
 
 /// Mean and population standard deviation (floored at 1e-12 so it can divide).

@@ -96,6 +96,17 @@ pub mod utility {
     }
 }
 
+/// Vocabulary size of a world with `content` content tokens, special tokens included.
+pub const fn vocab_size(content: usize) -> usize {
+    FIRST_CONTENT as usize + content
+}
+
+/// Sequence length of a world with prompts of `prompt_len` and responses of at most
+/// `max_response` tokens: BOS, prompt, SEP, response (end token included).
+pub const fn sequence_len(prompt_len: usize, max_response: usize) -> usize {
+    2 + prompt_len + max_response
+}
+
 impl WorldConfig {
     /// The world of `s`; `seed` (the experiment's) draws the labeler's affinity matrix.
     pub fn from_spec(s: &WorldSpec, seed: u64) -> Self {
@@ -123,12 +134,12 @@ impl WorldConfig {
 
     /// Vocabulary size, special tokens included.
     pub fn vocab(&self) -> usize {
-        FIRST_CONTENT as usize + self.content
+        vocab_size(self.content)
     }
 
     /// Full sequence length: BOS, prompt, SEP, response (end token included).
     pub fn seq_len(&self) -> usize {
-        2 + self.prompt_len + self.max_response
+        sequence_len(self.prompt_len, self.max_response)
     }
 
     /// Number of positions before the first response token (BOS, prompt, SEP).

@@ -89,14 +89,65 @@ fn kl_bound_values() {
     assert_eq!(n_grid(8), vec![1, 2, 4, 8]);
 }
 
-#[test]
-fn kl_exact_is_the_bound_without_repeats_and_below_it_with_them() {
-    let scores = [0.1f32, 0.5, 0.3, 0.9];
-    let order = ascending_order(&scores);
-    let distinct = [0u32, 1, 2, 3];
-    for n in 1..=4 {
-        assert_eq!(kl_exact(&order, &distinct, n), kl_bound(n));
+/// KL(best-of-n ‖ pool) by enumerating every ordered n-tuple of independent draws from the
+/// pool: the best draw is the highest score (a tie goes to the later sample, as in the
+/// stable ascending sort), its response gets the tuple's probability N^−n, and the KL is
+/// taken against each distinct response's share of the pool.
+fn brute_force_kl(scores: &[f32], groups: &[u32], n: usize) -> f64 {
+    let pool = scores.len();
+    let mut q: std::collections::HashMap<u32, f64> = std::collections::HashMap::new();
+    let tuples = pool.pow(n as u32);
+    for t in 0..tuples {
+        let (mut rest, mut best) = (t, None::<usize>);
+        for _ in 0..n {
+            let i = rest % pool;
+            rest /= pool;
+            best = Some(match best {
+                Some(b) if (scores[b], b) > (scores[i], i) => b,
+                _ => i,
+            });
+        }
+        *q.entry(groups[best.unwrap()]).or_default() += 1.0 / tuples as f64;
     }
+    q.iter()
+        .map(|(g, &qg)| {
+            let p = groups.iter().filter(|&h| h == g).count() as f64 / pool as f64;
+            qg * (qg / p).ln()
+        })
+        .sum()
+}
+
+#[test]
+fn kl_exact_matches_brute_force_with_and_without_repeats() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for trial in 0..20 {
+        let pool = 2 + trial % 5;
+        // Responses drawn from a few distinct ones (equal responses share a score); trial 0
+        // and every fifth trial: all distinct.
+        let kinds = if trial % 5 == 0 { pool } else { 1 + trial % 3 };
+        let kind_scores: Vec<f32> = (0..kinds).map(|_| rng.random::<f32>()).collect();
+        let groups: Vec<u32> = (0..pool).map(|i| if kinds == pool { i as u32 } else { rng.random_range(0..kinds as u32) }).collect();
+        let scores: Vec<f32> = groups.iter().map(|&g| kind_scores[g as usize]).collect();
+        let order = ascending_order(&scores);
+        for n in 1..=4.min(pool + 1) {
+            let (k, bf) = (kl_exact(&order, &groups, n), brute_force_kl(&scores, &groups, n));
+            assert!((k - bf).abs() < 1e-9, "pool {pool}, groups {groups:?}, n {n}: kl_exact {k}, brute force {bf}");
+            assert!(k <= kl_bound(n) + 1e-12, "above the bound: {k} > {}", kl_bound(n));
+        }
+    }
+    // Distinct scores tied across two different responses: the later sample ranks higher.
+    let (scores, groups) = ([0.5f32, 0.5, 0.1], [0u32, 1, 2]);
+    let bf = brute_force_kl(&scores, &groups, 2);
+    assert!((kl_exact(&ascending_order(&scores), &groups, 2) - bf).abs() < 1e-12);
+}
+
+#[test]
+fn kl_exact_hand_values() {
+    // No repeats, N = 2, n = 2: q = (1/4, 3/4), p = (1/2, 1/2):
+    // python3: 0.25*math.log(0.5) + 0.75*math.log(1.5) = 0.130812035941137
+    // (below the bound ln 2 − 1/2 = 0.1931: the pool is a finite sample, one definition).
+    let k = kl_exact(&ascending_order(&[0.2, 0.9]), &[0, 1], 2);
+    assert!((k - 0.130_812_035_941_137).abs() < 1e-12, "kl_exact {k}");
     // Samples 1 and 3 are the same response (same score); p = (1/4, 1/4, 1/2) in score
     // order (0.1, 0.3, 0.5=0.5). Best-of-2: F = 1/4, 1/2, 1 → q = 1/16, 3/16, 12/16.
     // python3: sum(q*math.log(q/p) for q,p in ((1/16,1/4),(3/16,1/4),(12/16,1/2)))
@@ -107,6 +158,8 @@ fn kl_exact_is_the_bound_without_repeats_and_below_it_with_them() {
     let k = kl_exact(&order, &groups, 2);
     assert!((k - 0.163_515_045).abs() < 1e-6, "kl_exact {k}");
     assert!(k < kl_bound(2));
+    // n = 1 is π_ref itself.
+    assert!(kl_exact(&order, &groups, 1).abs() < 1e-15);
 }
 
 #[test]

@@ -22,7 +22,10 @@ fn the_tiny_config_and_every_shipped_experiment_are_valid() {
     for entry in std::fs::read_dir("experiments").unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let cells = goodhart::sweep::proxy_cells(&exp, 0);
+            assert_eq!(exp.ppo_run_count(), goodhart::sweep::ppo_cells(&exp, &cells).len(), "{}", path.display());
+            goodhart::resources::check_resources(&exp, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
     }
 }
@@ -36,9 +39,18 @@ fn unknown_key_is_named_with_its_line() {
 }
 
 #[test]
-fn wrong_type_is_named() {
+fn wrong_type_is_named_by_its_dotted_key() {
     let msg = err_of(&common::tiny_with("members = 2", "members = \"two\""));
-    assert!(msg.contains("members") || msg.contains("invalid type"), "{msg}");
+    assert!(msg.contains("proxy.members: invalid type") && msg.contains("\"two\""), "{msg}");
+    let msg = err_of(&common::tiny_with("width = 8, heads = 2", "width = -8, heads = 2"));
+    assert!(msg.contains("proxy.sizes[0].width:") && msg.contains("-8"), "{msg}");
+}
+
+#[test]
+fn duplicate_key_is_named_with_where_it_was_first_set() {
+    let msg = err_of(&common::tiny_with("members = 2", "members = 2\nmembers = 3"));
+    let first = common::TINY.lines().position(|l| l == "members = 2").unwrap() + 1;
+    assert!(msg.contains("proxy.members: duplicate key") && msg.contains(&format!("first set at line {first}")), "{msg}");
 }
 
 #[test]
@@ -92,9 +104,15 @@ fn unreadable_file_is_named() {
 }
 
 fn goodhart(args: &[&str], cwd: &Path) -> (bool, String, String) {
+    let (code, out, err) = goodhart_code(args, cwd);
+    (code == Some(0), out, err)
+}
+
+/// Exit code (None if killed by a signal), stdout and stderr.
+fn goodhart_code(args: &[&str], cwd: &Path) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_goodhart")).args(args).current_dir(cwd).output().unwrap();
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
@@ -106,18 +124,72 @@ fn binary_exits_non_zero_with_one_line_and_writes_nothing() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, common::tiny_with("members = 2", "members = 0")).unwrap();
     for cmd in ["run", "validate"] {
-        let (ok, _, err) = goodhart(&[cmd, bad.to_str().unwrap()], dir.path());
-        assert!(!ok, "{cmd} accepted a bad config");
+        let (code, _, err) = goodhart_code(&[cmd, bad.to_str().unwrap()], dir.path());
+        assert_eq!(code, Some(2), "{cmd}: bad input exits 2: {err}");
         let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(lines.len(), 1, "{err}");
         assert!(lines[0].contains("proxy.members"), "{err}");
     }
     let (ok, _, err) = goodhart(&["run", "missing.toml"], dir.path());
     assert!(!ok && err.contains("missing.toml"), "{err}");
-    let (ok, _, err) = goodhart(&["run", bad.to_str().unwrap(), "--device", "tpu"], dir.path());
-    assert!(!ok && err.contains("tpu") || err.contains("proxy.members"), "{err}");
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("bad.toml")], "something was written");
+}
+
+/// A valid experiment with an unknown device or too many threads: one `error:` line naming
+/// the option and its value, exit status 2, nothing written.
+#[test]
+fn bad_device_and_jobs_exit_2_with_one_line_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("x.toml");
+    std::fs::write(&good, common::TINY).unwrap();
+    let x = good.to_str().unwrap();
+    for (args, want) in [
+        (vec!["run", x, "--device", "tpu", "--out", "o", "--store", "s"], "device tpu: unknown device"),
+        (vec!["run", x, "--jobs", "1000000000", "--out", "o", "--store", "s"], "--jobs 1000000000: at most"),
+        (vec!["run", x, "--jobs", "1025", "--out", "o", "--store", "s"], "--jobs 1025"),
+    ] {
+        let (code, out, err) = goodhart_code(&args, dir.path());
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} printed {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(want), "{args:?}: {err}");
+    }
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("x.toml")], "something was written");
+}
+
+#[test]
+fn validate_prints_the_estimate_and_refuses_what_the_machine_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("x.toml");
+    std::fs::write(&good, common::TINY).unwrap();
+    let (code, out, err) = goodhart_code(&["validate", good.to_str().unwrap()], dir.path());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("estimate:") && out.contains("peak memory"), "{out}");
+    // 10^8 prompts × 10^8 samples: every value within its limit, the pool far beyond any RAM.
+    let huge = common::tiny_with("prompts = 3\npool = 64", "prompts = 100000000\npool = 100000000");
+    std::fs::write(&good, huge).unwrap();
+    let (code, out, err) = goodhart_code(&["validate", good.to_str().unwrap()], dir.path());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty() && err.lines().count() == 1, "{out}{err}");
+    assert!(err.contains("x.toml") && err.contains("of memory") && err.contains("bon.pool") && err.contains("MemTotal"), "{err}");
+}
+
+#[test]
+fn estimate_counts_models_pool_and_stored_weights() {
+    let exp = common::tiny();
+    let e = goodhart::resources::estimate(&exp);
+    // Stored: policy, gold, 2 proxies + the held-out one, 6 PPO policies, in f32, plus metadata.
+    let weights = 4 * (exp.params.policy * 7 + exp.params.gold + 3 * exp.params.proxies[0].1) as u64;
+    assert!(e.disk_bytes >= weights && e.disk_bytes < weights + 12 * 4096 + 1, "{} vs {weights}", e.disk_bytes);
+    // A bigger best-of-n pool raises the peak by at least its tokens.
+    let big = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 1000000"), Path::new("b.toml")).unwrap();
+    let seq = exp.world().seq_len() as u64;
+    let grown = goodhart::resources::estimate(&big).peak_memory_bytes - e.peak_memory_bytes;
+    assert!(grown >= 3 * (1_000_000 - 64) * seq * 4, "grew by {grown}");
+    let store = tempfile::tempdir().unwrap();
+    goodhart::resources::check_resources(&exp, Some(&store.path().join("not/yet/made"))).unwrap();
 }
 
 #[test]

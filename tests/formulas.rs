@@ -53,14 +53,20 @@ fn deterministic_labels_follow_gold_and_bradley_terry_labels_follow_sigmoid() {
 }
 
 #[test]
-fn r_squared_of_linear_and_unrelated_predictors() {
-    let t: Vec<f32> = (0..100).map(|i| i as f32).collect();
-    let p: Vec<f32> = t.iter().map(|x| 3.0 * x - 7.0).collect();
-    assert!((r_squared(&p, &t) - 1.0).abs() < 1e-6);
-    // symmetric around the mean: correlation exactly 0.
-    let t = vec![-1.0f32, 0.0, 1.0];
-    let p = vec![1.0f32, 0.0, 1.0];
-    assert!(r_squared(&p, &t).abs() < 1e-12);
+fn r_squared_is_one_minus_sse_over_sst() {
+    let t = [1.0f32, 2.0, 3.0, 4.0];
+    assert_eq!(r_squared(&t, &t), 1.0);
+    // SSE 1, SST 5 (mean 2.5: 2.25 + 0.25 + 0.25 + 2.25).
+    assert!((r_squared(&[1.0, 2.0, 3.0, 5.0], &t) - 0.8).abs() < 1e-12);
+    // The target's mean predicts nothing: 0.
+    assert_eq!(r_squared(&[2.5; 4], &t), 0.0);
+    // A perfectly correlated but rescaled predictor is not a perfect fit (a squared
+    // correlation would say 1): p = 2t, SSE = 1 + 4 + 9 + 16 = 30 → 1 − 30/5 = −5.
+    let doubled: Vec<f32> = t.iter().map(|x| 2.0 * x).collect();
+    assert!((r_squared(&doubled, &t) + 5.0).abs() < 1e-12);
+    // Reversed: SSE 9 + 1 + 1 + 9 = 20 → 1 − 4 = −3.
+    assert!((r_squared(&[4.0, 3.0, 2.0, 1.0], &t) + 3.0).abs() < 1e-12);
+    assert!(r_squared(&[1.0, 2.0], &[3.0, 3.0]).is_nan(), "constant target");
 }
 
 #[test]

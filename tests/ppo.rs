@@ -307,3 +307,61 @@ fn ppo_uwo_divides_the_variance_by_k_and_lambda_zero_is_the_mean() {
         }
     }
 }
+
+/// Rewards by hand: −β·k1 on every response token, the score added on the last one, and
+/// nothing past a response's end. Row 0 is a 2-token response (mask 1 1 1 0: two tokens and
+/// the end token), row 1 an unfinished one filling the width (mask 1 1 1 1).
+#[test]
+fn rewards_match_a_hand_example() {
+    let world = common::tiny().world();
+    let width = 4;
+    let ro = ppo::rollout::Rollout {
+        responses: vec![
+            goodhart::world::Response { tokens: vec![4, 5], finished: true },
+            goodhart::world::Response { tokens: vec![6, 7, 8, 9], finished: false },
+        ],
+        set: goodhart::world::SeqSet::new(world.seq_len()),
+        width,
+        logp: vec![-1.0, -2.0, -0.5, -9.0, -1.0, -1.0, -1.0, -1.0],
+        ref_logp: vec![-1.5, -1.0, -0.5, -3.0, -2.0, -1.0, -0.25, -1.0],
+        values: vec![0.0; 8],
+        mask: vec![1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        score: vec![2.0, -1.0],
+    };
+    assert_eq!((ro.tokens_of(0), ro.tokens_of(1)), (3, 4));
+    // k1 = logp − ref_logp: row 0 (0.5, −1, 0), row 1 (1, 0, −0.75, 0); β = 0.5.
+    let want = [-0.25, 0.5, 0.0 + 2.0, 0.0, -0.5, 0.0, 0.375, 0.0 - 1.0];
+    let got = ppo::rollout::rewards(&ro, 0.5);
+    assert_eq!(got.len(), 8);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(close(*g as f64, w, 1e-7), "reward[{i}] = {g}, want {w}");
+    }
+    // β = 0: only the score, on the last response token.
+    assert_eq!(ppo::rollout::rewards(&ro, 0.0), vec![0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, -1.0]);
+}
+
+/// The mask of a real rollout covers exactly each response's tokens and its end token (an
+/// unfinished response: `max_response` tokens, no end token), and the reward sits there.
+#[test]
+fn rollout_mask_covers_each_response_and_its_end_token() {
+    let s = setup();
+    let members: Vec<&RewardModel> = s.proxies.iter().collect();
+    let prompts: Vec<Vec<u32>> = s.eval_prompts[..16].to_vec();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let ro = ppo::rollout::collect(&s.world, &s.reference, &s.reference, &members, Aggregator::Mean, &prompts, &mut rng).unwrap();
+    assert_eq!(ro.width, s.world.max_response);
+    let rewards = ppo::rollout::rewards(&ro, 0.0);
+    for (i, r) in ro.responses.iter().enumerate() {
+        let n = r.tokens.len() + usize::from(r.finished);
+        assert_eq!(n.min(ro.width), n, "a response longer than the width");
+        let row = &ro.mask[i * ro.width..(i + 1) * ro.width];
+        let want: Vec<f32> = (0..ro.width).map(|t| if t < n { 1.0 } else { 0.0 }).collect();
+        assert_eq!(row, want.as_slice(), "response {i}: {r:?}");
+        let rrow = &rewards[i * ro.width..(i + 1) * ro.width];
+        for (t, &v) in rrow.iter().enumerate() {
+            let w = if t + 1 == n { ro.score[i] } else { 0.0 };
+            assert_eq!(v, w, "response {i}, token {t}");
+        }
+    }
+    assert!(ro.responses.iter().any(|r| r.finished), "no finished response to check");
+}

@@ -51,42 +51,55 @@ fn ensemble_resorting_carries_gold_along() {
 
 #[test]
 fn results_keyed_by_n_carry_kl_columns() {
+    // A pool of 4 samples, two of them the same response: the KL columns come from the
+    // crate's best-of-n curve, and the table must carry them unchanged.
+    let gold = [0.0f32, 1.0, 2.0, 1.0];
+    let proxy = [0.3f32, 0.1, 0.9, 0.1];
+    let groups = [0u32, 1, 2, 1];
+    let ones = [1.0f32; 4];
+    let view = PoolView { prompts: 1, size: 4, gold: &gold, groups: &groups, length: &ones, distinct_ratio: &ones, heldout: None };
+    let points = curve(Aggregator::Member(0), &[&proxy], view, &n_grid(4), &LogFactorials::new(4));
+    let pt = points.iter().find(|p| p.n == 4).unwrap();
+    assert_eq!(pt.kl_bound, 4f64.ln() - 0.75);
+    assert!(pt.kl_exact > 0.0 && pt.kl_exact < pt.kl_bound, "{} vs {}", pt.kl_exact, pt.kl_bound);
     let row = goodhart::output::table::CurveRow {
         method: "bon".into(),
-        aggregator: "mean".into(),
+        aggregator: "member0".into(),
         lambda: None,
         proxy_size: "xs".into(),
         proxy_params: 1,
         data_size: 1,
         label_noise: 0.0,
         ensemble: "xs/d1/n0.00".into(),
-        n: Some(4),
+        n: Some(pt.n as u64),
         step: None,
         kl_penalty: None,
-        kl: goodhart::bon::kl_bound(4),
+        kl: pt.kl_bound,
         kl_kind: "bon_bound".into(),
         kl_k3: None,
-        kl_bound: Some(goodhart::bon::kl_bound(4)),
-        kl_exact: Some(goodhart::bon::kl_bound(4)),
-        sqrt_kl: goodhart::bon::kl_bound(4).sqrt(),
-        gold: 0.0,
-        gold_se: 0.0,
-        proxy: 0.0,
-        members: vec![0.0],
-        disagreement: 0.0,
-        length: 0.0,
-        distinct_ratio: 1.0,
+        kl_bound: Some(pt.kl_bound),
+        kl_exact: Some(pt.kl_exact),
+        sqrt_kl: pt.kl_bound.sqrt(),
+        gold: pt.gold,
+        gold_se: pt.gold_se,
+        proxy: pt.proxy,
+        members: pt.members.clone(),
+        disagreement: pt.disagreement,
+        length: pt.length,
+        distinct_ratio: pt.distinct_ratio,
         heldout: None,
-        gold_below_peak: 0.0,
-        gold_below_peak_se: 0.0,
+        gold_below_peak: pt.gold_below_peak,
+        gold_below_peak_se: pt.gold_below_peak_se,
         prompts: 1,
         pool: Some(4),
         replicate: 0,
     };
     let df = goodhart::output::table::curve_frame(&[row]).unwrap();
-    for c in ["n", "kl", "kl_bound", "kl_exact", "sqrt_kl", "kl_kind"] {
-        assert!(df.column(c).is_ok(), "{c}");
-    }
+    let f = |c: &str| df.column(c).unwrap().f64().unwrap().get(0).unwrap();
+    assert_eq!((f("kl"), f("kl_bound"), f("kl_exact")), (pt.kl_bound, pt.kl_bound, pt.kl_exact));
+    assert_eq!(f("sqrt_kl"), pt.kl_bound.sqrt());
+    assert_eq!(df.column("n").unwrap().u64().unwrap().get(0), Some(4));
+    assert_eq!(df.column("kl_kind").unwrap().str().unwrap().get(0), Some("bon_bound"));
 }
 
 #[test]

@@ -409,48 +409,43 @@ fn hand_computed_regrets_flow_through_to_stopping_csv() {
 }
 
 #[test]
-fn aggregators_average_replicate_ensembles_and_compare_only_reached_budgets() {
-    // Two ensembles of one configuration (same method, size, data, noise) are replicates:
-    // gold at a budget is their mean and the s.e. is across them. The shorter curve (n ≤ 8,
-    // KL ≤ 1.20) limits the budgets to 0.5 and 1.
+fn aggregators_compare_each_ensemble_only_at_budgets_all_its_curves_reach() {
+    // One ensemble, two aggregators: each row is its own curve's gold with its s.e. over
+    // prompts. The shorter curve (n ≤ 8, KL ≤ 1.20) limits the budgets to 0.5 and 1.
+    // Another ensemble of the same configuration is a cell of its own, never pooled: its
+    // curve reaches n = 32 (KL 2.50), so it also gets the budget 2.
     let mut short = hand_curve("a/d100/n0.00");
     for r in &mut short {
         r.aggregator = "mean".into();
     }
-    let mut long: Vec<CurveRow> = (0..6)
-        .map(|i| {
-            point(
-                "mean",
-                "a/d100/n0.00/seed2",
-                1 << i,
-                0.1 * i as f64,
-                i as f64,
-                vec![0.0, 0.0],
-                0.1,
-                None,
-            )
-        })
-        .collect();
-    long[0].gold = 0.0;
-    let curves = goodhart::analysis::group_curves(&[short, long].concat());
+    let curve = |aggregator: &str, ensemble: &str, slope: f64| -> Vec<CurveRow> {
+        let mut c: Vec<CurveRow> = (0..6)
+            .map(|i| point(aggregator, ensemble, 1 << i, slope * i as f64, i as f64, vec![0.0, 0.0], 0.1, None))
+            .collect();
+        c[0].gold = 0.0;
+        c
+    };
+    let long = curve("wco", "a/d100/n0.00", 0.1);
+    let other = curve("mean", "a/d100/n0.00/seed2", 0.2);
+    let curves = goodhart::analysis::group_curves(&[short, long, other].concat());
     let rows = goodhart::analysis::aggregators(&curves);
-    let at: Vec<_> = rows
-        .iter()
-        .filter(|r| r.measure == goodhart::analysis::Measure::AtKl)
-        .collect();
-    assert_eq!(at.iter().map(|r| r.kl).collect::<Vec<_>>(), [0.5, 1.0]);
-    for r in &at {
-        assert_eq!((r.replicates, r.se_over), (2, goodhart::analysis::SeOver::Ensembles));
-    }
-    // At KL 1: hand curve between n = 4 (0.636, 1.0) and n = 8 (1.205, 0.6); the other
-    // between n = 4 (0.636, 0.2) and n = 8 (1.205, 0.3).
+    assert!(rows.iter().all(|r| (r.replicates, r.se_over) == (1, goodhart::analysis::SeOver::Prompts)));
+    let at = |ensemble: &str| -> Vec<&goodhart::analysis::AggRow> {
+        rows.iter()
+            .filter(|r| r.measure == goodhart::analysis::Measure::AtKl && r.ensembles == ensemble)
+            .collect()
+    };
+    let first = at("a/d100/n0.00");
+    let keys: Vec<(f64, &str)> = first.iter().map(|r| (r.kl, r.aggregator.as_str())).collect();
+    assert_eq!(keys, [(0.5, "mean"), (0.5, "wco"), (1.0, "mean"), (1.0, "wco")]);
+    // At KL 1: the hand curve between n = 4 (0.636, 1.0) and n = 8 (1.205, 0.6); the other
+    // between n = 4 (0.636, 0.2) and n = 8 (1.205, 0.3). The s.e. is each curve's (0.01).
     let t = (1.0 - (4f64.ln() - 0.75)) / ((8f64.ln() - 0.875) - (4f64.ln() - 0.75));
-    let (a, b) = (1.0 + t * (0.6 - 1.0), 0.2 + t * 0.1);
-    assert!((at[1].gold - (a + b) / 2.0).abs() < 1e-12);
-    assert!(
-        (at[1].se - (a - b).abs() / 2.0).abs() < 1e-12,
-        "s.e. of a mean of two = |a − b|/2"
-    );
+    assert!((first[2].gold - (1.0 + t * (0.6 - 1.0))).abs() < 1e-12, "{}", first[2].gold);
+    assert!((first[3].gold - (0.2 + t * 0.1)).abs() < 1e-12, "{}", first[3].gold);
+    assert!(first.iter().all(|r| (r.se - 0.01).abs() < 1e-12));
+    let second = at("a/d100/n0.00/seed2");
+    assert_eq!(second.iter().map(|r| r.kl).collect::<Vec<_>>(), [0.5, 1.0, 2.0]);
 }
 
 #[test]

@@ -46,7 +46,8 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     }
     let gold = &s.rows.rm[0];
     assert_eq!(gold.role, "gold");
-    assert!(gold.distill_r2.is_some_and(|r| (0.0..=1.0).contains(&r)));
+    // R² = 1 − SSE/SST: negative for a gold worse than its target's mean, so this can fail.
+    assert!(gold.distill_r2.is_some_and(|r| r > 0.0 && r <= 1.0), "{:?}", gold.distill_r2);
     assert_eq!(s.rows.rm.iter().filter(|r| r.role == "heldout").count(), 1);
     assert!(s.rows.rm.last().unwrap().model.starts_with("heldout/"));
     for row in &s.rows.rm[1..] {
@@ -56,7 +57,8 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
         assert!(row.val_bt_loss.is_finite() && row.score_scale > 0.0);
         assert_eq!(row.train_examples, 40);
     }
-    assert!((0.0..=1.0).contains(&s.rows.duplicate_fraction));
+    // π_ref's samples for one prompt are diverse: a fraction of the 128 repeat, not most.
+    assert!(s.rows.duplicate_fraction > 0.0 && s.rows.duplicate_fraction < 0.5, "{}", s.rows.duplicate_fraction);
     // Best-of-n: one ensemble of 2, aggregators member0, member1, mean, wco, uwo(0), uwo(0.5),
     // median, mean_std(1); n ∈ {1, 2, 4, …, 64}: 8 × 7 rows.
     let bon: Vec<_> = s.rows.curves.iter().filter(|r| r.method == "bon").collect();
@@ -108,8 +110,13 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     }
     assert_eq!(manifest["seed"], 7);
     let resolved = std::fs::read_to_string(out.join("config.resolved.toml")).unwrap();
-    let again = Experiment::from_toml(&resolved.replace("[params]", "[ignored_params]"), Path::new("r.toml"));
-    assert!(again.is_err(), "resolved config carries derived params, not an input file");
+    // The resolved config is the input plus the derived `[params]` table, which no input
+    // file may set; without it, it is an input that resolves to the same config.
+    let err = Experiment::from_toml(&resolved, Path::new("r.toml")).unwrap_err().to_string();
+    assert!(err.contains("params") && err.contains("unknown field"), "{err}");
+    let input = &resolved[..resolved.find("[params]").expect("resolved config has [params]")];
+    let again = Experiment::from_toml(input, Path::new("r.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.config_hash(), common::tiny().config_hash());
     assert!(resolved.contains("sft_steps = 20"));
 }
 

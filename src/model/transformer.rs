@@ -25,9 +25,14 @@ pub struct TransformerConfig {
 
 impl TransformerConfig {
     pub fn new(world: &WorldConfig, layers: usize, width: usize, heads: usize) -> Self {
+        Self::with_dims(world.vocab(), world.seq_len(), layers, width, heads)
+    }
+
+    /// A shape for a vocabulary of `vocab` tokens and sequences of `max_len` positions.
+    pub fn with_dims(vocab: usize, max_len: usize, layers: usize, width: usize, heads: usize) -> Self {
         Self {
-            vocab: world.vocab(),
-            max_len: world.seq_len(),
+            vocab,
+            max_len,
             layers,
             width,
             heads,
@@ -35,22 +40,47 @@ impl TransformerConfig {
         }
     }
 
-    /// Parameters of the trunk (embeddings, blocks, final norm).
-    pub fn trunk_params(&self) -> usize {
+    /// Parameters of the trunk (embeddings, blocks, final norm); `None` if the count
+    /// overflows `usize`.
+    fn checked_trunk_params(&self) -> Option<usize> {
         let d = self.width;
-        let m = self.mlp_mult * d;
-        let block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * m + m) + (m * d + d);
-        (self.vocab + self.max_len) * d + self.layers * block + 2 * d
+        let m = self.mlp_mult.checked_mul(d)?;
+        let dd = d.checked_mul(d)?;
+        let dm = d.checked_mul(m)?;
+        // ln1 + qkv (d·3d + 3d) + proj (d·d + d) + ln2 + fc (d·m + m) + out (m·d + d)
+        let block = dd
+            .checked_mul(4)?
+            .checked_add(dm.checked_mul(2)?)?
+            .checked_add(d.checked_mul(9)?)?
+            .checked_add(m)?;
+        self.vocab
+            .checked_add(self.max_len)?
+            .checked_mul(d)?
+            .checked_add(self.layers.checked_mul(block)?)?
+            .checked_add(d.checked_mul(2)?)
     }
 
-    /// Parameters of a reward model of this shape (trunk + scalar head).
+    /// Parameters of a reward model of this shape (trunk + scalar head); `None` on overflow.
+    pub fn checked_reward_params(&self) -> Option<usize> {
+        self.checked_trunk_params()?.checked_add(self.width)?.checked_add(1)
+    }
+
+    /// Parameters of a policy of this shape (trunk + LM head + value head); `None` on overflow.
+    pub fn checked_policy_params(&self) -> Option<usize> {
+        let head = self.width.checked_add(1)?.checked_mul(self.vocab)?;
+        self.checked_trunk_params()?.checked_add(head)?.checked_add(self.width)?.checked_add(1)
+    }
+
+    /// Parameters of a reward model of this shape. Panics on overflow, which
+    /// `Experiment::validate` rules out for every shape of an experiment.
     pub fn reward_params(&self) -> usize {
-        self.trunk_params() + self.width + 1
+        self.checked_reward_params().expect("validated: the parameter count fits usize")
     }
 
-    /// Parameters of a policy of this shape (trunk + LM head + value head).
+    /// Parameters of a policy of this shape. Panics on overflow, which
+    /// `Experiment::validate` rules out for every shape of an experiment.
     pub fn policy_params(&self) -> usize {
-        self.trunk_params() + self.width * self.vocab + self.vocab + self.width + 1
+        self.checked_policy_params().expect("validated: the parameter count fits usize")
     }
 }
 

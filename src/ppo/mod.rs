@@ -8,7 +8,8 @@
 //! 3. [`advantages`]: GAE (γ, λ from the config) per response, advantages whitened over
 //!    the rollout's tokens;
 //! 4. [`optimize`]: several epochs of shuffled minibatches of the clipped surrogate and the
-//!    clipped value loss, with gradient-norm clipping; diagnostics (approx_kl, clipfrac,
+//!    clipped value loss, with gradient-norm clipping, stepped by plain Adam at a constant
+//!    rate ([`PPO_OPTIMIZER`]); diagnostics (approx_kl, clipfrac,
 //!    entropy, value loss, explained variance) per update;
 //! 5. [`evaluate`] every `eval_every` updates (and at update 0 and at the end): fresh
 //!    samples at temperature 1 for held-out prompts; KL(π‖π_ref) as the k1 mean (k3 too),
@@ -36,6 +37,11 @@ use crate::world::WorldConfig;
 
 use loss::{LossConfig, Targets};
 use rollout::Rollout;
+
+/// PPO's optimizer, exactly: what [`train`] steps the policy (and its value head) with.
+/// Recorded in manifests.
+pub const PPO_OPTIMIZER: &str = "Adam (candle AdamW with weight decay 0; beta1 0.9, beta2 0.999, eps 1e-8), \
+constant learning rate ppo.lr, global gradient-norm clipping at ppo.max_grad_norm";
 
 /// Scoring batch for evaluation samples.
 const SCORE_BATCH: usize = 512;

@@ -516,10 +516,9 @@ fn aggregators_section(a: &Analysis) -> String {
         "Gold (π_ref std units) of every aggregator at KL budgets of {} nats (linear in KL between curve \
          points; a budget is shown only where every curve of the configuration reaches it), and each \
          aggregator's best gold with the KL (nats) where it is reached. ± is the s.e. over what the last \
-         column says: the evaluation prompts of one curve (interpolated at a budget), or replicate \
-         ensembles of the same method, proxy size, data size and noise, or the member seeds of the \
-         single-proxy curves (`{MEMBERS_AVG}`: the average single proxy; its s.e. is across seeds scored \
-         on the same prompts). Different data sizes are never pooled as replicates.\n\n",
+         column says: the evaluation prompts of one curve (interpolated at a budget), or the member \
+         seeds of the single-proxy curves (`{MEMBERS_AVG}`: the average single proxy; its s.e. is \
+         across seeds scored on the same prompts).\n\n",
         analysis::KL_BUDGETS
             .iter()
             .map(|b| b.to_string())
@@ -570,7 +569,6 @@ fn aggregators_section(a: &Analysis) -> String {
             let best = cell.iter().find(|r| r.measure == Measure::Best);
             let over = best.or(cell.first()).map_or(String::new(), |r| match r.se_over {
                 SeOver::Prompts => "prompts".to_string(),
-                SeOver::Ensembles => format!("{} ensembles", r.replicates),
                 SeOver::MemberSeeds => format!("{} member seeds", r.replicates),
             });
             let mut cells = vec![

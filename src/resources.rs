@@ -1,0 +1,272 @@
+//! What a run will need: a rough, deliberately generous estimate of its peak memory and of
+//! the disk its stored models take, and the check that refuses a run this machine cannot
+//! hold before any work starts.
+//!
+//! Peak memory = every model resident at once (π_ref, gold, every proxy, the held-out proxy
+//! and the PPO policy being trained) + the optimizer state of the largest trained model
+//! (gradients, Adam's two moments) + the activations of the largest training or scoring batch + the
+//! largest data set of any stage (SFT demonstrations, gold samples, preference pairs,
+//! reference samples, the best-of-n pool with one f32 score per scoring model per sample,
+//! PPO rollouts and evaluation samples). Disk = the safetensors weights (f32) and metadata
+//! of every stored model, counted as if none were stored yet.
+
+use std::path::Path;
+
+use crate::config::Experiment;
+use crate::error::{Error, Result};
+
+/// Bytes of an f32 weight, score or activation, and of a u32 token.
+const F32: u64 = 4;
+/// Floats kept per position, layer and unit of width for a backward pass (residual
+/// stream, norms, q/k/v, attention output, the 4×-wide MLP and their gradients).
+const ACT_PER_WIDTH: u64 = 16;
+/// Scoring and sampling batch (no gradients).
+const INFER_BATCH: u64 = 512;
+/// Metadata and safetensors header of one stored model.
+const META_BYTES: u64 = 4096;
+/// Heap overhead of one stored response (its `Vec` and flags) besides its tokens.
+const RESPONSE_OVERHEAD: u64 = 32;
+
+/// What a run will need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Estimate {
+    /// Estimated peak resident memory, bytes.
+    pub peak_memory_bytes: u64,
+    /// Weights and metadata of every model the run stores, bytes.
+    pub disk_bytes: u64,
+    /// The largest part of the memory estimate and the keys that drive it.
+    pub largest_memory_part: &'static str,
+}
+
+/// A part of the estimate that does not fit in 64 bits: which, and the keys that drive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Overflow {
+    pub keys: &'static str,
+    pub what: &'static str,
+    pub resource: &'static str,
+}
+
+/// The estimate of a validated experiment.
+pub fn estimate(exp: &Experiment) -> Estimate {
+    try_estimate(exp).expect("validated: the estimate fits in 64 bits")
+}
+
+fn product(xs: &[u64]) -> Option<u64> {
+    xs.iter().try_fold(1u64, |a, &x| a.checked_mul(x))
+}
+
+fn sum(xs: &[u64]) -> Option<u64> {
+    xs.iter().try_fold(0u64, |a, &x| a.checked_add(x))
+}
+
+/// The estimate, or the part that overflows 64 bits ([`Experiment::validate`] refuses it).
+pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Overflow> {
+    let u = |n: usize| n as u64;
+    let memory = |keys, what| Overflow { keys, what, resource: "memory" };
+    let seq = u(crate::world::sequence_len(exp.world.prompt_len, exp.world.max_response));
+    let vocab = u(crate::world::vocab_size(exp.world.content_tokens));
+    let x = &exp.proxy;
+    let grid = u(x.data_sizes.len() * x.noise.len() * x.members);
+    let heldout = if x.heldout { exp.params.proxies.iter().map(|p| u(p.1)).max().unwrap_or(0) } else { 0 };
+    let proxy_params = exp
+        .params
+        .proxies
+        .iter()
+        .try_fold(heldout, |acc, p| acc.checked_add(u(p.1).checked_mul(grid)?))
+        .ok_or(memory("proxy.members", "proxy models"))?;
+    let ppo_runs = u(exp.ppo_run_count());
+    let policy = u(exp.params.policy);
+    let gold = u(exp.params.gold);
+    let resident = sum(&[policy, gold, proxy_params, if ppo_runs > 0 { policy } else { 0 }]);
+    let trained_max = policy.max(gold).max(heldout);
+    let models = resident
+        .and_then(|r| r.checked_add(product(&[3, trained_max])?))
+        .and_then(|n| n.checked_mul(F32))
+        .ok_or(memory("proxy.members", "models"))?;
+
+    // Activations of one training batch of `b` sequences through a model of `layers` × `width`
+    // with `heads` (and, for the policy, its vocabulary-wide logits).
+    let act = |b: usize, layers: usize, width: usize, heads: usize, lm: bool| -> Option<u64> {
+        let per_position = sum(&[product(&[ACT_PER_WIDTH, u(width)])?, product(&[3, u(heads), seq])?])?;
+        let trunk = product(&[u(b), seq, u(layers), per_position])?;
+        let logits = if lm { product(&[u(b), seq, vocab, 3])? } else { 0 };
+        product(&[sum(&[trunk, logits])?, F32])
+    };
+    let p = &exp.policy;
+    let g = &exp.gold;
+    let largest_proxy = x
+        .sizes
+        .iter()
+        .max_by_key(|s| u(s.layers) * u(s.width))
+        .expect("validated: at least one proxy size");
+    let activations = [
+        ("one SFT batch (policy.sft_batch)", "policy.sft_batch", act(p.sft_batch, p.layers, p.width, p.heads, true)),
+        ("one gold batch (gold.batch)", "gold.batch", act(g.batch, g.layers, g.width, g.heads, false)),
+        (
+            "one proxy batch (proxy.batch)",
+            "proxy.batch",
+            act(2 * x.batch, largest_proxy.layers, largest_proxy.width, largest_proxy.heads, false),
+        ),
+        ("one PPO minibatch (ppo.minibatch)", "ppo.minibatch", act(exp.ppo.minibatch, p.layers, p.width, p.heads, true)),
+        (
+            "one scoring batch (gold.width)",
+            "gold.width",
+            // Forward only: one layer's activations live at a time.
+            act(INFER_BATCH as usize, 1, g.width.max(p.width), g.heads.max(p.heads), true),
+        ),
+    ];
+    let mut act_max = (0u64, "");
+    for (what, key, bytes) in activations {
+        let bytes = bytes.ok_or(memory(key, "activations"))?;
+        if bytes > act_max.0 {
+            act_max = (bytes, what);
+        }
+    }
+
+    // One stored sequence: tokens and mask of its encoded form, and its response.
+    let sequence = seq * 2 * F32 + RESPONSE_OVERHEAD + u(exp.world.max_response) * F32;
+    let scorers = u(x.sizes.len()) * grid + 2; // every proxy, gold, the held-out proxy
+    let largest_data = u(*x.data_sizes.iter().max().expect("validated non-empty"));
+    let b = &exp.bon;
+    let ppo = &exp.ppo;
+    let data = [
+        ("SFT demonstrations (policy.demonstrations)", "policy.demonstrations", product(&[u(p.demonstrations) + u(p.demonstrations / 10).clamp(1, 2000), sequence])),
+        ("gold samples (gold.samples)", "gold.samples", product(&[u(g.samples) + u(g.samples / 10).clamp(1, 4000), sequence + F32])),
+        (
+            "preference pairs (proxy.data_sizes)",
+            "proxy.data_sizes",
+            sum(&[largest_data, largest_data, u(exp.preferences.val_pairs)]).and_then(|n| product(&[n, 2, sequence + F32])),
+        ),
+        (
+            "reference samples (reference.diversity_pool)",
+            "reference.diversity_pool",
+            product(&[u(exp.reference.standardize_samples) + u(exp.reference.diversity_pool), sequence]),
+        ),
+        (
+            "best-of-n pool (bon.prompts × bon.pool)",
+            "bon.pool",
+            if b.enabled {
+                product(&[u(b.prompts), u(b.pool)]).and_then(|n| product(&[n, sum(&[sequence, product(&[scorers + 3, F32])?])?]))
+            } else {
+                Some(0)
+            },
+        ),
+        (
+            "PPO rollouts (ppo.rollout, ppo.eval_prompts)",
+            "ppo.rollout",
+            if ppo_runs > 0 {
+                product(&[u(ppo.rollout) + u(ppo.eval_prompts), sequence + u(exp.world.max_response) * 8 * F32])
+            } else {
+                Some(0)
+            },
+        ),
+    ];
+    let mut data_max = (0u64, "");
+    for (what, key, bytes) in data {
+        let bytes = bytes.ok_or(memory(key, "data"))?;
+        if bytes > data_max.0 {
+            data_max = (bytes, what);
+        }
+    }
+    let peak = sum(&[models, act_max.0, data_max.0]).ok_or(memory("proxy.members", "peak memory"))?;
+    let largest_memory_part = if models >= act_max.0 && models >= data_max.0 {
+        "resident models and optimizer state (proxy.sizes × proxy.data_sizes × proxy.noise × proxy.members)"
+    } else if act_max.0 >= data_max.0 {
+        act_max.1
+    } else {
+        data_max.1
+    };
+    let stored = sum(&[policy, gold, proxy_params, product(&[ppo_runs, policy]).unwrap_or(u64::MAX)]);
+    let disk = stored
+        .and_then(|n| n.checked_mul(F32))
+        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 3 + ppo_runs, META_BYTES])?))
+        .ok_or(Overflow { keys: "ppo.kl_penalties", what: "stored models", resource: "disk" })?;
+    Ok(Estimate {
+        peak_memory_bytes: peak,
+        disk_bytes: disk,
+        largest_memory_part,
+    })
+}
+
+/// Refuses an experiment whose estimated peak memory exceeds this machine's memory
+/// (`MemTotal` in /proc/meminfo) or whose stored models would not fit in the free space
+/// at `store` (statvfs of the store, or of its nearest existing ancestor). A limit that
+/// cannot be read (no /proc/meminfo, no statvfs) is not checked.
+pub fn check_resources(exp: &Experiment, store: Option<&Path>) -> Result<()> {
+    let e = estimate(exp);
+    if let Some(total) = mem_total() {
+        if e.peak_memory_bytes > total {
+            return Err(Error::Resources {
+                what: "memory",
+                needed: human(e.peak_memory_bytes),
+                available: human(total),
+                source_of_limit: "this machine has (MemTotal, /proc/meminfo)".into(),
+                detail: format!("estimated peak; largest part: {}", e.largest_memory_part),
+            });
+        }
+    }
+    if let Some(store) = store {
+        if let Some(free) = free_space(store) {
+            if e.disk_bytes > free {
+                return Err(Error::Resources {
+                    what: "disk",
+                    needed: human(e.disk_bytes),
+                    available: human(free),
+                    source_of_limit: format!("free at {}", store.display()),
+                    detail: "the weights of every stored model: proxy grid, PPO runs (ppo.kl_penalties × aggregators)".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `bytes` in binary units with one decimal, e.g. `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Total memory of this machine, bytes (`MemTotal` of /proc/meminfo).
+fn mem_total() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Bytes free to an unprivileged user on the file system of `path`, or of its nearest
+/// existing ancestor when `path` does not exist yet.
+#[cfg(unix)]
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut dir = path;
+    while !dir.exists() {
+        dir = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a properly sized, writable statvfs.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    (st.f_bavail as u64).checked_mul(st.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_space(_path: &Path) -> Option<u64> {
+    None
+}
