@@ -1,7 +1,11 @@
 //! The best-of-n estimator on a 10⁶-sample pool over the whole n grid (gold and proxy),
-//! sort included. Run with `cargo bench --bench bon`; quote results with the machine named.
+//! sort included, on a work-pool thread set up as `goodhart run` does (see benches/common).
+//! Run with `cargo bench --bench bon`; quote results with the machine named.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+#[macro_use]
+mod common;
+
+use criterion::{criterion_group, Criterion};
 use goodhart::bon::{ascending_order, expect, n_grid, weights, LogFactorials};
 use rand::{Rng, SeedableRng};
 
@@ -29,4 +33,4 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+bench_main!(benches);

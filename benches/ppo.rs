@@ -1,77 +1,182 @@
-//! One PPO update at the quick default's sizes on this CPU (one thread): the rollout alone
-//! (sampling `ppo.rollout` responses with the KV cache, π_ref log-probs, scoring by an
-//! ensemble of the smallest proxy) and the whole update (rollout + `ppo.epochs` passes of
-//! minibatches). Run with `cargo bench --bench ppo`; quote results with the machine named.
-//! Weights are seeded, not trained: the cost of an update does not depend on them.
+//! PPO at the quick default's sizes (policy 2×48, rollout 64, 4 epochs of minibatches of
+//! 32, an ensemble of three xs proxies, mean aggregator, β = 0.1):
+//! - `ppo_rollout`: `ppo::rollout::collect`: sampling 64 responses at temperature 1 with the
+//!   KV cache, the policy's and π_ref's log-probs, scoring by the three members;
+//! - `ppo_minibatch`: one minibatch of the update (forward, clipped surrogate + value loss,
+//!   backward, clipping, AdamW);
+//! - `ppo_update`: the optimization of one update (every epoch and minibatch: the body of
+//!   `ppo::optimize`, which is private, copied here call for call);
+//! - `ppo_update_full`: `ppo::update`, the whole update, rollout and advantages included.
+//!
+//! Weights are seeded, not trained: the cost of an update does not depend on them. Run with
+//! `GOODHART_BENCH_THREADS=1 cargo bench --bench ppo`.
 
-use std::path::Path;
+#[macro_use]
+mod common;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion};
-use goodhart::aggregate::Aggregator;
-use goodhart::model::{seeded_init, Policy, RewardModel};
+use candle_core::Tensor;
+use criterion::{criterion_group, Criterion};
+use goodhart::aggregate::{mean, Aggregator};
+use goodhart::model::{Policy, RewardModel};
+use goodhart::optim::Trainer;
+use goodhart::ppo::loss::{ppo_loss, LossConfig, Targets};
+use goodhart::ppo::rollout::Rollout;
+use rand::seq::SliceRandom;
 
-fn bench(c: &mut Criterion) {
-    goodhart::parallel::init(1).expect("one thread");
-    let exp = goodhart::Experiment::load(Path::new("experiments/quick.toml")).expect("quick config");
+struct Fixture {
+    exp: goodhart::Experiment,
+    world: goodhart::world::WorldConfig,
+    reference: Policy,
+    policy: Policy,
+    varmap: candle_nn::VarMap,
+    members: Vec<RewardModel>,
+    gold: RewardModel,
+}
+
+fn fixture() -> Fixture {
+    let exp = common::quick();
     let world = exp.world();
     let cfg = exp.policy_arch();
-    let policy_of = |vm: &VarMap| {
-        let p = Policy::new(&cfg, &world, VarBuilder::from_varmap(vm, DType::F32, &Device::Cpu)).unwrap();
-        seeded_init(vm, 1, cfg.layers).unwrap();
-        p
+    let (_, reference) = common::policy(&cfg, &world, 1);
+    let (varmap, policy) = common::policy(&cfg, &world, 1);
+    let xs = &exp.proxy.sizes[0];
+    assert_eq!(xs.name, "xs", "PPO optimizes against the first proxy size");
+    let members = (0..exp.proxy.members as u64).map(|i| common::reward_model(&exp.proxy_arch(xs), 10 + i).1).collect();
+    let gold = common::reward_model(&exp.gold_arch(), 2).1;
+    Fixture {
+        exp,
+        world,
+        reference,
+        policy,
+        varmap,
+        members,
+        gold,
+    }
+}
+
+fn loss_config(s: &goodhart::config::PpoSpec) -> LossConfig {
+    LossConfig {
+        clip: s.clip,
+        value_clip: s.value_clip,
+        value_coef: s.value_coef,
+        entropy_coef: s.entropy_coef,
+    }
+}
+
+/// Everything `ppo::optimize` builds before its loop.
+struct Prepared {
+    tokens: Tensor,
+    all: Targets,
+    rewards: Vec<f32>,
+    ret: Vec<f32>,
+}
+
+fn prepare(ro: &Rollout, policy: &Policy, s: &goodhart::config::PpoSpec, beta: f64) -> Prepared {
+    let rewards = goodhart::ppo::rollout::rewards(ro, beta);
+    let (adv, ret) = goodhart::ppo::advantages(ro, &rewards, s.gamma, s.gae_lambda);
+    let (b, w) = (ro.len(), ro.width);
+    let t = |x: &[f32]| Tensor::from_slice(x, (b, w), policy.device()).unwrap();
+    Prepared {
+        tokens: ro.tokens(policy).unwrap(),
+        all: Targets {
+            old_logp: t(&ro.logp),
+            old_values: t(&ro.values),
+            advantages: t(&adv),
+            returns: t(&ret),
+            mask: t(&ro.mask),
+        },
+        rewards,
+        ret,
+    }
+}
+
+/// One minibatch of `ppo::optimize`: returns (loss parts, grad norm).
+fn minibatch(policy: &Policy, trainer: &mut Trainer, p: &Prepared, chunk: &[u32], cfg: LossConfig, update: usize) -> ([f32; 5], f64) {
+    let device = policy.device();
+    let idx = Tensor::from_slice(chunk, chunk.len(), device).unwrap();
+    let pick = |x: &Tensor| x.index_select(&idx, 0).unwrap();
+    let view = policy.response_view(&pick(&p.tokens)).unwrap();
+    let mb = Targets {
+        old_logp: pick(&p.all.old_logp),
+        old_values: pick(&p.all.old_values),
+        advantages: pick(&p.all.advantages),
+        returns: pick(&p.all.returns),
+        mask: pick(&p.all.mask),
     };
-    let reference = policy_of(&VarMap::new());
-    let varmap = VarMap::new();
-    let policy = policy_of(&varmap);
-    let rm_of = |c: &goodhart::model::TransformerConfig, seed: u64| {
-        let vm = VarMap::new();
-        let m = RewardModel::new(c, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-        seeded_init(&vm, seed, c.layers).unwrap();
-        m
-    };
-    let small = exp.proxy_arch(&exp.proxy.sizes[0]);
-    let members: Vec<RewardModel> = (0..exp.proxy.members as u64).map(|i| rm_of(&small, 10 + i)).collect();
-    let gold = rm_of(&exp.gold_arch(), 2);
-    let ctx = goodhart::ppo::Context {
-        world: &world,
-        reference: &reference,
-        gold: &gold,
-        members: members.iter().collect(),
-        heldout: None,
-        spec: &exp.ppo,
-        seed: 1,
-        eval_prompts: &[],
-    };
+    let l = ppo_loss(&mb, &view.logp, &view.values, &view.entropy, cfg).unwrap();
+    let st = trainer.step(&l.total, update).unwrap();
+    ([l.policy, l.value, l.entropy, l.approx_kl, l.clipfrac], st.grad_norm)
+}
+
+fn bench(c: &mut Criterion) {
+    let f = fixture();
+    let s = &f.exp.ppo;
+    let members: Vec<&RewardModel> = f.members.iter().collect();
     let run = goodhart::ppo::RunSpec {
         id: "bench".into(),
         aggregator: Aggregator::Mean,
         beta: 0.1,
     };
-    let mut g = c.benchmark_group(format!(
-        "ppo_{}x{}_rollout{}_epochs{}_minibatch{}",
-        cfg.layers, cfg.width, exp.ppo.rollout, exp.ppo.epochs, exp.ppo.minibatch
-    ));
-    g.sample_size(10);
-    let mut rng = goodhart::seed::rng(1, "bench");
-    let prompts: Vec<Vec<u32>> = (0..exp.ppo.rollout).map(|_| world.sample_prompt(&mut rng)).collect();
-    g.bench_function("rollout", |b| {
+    let ctx = goodhart::ppo::Context {
+        world: &f.world,
+        reference: &f.reference,
+        gold: &f.gold,
+        members: members.clone(),
+        heldout: None,
+        spec: s,
+        seed: 1,
+        eval_prompts: &[],
+    };
+    let mut rng = goodhart::seed::rng(1, "bench/rollout");
+    let prompts: Vec<Vec<u32>> = (0..s.rollout).map(|_| f.world.sample_prompt(&mut rng)).collect();
+    let collect = |rng: &mut rand::rngs::StdRng| {
+        goodhart::ppo::rollout::collect(&f.world, &f.policy, &f.reference, &members, run.aggregator, &prompts, rng).unwrap()
+    };
+    let ro = collect(&mut rng);
+    let prep = prepare(&ro, &f.policy, s, run.beta);
+    let cfg = loss_config(s);
+    let mut trainer = Trainer::constant(&f.varmap, s.lr, s.max_grad_norm, "bench").unwrap();
+
+    let mut g = common::group(c);
+    g.bench_function("ppo_rollout", |b| b.iter(|| collect(&mut rng)));
+
+    let first: Vec<u32> = (0..s.minibatch as u32).collect();
+    g.bench_function("ppo_minibatch", |b| b.iter(|| minibatch(&f.policy, &mut trainer, &prep, &first, cfg, 1)));
+
+    let mut update = 0;
+    g.bench_function("ppo_update", |b| {
         b.iter(|| {
-            goodhart::ppo::rollout::collect(&world, &policy, &reference, &ctx.members, run.aggregator, &prompts, &mut rng)
-                .unwrap()
+            // The body of ppo::optimize (its set-up is `prepare`, done once).
+            update += 1;
+            let mut order: Vec<u32> = (0..ro.len() as u32).collect();
+            let mut rng = goodhart::seed::rng(1, &format!("{}/minibatches{update}", run.id));
+            let (mut sums, mut count, mut grad_norm) = ([0f64; 5], 0usize, 0f64);
+            for _ in 0..s.epochs {
+                order.shuffle(&mut rng);
+                for chunk in order.chunks(s.minibatch) {
+                    let (parts, gn) = minibatch(&f.policy, &mut trainer, &prep, chunk, cfg, update);
+                    grad_norm = grad_norm.max(gn);
+                    for (acc, v) in sums.iter_mut().zip(parts) {
+                        *acc += v as f64;
+                    }
+                    count += 1;
+                }
+            }
+            let (k1s, _) = goodhart::ppo::kl::sequence_kl(&ro.logp, &ro.ref_logp, &ro.mask, ro.width);
+            let ev = goodhart::ppo::explained_variance(&ro.values, &prep.ret, &ro.mask);
+            (sums, count, grad_norm, mean(&ro.score), k1s, ev, prep.rewards.len())
         })
     });
-    let mut trainer = goodhart::optim::Trainer::constant(&varmap, 1e-5, 1.0, "bench").unwrap();
+
     let mut u = 0;
-    g.bench_function("update", |b| {
+    g.bench_function("ppo_update_full", |b| {
         b.iter(|| {
             u += 1;
-            goodhart::ppo::update(&ctx, &run, &policy, &mut trainer, u).unwrap()
+            goodhart::ppo::update(&ctx, &run, &f.policy, &mut trainer, u).unwrap()
         })
     });
     g.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+bench_main!(benches);

@@ -1,69 +1,120 @@
-//! Reward-model throughput on this CPU: scoring (samples per second per model) for the
-//! quick default's largest proxy and its gold, and one Bradley–Terry training step of that
-//! proxy. Run with `cargo bench --bench rm`; quote results with the machine named.
+//! Reward-model workloads of the quick default, each the body of the loop that runs it:
+//! - `bt_step_xs`, `bt_step_m`: one Bradley–Terry step of a proxy (64 pairs, one forward
+//!   over both sides, as `rm::train_proxy` does);
+//! - `score_proxy`, `score_gold`: the m proxy and gold scoring a pool batch of 512 sequences
+//!   (`raw_set`, no gradient, as best-of-n does), throughput in forward FLOPs;
+//! - `gold_step`: one gold distillation step (batch 64, MSE, sharded as `rm::train_gold`).
+//!
+//! Weights are seeded, not trained: the cost of a step does not depend on them. Run with
+//! `GOODHART_BENCH_THREADS=1 cargo bench --bench rm`; `benches/compare` sets it for you.
 
-use std::path::Path;
+#[macro_use]
+mod common;
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use goodhart::model::{seeded_init, RewardModel, TransformerConfig};
+use candle_core::{Device, Tensor};
+use criterion::{criterion_group, Criterion, Throughput};
+use goodhart::optim::Trainer;
 use goodhart::world::SeqSet;
-use rand::SeedableRng;
+use rand::Rng;
 
-fn quick() -> goodhart::Experiment {
-    goodhart::Experiment::load(Path::new("experiments/quick.toml")).expect("quick config")
-}
-
-fn model(cfg: &TransformerConfig) -> (VarMap, RewardModel) {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let m = RewardModel::new(cfg, vb).unwrap();
-    seeded_init(&varmap, 1, cfg.layers).unwrap();
-    (varmap, m)
-}
-
-fn samples(n: usize) -> SeqSet {
-    let w = quick().world();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut set = SeqSet::new(w.seq_len());
-    for _ in 0..n {
-        let p = w.sample_prompt(&mut rng);
-        let r = w.demonstrate(&p, &mut rng);
-        set.push(&w, &p, &r);
+fn bt_steps(c: &mut Criterion) {
+    let exp = common::quick();
+    let world = exp.world();
+    let batch = exp.proxy.batch;
+    // Pairs of π_ref-like responses; rows [0, b) the a sides, [b, 2b) the b sides.
+    let a = common::demonstrations(&world, batch, 1);
+    let b = common::demonstrations(&world, batch, 2);
+    let chunk: Vec<usize> = (0..batch).collect();
+    let mut rng = goodhart::seed::rng(1, "bench/labels");
+    let labels: Vec<bool> = (0..batch).map(|_| rng.random::<bool>()).collect();
+    {
+        let mut both = a.select(&chunk);
+        both.tokens.extend_from_slice(&b.tokens);
+        both.ends.extend_from_slice(&b.ends);
+        common::export("bt_step", &both);
     }
-    set
-}
-
-fn bench(c: &mut Criterion) {
-    goodhart::parallel::init(1).expect("one thread");
-    let exp = quick();
-    let set = samples(2048);
-    let largest = exp.proxy.sizes.iter().max_by_key(|s| s.width * s.layers).unwrap().clone();
-    let mut g = c.benchmark_group("rm_scoring");
-    g.throughput(Throughput::Elements(set.len() as u64));
-    g.sample_size(10);
-    for (name, cfg) in [(format!("proxy_{}", largest.name), exp.proxy_arch(&largest)), ("gold".into(), exp.gold_arch())] {
-        let (_, m) = model(&cfg);
-        g.bench_function(name, |b| b.iter(|| m.raw_set(&set, 512).unwrap()));
+    let total = exp.proxy.data_sizes.iter().max().unwrap().div_ceil(batch) * exp.proxy.epochs;
+    let mut g = common::group(c);
+    for size in ["xs", "m"] {
+        let spec = exp.proxy.sizes.iter().find(|s| s.name == size).expect("quick has xs and m proxies");
+        let (varmap, rm) = common::reward_model(&exp.proxy_arch(spec), 1);
+        let mut trainer = Trainer::new(&varmap, exp.proxy.lr, total, 1.0, "bench").unwrap();
+        let mut step = 0;
+        g.bench_function(format!("bt_step_{size}"), |bencher| {
+            bencher.iter(|| {
+                // The body of rm::train_proxy's loop.
+                let mut both = a.select(&chunk);
+                let other = b.select(&chunk);
+                both.tokens.extend_from_slice(&other.tokens);
+                both.ends.extend_from_slice(&other.ends);
+                let s = rm.raw_batch(&both).unwrap();
+                let n = chunk.len();
+                let (sa, sb) = (s.narrow(0, 0, n).unwrap(), s.narrow(0, n, n).unwrap());
+                let sign: Vec<f32> = chunk.iter().map(|&i| if labels[i] { 1.0 } else { -1.0 }).collect();
+                let sign = Tensor::from_vec(sign, n, sa.device()).unwrap();
+                let margin = ((sa - sb).unwrap() * sign).unwrap();
+                let loss = goodhart::rm::bt_loss(&margin, &margin.zeros_like().unwrap()).unwrap();
+                let st = trainer.step(&loss, step).unwrap();
+                step += 1;
+                st
+            })
+        });
     }
     g.finish();
-
-    let (varmap, m) = model(&exp.proxy_arch(&largest));
-    let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1000, 1.0, "bench").unwrap();
-    let batch = exp.proxy.batch;
-    let idx: Vec<usize> = (0..2 * batch).collect();
-    let mut step = 0;
-    c.bench_function(&format!("proxy_{}_bt_step_batch{batch}", largest.name), |b| {
-        b.iter(|| {
-            let s = m.raw_rows(&set, &idx).unwrap();
-            let (a, r) = (s.narrow(0, 0, batch).unwrap(), s.narrow(0, batch, batch).unwrap());
-            let loss = goodhart::rm::bt_loss(&a, &r).unwrap();
-            t.step(&loss, step).unwrap();
-            step += 1;
-        })
-    });
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+fn scoring(c: &mut Criterion) {
+    let exp = common::quick();
+    let world = exp.world();
+    let pool = 512; // INFER_BATCH: best-of-n scores its pool in batches of 512
+    let set: SeqSet = common::demonstrations(&world, pool, 3);
+    common::export("score", &set);
+    let t = common::read_len(&set);
+    let m = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("quick has an m proxy");
+    for (name, cfg) in [("score_proxy", exp.proxy_arch(m)), ("score_gold", exp.gold_arch())] {
+        let (_, rm) = common::reward_model(&cfg, 1);
+        let mut g = common::group(c);
+        // Elements = forward FLOPs: criterion's throughput is then FLOP/s.
+        g.throughput(Throughput::Elements(common::trunk_forward_flops(&cfg, set.len(), t)));
+        g.bench_function(name, |bencher| bencher.iter(|| rm.raw_set(&set, pool).unwrap()));
+        g.finish();
+    }
+}
+
+fn gold_step(c: &mut Criterion) {
+    let exp = common::quick();
+    let world = exp.world();
+    let batch = exp.gold.batch;
+    let mut rng = goodhart::seed::rng(1, "bench/gold");
+    let (set, utility) = goodhart::rm::gold_dataset(&world, batch, &mut rng);
+    let (mean, std) = goodhart::rm::gold_target_stats(&utility);
+    let z: Vec<f32> = utility.iter().map(|&u| goodhart::rm::gold_target(u, mean, std)).collect();
+    common::export("gold_step", &set);
+    let (varmap, gold) = common::reward_model(&exp.gold_arch(), 2);
+    let device = Device::Cpu;
+    let shards = goodhart::cell::make::shards(&device);
+    let mut trainer = Trainer::new(&varmap, exp.gold.lr, exp.gold.steps, 1.0, "bench").unwrap();
+    let idx: Vec<usize> = (0..batch).collect();
+    let mut step = 0;
+    let mut g = common::group(c);
+    g.bench_function("gold_step", |bencher| {
+        bencher.iter(|| {
+            // The body of rm::train_gold's loop.
+            let st = trainer
+                .step_sharded(idx.len(), shards, step, |r| {
+                    let part = &idx[r];
+                    let pred = gold.raw_rows(&set, part)?;
+                    let y: Vec<f32> = part.iter().map(|&i| z[i]).collect();
+                    let y = Tensor::from_vec(y, part.len(), &device)?;
+                    Ok((pred - y)?.sqr()?.mean_all()?)
+                })
+                .unwrap();
+            step += 1;
+            st
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bt_steps, scoring, gold_step);
+bench_main!(benches);
