@@ -66,7 +66,9 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let seq = u(crate::world::sequence_len(exp.world.prompt_len, exp.world.max_response));
     let vocab = u(crate::world::vocab_size(exp.world.content_tokens));
     let x = &exp.proxy;
-    let grid = u(x.data_sizes.len() * x.noise.len() * x.members);
+    // Every replicate's proxies and PPO runs are stored, and stay loaded while a run assembles.
+    let reps = u(exp.replicates);
+    let grid = product(&[u(x.data_sizes.len()), u(x.noise.len()), u(x.members), reps]).ok_or(memory("replicates", "proxy models"))?;
     let heldout = if x.heldout { exp.params.proxies.iter().map(|p| u(p.1)).max().unwrap_or(0) } else { 0 };
     let proxy_params = exp
         .params
@@ -74,7 +76,7 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
         .iter()
         .try_fold(heldout, |acc, p| acc.checked_add(u(p.1).checked_mul(grid)?))
         .ok_or(memory("proxy.members", "proxy models"))?;
-    let ppo_runs = u(exp.ppo_run_count());
+    let ppo_runs = product(&[u(exp.ppo_run_count()), reps]).ok_or(memory("replicates", "PPO runs"))?;
     let policy = u(exp.params.policy);
     let gold = u(exp.params.gold);
     let resident = sum(&[policy, gold, proxy_params, if ppo_runs > 0 { policy } else { 0 }]);

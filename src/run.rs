@@ -73,6 +73,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             msg: "goes with --shard I/N".into(),
         });
     }
+    // Before any work: the machine can hold the study, the results folder can take it.
+    crate::resources::check_resources(exp, Some(&opts.store))?;
     if opts.shard.is_none() {
         assemble::check_out_dir(&opts.out, &config_hash, opts.force)?;
     }

@@ -259,15 +259,32 @@ impl Drop for Mount {
 }
 
 #[test]
+fn a_store_disk_too_small_for_the_estimate_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write_tiny(dir.path());
+    let Some(_m) = small_disk(&dir.path().join("store"), 64) else { return };
+    let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--store", "store", "--out", "out"], dir.path());
+    assert!(!ok);
+    assert!(err.lines().count() == 1 && err.contains("disk") && err.contains("free at store"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path().join("store")).unwrap().count(), 0, "nothing made");
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}
+
+#[test]
 fn a_full_store_disk_fails_naming_the_path_and_leaves_nothing_half_written() {
     let dir = tempfile::tempdir().unwrap();
     let toml = write_tiny(dir.path());
-    let Some(_m) = small_disk(&dir.path().join("store"), 160) else { return };
+    // A disk that passes the up-front estimate (the weights) but not what the store really
+    // takes (metadata, pairs, pools, whole filesystem blocks), so a write fails mid-run.
+    let estimate = goodhart::resources::estimate(&common::tiny()).disk_bytes as usize / 1024;
+    let Some(_m) = small_disk(&dir.path().join("store"), estimate + 24) else { return };
     let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--store", "store", "--out", "out"], dir.path());
-    assert!(!ok, "a full disk must fail the run");
+    assert!(!ok, "a full disk must fail the run: {err}");
     let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {err}"));
     assert!(line.contains("store/") && line.contains("No space left"), "{line}");
     let store = goodhart::cell::store::Store::open(&dir.path().join("store")).unwrap();
+    let cells = std::fs::read_dir(store.root()).unwrap().count();
+    assert!(cells >= 2, "the disk filled mid-run, after some cells were made ({cells})");
     for e in std::fs::read_dir(store.root()).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().to_string();
         assert!(!name.starts_with(".tmp-") && !name.ends_with(".lock"), "left behind: {name}");
