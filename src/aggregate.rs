@@ -44,6 +44,19 @@ impl Aggregator {
         }
     }
 
+    /// The aggregator named `name` (as [`Aggregator::name`] writes it) with `lambda`.
+    pub fn from_parts(name: &str, lambda: Option<f64>) -> Option<Self> {
+        Some(match (name, lambda) {
+            ("mean", None) => Aggregator::Mean,
+            ("wco", None) => Aggregator::Wco,
+            ("median", None) => Aggregator::Median,
+            ("uwo", Some(l)) => Aggregator::Uwo(l),
+            ("mean_std", Some(l)) => Aggregator::MeanStd(l),
+            (m, None) => Aggregator::Member(m.strip_prefix("member")?.parse().ok()?),
+            _ => return None,
+        })
+    }
+
     /// The penalty weight, for the aggregators that have one.
     pub fn lambda(&self) -> Option<f64> {
         match self {

@@ -151,20 +151,31 @@ pub struct BonPoint {
     pub gold_below_peak_se: f64,
 }
 
-/// Best-of-n curve of one aggregator over one pool. `members[j]` are member j's
-/// standardized scores of every pool sample. Every aggregator sorts the same pool; gold
-/// and the members' scores are read through that order, so they stay with their samples.
-pub fn curve(
+/// Columns of one prompt's value at one n, for an ensemble of `k` members (see
+/// [`per_prompt`]): gold, the aggregated proxy, each member, disagreement, `kl_exact`,
+/// length, distinct ratio, the held-out proxy (0 where there is none).
+pub fn unit_columns(k: usize) -> Vec<String> {
+    let mut c = vec!["gold".to_string(), "proxy".to_string()];
+    c.extend((0..k).map(|m| format!("member_{m}")));
+    c.extend(["disagreement", "kl_exact", "length", "distinct_ratio", "heldout"].map(String::from));
+    c
+}
+
+/// Best-of-n of one aggregator over one pool, per prompt: `out[prompt][j]` holds the
+/// expected values of best-of-`ns[j]` in the order of [`unit_columns`]. `members[m]` are
+/// member m's standardized scores of every pool sample. Every aggregator sorts the same
+/// pool; gold and the members' scores are read through that order, so they stay with
+/// their samples.
+pub fn per_prompt(
     agg: crate::aggregate::Aggregator,
     members: &[&[f32]],
     pool: PoolView,
     ns: &[usize],
     lf: &LogFactorials,
-) -> Vec<BonPoint> {
+) -> Vec<Vec<Vec<f64>>> {
     let (p, size) = (pool.prompts, pool.size);
     let k = members.len();
     let w: Vec<Vec<f64>> = ns.iter().map(|&n| weights(size, n, lf)).collect();
-    // Per prompt and n: gold, proxy, members…, disagreement, kl_exact.
     let mut per = vec![vec![vec![0f64; k + 7]; ns.len()]; p];
     let mut buf = vec![0f32; k];
     for (prompt, out) in per.iter_mut().enumerate() {
@@ -206,6 +217,14 @@ pub fn curve(
             }
         }
     }
+    per
+}
+
+/// The curve of per-prompt values `per` (from [`per_prompt`], prompts concatenated in
+/// order): means over prompts, gold's standard error over prompts, and the drop below the
+/// peak paired over prompts. `k` members; `heldout`: whether the last column is real.
+pub fn summarize(per: &[Vec<Vec<f64>>], ns: &[usize], k: usize, heldout: bool) -> Vec<BonPoint> {
+    let p = per.len();
     let mean_gold: Vec<f64> = (0..ns.len()).map(|j| per.iter().map(|o| o[j][0]).sum::<f64>() / p as f64).collect();
     let peak = (0..ns.len()).max_by(|&a, &b| mean_gold[a].total_cmp(&mean_gold[b])).unwrap_or(0);
     ns.iter()
@@ -226,12 +245,23 @@ pub fn curve(
                 disagreement: mean_se(&col(2 + k)).0,
                 length: mean_se(&col(4 + k)).0,
                 distinct_ratio: mean_se(&col(5 + k)).0,
-                heldout: pool.heldout.map(|_| mean_se(&col(6 + k)).0),
+                heldout: heldout.then(|| mean_se(&col(6 + k)).0),
                 gold_below_peak,
                 gold_below_peak_se,
             }
         })
         .collect()
+}
+
+/// Best-of-n curve of one aggregator over one pool: [`summarize`] of [`per_prompt`].
+pub fn curve(
+    agg: crate::aggregate::Aggregator,
+    members: &[&[f32]],
+    pool: PoolView,
+    ns: &[usize],
+    lf: &LogFactorials,
+) -> Vec<BonPoint> {
+    summarize(&per_prompt(agg, members, pool, ns, lf), ns, members.len(), pool.heldout.is_some())
 }
 
 /// Mean and standard error of the mean (sample std / sqrt(n); 0 for a single value).

@@ -263,6 +263,10 @@ pub struct BonSpec {
     pub mean_std_lambdas: Vec<f64>,
     /// Add the median aggregator.
     pub median: bool,
+    /// Prompts per best-of-n cell: each cell samples and scores the pools of this many
+    /// prompts, so a large study splits into cells a shard or an array task can take. The
+    /// results do not depend on it.
+    pub prompts_per_cell: usize,
 }
 
 impl Default for BonSpec {
@@ -274,6 +278,7 @@ impl Default for BonSpec {
             uwo_lambdas: vec![0.5],
             mean_std_lambdas: vec![],
             median: true,
+            prompts_per_cell: 8,
         }
     }
 }
@@ -580,6 +585,7 @@ impl Experiment {
         let b = &spec.bon;
         count(&bad, "bon.prompts", b.prompts, 1, limits::COUNT)?;
         count(&bad, "bon.pool", b.pool, 2, limits::COUNT)?;
+        count(&bad, "bon.prompts_per_cell", b.prompts_per_cell, 1, limits::COUNT)?;
         for (key, l) in [("bon.uwo_lambdas", &b.uwo_lambdas), ("bon.mean_std_lambdas", &b.mean_std_lambdas)] {
             list(&bad, key, l.len(), 0)?;
             for (i, &v) in l.iter().enumerate() {

@@ -58,11 +58,12 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "a cell is listed twice: {ids:?}");
     // π_ref, gold, pairs; 3 sizes × 2 data sizes × 3 members and the held-out proxy;
-    // best-of-n; PPO: member 0, mean, wco, uwo(0.1) × β ∈ {0, 0.1} on xs/d2000.
+    // best-of-n in cells of 8 of the 32 prompts; PPO: member 0, mean, wco, uwo(0.1) × β ∈
+    // {0, 0.1} on xs/d2000.
     let count = |k: &str| plan.cells.iter().filter(|c| c.kind.name() == k).count();
     assert_eq!(
         [count("policy"), count("gold"), count("pairs"), count("proxy"), count("bon"), count("ppo")],
-        [1, 1, 1, 19, 1, 8]
+        [1, 1, 1, 19, 4, 8]
     );
     let deps = |id: &str| -> Vec<&str> {
         let c = &plan.cells[plan.find(id).unwrap_or_else(|| panic!("no cell {id}"))];
@@ -73,7 +74,7 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     assert_eq!(deps("pairs"), ["policy", "gold"]);
     assert_eq!(deps("proxy/m/d8000/n0.00/k2"), ["policy", "gold", "pairs"]);
     assert_eq!(deps("heldout/m/d8000/n0.00"), ["policy", "gold", "pairs"]);
-    let bon = deps("bon");
+    let bon = deps("bon/p24-31");
     assert_eq!(bon.len(), 2 + 18 + 1);
     assert!(bon.contains(&"heldout/m/d8000/n0.00") && bon.contains(&"proxy/s/d8000/n0.00/k1"));
     assert_eq!(
@@ -93,7 +94,12 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
     let base = common::tiny();
     let a = Plan::new(&base);
     let key = |p: &Plan, id: &str| p.cells[p.find(id).unwrap()].key.clone();
-    // Another best-of-n pool changes only the best-of-n cell.
+    // More best-of-n prompts add best-of-n cells and keep the ones that exist.
+    let more_prompts = Experiment::from_toml(&common::tiny_with("prompts = 3", "prompts = 5\nprompts_per_cell = 3"), Path::new("t.toml")).unwrap();
+    let m = Plan::new(&more_prompts);
+    assert_eq!(key(&m, "bon/p0-2"), key(&a, "bon/p0-2"));
+    assert!(m.find("bon/p3-4").is_some());
+    // Another best-of-n pool changes only the best-of-n cells.
     let more_pool = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 128"), Path::new("t.toml")).unwrap();
     let b = Plan::new(&more_pool);
     for c in &a.cells {
@@ -111,7 +117,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
         assert_eq!(code, goodhart::cell::code_version(&cell.kind));
         assert_eq!(code.len(), 16);
     }
-    assert_ne!(goodhart::cell::code_version(&Kind::Policy), goodhart::cell::code_version(&Kind::Bon(0)));
+    assert_ne!(goodhart::cell::code_version(&Kind::Policy), goodhart::cell::code_version(&Kind::Bon(goodhart::cell::BonCell { replicate: 0, start: 0, end: 1 })));
 }
 
 #[test]
@@ -396,4 +402,18 @@ fn adding_a_replicate_makes_only_that_replicate_and_it_draws_anew() {
     let again = goodhart::run::run(&two_exp, &goodhart::run::RunOptions { force: true, ..opts("two") }).unwrap();
     assert!(again.trained.is_empty());
     assert_eq!(again.rows.curves, two.rows.curves);
+}
+
+#[test]
+fn best_of_n_split_into_cells_of_one_prompt_gives_the_same_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = whole(dir.path());
+    assert!(reference.contains_key("bon_units.csv"), "the per-prompt best-of-n table is written");
+    let split = dir.path().join("split.toml");
+    std::fs::write(&split, common::tiny_with("pool = 64", "pool = 64\nprompts_per_cell = 1")).unwrap();
+    let plan = Plan::new(&Experiment::load(&split).unwrap());
+    assert_eq!(plan.cells.iter().filter(|c| matches!(c.kind, Kind::Bon(_))).count(), 3, "one cell per prompt");
+    let (ok, _, err) = common::goodhart(&["run", split.to_str().unwrap(), "--out", "split", "--store", "split-store"], dir.path());
+    assert!(ok, "{err}");
+    assert_eq!(common::tables_without_timings(&dir.path().join("split")), reference);
 }

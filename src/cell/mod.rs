@@ -48,9 +48,9 @@ pub enum Kind {
     Pairs,
     /// One proxy RM (an ensemble member, or the held-out proxy).
     Proxy(ProxyCell),
-    /// Best-of-n of one replicate: the pool for held-out prompts, scored once by gold and
-    /// every proxy, and the curve of every ensemble × aggregator.
-    Bon(usize),
+    /// Best-of-n for a range of held-out prompts of one replicate: their pools, scored once
+    /// by gold and every proxy, and every ensemble × aggregator's best-of-n per prompt.
+    Bon(BonCell),
     /// One PPO run (ensemble, aggregator, β).
     Ppo(PpoCell),
 }
@@ -79,6 +79,14 @@ impl Kind {
             Kind::Ppo(_) => "PPO",
         }
     }
+}
+
+/// A best-of-n cell: prompts `start..end` of replicate `replicate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BonCell {
+    pub replicate: usize,
+    pub start: usize,
+    pub end: usize,
 }
 
 /// The code version of a kind of cell (see the module doc).

@@ -9,7 +9,7 @@
 use serde_json::{json, Value};
 
 use super::store::key_of;
-use super::{code_version, Cell, Kind};
+use super::{code_version, BonCell, Cell, Kind};
 use crate::config::Experiment;
 use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
 
@@ -167,15 +167,23 @@ impl Plan {
                     .into_iter()
                     .map(|(id, m)| json!({ "ensemble": id, "members": m }))
                     .collect();
-                b.add(
-                    format!("bon{}", replicate_suffix(r)),
-                    Kind::Bon(r),
-                    json!({
-                        "bon": exp.bon, "ensembles": groups, "pair_block": PAIR_BLOCK,
-                        "replicate": r, "seed": exp.replicate_seed(r),
-                    }),
-                    reads(&members),
-                );
+                let bon = &exp.bon;
+                for start in (0..bon.prompts).step_by(bon.prompts_per_cell) {
+                    let end = (start + bon.prompts_per_cell).min(bon.prompts);
+                    // Prompt i is the i-th draw of the replicate's prompt stream whatever the
+                    // total, so more prompts (or another split) reuse the cells that exist.
+                    b.add(
+                        format!("bon/p{start}-{}{}", end - 1, replicate_suffix(r)),
+                        Kind::Bon(BonCell { replicate: r, start, end }),
+                        json!({
+                            "prompts": [start, end], "pool": bon.pool,
+                            "aggregators": { "uwo": bon.uwo_lambdas, "mean_std": bon.mean_std_lambdas, "median": bon.median },
+                            "ensembles": groups, "pair_block": PAIR_BLOCK,
+                            "replicate": r, "seed": exp.replicate_seed(r),
+                        }),
+                        reads(&members),
+                    );
+                }
             }
             for run in ppo_cells(exp, &grid) {
                 let run_members: Vec<usize> = run.members.iter().map(|&i| members[i]).collect();
@@ -303,8 +311,8 @@ pub fn cost(exp: &Experiment, kind: &Kind) -> f64 {
             train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params)
                 + score(2.0 * exp.preferences.val_pairs as f64 + reference, params)
         }
-        Kind::Bon(_) => {
-            let n = (exp.bon.prompts * exp.bon.pool) as f64;
+        Kind::Bon(c) => {
+            let n = ((c.end - c.start) * exp.bon.pool) as f64;
             let scorers: usize = exp.params.gold
                 + exp.params.proxies.iter().map(|(_, p)| p * exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members).sum::<usize>();
             sample(n) + score(n, scorers)

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::cell::exec::{Event, Exec};
+use crate::cell::make::bon::BonUnits;
 use crate::cell::make::Loaded;
 use crate::cell::store::{write_atomic, Meta, Origin};
 use crate::cell::Kind;
@@ -29,6 +30,8 @@ pub struct Rows {
     pub ppo_runs: Vec<(String, &'static str)>,
     /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
     pub duplicate_fraction: f64,
+    /// Best-of-n per prompt (the `bon_units` table), every replicate's cells.
+    pub bon_units: Vec<BonUnits>,
 }
 
 /// Every table's rows, from the plan's cells (all loaded in `x`).
@@ -38,6 +41,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
     let mut out = Rows::default();
     // Gold first, then the proxies in plan order, the held-out proxy last.
     let mut heldout = Vec::new();
+    let mut bon_units: Vec<&BonUnits> = Vec::new();
     for (i, cell) in x.plan.cells.iter().enumerate() {
         let l = &*loaded[i];
         match (&cell.kind, l) {
@@ -58,7 +62,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
                     out.rm.push(row);
                 }
             }
-            (Kind::Bon(_), Loaded::Bon(rows)) => out.curves.extend(rows.iter().cloned()),
+            (Kind::Bon(_), Loaded::Bon(units)) => bon_units.push(units),
             (Kind::Ppo(run), Loaded::Ppo { outcome, .. }) => {
                 let status = match (outcome, made.contains(&i)) {
                     (Err(_), _) => "failed",
@@ -85,7 +89,91 @@ pub fn rows(x: &Exec) -> Result<Rows> {
         }
     }
     out.rm.extend(heldout);
+    // Best-of-n rows first, as the curve table has always had them.
+    let (mut curves, merged) = bon_rows(x, &bon_units)?;
+    curves.append(&mut out.curves);
+    out.curves = curves;
+    out.bon_units = merged;
     Ok(out)
+}
+
+/// The best-of-n curves of every replicate: each ensemble × aggregator's per-prompt values
+/// from all of the replicate's cells, prompts in order, summarized over prompts; and those
+/// per-prompt values merged into one [`BonUnits`] per replicate (however the prompts were
+/// split into cells).
+fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnits>)> {
+    let b = &x.exp.bon;
+    let heldout = x.plan.proxies().iter().any(|(_, c)| c.heldout);
+    let mut rows = Vec::new();
+    let mut merged = Vec::new();
+    for r in 0..x.exp.replicates {
+        let mut cells: Vec<&BonUnits> = units.iter().copied().filter(|u| u.cell.replicate == r).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        cells.sort_by_key(|u| u.cell.start);
+        let covered: usize = cells.iter().map(|u| u.cell.end - u.cell.start).sum();
+        if covered != b.prompts || cells.iter().any(|u| u.curves.len() != cells[0].curves.len()) {
+            return Err(Error::Artifact {
+                dir: x.store.root().to_path_buf(),
+                reason: format!("best-of-n cells of replicate {r} cover {covered} of {} prompts", b.prompts),
+            });
+        }
+        let ns = &cells[0].ns;
+        let mut all = BonUnits {
+            cell: crate::cell::BonCell { replicate: r, start: 0, end: b.prompts },
+            ns: ns.clone(),
+            curves: Vec::new(),
+        };
+        for (j, c) in cells[0].curves.iter().enumerate() {
+            let per: Vec<Vec<Vec<f64>>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
+            let proxy = x
+                .plan
+                .proxies()
+                .into_iter()
+                .find(|(_, p)| !p.heldout && p.replicate == r && p.ensemble_id() == c.ensemble)
+                .map(|(_, p)| p.clone())
+                .expect("a curve's ensemble is in the grid");
+            let params = x.exp.proxy_arch(&proxy.size).reward_params() as u64;
+            for pt in crate::bon::summarize(&per, ns, c.members, heldout) {
+                rows.push(CurveRow {
+                    method: "bon".into(),
+                    aggregator: c.aggregator.name(),
+                    lambda: c.aggregator.lambda(),
+                    proxy_size: proxy.size.name.clone(),
+                    proxy_params: params,
+                    data_size: proxy.data_size as u64,
+                    label_noise: proxy.noise,
+                    ensemble: c.ensemble.clone(),
+                    n: Some(pt.n as u64),
+                    step: None,
+                    kl_penalty: None,
+                    kl: pt.kl_bound,
+                    kl_kind: "bon_bound".into(),
+                    kl_k3: None,
+                    kl_bound: Some(pt.kl_bound),
+                    kl_exact: Some(pt.kl_exact),
+                    sqrt_kl: pt.kl_bound.sqrt(),
+                    gold: pt.gold,
+                    gold_se: pt.gold_se,
+                    proxy: pt.proxy,
+                    members: pt.members,
+                    disagreement: pt.disagreement,
+                    length: pt.length,
+                    distinct_ratio: pt.distinct_ratio,
+                    heldout: pt.heldout,
+                    gold_below_peak: pt.gold_below_peak,
+                    gold_below_peak_se: pt.gold_below_peak_se,
+                    prompts: b.prompts as u64,
+                    pool: Some(b.pool as u64),
+                    replicate: r as u64,
+                });
+            }
+            all.curves.push(crate::cell::make::bon::UnitCurve { per, ..c.clone() });
+        }
+        merged.push(all);
+    }
+    Ok((rows, merged))
 }
 
 /// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
@@ -207,12 +295,34 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
     if !rows.train.is_empty() {
         record(table::write(&mut table::train_frame(&rows.train)?, out, "ppo_train")?);
     }
+    if !rows.bon_units.is_empty() {
+        record(table::write(&mut bon_units_frame(&rows.bon_units)?, out, "bon_units")?);
+    }
     write_atomic(&out.join("config.resolved.toml"), x.exp.to_toml().as_bytes())?;
     let manifest = manifest(x, rows, ctx, Value::Object(tables));
     write_atomic(
         &out.join("manifest.json"),
         serde_json::to_string_pretty(&manifest).expect("manifest serializes").as_bytes(),
     )
+}
+
+/// The `bon_units` table: best-of-n per prompt, replicate by replicate, curve by curve,
+/// prompts in order.
+fn bon_units_frame(units: &[BonUnits]) -> Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let mut sorted: Vec<&BonUnits> = units.iter().collect();
+    sorted.sort_by_key(|u| (u.cell.replicate, u.cell.start));
+    let mut all: Option<DataFrame> = None;
+    for u in sorted {
+        let mut df = crate::cell::make::bon::frame(u)?;
+        let reps = Column::new("replicate".into(), vec![u.cell.replicate as u64; df.height()]);
+        df.insert_column(0, reps).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
+        all = Some(match all {
+            None => df,
+            Some(a) => a.vstack(&df).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?,
+        });
+    }
+    Ok(all.unwrap_or_default())
 }
 
 fn absolute(p: &Path) -> PathBuf {

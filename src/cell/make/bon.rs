@@ -1,31 +1,58 @@
-//! Best-of-n: one pool of π_ref samples for held-out prompts, scored once by gold, every
-//! proxy and the held-out proxy; every ensemble × aggregator then reads that same pool
-//! through the unbiased estimator ([`crate::bon::curve`]). Stored as `rows.parquet`, one
-//! curve-table row per (ensemble, aggregator, n).
+//! Best-of-n for a range of held-out prompts of one replicate: each prompt's pool of π_ref
+//! samples, scored once by gold, every proxy of the replicate and the held-out proxy; then
+//! every ensemble × aggregator reads that same pool through the unbiased estimator
+//! ([`crate::bon::per_prompt`]). Stored as `units.parquet`: one row per (ensemble,
+//! aggregator, prompt, n) with the expected values of best-of-n for that prompt. The curves
+//! (means over every prompt of the replicate) are assembled from all of a replicate's cells
+//! ([`crate::output::assemble`]).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use polars::prelude::ParquetWriter;
+use polars::prelude::*;
 use serde_json::{json, Value};
 use tracing::info;
 
-use std::sync::Arc;
-
 use super::{Loaded, INFER_BATCH, PAIR_BLOCK};
+use crate::aggregate::Aggregator;
 use crate::cell::exec::Exec;
-use crate::cell::Kind;
+use crate::cell::{BonCell, Kind};
 use crate::error::{Error, Result};
 use crate::model::RewardModel;
-use crate::output::table::{self, CurveRow};
 use crate::sweep::ProxyCell;
 
-const FILE: &str = "rows.parquet";
+const FILE: &str = "units.parquet";
 
-pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+/// One ensemble × aggregator over a cell's prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitCurve {
+    pub ensemble: String,
+    pub aggregator: Aggregator,
+    /// Ensemble size k.
+    pub members: usize,
+    /// `per[prompt][j]`: best-of-`ns[j]` values in [`crate::bon::unit_columns`] order.
+    pub per: Vec<Vec<Vec<f64>>>,
+}
+
+/// A best-of-n cell read back: its prompts, the n grid, and every curve's per-prompt values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BonUnits {
+    pub cell: BonCell,
+    pub ns: Vec<usize>,
+    pub curves: Vec<UnitCurve>,
+}
+
+/// The held-out prompts of a replicate, `0..end` (prompt i is the same whatever `end`).
+pub fn prompts(x: &Exec, replicate: usize, end: usize) -> Vec<Vec<u32>> {
+    let mut rng = crate::seed::rng(x.exp.replicate_seed(replicate), "bon/prompts");
+    (0..end).map(|_| x.world.sample_prompt(&mut rng)).collect()
+}
+
+pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let seed = exp.replicate_seed(replicate);
     let world = &x.world;
     let b = &exp.bon;
+    let seed = exp.replicate_seed(c.replicate);
     let policy = x.dep(i, "policy")?;
     let policy = policy.policy();
     let gold = x.dep(i, "gold")?;
@@ -33,30 +60,31 @@ pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::Pr
     // This replicate's proxies, in grid order, and the held-out proxy: the cell's deps.
     let (mut grid, mut heldout_cell): (Vec<(ProxyCell, Arc<Loaded>)>, Option<Arc<Loaded>>) = (Vec::new(), None);
     for &d in &x.plan.cells[i].deps {
-        if let Kind::Proxy(c) = &x.plan.cells[d].kind {
-            if c.heldout {
+        if let Kind::Proxy(p) = &x.plan.cells[d].kind {
+            if p.heldout {
                 heldout_cell = Some(x.loaded(d)?);
             } else {
-                grid.push((c.clone(), x.loaded(d)?));
+                grid.push((p.clone(), x.loaded(d)?));
             }
         }
     }
     let proxies: Vec<&RewardModel> = grid.iter().map(|(_, l)| l.reward()).collect();
     let heldout: Option<&RewardModel> = heldout_cell.as_deref().map(Loaded::reward);
-    let mut rng = crate::seed::rng(seed, "bon/prompts");
-    let prompts: Vec<Vec<u32>> = (0..b.prompts).map(|_| world.sample_prompt(&mut rng)).collect();
-    // Pool: prompt-major, `pool` samples per prompt, in seeded blocks.
+    let prompts: Vec<Vec<u32>> = prompts(x, c.replicate, c.end).split_off(c.start);
+    let np = prompts.len();
+    // Pool: prompt-major, `pool` samples per prompt, in seeded blocks named by the prompt's
+    // index in the replicate.
     let per_prompt = b.pool.div_ceil(PAIR_BLOCK);
-    let blocks: Vec<(usize, usize)> = (0..b.prompts).flat_map(|p| (0..per_prompt).map(move |k| (p, k))).collect();
+    let blocks: Vec<(usize, usize)> = (0..np).flat_map(|p| (0..per_prompt).map(move |k| (p, k))).collect();
     pb.set_length((blocks.len() + 2 + proxies.len()) as u64);
     let parts = crate::parallel::map(&blocks, |&(p, k)| {
-        let mut rng = crate::seed::rng(seed, &format!("bon/pool/prompt{p}/block{k}"));
+        let mut rng = crate::seed::rng(seed, &format!("bon/pool/prompt{}/block{k}", c.start + p));
         let take = PAIR_BLOCK.min(b.pool - k * PAIR_BLOCK);
         let r = policy.sample(&vec![prompts[p].clone(); take], 1.0, &mut rng);
         pb.inc(1);
         r
     });
-    let mut responses = Vec::with_capacity(b.prompts * b.pool);
+    let mut responses = Vec::with_capacity(np * b.pool);
     for part in parts {
         responses.extend(part?);
     }
@@ -64,8 +92,8 @@ pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::Pr
     let set = crate::model::policy::encode_all(world, &pool_prompts, &responses);
     let groups = crate::bon::group_ids(&responses, b.pool);
     let (length, distinct_ratio) = crate::bon::response_stats(&responses);
-    let dup = responses.chunks(b.pool).map(crate::sft::duplicate_fraction).sum::<f64>() / b.prompts as f64;
-    pb.suspend(|| info!("best-of-n pools: {} prompts x {} samples (duplicate fraction {:.4})", b.prompts, b.pool, dup));
+    let dup = responses.chunks(b.pool).map(crate::sft::duplicate_fraction).sum::<f64>() / np as f64;
+    pb.suspend(|| info!("{}: {np} prompts x {} samples (duplicate fraction {dup:.4})", x.plan.cells[i].id, b.pool));
 
     // Score once: gold and every proxy, one model per job.
     let models: Vec<&RewardModel> = std::iter::once(gold).chain(proxies.iter().copied()).chain(heldout).collect();
@@ -79,7 +107,7 @@ pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::Pr
         scores.push(s?);
     }
     let view = crate::bon::PoolView {
-        prompts: b.prompts,
+        prompts: np,
         size: b.pool,
         gold: &scores[0],
         groups: &groups,
@@ -87,9 +115,8 @@ pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::Pr
         distinct_ratio: &distinct_ratio,
         heldout: heldout.map(|_| scores[proxies.len() + 1].as_slice()),
     };
-
     // Ensembles: proxies sharing size, data and noise, in grid order.
-    let cells: Vec<ProxyCell> = grid.iter().map(|(c, _)| c.clone()).collect();
+    let cells: Vec<ProxyCell> = grid.iter().map(|(p, _)| p.clone()).collect();
     let ns = crate::bon::n_grid(b.pool);
     let lf = crate::bon::LogFactorials::new(b.pool);
     let mut jobs = Vec::new();
@@ -98,63 +125,141 @@ pub fn make(x: &Exec, i: usize, replicate: usize, dir: &Path, pb: &indicatif::Pr
             jobs.push((id.clone(), members.clone(), agg));
         }
     }
-    let curves = crate::parallel::map(&jobs, |(_, members, agg)| {
-        let member_scores: Vec<&[f32]> = members.iter().map(|&i| scores[i + 1].as_slice()).collect();
-        crate::bon::curve(*agg, &member_scores, view, &ns, &lf)
+    let per = crate::parallel::map(&jobs, |(_, members, agg)| {
+        let member_scores: Vec<&[f32]> = members.iter().map(|&m| scores[m + 1].as_slice()).collect();
+        crate::bon::per_prompt(*agg, &member_scores, view, &ns, &lf)
     });
-    let mut rows = Vec::new();
-    for ((id, members, agg), points) in jobs.iter().zip(curves) {
-        let cell = &cells[members[0]];
-        let params = exp.proxy_arch(&cell.size).reward_params() as u64;
-        for pt in points {
-            rows.push(CurveRow {
-                method: "bon".into(),
-                aggregator: agg.name(),
-                lambda: agg.lambda(),
-                proxy_size: cell.size.name.clone(),
-                proxy_params: params,
-                data_size: cell.data_size as u64,
-                label_noise: cell.noise,
-                ensemble: id.clone(),
-                n: Some(pt.n as u64),
-                step: None,
-                kl_penalty: None,
-                kl: pt.kl_bound,
-                kl_kind: "bon_bound".into(),
-                kl_k3: None,
-                kl_bound: Some(pt.kl_bound),
-                kl_exact: Some(pt.kl_exact),
-                sqrt_kl: pt.kl_bound.sqrt(),
-                gold: pt.gold,
-                gold_se: pt.gold_se,
-                proxy: pt.proxy,
-                members: pt.members,
-                disagreement: pt.disagreement,
-                length: pt.length,
-                distinct_ratio: pt.distinct_ratio,
-                heldout: pt.heldout,
-                gold_below_peak: pt.gold_below_peak,
-                gold_below_peak_se: pt.gold_below_peak_se,
-                prompts: b.prompts as u64,
-                pool: Some(b.pool as u64),
-                replicate: replicate as u64,
-            });
-        }
-    }
+    let units = BonUnits {
+        cell: c,
+        ns,
+        curves: jobs
+            .into_iter()
+            .zip(per)
+            .map(|((ensemble, members, aggregator), per)| UnitCurve {
+                ensemble,
+                aggregator,
+                members: members.len(),
+                per,
+            })
+            .collect(),
+    };
     pb.inc(1);
     let path = dir.join(FILE);
-    let mut df = table::curve_frame(&rows)?;
+    let mut df = frame(&units)?;
     let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     ParquetWriter::new(f).finish(&mut df).map_err(|e| Error::Table {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    Ok(json!({ "rows": rows.len(), "pool_duplicate_fraction": dup }))
+    Ok(json!({ "prompts": [c.start, c.end], "curves": units.curves.len(), "pool_duplicate_fraction": dup }))
 }
 
-pub fn load(dir: &Path) -> Result<Vec<CurveRow>> {
-    table::read_curves(&dir.join(FILE)).map_err(|e| Error::Artifact {
-        dir: dir.to_path_buf(),
-        reason: e.to_string(),
+/// The per-unit frame: `ensemble`, `aggregator`, `lambda`, `prompt` (index in the
+/// replicate), `n`, then the values of [`crate::bon::unit_columns`] (member columns up to
+/// the largest ensemble; null past an ensemble's own size).
+pub fn frame(u: &BonUnits) -> Result<DataFrame> {
+    let k_max = u.curves.iter().map(|c| c.members).max().unwrap_or(0);
+    let names = crate::bon::unit_columns(k_max);
+    let rows = u.curves.iter().map(|c| c.per.len() * u.ns.len()).sum::<usize>();
+    let (mut ens, mut agg, mut lam, mut prompt, mut n) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let mut vals: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); names.len()];
+    for c in &u.curves {
+        let k = c.members;
+        for (p, per_n) in c.per.iter().enumerate() {
+            for (j, v) in per_n.iter().enumerate() {
+                ens.push(c.ensemble.clone());
+                agg.push(c.aggregator.name());
+                lam.push(c.aggregator.lambda());
+                prompt.push((u.cell.start + p) as u64);
+                n.push(u.ns[j] as u64);
+                // Layout of `v`: gold, proxy, k members, then 5 more; align members to k_max.
+                for (col, out) in vals.iter_mut().enumerate() {
+                    let src = if col < 2 {
+                        Some(col)
+                    } else if col < 2 + k_max {
+                        (col - 2 < k).then_some(col)
+                    } else {
+                        Some(col - k_max + k)
+                    };
+                    out.push(src.map(|s| v[s]));
+                }
+            }
+        }
+    }
+    let mut columns = vec![
+        Column::new("ensemble".into(), ens),
+        Column::new("aggregator".into(), agg),
+        Column::new("lambda".into(), lam),
+        Column::new("prompt".into(), prompt),
+        Column::new("n".into(), n),
+    ];
+    columns.extend(names.iter().zip(vals).map(|(name, v)| Column::new(name.as_str().into(), v)));
+    DataFrame::new(rows, columns).map_err(|e| Error::Table {
+        path: FILE.into(),
+        msg: e.to_string(),
     })
+}
+
+pub fn load(dir: &Path, c: BonCell) -> Result<BonUnits> {
+    let path = dir.join(FILE);
+    let bad = |reason: String| Error::Artifact {
+        dir: dir.to_path_buf(),
+        reason: format!("{FILE}: {reason}"),
+    };
+    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let df = ParquetReader::new(f).finish().map_err(|e| bad(e.to_string()))?;
+    let strs = |name: &str| -> Result<Vec<String>> {
+        let col = df.column(name).map_err(|e| bad(e.to_string()))?;
+        let ca = col.str().map_err(|e| bad(e.to_string()))?;
+        Ok(ca.iter().map(|v| v.unwrap_or("").to_string()).collect())
+    };
+    let u64s = |name: &str| -> Result<Vec<u64>> {
+        let col = df.column(name).map_err(|e| bad(e.to_string()))?;
+        let ca = col.u64().map_err(|e| bad(e.to_string()))?;
+        ca.iter().map(|v| v.ok_or_else(|| bad(format!("null in {name}")))).collect()
+    };
+    let f64s = |name: &str| -> Result<Vec<Option<f64>>> {
+        let col = df.column(name).map_err(|e| bad(e.to_string()))?;
+        Ok(col.f64().map_err(|e| bad(e.to_string()))?.iter().collect())
+    };
+    let (ens, agg, lam, n) = (strs("ensemble")?, strs("aggregator")?, f64s("lambda")?, u64s("n")?);
+    let k_max = (0..).take_while(|m| df.column(&format!("member_{m}")).is_ok()).count();
+    let names = crate::bon::unit_columns(k_max);
+    let vals: Vec<Vec<Option<f64>>> = names.iter().map(|nm| f64s(nm)).collect::<Result<_>>()?;
+    // Rows come curve by curve, prompt-major, n ascending (see `frame`).
+    let mut ns: Vec<usize> = Vec::new();
+    for &v in &n {
+        if ns.contains(&(v as usize)) {
+            break;
+        }
+        ns.push(v as usize);
+    }
+    let (width, prompts) = (ns.len(), c.end - c.start);
+    if width == 0 || n.len() % (width * prompts) != 0 {
+        return Err(bad(format!("{} rows do not make whole curves of {prompts} prompts x {width} n", n.len())));
+    }
+    let mut curves = Vec::new();
+    for start in (0..n.len()).step_by(width * prompts) {
+        let aggregator = Aggregator::from_parts(&agg[start], lam[start]).ok_or_else(|| bad(format!("unknown aggregator {:?}", agg[start])))?;
+        let k = (0..k_max).take_while(|&m| vals[2 + m][start].is_some()).count();
+        let mut per = Vec::with_capacity(prompts);
+        for p in 0..prompts {
+            let mut row = Vec::with_capacity(width);
+            for j in 0..width {
+                let r = start + p * width + j;
+                let mut v: Vec<f64> = vec![vals[0][r].unwrap_or(f64::NAN), vals[1][r].unwrap_or(f64::NAN)];
+                v.extend((0..k).map(|m| vals[2 + m][r].unwrap_or(f64::NAN)));
+                v.extend((2 + k_max..names.len()).map(|col| vals[col][r].unwrap_or(f64::NAN)));
+                row.push(v);
+            }
+            per.push(row);
+        }
+        curves.push(UnitCurve {
+            ensemble: ens[start].clone(),
+            aggregator,
+            members: k,
+            per,
+        });
+    }
+    Ok(BonUnits { cell: c, ns, curves })
 }

@@ -48,8 +48,8 @@ pub enum Loaded {
     /// Gold or a proxy, standardized.
     Reward { model: RewardModel, meta: Meta },
     Pairs(pairs::PairData),
-    /// Best-of-n curve rows of every ensemble × aggregator.
-    Bon(Vec<crate::output::table::CurveRow>),
+    /// Best-of-n per prompt of every ensemble × aggregator, for a range of prompts.
+    Bon(bon::BonUnits),
     /// A PPO run's outcome, or the one-line error that ended it (a diverged run is a
     /// result too: stored, so it is not retried with the same code).
     Ppo { outcome: std::result::Result<crate::ppo::Outcome, String>, meta: Meta },
@@ -85,7 +85,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
         Kind::Gold => gold::make(x, i, dir, pb),
         Kind::Pairs => pairs::make(x, i, dir),
         Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
-        Kind::Bon(r) => bon::make(x, i, *r, dir, pb),
+        Kind::Bon(c) => bon::make(x, i, *c, dir, pb),
         Kind::Ppo(run) => ppo::make(x, i, run, dir, pb),
     }
 }
@@ -103,7 +103,7 @@ pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
             meta: meta.clone(),
         }),
         Kind::Pairs => pairs::load(dir).map(Loaded::Pairs),
-        Kind::Bon(_) => bon::load(dir).map(Loaded::Bon),
+        Kind::Bon(c) => bon::load(dir, *c).map(Loaded::Bon),
         Kind::Ppo(_) => ppo::load(meta),
     }
 }
