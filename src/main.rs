@@ -83,6 +83,10 @@ enum Command {
         /// cpu, or cuda on GPU nodes (request GPUs with your site's sbatch options).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// The most tasks of one job array (Slurm's MaxArraySize); a level with more cells
+        /// deals them to this many tasks.
+        #[arg(long, default_value_t = 1000)]
+        max_array: usize,
         /// Submit the chain with sbatch (otherwise only write the scripts).
         #[arg(long)]
         submit: bool,
@@ -194,6 +198,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             time,
             cpus_per_task,
             device,
+            max_array,
             submit,
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
@@ -210,6 +215,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 time,
                 cpus_per_task: cpus_per_task.max(1),
                 device,
+                max_array,
             };
             let jobs = goodhart::cell::slurm::write_scripts(&plan, &exp.name, &opts)?;
             for j in &jobs {

@@ -372,6 +372,11 @@ fn slurm_scripts_chain_one_array_per_level_then_assembly() {
     let submit = std::fs::read_to_string(slurm.join("submit.sh")).unwrap();
     assert_eq!(submit.matches("--dependency=afterok").count(), 6);
     assert!(out.contains("submit with: bash"), "{out}");
+    // A level with more cells than Slurm's array limit is dealt to that many tasks.
+    let (ok, _, err) = common::goodhart(&["slurm", toml.to_str().unwrap(), "--store", "store", "--out", "res2", "--max-array", "2"], dir.path());
+    assert!(ok, "{err}");
+    let level4 = std::fs::read_to_string(dir.path().join("res2/slurm/level-4.sbatch")).unwrap();
+    assert!(level4.contains("#SBATCH --array=0-1") && level4.contains("--shard \"${SLURM_ARRAY_TASK_ID}/2\""), "{level4}");
 }
 
 #[test]

@@ -116,7 +116,8 @@ pub struct Cell {
     pub deps: Vec<usize>,
     /// 0 for cells without dependencies, else 1 + the deepest dependency's level.
     pub level: usize,
-    /// Modelled cost in CPU-seconds on one core of a laptop-class CPU.
+    /// The work it does ([`plan::work`]) and its modelled cost in CPU-seconds on one core.
+    pub work: plan::Work,
     pub cost_cpu_s: f64,
 }
 

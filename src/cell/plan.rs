@@ -67,7 +67,8 @@ impl Builder<'_> {
         );
         let key = key_of(&recipe);
         let level = deps.iter().map(|&d| self.cells[d].level + 1).max().unwrap_or(0);
-        let cost_cpu_s = cost(self.exp, &kind);
+        let work = work(self.exp, &kind);
+        let cost_cpu_s = work.seconds();
         self.cells.push(Cell {
             id,
             kind,
@@ -75,6 +76,7 @@ impl Builder<'_> {
             key,
             deps,
             level,
+            work,
             cost_cpu_s,
         });
         self.cells.len() - 1
@@ -271,64 +273,113 @@ impl Plan {
     }
 }
 
-/// Modelled CPU-seconds of a cell on one core, from the work it does: tokens processed ×
-/// parameters, with separate rates for training (forward, backward, optimizer) and for
-/// sampling or scoring, plus a per-token overhead that dominates the smallest models.
-/// Calibrated on the quick default (README, "Scaling out"); a stored cell's measured time
-/// replaces it in `goodhart plan`.
+/// The work a cell does, in the units the cost model prices: tokens × parameters and
+/// tokens, for training (forward, backward, optimizer) and for inference (sampling with the
+/// KV cache, scoring).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Work {
+    pub train_param_tokens: f64,
+    pub train_tokens: f64,
+    pub infer_param_tokens: f64,
+    pub infer_tokens: f64,
+}
+
+/// Seconds per unit of [`Work`] on one core: fitted by least squares to the per-cell make
+/// times of the quick default run with `--jobs 1` on a 2-core laptop-class x86-64 CPU
+/// (README, "Scaling out"). The per-token terms are the per-op overhead that dominates the
+/// smallest models.
+pub const RATES: Work = Work {
+    train_param_tokens: 1.1e-9,
+    train_tokens: 8.0e-6,
+    infer_param_tokens: 0.5e-9,
+    infer_tokens: 3.0e-6,
+};
+
+impl Work {
+    /// Modelled CPU-seconds: this work priced at [`RATES`].
+    pub fn seconds(&self) -> f64 {
+        self.train_param_tokens * RATES.train_param_tokens
+            + self.train_tokens * RATES.train_tokens
+            + self.infer_param_tokens * RATES.infer_param_tokens
+            + self.infer_tokens * RATES.infer_tokens
+    }
+
+    fn train(&mut self, tokens: f64, params: usize) {
+        self.train_param_tokens += tokens * params as f64;
+        self.train_tokens += tokens;
+    }
+
+    fn infer(&mut self, tokens: f64, params: usize) {
+        self.infer_param_tokens += tokens * params as f64;
+        self.infer_tokens += tokens;
+    }
+}
+
+/// Modelled CPU-seconds of a cell on one core ([`work`] priced at [`RATES`]); a stored
+/// cell's measured time replaces it in `goodhart plan`.
 pub fn cost(exp: &Experiment, kind: &Kind) -> f64 {
-    // Seconds per (token × parameter) and per token, training and inference.
-    const TRAIN: f64 = 1.1e-9;
-    const TRAIN_TOKEN: f64 = 8.0e-6;
-    const INFER: f64 = 0.5e-9;
-    const INFER_TOKEN: f64 = 3.0e-6;
+    work(exp, kind).seconds()
+}
+
+/// The work of a cell, from its sizes.
+pub fn work(exp: &Experiment, kind: &Kind) -> Work {
     let seq = exp.world().seq_len() as f64;
-    let train = |tokens: f64, params: usize| tokens * (TRAIN * params as f64 + TRAIN_TOKEN);
-    let infer = |tokens: f64, params: usize| tokens * (INFER * params as f64 + INFER_TOKEN);
-    // Sampling one response runs the policy once per response position (with the KV cache).
-    let sample = |n: f64| infer(n * seq, exp.params.policy);
-    let score = |n: f64, params: usize| infer(n * seq, params);
+    let mut w = Work::default();
     let proxy_params = |name: &str| exp.params.proxies.iter().find(|(n, _)| n == name).map(|p| p.1).unwrap_or(0);
+    let policy = exp.params.policy;
     let reference = exp.reference.standardize_samples as f64;
     match kind {
         Kind::Policy => {
             let p = &exp.policy;
-            train((p.sft_steps * p.sft_batch) as f64 * seq, exp.params.policy) + sample(reference + exp.reference.diversity_pool as f64)
+            w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);
+            w.infer((reference + exp.reference.diversity_pool as f64) * seq, policy);
         }
         Kind::Gold => {
             let g = &exp.gold;
-            train((g.steps * g.batch) as f64 * seq, exp.params.gold)
-                + sample(reference + 2.0 * exp.preferences.val_pairs as f64)
-                + score(g.samples as f64 / 10.0 + reference, exp.params.gold)
+            w.train((g.steps * g.batch) as f64 * seq, exp.params.gold);
+            w.infer((reference + 2.0 * exp.preferences.val_pairs as f64) * seq, policy);
+            w.infer((g.samples as f64 / 10.0 + reference + 4.0 * exp.preferences.val_pairs as f64) * seq, exp.params.gold);
         }
         Kind::Pairs => {
-            let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * if exp.proxy.heldout { 2 } else { 1 }
-                + exp.preferences.val_pairs) as f64;
-            sample(n) + score(n, exp.params.gold)
+            let heldout = if exp.proxy.heldout { 2 } else { 1 };
+            let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * heldout + exp.preferences.val_pairs) as f64;
+            w.infer(n * seq, policy);
+            w.infer(n * seq, exp.params.gold);
         }
         Kind::Proxy(c) => {
             let params = proxy_params(&c.size.name);
-            train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params)
-                + score(2.0 * exp.preferences.val_pairs as f64 + reference, params)
+            w.train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params);
+            w.infer((2.0 * exp.preferences.val_pairs as f64 + reference) * seq, params);
         }
         Kind::Bon(c) => {
             let n = ((c.end - c.start) * exp.bon.pool) as f64;
-            let scorers: usize = exp.params.gold
-                + exp.params.proxies.iter().map(|(_, p)| p * exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members).sum::<usize>();
-            sample(n) + score(n, scorers)
+            w.infer(n * seq, policy);
+            w.infer(n * seq, exp.params.gold);
+            let grid = exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members;
+            for (_, p) in &exp.params.proxies {
+                for _ in 0..grid {
+                    w.infer(n * seq, *p);
+                }
+            }
         }
         Kind::Ppo(run) => {
             let p = &exp.ppo;
             let evals = (p.updates / p.eval_every + 2) as f64 * p.eval_prompts as f64;
-            let member_params = proxy_params(&exp.proxy.sizes.iter().find(|s| run.ensemble.starts_with(&format!("{}/", s.name))).map(|s| s.name.clone()).unwrap_or_default()) * run.members.len();
+            let size = exp.proxy.sizes.iter().find(|s| run.ensemble.starts_with(&format!("{}/", s.name)));
+            let member = size.map(|s| proxy_params(&s.name)).unwrap_or(0);
             let rollouts = (p.updates * p.rollout) as f64;
-            sample(rollouts + evals)
-                + score(rollouts, member_params)
-                + score(evals, exp.params.gold + member_params)
-                + train((p.updates * p.epochs * p.rollout) as f64 * seq, exp.params.policy)
-                + infer(rollouts * seq, 2 * exp.params.policy)
+            // Sampling (policy), π_ref's log-probs, scoring by every member (and gold and the
+            // held-out proxy at evaluations), then epochs of minibatch training.
+            w.infer((rollouts + evals) * seq, policy);
+            w.infer((rollouts + evals) * seq, policy);
+            for _ in 0..run.members.len() {
+                w.infer((rollouts + evals) * seq, member);
+            }
+            w.infer(evals * seq, exp.params.gold);
+            w.train((p.updates * p.epochs * p.rollout) as f64 * seq, policy);
         }
     }
+    w
 }
 
 /// The plan as data for `goodhart plan`: every cell with its dependencies, modelled cost,
@@ -352,6 +403,8 @@ pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Resul
             "deps": c.deps.iter().map(|&d| plan.cells[d].id.clone()).collect::<Vec<_>>(),
             "cost_cpu_s": cost,
             "cost_source": if measured.is_some() { "measured" } else { "model" },
+            "model_cost_cpu_s": c.cost_cpu_s,
+            "work": c.work,
             "stored": stored,
         }));
     }

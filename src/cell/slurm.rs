@@ -1,5 +1,6 @@
 //! A plan on a Slurm cluster: one sbatch job array per level of the plan (task `t` of level
-//! `L` runs `goodhart run EXP --level L --shard t/N`, N the level's cells), each array
+//! `L` runs `goodhart run EXP --level L --shard t/N`, N the level's cells, or at most
+//! `--max-array` tasks sharing them), each array
 //! chained to the previous one with `--dependency=afterok`, then one job that assembles the
 //! tables and report. Slurm schedules; goodhart only writes the scripts and, with
 //! `--submit`, hands them to `sbatch`.
@@ -34,6 +35,9 @@ pub struct SlurmOptions {
     pub cpus_per_task: usize,
     /// `cpu` or `cuda`.
     pub device: String,
+    /// The most tasks of one array (Slurm's MaxArraySize, 1001 by default, allows indices
+    /// up to 1000): a level with more cells is dealt to this many tasks.
+    pub max_array: usize,
 }
 
 /// One job of the chain.
@@ -88,14 +92,15 @@ pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Jo
     );
     let mut jobs = Vec::new();
     for level in 0..plan.levels() {
-        let n = plan.level(level).len();
-        if n == 0 {
+        let cells = plan.level(level).len();
+        if cells == 0 {
             continue;
         }
+        let n = cells.min(o.max_array.max(1));
         let job = format!("goodhart-{name}-L{level}");
         let mut s = header(&job, Some(n), &format!("level-{level}-%A_%a.out"));
-        let cells: Vec<&str> = plan.level(level).iter().map(|&i| plan.cells[i].id.as_str()).collect();
-        let _ = writeln!(s, "# level {level}: {n} cells ({})", cells.join(", "));
+        let ids: Vec<&str> = plan.level(level).iter().map(|&i| plan.cells[i].id.as_str()).collect();
+        let _ = writeln!(s, "# level {level}: {} cells in {n} tasks ({})", ids.len(), ids.join(", "));
         let _ = writeln!(s, "exec {common} --level {level} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
         let script = dir.join(format!("level-{level}.sbatch"));
         write_atomic(&script, s.as_bytes())?;
