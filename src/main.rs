@@ -108,6 +108,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as a command-line tool's should, not in a panic.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     goodhart::tune_allocator();
     let cli = Cli::parse();
     // Before any tensor op or other thread: candle single-threaded, work pool sized.

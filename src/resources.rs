@@ -127,7 +127,12 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
 
     // One stored sequence: tokens and mask of its encoded form, and its response.
     let sequence = seq * 2 * F32 + RESPONSE_OVERHEAD + u(exp.world.max_response) * F32;
-    let scorers = u(x.sizes.len()) * grid + 2; // every proxy, gold, the held-out proxy
+    // A best-of-n cell scores its prompts' pools with every proxy of one replicate, gold and
+    // the held-out proxy; a process makes up to one cell per core at once.
+    let scorers = u(x.sizes.len()) * (grid / reps.max(1)) + 2;
+    let bon_cells = u(exp.bon.prompts.div_ceil(exp.bon.prompts_per_cell.max(1))) * reps;
+    let cores = u(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let bon_prompts = u(exp.bon.prompts.min(exp.bon.prompts_per_cell)) * bon_cells.min(cores).max(1);
     let largest_data = u(*x.data_sizes.iter().max().expect("validated non-empty"));
     let b = &exp.bon;
     let ppo = &exp.ppo;
@@ -145,10 +150,10 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
             product(&[u(exp.reference.standardize_samples) + u(exp.reference.diversity_pool), sequence]),
         ),
         (
-            "best-of-n pool (bon.prompts × bon.pool)",
+            "best-of-n pools (bon.prompts_per_cell × bon.pool, one cell per core)",
             "bon.pool",
             if b.enabled {
-                product(&[u(b.prompts), u(b.pool)]).and_then(|n| product(&[n, sum(&[sequence, product(&[scorers + 3, F32])?])?]))
+                product(&[bon_prompts, u(b.pool)]).and_then(|n| product(&[n, sum(&[sequence, product(&[scorers + 3, F32])?])?]))
             } else {
                 Some(0)
             },
