@@ -34,6 +34,30 @@ pub struct Event {
     pub make_seconds: f64,
 }
 
+/// One group of cells this process worked through (one level, one kind).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stage {
+    pub stage: String,
+    pub cells: usize,
+    pub seconds: f64,
+    /// Peak resident memory of the process during the group, bytes (Linux; None elsewhere).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs` ← 5), so the
+/// next [`peak_rss`] reads the peak since.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", b"5");
+}
+
+/// Peak resident memory of this process since start or the last [`reset_peak_rss`] (VmHWM).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// The execution of (part of) a plan in this process.
 pub struct Exec<'a> {
     pub exp: &'a Experiment,
@@ -44,8 +68,8 @@ pub struct Exec<'a> {
     loaded: Mutex<HashMap<usize, Arc<Loaded>>>,
     reference: Mutex<Option<Arc<SeqSet>>>,
     events: Mutex<Vec<Event>>,
-    /// Wall seconds of each group this process worked through: (stage, seconds).
-    stages: Mutex<Vec<(String, f64)>>,
+    /// Each group this process worked through.
+    stages: Mutex<Vec<Stage>>,
 }
 
 impl<'a> Exec<'a> {
@@ -154,6 +178,7 @@ impl<'a> Exec<'a> {
                 continue;
             }
             let stage = self.plan.cells[todo[0]].kind.stage();
+            reset_peak_rss();
             let t = Instant::now();
             // Dependencies first, on this thread: loaded, waited for, or made.
             for &i in &todo {
@@ -177,7 +202,12 @@ impl<'a> Exec<'a> {
             pb.finish_and_clear();
             let secs = t.elapsed().as_secs_f64();
             info!("stage: {stage}: {} cells in {secs:.1}s", todo.len());
-            self.stages.lock().expect("stages lock").push((stage.to_string(), secs));
+            self.stages.lock().expect("stages lock").push(Stage {
+                stage: stage.to_string(),
+                cells: todo.len(),
+                seconds: secs,
+                peak_rss_bytes: peak_rss(),
+            });
             if let Some(e) = results.into_iter().find_map(|r| r.err()) {
                 return Err(e);
             }
@@ -199,8 +229,8 @@ impl<'a> Exec<'a> {
         self.events.lock().expect("events lock").clone()
     }
 
-    /// Wall seconds of each group this process worked through.
-    pub fn stages(&self) -> Vec<(String, f64)> {
+    /// Each group this process worked through: wall seconds and peak memory.
+    pub fn stages(&self) -> Vec<Stage> {
         self.stages.lock().expect("stages lock").clone()
     }
 
