@@ -289,10 +289,10 @@ pub struct Work {
 /// (README, "Scaling out"). The per-token terms are the per-op overhead that dominates the
 /// smallest models.
 pub const RATES: Work = Work {
-    train_param_tokens: 1.1e-9,
-    train_tokens: 8.0e-6,
-    infer_param_tokens: 0.5e-9,
-    infer_tokens: 3.0e-6,
+    train_param_tokens: 4.5e-10,
+    train_tokens: 3.9e-6,
+    infer_param_tokens: 7.3e-11,
+    infer_tokens: 1.8e-7,
 };
 
 impl Work {
