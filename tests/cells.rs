@@ -224,6 +224,8 @@ fn stale_temporaries_are_removed_and_live_ones_kept() {
     let dead = store.join(format!(".tmp-proxy-abc-{host}~4194305~00000000000000aa~0"));
     let remote = store.join(".tmp-proxy-def-elsewhere~12~00000000000000bb~0");
     let lock = store.join("gold-123.lock");
+    let lock_tmp = store.join(format!(".gold-123.lock.tmp-{host}~4194305~00000000000000dd~0"));
+    std::fs::write(&lock_tmp, b"half").unwrap();
     std::fs::create_dir_all(&dead).unwrap();
     std::fs::write(dead.join("model.safetensors"), b"half").unwrap();
     std::fs::create_dir_all(&remote).unwrap();
@@ -231,6 +233,7 @@ fn stale_temporaries_are_removed_and_live_ones_kept() {
     goodhart::cell::store::Store::open(&store).unwrap();
     assert!(!dead.exists(), "a dead process's temporary is removed");
     assert!(!lock.exists(), "a dead process's lock is broken");
+    assert!(!lock_tmp.exists(), "a dead process's half-written file is removed");
     assert!(remote.exists(), "another host's recent temporary is kept");
     // Older than the limit: removed whoever made it.
     let old = std::time::SystemTime::now() - goodhart::cell::store::STALE_TEMP - Duration::from_secs(60);

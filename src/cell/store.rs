@@ -289,7 +289,7 @@ impl Store {
         Ok(target)
     }
 
-    /// Removes temporaries of processes that died on this host, or older than
+    /// Removes temporaries (folders and files) of processes that died on this host, or older than
     /// [`STALE_TEMP`]; breaks stale locks.
     fn clean_stale(&self) -> Result<()> {
         let entries = fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, e))?;
@@ -297,7 +297,9 @@ impl Store {
             let entry = entry.map_err(|e| Error::io(&self.root, e))?;
             let name = entry.file_name().to_string_lossy().to_string();
             let path = entry.path();
-            if name.starts_with(".tmp-") {
+            // Cell folders being made (`.tmp-KIND-KEY-OWNER`) and files being written
+            // (`.NAME.tmp-OWNER`: locks, tables).
+            if name.starts_with(".tmp-") || (name.starts_with('.') && name.contains(".tmp-")) {
                 let old = age(&path).is_some_and(|a| a > STALE_TEMP);
                 let dead = Owner::parse_tag(&name).is_some_and(|o| o.is_dead_here());
                 if old || dead {
@@ -385,8 +387,9 @@ fn age(path: &Path) -> Option<Duration> {
     SystemTime::now().duration_since(m).ok()
 }
 
-/// A cell's lock: a file created exclusively (atomic on local filesystems and NFS v3+),
-/// holding `host pid nonce`, its mtime refreshed by a heartbeat thread while held.
+/// A cell's lock: a file created exclusively (a hard link, atomic on local filesystems and
+/// NFS), holding `host pid nonce`, its mtime refreshed by a heartbeat thread while held.
+/// Hosts sharing a store are assumed to agree on the time within a minute.
 struct Lock {
     path: PathBuf,
     stop: Arc<AtomicBool>,
@@ -396,10 +399,15 @@ struct Lock {
 impl Lock {
     fn try_acquire(path: &Path) -> Result<Option<Lock>> {
         let me = Owner::this();
-        match fs::OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(mut f) => {
-                let body = format!("{} {} {:016x}\n", me.host, me.pid, me.nonce);
-                f.write_all(body.as_bytes()).map_err(|e| Error::io(path, e))?;
+        // Written whole under a unique name, then linked to the lock's name: the link is
+        // created exclusively (atomic on local filesystems and NFS), so a lock never exists
+        // without its owner line, even if its maker is killed at that instant.
+        let tmp = temp_sibling(path);
+        write_synced(&tmp, format!("{} {} {:016x}\n", me.host, me.pid, me.nonce).as_bytes())?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let (p, s) = (path.to_path_buf(), stop.clone());
                 let beat = std::thread::spawn(move || {
@@ -446,7 +454,6 @@ impl Lock {
         let Some(age) = age(path) else {
             return Ok(true);
         };
-        // A lock just created may not hold its owner line yet: judge it by age alone.
         let dead = Self::read_owner(path).is_some_and(|o| o.is_dead_here() && o != Owner::this());
         if !(dead || age > STALE_LOCK) {
             return Ok(false);
