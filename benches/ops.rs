@@ -1,0 +1,147 @@
+//! The model kernels on this CPU (one thread, on the work pool's thread as the binary runs
+//! them): (a) layer norm and attention softmax alone, fused vs candle's composed ops,
+//! forward + backward, at the quick run's shapes; (b) one Bradley–Terry step of the `m`
+//! proxy (2 layers, width 40, 4 heads, 64 pairs) and one SFT step of the policy (2 layers,
+//! width 48, 4 heads, batch 64). Run with `cargo bench --bench ops`; the machine is noisy,
+//! so quote medians with the machine named.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use criterion::{criterion_group, criterion_main, Criterion};
+use goodhart::model::{ops, seeded_init, Policy, RewardModel};
+use goodhart::world::SeqSet;
+use rand::SeedableRng;
+
+/// Runs `f` `iters` times on the work pool's thread and returns the elapsed time.
+fn on_pool(iters: u64, f: &mut (dyn FnMut() + Send)) -> Duration {
+    goodhart::parallel::pool().install(|| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        start.elapsed()
+    })
+}
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn bench_ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ops_fwd_bwd");
+    // Layer norm: (rows, width) of the SFT step, the m proxy's BT step, gold scoring.
+    for (name, b, d) in [("policy_b64_d48", 64, 48), ("proxy_m_b128_d40", 128, 40), ("gold_b512_d64", 512, 64)] {
+        let x = Var::from_tensor(&randn(&[b, 22, d], 1)).unwrap();
+        let w = Var::from_tensor(&randn(&[d], 2).affine(0.1, 1.0).unwrap()).unwrap();
+        let bias = Var::from_tensor(&randn(&[d], 3)).unwrap();
+        let r = randn(&[b, 22, d], 4);
+        let run = |fused: bool| {
+            let y = if fused {
+                ops::fused_layer_norm(&x, &w, &bias, 1e-5).unwrap()
+            } else {
+                candle_nn::ops::layer_norm_slow(&x, &w, &bias, 1e-5).unwrap()
+            };
+            (y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        g.bench_function(format!("layer_norm_{name}/composed"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(false)))));
+        g.bench_function(format!("layer_norm_{name}/fused"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(true)))));
+    }
+    // Attention scores (b, heads, t, t) with the causal mask and 1/sqrt(head_dim).
+    for (name, b, hd) in [("policy_b64", 64, 12), ("proxy_m_b128", 128, 10)] {
+        let x = Var::from_tensor(&randn(&[b, 4, 22, 22], 5)).unwrap();
+        let r = randn(&[b, 4, 22, 22], 6);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let run = |fused: bool| {
+            let y = if fused {
+                ops::fused_causal_softmax(&x, scale).unwrap()
+            } else {
+                ops::composed_causal_softmax(&x, scale).unwrap()
+            };
+            (y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        g.bench_function(format!("causal_softmax_{name}/composed"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(false)))));
+        g.bench_function(format!("causal_softmax_{name}/fused"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(true)))));
+    }
+    g.finish();
+}
+
+fn quick() -> goodhart::Experiment {
+    goodhart::Experiment::load(Path::new("experiments/quick.toml")).expect("quick config")
+}
+
+fn samples(n: usize) -> SeqSet {
+    let w = quick().world();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut set = SeqSet::new(w.seq_len());
+    for _ in 0..n {
+        let p = w.sample_prompt(&mut rng);
+        let r = w.demonstrate(&p, &mut rng);
+        set.push(&w, &p, &r);
+    }
+    set
+}
+
+fn bench_steps(c: &mut Criterion) {
+    let exp = quick();
+    let set = samples(512);
+    let mut g = c.benchmark_group("train_step");
+
+    // Bradley–Terry step of the m proxy, 64 pairs.
+    let m_size = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("proxy size m").clone();
+    let cfg = exp.proxy_arch(&m_size);
+    let varmap = VarMap::new();
+    let m = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    seeded_init(&varmap, 1, cfg.layers).unwrap();
+    let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
+    let batch = 64;
+    let idx: Vec<usize> = (0..2 * batch).collect();
+    let mut step = 0;
+    g.bench_function(format!("bt_proxy_{}x{}_pairs{batch}", cfg.layers, cfg.width), |b| {
+        b.iter_custom(|n| {
+            on_pool(n, &mut || {
+                let s = m.raw_rows(&set, &idx).unwrap();
+                let (a, r) = (s.narrow(0, 0, batch).unwrap(), s.narrow(0, batch, batch).unwrap());
+                let loss = goodhart::rm::bt_loss(&a, &r).unwrap();
+                t.step(&loss, step).unwrap();
+                step += 1;
+            })
+        })
+    });
+
+    // SFT step of the policy, batch 64.
+    let world = exp.world();
+    let cfg = exp.policy_arch();
+    let varmap = VarMap::new();
+    let p = Policy::new(&cfg, &world, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+    seeded_init(&varmap, 1, cfg.layers).unwrap();
+    let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
+    let sub = set.select(&(0..64).collect::<Vec<_>>());
+    let tokens = Tensor::from_slice(&sub.tokens, (sub.len(), sub.seq_len), &Device::Cpu).unwrap();
+    let mut step = 0;
+    g.bench_function(format!("sft_policy_{}x{}_batch64", cfg.layers, cfg.width), |b| {
+        b.iter_custom(|n| {
+            on_pool(n, &mut || {
+                let loss = goodhart::sft::sft_loss(&p, &tokens).unwrap();
+                t.step(&loss, step).unwrap();
+                step += 1;
+            })
+        })
+    });
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    goodhart::tune_allocator();
+    goodhart::parallel::init(1);
+    bench_ops(c);
+    bench_steps(c);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
