@@ -2,8 +2,9 @@
 //! them): (a) layer norm and attention softmax alone, fused vs candle's composed ops,
 //! forward + backward, at the quick run's shapes; (b) one Bradley–Terry step of the `m`
 //! proxy (2 layers, width 40, 4 heads, 64 pairs) and one SFT step of the policy (2 layers,
-//! width 48, 4 heads, batch 64). Run with `cargo bench --bench ops`; the machine is noisy,
-//! so quote medians with the machine named.
+//! width 48, 4 heads, batch 64), each also with the fused kernels off (`_composed`).
+//! Run with `cargo bench --bench ops`; the machine is noisy, so quote medians (criterion's
+//! estimates.json) with the machine named.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -102,16 +103,17 @@ fn bench_steps(c: &mut Criterion) {
     let batch = 64;
     let idx: Vec<usize> = (0..2 * batch).collect();
     let mut step = 0;
-    g.bench_function(format!("bt_proxy_{}x{}_pairs{batch}", cfg.layers, cfg.width), |b| {
-        b.iter_custom(|n| {
-            on_pool(n, &mut || {
-                let s = m.raw_rows(&set, &idx).unwrap();
-                let (a, r) = (s.narrow(0, 0, batch).unwrap(), s.narrow(0, batch, batch).unwrap());
-                let loss = goodhart::rm::bt_loss(&a, &r).unwrap();
-                t.step(&loss, step).unwrap();
-                step += 1;
-            })
-        })
+    let mut bt_step = || {
+        let s = m.raw_rows(&set, &idx).unwrap();
+        let (a, r) = (s.narrow(0, 0, batch).unwrap(), s.narrow(0, batch, batch).unwrap());
+        let loss = goodhart::rm::bt_loss(&a, &r).unwrap();
+        t.step(&loss, step).unwrap();
+        step += 1;
+    };
+    let name = format!("bt_proxy_{}x{}_pairs{batch}", cfg.layers, cfg.width);
+    g.bench_function(&name, |b| b.iter_custom(|n| on_pool(n, &mut bt_step)));
+    g.bench_function(format!("{name}_composed"), |b| {
+        b.iter_custom(|n| on_pool(n, &mut || ops::with_composed(&mut bt_step)))
     });
 
     // SFT step of the policy, batch 64.
@@ -124,14 +126,15 @@ fn bench_steps(c: &mut Criterion) {
     let sub = set.select(&(0..64).collect::<Vec<_>>());
     let tokens = Tensor::from_slice(&sub.tokens, (sub.len(), sub.seq_len), &Device::Cpu).unwrap();
     let mut step = 0;
-    g.bench_function(format!("sft_policy_{}x{}_batch64", cfg.layers, cfg.width), |b| {
-        b.iter_custom(|n| {
-            on_pool(n, &mut || {
-                let loss = goodhart::sft::sft_loss(&p, &tokens).unwrap();
-                t.step(&loss, step).unwrap();
-                step += 1;
-            })
-        })
+    let mut sft_step = || {
+        let loss = goodhart::sft::sft_loss(&p, &tokens).unwrap();
+        t.step(&loss, step).unwrap();
+        step += 1;
+    };
+    let name = format!("sft_policy_{}x{}_batch64", cfg.layers, cfg.width);
+    g.bench_function(&name, |b| b.iter_custom(|n| on_pool(n, &mut sft_step)));
+    g.bench_function(format!("{name}_composed"), |b| {
+        b.iter_custom(|n| on_pool(n, &mut || ops::with_composed(&mut sft_step)))
     });
     g.finish();
 }

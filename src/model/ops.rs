@@ -15,7 +15,10 @@
 //!   pass (candle's reduction over leading dims does a division per element).
 //!
 //! The fused functions (`fused_*`) fail on non-CPU devices; tests compare them against the
-//! composed candle ops.
+//! composed candle ops, and [`with_composed`] turns them off on one thread (tests compare
+//! whole models on both paths).
+
+use std::cell::Cell;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
@@ -36,6 +39,30 @@ fn rows<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 
 fn is_cpu_f32(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+thread_local! {
+    static COMPOSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the dispatching functions (and the models) take the fused kernels for `x`: an
+/// f32 tensor on the CPU, outside [`with_composed`].
+pub fn fused_for(x: &Tensor) -> bool {
+    is_cpu_f32(x) && !COMPOSED.with(Cell::get)
+}
+
+/// Runs `f` with the fused kernels off on this thread: every dispatching function (and so
+/// every model forward) takes candle's composed ops, as on a non-CPU device. For tests and
+/// benchmarks that compare the two paths; gradients follow the path the forward took.
+pub fn with_composed<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSED.with(|c| c.replace(true)));
+    f()
 }
 
 fn check_cpu(x: &Tensor, op: &str) -> Result<()> {
@@ -166,7 +193,7 @@ pub fn fused_layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) ->
 
 /// Layer norm over the last dim: fused on CPU, candle's composed ops elsewhere.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
-    if is_cpu_f32(x) {
+    if fused_for(x) {
         fused_layer_norm(x, weight, bias, eps)
     } else {
         candle_nn::ops::layer_norm_slow(x, weight, bias, eps)
@@ -280,7 +307,7 @@ pub fn fused_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 
 /// Softmax over the last dim: fused on CPU, candle's composed ops elsewhere.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if is_cpu_f32(x) {
+    if fused_for(x) {
         fused_softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax(x, D::Minus1)
@@ -309,7 +336,7 @@ pub fn composed_causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
 
 /// `softmax(scale · x + causal mask)`: fused on CPU, composed elsewhere.
 pub fn causal_softmax(x: &Tensor, scale: f64) -> Result<Tensor> {
-    if is_cpu_f32(x) {
+    if fused_for(x) {
         fused_causal_softmax(x, scale)
     } else {
         composed_causal_softmax(x, scale)
@@ -386,7 +413,7 @@ pub fn fused_add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 /// `x + bias` broadcast over leading dims: fused on CPU, `broadcast_add` elsewhere.
 pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    if is_cpu_f32(x) {
+    if fused_for(x) {
         fused_add_bias(x, bias)
     } else {
         x.broadcast_add(bias)

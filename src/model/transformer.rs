@@ -2,13 +2,15 @@
 //!
 //! Shape contract: `forward(tokens: (batch, t) u32, cache) -> hidden: (batch, t, width)`.
 //! With a cache the tokens continue the cached prefix (positions start at the cache length).
-//! Every op used here has a backward pass in candle (layer norm and softmax are the
-//! composed versions, not candle's fused fast paths, which drop gradients).
+//! Every op used here has a backward pass: on the CPU layer norm and the attention softmax
+//! (with its scale and causal mask) are goodhart's fused kernels ([`super::ops`]), elsewhere
+//! candle's composed ops (candle's own fused fast paths drop gradients).
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Module, Tensor, D};
 use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
 
 use crate::error::Result;
+use crate::model::ops;
 use crate::world::WorldConfig;
 
 /// Shape of a transformer.
@@ -84,7 +86,7 @@ impl TransformerConfig {
     }
 }
 
-/// Layer norm built from differentiable ops.
+/// Layer norm over the last dim (eps 1e-5), fused on the CPU.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -100,7 +102,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)?)
+        Ok(ops::layer_norm(x, &self.weight, &self.bias, 1e-5)?)
     }
 }
 
@@ -148,7 +150,9 @@ impl Attention {
         })
     }
 
-    /// x: (b, t, d); mask: additive (t, t_total) or None; cache: this layer's slot.
+    /// x: (b, t, d); cache: this layer's slot. Attention is causal: on the CPU the fused
+    /// softmax applies the mask itself; elsewhere `mask` is the additive (t, t_total) mask
+    /// (None when t = 1).
     fn forward(
         &self,
         x: &Tensor,
@@ -173,11 +177,16 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-        if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = q.matmul(&k.t()?.contiguous()?)?;
+        let att = if ops::fused_for(&att) {
+            ops::fused_causal_softmax(&att, scale)?
+        } else {
+            let mut att = (att * scale)?;
+            if let Some(m) = mask {
+                att = att.broadcast_add(m)?;
+            }
+            candle_nn::ops::softmax(&att, D::Minus1)?
+        };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         Ok(self.proj.forward(&y)?)
     }
@@ -252,8 +261,9 @@ impl Trunk {
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let positions = Tensor::arange(offset as u32, (offset + t) as u32, device)?;
         let x = self.tok.forward(tokens)?.broadcast_add(&self.pos.forward(&positions)?)?;
-        let mask = if t > 1 {
-            Some(causal_mask(t, offset, device)?)
+        // The fused CPU softmax masks by itself; the composed path adds this mask.
+        let mask = if t > 1 && !ops::fused_for(&x) {
+            Some(ops::causal_mask(t, offset, device)?)
         } else {
             None
         };
@@ -273,13 +283,4 @@ impl Trunk {
         }
         self.ln_f.forward(&x)
     }
-}
-
-/// Additive mask (t, offset + t): 0 where query i may see key j (j ≤ offset + i), −∞ else.
-fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
-    let total = offset + t;
-    let m: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Ok(Tensor::from_vec(m, (t, total), device)?)
 }
