@@ -7,7 +7,7 @@
 //! candle's composed ops (candle's own fused fast paths drop gradients).
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use crate::error::Result;
 use crate::model::ops;
@@ -103,6 +103,34 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ops::layer_norm(x, &self.weight, &self.bias, 1e-5)?)
+    }
+}
+
+/// A linear layer (candle-nn's, same variable names `weight` and `bias`) over the last dim;
+/// on the CPU the bias add is fused ([`ops::add_bias`]), whose backward sums rows in one
+/// pass instead of candle's per-element reduction over leading dims.
+#[derive(Debug, Clone)]
+pub struct Linear(candle_nn::Linear);
+
+/// A [`Linear`] from `in_dim` to `out_dim`, with bias.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear(candle_nn::linear(in_dim, out_dim, vb)?))
+}
+
+impl Linear {
+    /// x: (…, in) → (…, out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self.0.bias() {
+            Some(bias) if ops::fused_for(x) => {
+                let mut dims = x.dims().to_vec();
+                let k = dims.pop().unwrap_or(1);
+                let rows = dims.iter().product::<usize>();
+                let y = x.contiguous()?.reshape((rows, k))?.matmul(&self.0.weight().t()?)?;
+                dims.push(y.dim(1)?);
+                Ok(ops::fused_add_bias(&y, bias)?.reshape(dims)?)
+            }
+            _ => Ok(self.0.forward(x)?),
+        }
     }
 }
 
@@ -260,7 +288,7 @@ impl Trunk {
         let device = tokens.device();
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let positions = Tensor::arange(offset as u32, (offset + t) as u32, device)?;
-        let x = self.tok.forward(tokens)?.broadcast_add(&self.pos.forward(&positions)?)?;
+        let x = ops::add_bias(&self.tok.forward(tokens)?, &self.pos.forward(&positions)?)?;
         // The fused CPU softmax masks by itself; the composed path adds this mask.
         let mask = if t > 1 && !ops::fused_for(&x) {
             Some(ops::causal_mask(t, offset, device)?)
