@@ -165,6 +165,32 @@ fn add_bias_matches_broadcast_add_with_gradients() {
     assert!(ops::fused_add_bias(&x, &randn(&[2], 2, 0.0, 1.0)).is_err(), "a bias of the wrong width is refused");
 }
 
+#[test]
+fn linear_matches_candle_nn_linear_and_relu_with_gradients() {
+    for (i, (shape, out)) in [(vec![5, 8], 40), (vec![3, 22, 48], 192), (vec![2, 22, 40], 1), (vec![4, 1, 16], 24), (vec![2, 3, 5, 8], 8)]
+        .into_iter()
+        .enumerate()
+    {
+        let k = *shape.last().unwrap();
+        for relu in [false, true] {
+            let s = 400 + i as u64 * 10;
+            let x = Var::from_tensor(&randn(&shape, s, 0.0, 1.0)).unwrap();
+            let w = Var::from_tensor(&randn(&[out, k], s + 1, 0.0, 0.3)).unwrap();
+            let b = Var::from_tensor(&randn(&[out], s + 2, 0.0, 0.5)).unwrap();
+            let fused = ops::fused_linear(&x, &w, &b, relu).unwrap();
+            let composed = ops::composed_linear(&x, &w, &b, relu).unwrap();
+            let what = format!("linear {shape:?}→{out} relu={relu}");
+            assert_close(&fused, &composed, 1e-5, &format!("{what} forward"));
+            let r = randn(fused.dims(), s + 3, 0.0, 1.0);
+            let gf = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gc = (&composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
+                assert_close(gf.get(v).unwrap(), gc.get(v).unwrap(), 1e-4, &format!("{what} d/d{name}"));
+            }
+        }
+    }
+}
+
 /// Every parameter's gradient under the fused and the composed path, by name.
 fn grads_by_name(vm: &VarMap, loss: &Tensor) -> Vec<(String, Tensor)> {
     let grads = loss.backward().unwrap();

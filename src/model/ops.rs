@@ -13,6 +13,9 @@
 //!   implicit.
 //! - [`add_bias`]: `x + bias` broadcast over leading dims; its backward sums rows in one
 //!   pass (candle's reduction over leading dims does a division per element).
+//! - [`linear`]: `x · wᵀ + b` over the last dim, optionally followed by ReLU, as one graph
+//!   node: candle's backward gives every node (reshapes included) a zeroed gradient buffer
+//!   and an add, so one node instead of five saves as many full-size passes.
 //!
 //! The fused functions (`fused_*`) fail on non-CPU devices; tests compare them against the
 //! composed candle ops, and [`with_composed`] turns them off on one thread (tests compare
@@ -417,5 +420,137 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         fused_add_bias(x, bias)
     } else {
         x.broadcast_add(bias)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear (+ ReLU)
+
+/// `relu?(x · wᵀ + b)` over the last dim of a contiguous x; w is (out, in).
+struct LinearOp {
+    relu: bool,
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        if self.relu {
+            "goodhart-linear-relu"
+        } else {
+            "goodhart-linear"
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sw: &CpuStorage,
+        lw: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, k) = lw.shape().dims2()?;
+        let n = lx.shape().elem_count() / k.max(1);
+        let (Some((x0, _)), Some((w0, _))) = (lx.contiguous_offsets(), lw.contiguous_offsets()) else {
+            bail!("{}: needs contiguous x and weight", self.name())
+        };
+        let b = rows(sb, lb, self.name())?;
+        // x as (n, k) times wᵀ, a (k, out) view of w with strides (1, k): no copy.
+        let x_l = Layout::contiguous_with_offset((n, k), x0);
+        let wt_l = Layout::new(Shape::from((k, out)), vec![1, k], w0);
+        let y = sx.matmul(sw, (1, n, out, k), &x_l, &wt_l)?;
+        let CpuStorage::F32(mut y) = y else { bail!("{}: f32 only", self.name()) };
+        for yr in y.chunks_exact_mut(out) {
+            for (v, &b) in yr.iter_mut().zip(b) {
+                *v += b;
+                if self.relu {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+        let mut dims = lx.shape().dims().to_vec();
+        *dims.last_mut().expect("rank ≥ 1") = out;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (out, k) = w.dims2()?;
+        let rows = x.elem_count() / k.max(1);
+        // g: the gradient before the ReLU (zero where it clipped), then db = Σ rows of g.
+        let packed = res.apply_op2_no_bwd(&grad.contiguous()?, &ReluMaskSum { relu: self.relu })?;
+        let g = packed.narrow(0, 0, rows)?;
+        let db = packed.narrow(0, rows, 1)?.reshape(out)?;
+        let dx = g.matmul(w)?.reshape(x.shape())?;
+        let dw = g.t()?.matmul(&x.reshape((rows, k))?)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// (y, dy) → packed (rows + 1, out): dy masked by y > 0 (with `relu`, else dy itself) in
+/// the first rows, its column sums in the last.
+struct ReluMaskSum {
+    relu: bool,
+}
+
+impl CustomOp2 for ReluMaskSum {
+    fn name(&self) -> &'static str {
+        "goodhart-linear-bwd"
+    }
+
+    fn cpu_fwd(&self, sy: &CpuStorage, ly: &Layout, sg: &CpuStorage, lg: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, g) = (rows(sy, ly, self.name())?, rows(sg, lg, self.name())?);
+        let out = ly.shape().dims().last().copied().unwrap_or(1).max(1);
+        let n = y.len() / out;
+        let mut packed = Vec::with_capacity((n + 1) * out);
+        if self.relu {
+            packed.extend(y.iter().zip(g).map(|(&y, &g)| if y > 0.0 { g } else { 0.0 }));
+        } else {
+            packed.extend_from_slice(g);
+        }
+        let mut sum = vec![0f32; out];
+        for gr in packed.chunks_exact(out) {
+            for (s, &v) in sum.iter_mut().zip(gr) {
+                *s += v;
+            }
+        }
+        packed.extend_from_slice(&sum);
+        Ok((CpuStorage::F32(packed), Shape::from((n + 1, out))))
+    }
+}
+
+/// Fused `relu?(x · wᵀ + b)` over the last dim (CPU f32 only): one graph node.
+pub fn fused_linear(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    check_cpu(x, "linear")?;
+    let (out, k) = weight.dims2()?;
+    if x.dim(D::Minus1)? != k || bias.dims1()? != out {
+        bail!("linear: x {:?}, weight {:?}, bias {:?} do not fit", x.shape(), weight.shape(), bias.shape())
+    }
+    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LinearOp { relu })
+}
+
+/// The composed reference of [`fused_linear`]: candle-nn's linear layer, then ReLU.
+pub fn composed_linear(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    use candle_core::Module;
+    let y = candle_nn::Linear::new(weight.clone(), Some(bias.clone())).forward(x)?;
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// `relu?(x · wᵀ + b)`: fused on CPU, candle-nn's linear (and ReLU) elsewhere.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<Tensor> {
+    if fused_for(x) {
+        fused_linear(x, weight, bias, relu)
+    } else {
+        composed_linear(x, weight, bias, relu)
     }
 }

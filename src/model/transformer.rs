@@ -106,31 +106,32 @@ impl LayerNorm {
     }
 }
 
-/// A linear layer (candle-nn's, same variable names `weight` and `bias`) over the last dim;
-/// on the CPU the bias add is fused ([`ops::add_bias`]), whose backward sums rows in one
-/// pass instead of candle's per-element reduction over leading dims.
+/// A linear layer (candle-nn's, same variable names `weight` and `bias`) over the last dim,
+/// one fused graph node on the CPU ([`ops::linear`]).
 #[derive(Debug, Clone)]
-pub struct Linear(candle_nn::Linear);
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
 
 /// A [`Linear`] from `in_dim` to `out_dim`, with bias.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear(candle_nn::linear(in_dim, out_dim, vb)?))
+    let l = candle_nn::linear(in_dim, out_dim, vb)?;
+    Ok(Linear {
+        weight: l.weight().clone(),
+        bias: l.bias().expect("linear has a bias").clone(),
+    })
 }
 
 impl Linear {
     /// x: (…, in) → (…, out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self.0.bias() {
-            Some(bias) if ops::fused_for(x) => {
-                let mut dims = x.dims().to_vec();
-                let k = dims.pop().unwrap_or(1);
-                let rows = dims.iter().product::<usize>();
-                let y = x.contiguous()?.reshape((rows, k))?.matmul(&self.0.weight().t()?)?;
-                dims.push(y.dim(1)?);
-                Ok(ops::fused_add_bias(&y, bias)?.reshape(dims)?)
-            }
-            _ => Ok(self.0.forward(x)?),
-        }
+        Ok(ops::linear(x, &self.weight, &self.bias, false)?)
+    }
+
+    /// relu(x · wᵀ + b), fused on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(x, &self.weight, &self.bias, true)?)
     }
 }
 
@@ -249,7 +250,7 @@ impl Block {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, cache)?)?;
-        let h = self.fc.forward(&self.ln2.forward(&x)?)?.relu()?;
+        let h = self.fc.forward_relu(&self.ln2.forward(&x)?)?;
         Ok((&x + self.proj.forward(&h)?)?)
     }
 }
