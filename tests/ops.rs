@@ -191,6 +191,30 @@ fn linear_matches_candle_nn_linear_and_relu_with_gradients() {
     }
 }
 
+#[test]
+fn causal_attention_matches_the_composed_heads_with_gradients() {
+    // qkv (b, t, 3 · width), heads: the run's shapes (head_dim 10, 12, 16), odd lengths, one
+    // position, head_dim 4 (the xs proxy).
+    for (i, (b, t, width, heads)) in
+        [(2, 22, 40, 4), (3, 22, 48, 4), (2, 22, 64, 4), (3, 7, 8, 2), (2, 1, 16, 2), (2, 9, 24, 1), (1, 17, 40, 4)]
+            .into_iter()
+            .enumerate()
+    {
+        let s = 500 + i as u64 * 10;
+        let qkv = Var::from_tensor(&randn(&[b, t, 3 * width], s, 0.0, 1.5)).unwrap();
+        let r = randn(&[b, t, width], s + 1, 0.0, 1.0);
+        let fused = ops::fused_causal_attention(&qkv, heads).unwrap();
+        let composed = ops::composed_causal_attention(&qkv, heads).unwrap();
+        let what = format!("attention b{b} t{t} width{width} heads{heads}");
+        assert_close(&fused, &composed, 1e-5, &format!("{what} forward"));
+        let gf = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gc = (&composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_close(gf.get(&qkv).unwrap(), gc.get(&qkv).unwrap(), 1e-4, &format!("{what} d/dqkv"));
+    }
+    let qkv = randn(&[2, 3, 30], 1, 0.0, 1.0);
+    assert!(ops::fused_causal_attention(&qkv, 4).is_err(), "a width that heads do not divide is refused");
+}
+
 /// Every parameter's gradient under the fused and the composed path, by name.
 fn grads_by_name(vm: &VarMap, loss: &Tensor) -> Vec<(String, Tensor)> {
     let grads = loss.backward().unwrap();

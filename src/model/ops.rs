@@ -554,3 +554,420 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor, relu: bool) -> Result<
         composed_linear(x, weight, bias, relu)
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Causal self-attention
+
+/// Rounds up to a multiple of 8 (one AVX vector of f32), at least 8.
+fn pad8(n: usize) -> usize {
+    n.div_ceil(8).max(1) * 8
+}
+
+/// The attention kernels' vector primitives, so that the bodies compile once portably and
+/// once for AVX2 + FMA (picked at run time).
+trait Kernels {
+    /// y += a · x over the common length.
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]);
+    /// out[c] = Σ_e a[e] · m[e · stride + c] for c < out.len() (a multiple of 8): a row
+    /// vector times a matrix whose rows are `stride` apart, accumulated in registers.
+    fn vecmat(out: &mut [f32], a: &[f32], m: &[f32], stride: usize);
+}
+
+struct Portable;
+
+impl Kernels for Portable {
+    #[inline(always)]
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
+    }
+
+    #[inline(always)]
+    fn vecmat(out: &mut [f32], a: &[f32], m: &[f32], stride: usize) {
+        out.iter_mut().for_each(|x| *x = 0.0);
+        let n = out.len();
+        for (e, &ae) in a.iter().enumerate() {
+            Self::axpy(out, ae, &m[e * stride..e * stride + n]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+impl Kernels for Avx2 {
+    #[inline(always)]
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        // SAFETY: only reached from the `*_avx2` entry points, which run after detection.
+        unsafe { axpy_avx2(y, a, x) }
+    }
+
+    #[inline(always)]
+    fn vecmat(out: &mut [f32], a: &[f32], m: &[f32], stride: usize) {
+        assert!(out.len() % 8 == 0 && (a.is_empty() || m.len() >= (a.len() - 1) * stride + out.len()));
+        // SAFETY: as above; the bounds are checked just above.
+        unsafe {
+            let mut c = 0;
+            while c < out.len() {
+                match (out.len() - c) / 8 {
+                    1 => vecmat_block_avx2::<1>(out, a, m, stride, c),
+                    2 => vecmat_block_avx2::<2>(out, a, m, stride, c),
+                    3 => vecmat_block_avx2::<3>(out, a, m, stride, c),
+                    _ => vecmat_block_avx2::<4>(out, a, m, stride, c),
+                }
+                c += 32;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = y.len().min(x.len());
+    let (yp, xp) = (y.as_mut_ptr(), x.as_ptr());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_fmadd_ps(av, _mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i)));
+        _mm256_storeu_ps(yp.add(i), v);
+        i += 8;
+    }
+    while i < n {
+        *yp.add(i) += a * *xp.add(i);
+        i += 1;
+    }
+}
+
+/// Columns c0 .. c0 + 8W of [`Kernels::vecmat`] (fewer when out ends first: then W covers
+/// what is left, at most 4 vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn vecmat_block_avx2<const W: usize>(out: &mut [f32], a: &[f32], m: &[f32], stride: usize, c0: usize) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); W];
+    let mp = m.as_ptr().add(c0);
+    for (e, &ae) in a.iter().enumerate() {
+        let av = _mm256_set1_ps(ae);
+        let row = mp.add(e * stride);
+        for (w, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(av, _mm256_loadu_ps(row.add(8 * w)), *acc);
+        }
+    }
+    let op = out.as_mut_ptr().add(c0);
+    for (w, acc) in acc.iter().enumerate() {
+        _mm256_storeu_ps(op.add(8 * w), *acc);
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Shapes of one attention call: qkv (b, t, 3d) with d = heads · hd.
+#[derive(Debug, Clone, Copy)]
+struct AttnDims {
+    b: usize,
+    t: usize,
+    d: usize,
+    heads: usize,
+    hd: usize,
+    /// hd and t rounded up to multiples of 8 (scratch row lengths).
+    hp: usize,
+    tp: usize,
+}
+
+impl AttnDims {
+    fn new(shape: &Shape, heads: usize) -> Result<Self> {
+        let (b, t, d3) = shape.dims3()?;
+        if heads == 0 || d3 % (3 * heads) != 0 {
+            bail!("causal_attention: qkv {shape:?} is not (b, t, 3 · heads · head_dim) for {heads} heads")
+        }
+        let d = d3 / 3;
+        let hd = d / heads;
+        Ok(Self { b, t, d, heads, hd, hp: pad8(hd), tp: pad8(t) })
+    }
+
+    /// Copies head `h` of part `part` (0 q, 1 k, 2 v) of batch row `bi` of a (b, t, width)
+    /// tensor whose parts start at `part · d`: rows of `hp` (zero-padded) into `dst`.
+    #[inline(always)]
+    fn gather_rows(&self, src: &[f32], width: usize, bi: usize, part: usize, h: usize, dst: &mut [f32]) {
+        for j in 0..self.t {
+            let s = (bi * self.t + j) * width + part * self.d + h * self.hd;
+            dst[j * self.hp..j * self.hp + self.hd].copy_from_slice(&src[s..s + self.hd]);
+        }
+    }
+
+    /// As [`gather_rows`](Self::gather_rows), transposed: `hd` rows of `tp` (zero-padded).
+    #[inline(always)]
+    fn gather_cols(&self, src: &[f32], width: usize, bi: usize, part: usize, h: usize, dst: &mut [f32]) {
+        for j in 0..self.t {
+            let s = (bi * self.t + j) * width + part * self.d + h * self.hd;
+            for e in 0..self.hd {
+                dst[e * self.tp + j] = src[s + e];
+            }
+        }
+    }
+}
+
+/// softmax(scale · Q Kᵀ + causal mask) V per head, over qkv (b, t, 3d) → (b, t, d) with
+/// heads side by side (the layout the output projection reads). Keeps the probabilities
+/// (b, heads, t, t) for the backward pass.
+struct AttentionOp {
+    heads: usize,
+    scale: f32,
+    probs: std::sync::OnceLock<std::sync::Arc<Vec<f32>>>,
+}
+
+#[inline(always)]
+fn attention_fwd_body<K: Kernels>(qkv: &[f32], dm: AttnDims, scale: f32, y: &mut [f32], probs: &mut [f32]) {
+    let AttnDims { b, t, d, heads, hd, hp, tp } = dm;
+    let mut q = vec![0f32; t * hp];
+    let mut kt = vec![0f32; hd * tp];
+    let mut v = vec![0f32; t * hp];
+    let mut s = vec![0f32; tp];
+    let mut yrow = vec![0f32; hp];
+    for bi in 0..b {
+        for h in 0..heads {
+            dm.gather_rows(qkv, 3 * d, bi, 0, h, &mut q);
+            dm.gather_cols(qkv, 3 * d, bi, 1, h, &mut kt);
+            dm.gather_rows(qkv, 3 * d, bi, 2, h, &mut v);
+            let p_bh = &mut probs[(bi * heads + h) * t * t..(bi * heads + h + 1) * t * t];
+            for i in 0..t {
+                // Scores of query i against every key (the future ones are dropped below).
+                K::vecmat(&mut s, &q[i * hp..i * hp + hd], &kt, tp);
+                let k = i + 1;
+                let row = &mut s[..k];
+                let mut max = f32::NEG_INFINITY;
+                for x in row.iter_mut() {
+                    *x *= scale;
+                    max = max.max(*x);
+                }
+                let mut sum = 0f32;
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                let p = &mut p_bh[i * t..(i + 1) * t];
+                for (pj, &x) in p.iter_mut().zip(row.iter()) {
+                    *pj = x / sum;
+                }
+                p[k..].iter_mut().for_each(|x| *x = 0.0);
+                K::vecmat(&mut yrow, &p[..k], &v, hp);
+                let o = (bi * t + i) * d + h * hd;
+                y[o..o + hd].copy_from_slice(&yrow[..hd]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_fwd_avx2(qkv: &[f32], dm: AttnDims, scale: f32, y: &mut [f32], probs: &mut [f32]) {
+    attention_fwd_body::<Avx2>(qkv, dm, scale, y, probs)
+}
+
+fn attention_fwd(qkv: &[f32], dm: AttnDims, scale: f32, y: &mut [f32], probs: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { attention_fwd_avx2(qkv, dm, scale, y, probs) };
+    }
+    attention_fwd_body::<Portable>(qkv, dm, scale, y, probs)
+}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "goodhart-causal-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = rows(s, l, self.name())?;
+        let dm = AttnDims::new(l.shape(), self.heads)?;
+        let mut y = vec![0f32; dm.b * dm.t * dm.d];
+        let mut probs = vec![0f32; dm.b * dm.heads * dm.t * dm.t];
+        attention_fwd(qkv, dm, self.scale, &mut y, &mut probs);
+        let _ = self.probs.set(std::sync::Arc::new(probs));
+        Ok((CpuStorage::F32(y), Shape::from((dm.b, dm.t, dm.d))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let Some(probs) = self.probs.get() else {
+            bail!("{}: backward before forward", self.name())
+        };
+        let bwd = AttentionBwd { heads: self.heads, scale: self.scale, probs: probs.clone() };
+        Ok(Some(qkv.apply_op2_no_bwd(&grad.contiguous()?, &bwd)?))
+    }
+}
+
+/// (qkv, dy) → d qkv, from the kept probabilities.
+struct AttentionBwd {
+    heads: usize,
+    scale: f32,
+    probs: std::sync::Arc<Vec<f32>>,
+}
+
+#[inline(always)]
+fn attention_bwd_body<K: Kernels>(qkv: &[f32], dy: &[f32], probs: &[f32], dm: AttnDims, scale: f32, dqkv: &mut [f32]) {
+    let AttnDims { b, t, d, heads, hd, hp, tp } = dm;
+    let mut q = vec![0f32; t * hp];
+    let mut k = vec![0f32; t * hp];
+    let mut vt = vec![0f32; hd * tp];
+    let mut g = vec![0f32; t * hp];
+    let mut dq = vec![0f32; t * hp];
+    let mut dk = vec![0f32; t * hp];
+    let mut dv = vec![0f32; t * hp];
+    let mut dp = vec![0f32; tp];
+    let mut ds = vec![0f32; tp];
+    for bi in 0..b {
+        for h in 0..heads {
+            dm.gather_rows(qkv, 3 * d, bi, 0, h, &mut q);
+            dm.gather_rows(qkv, 3 * d, bi, 1, h, &mut k);
+            dm.gather_cols(qkv, 3 * d, bi, 2, h, &mut vt);
+            dm.gather_rows(dy, d, bi, 0, h, &mut g);
+            dk.iter_mut().for_each(|x| *x = 0.0);
+            dv.iter_mut().for_each(|x| *x = 0.0);
+            let p_bh = &probs[(bi * heads + h) * t * t..(bi * heads + h + 1) * t * t];
+            for i in 0..t {
+                let p = &p_bh[i * t..i * t + i + 1];
+                // dP_i = dY_i Vᵀ, then dS_i = scale · P_i ∘ (dP_i − ⟨P_i, dP_i⟩).
+                K::vecmat(&mut dp, &g[i * hp..i * hp + hd], &vt, tp);
+                let dot: f32 = p.iter().zip(&dp).map(|(&p, &x)| p * x).sum();
+                for (dsj, (&pj, &dpj)) in ds.iter_mut().zip(p.iter().zip(&dp)) {
+                    *dsj = pj * (dpj - dot) * scale;
+                }
+                K::vecmat(&mut dq[i * hp..(i + 1) * hp], &ds[..=i], &k, hp);
+                let (qi, gi) = (&q[i * hp..(i + 1) * hp], &g[i * hp..(i + 1) * hp]);
+                for (j, (&pj, &dsj)) in p.iter().zip(&ds).enumerate() {
+                    K::axpy(&mut dk[j * hp..(j + 1) * hp], dsj, qi);
+                    K::axpy(&mut dv[j * hp..(j + 1) * hp], pj, gi);
+                }
+            }
+            for j in 0..t {
+                let o = (bi * t + j) * 3 * d + h * hd;
+                dqkv[o..o + hd].copy_from_slice(&dq[j * hp..j * hp + hd]);
+                dqkv[o + d..o + d + hd].copy_from_slice(&dk[j * hp..j * hp + hd]);
+                dqkv[o + 2 * d..o + 2 * d + hd].copy_from_slice(&dv[j * hp..j * hp + hd]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_bwd_avx2(qkv: &[f32], dy: &[f32], probs: &[f32], dm: AttnDims, scale: f32, dqkv: &mut [f32]) {
+    attention_bwd_body::<Avx2>(qkv, dy, probs, dm, scale, dqkv)
+}
+
+fn attention_bwd(qkv: &[f32], dy: &[f32], probs: &[f32], dm: AttnDims, scale: f32, dqkv: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { attention_bwd_avx2(qkv, dy, probs, dm, scale, dqkv) };
+    }
+    attention_bwd_body::<Portable>(qkv, dy, probs, dm, scale, dqkv)
+}
+
+impl CustomOp2 for AttentionBwd {
+    fn name(&self) -> &'static str {
+        "goodhart-causal-attention-bwd"
+    }
+
+    fn cpu_fwd(&self, sq: &CpuStorage, lq: &Layout, sg: &CpuStorage, lg: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (qkv, dy) = (rows(sq, lq, self.name())?, rows(sg, lg, self.name())?);
+        let dm = AttnDims::new(lq.shape(), self.heads)?;
+        if dy.len() != dm.b * dm.t * dm.d || self.probs.len() != dm.b * dm.heads * dm.t * dm.t {
+            bail!("{}: gradient or probabilities do not fit qkv {:?}", self.name(), lq.shape())
+        }
+        let mut dqkv = vec![0f32; qkv.len()];
+        attention_bwd(qkv, dy, &self.probs, dm, self.scale, &mut dqkv);
+        Ok((CpuStorage::F32(dqkv), lq.shape().clone()))
+    }
+}
+
+/// Fused causal self-attention (CPU f32 only): qkv (b, t, 3d), the queries, keys and values
+/// side by side, each `heads` heads of d / heads; returns softmax(Q Kᵀ / sqrt(head_dim) +
+/// causal mask) V as (b, t, d), heads side by side. One graph node.
+pub fn fused_causal_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    check_cpu(qkv, "causal_attention")?;
+    let dm = AttnDims::new(qkv.shape(), heads)?;
+    let scale = (1.0 / (dm.hd as f64).sqrt()) as f32;
+    qkv.contiguous()?.apply_op1(AttentionOp { heads, scale, probs: std::sync::OnceLock::new() })
+}
+
+/// The composed reference of [`fused_causal_attention`]: split heads, scores, the scale and
+/// additive mask, candle's softmax, values, heads merged.
+pub fn composed_causal_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    let dm = AttnDims::new(qkv.shape(), heads)?;
+    let AttnDims { b, t, d, hd, .. } = dm;
+    let split = |i: usize| -> Result<Tensor> {
+        qkv.narrow(2, i * d, d)?.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
+    };
+    let (q, k, v) = (split(0)?, split(1)?, split(2)?);
+    let att = q.matmul(&k.t()?.contiguous()?)?;
+    let att = composed_causal_softmax(&att, 1.0 / (hd as f64).sqrt())?;
+    att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
+}
+
+/// Causal self-attention over qkv (b, t, 3d): fused on CPU, composed elsewhere.
+pub fn causal_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    if fused_for(qkv) {
+        fused_causal_attention(qkv, heads)
+    } else {
+        composed_causal_attention(qkv, heads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u32) -> Vec<f32> {
+        // A small LCG: deterministic values in [-2, 2).
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+                (x >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// The portable attention bodies agree with the ones the machine dispatches to (AVX2 +
+    /// FMA where available), so the fallback is checked on every machine.
+    #[test]
+    fn portable_attention_kernels_match_the_dispatched_ones() {
+        for (b, t, d, heads) in [(2, 22, 40, 4), (3, 7, 8, 2), (1, 13, 48, 4), (2, 1, 16, 1)] {
+            let dm = AttnDims::new(&Shape::from((b, t, 3 * d)), heads).unwrap();
+            let scale = 1.0 / (dm.hd as f32).sqrt();
+            let qkv = noise(b * t * 3 * d, 1);
+            let dy = noise(b * t * d, 2);
+            let (mut y1, mut p1) = (vec![0f32; b * t * d], vec![0f32; b * heads * t * t]);
+            let (mut y2, mut p2) = (y1.clone(), p1.clone());
+            attention_fwd_body::<Portable>(&qkv, dm, scale, &mut y1, &mut p1);
+            attention_fwd(&qkv, dm, scale, &mut y2, &mut p2);
+            let close = |u: &[f32], v: &[f32], what: &str| {
+                let diff = u.iter().zip(v).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                assert!(diff < 1e-5, "{what} (b{b} t{t} d{d} heads{heads}): {diff}");
+            };
+            close(&y1, &y2, "y");
+            close(&p1, &p2, "probabilities");
+            let (mut g1, mut g2) = (vec![0f32; qkv.len()], vec![0f32; qkv.len()]);
+            attention_bwd_body::<Portable>(&qkv, &dy, &p1, dm, scale, &mut g1);
+            attention_bwd(&qkv, &dy, &p1, dm, scale, &mut g2);
+            close(&g1, &g2, "dqkv");
+        }
+    }
+}

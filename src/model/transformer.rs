@@ -179,9 +179,10 @@ impl Attention {
         })
     }
 
-    /// x: (b, t, d); cache: this layer's slot. Attention is causal: on the CPU the fused
-    /// softmax applies the mask itself; elsewhere `mask` is the additive (t, t_total) mask
-    /// (None when t = 1).
+    /// x: (b, t, d); cache: this layer's slot. Attention is causal. On the CPU without a
+    /// cache it is one fused op ([`ops::causal_attention`]); with a cache (generation) the
+    /// fused softmax applies the mask itself; elsewhere `mask` is the additive (t, t_total)
+    /// mask (None when t = 1).
     fn forward(
         &self,
         x: &Tensor,
@@ -190,6 +191,11 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let qkv = self.qkv.forward(x)?;
+        if cache.is_none() && ops::fused_for(&qkv) {
+            // Training and scoring on the CPU: the whole causal attention as one node.
+            let y = ops::fused_causal_attention(&qkv, self.heads)?;
+            return self.proj.forward(&y);
+        }
         let split = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(2, i * d, d)?
@@ -206,7 +212,7 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = q.matmul(&k.t()?.contiguous()?)?;
+        let att = q.matmul(&k.t()?)?;
         let att = if ops::fused_for(&att) {
             ops::fused_causal_softmax(&att, scale)?
         } else {
