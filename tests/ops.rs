@@ -40,7 +40,10 @@ fn assert_close(got: &Tensor, want: &Tensor, tol: f32, what: &str) {
 
 #[test]
 fn layer_norm_matches_the_composed_reference_with_gradients() {
-    for (i, shape) in [vec![3, 8], vec![2, 5, 40], vec![4, 22, 64], vec![2, 3, 22, 48], vec![1, 1, 16]].into_iter().enumerate() {
+    for (i, shape) in [vec![3, 8], vec![2, 5, 40], vec![4, 22, 64], vec![2, 3, 22, 48], vec![1, 1, 16], vec![3, 5, 13], vec![2, 3]]
+        .into_iter()
+        .enumerate()
+    {
         let s = i as u64 * 10;
         let d = *shape.last().unwrap();
         // Inputs off-centre and wide, weights away from 1, biases away from 0.
