@@ -717,6 +717,9 @@ trait Kernels {
     /// out[c] = Σ_e a[e] · m[e · stride + c] for c < out.len() (a multiple of 8): a row
     /// vector times a matrix whose rows are `stride` apart, accumulated in registers.
     fn vecmat(out: &mut [f32], a: &[f32], m: &[f32], stride: usize);
+    /// s[..k] = softmax(scale · s[..k]); s[k..] = 0 (the masked future). s.len() is a
+    /// multiple of 8.
+    fn softmax_prefix(s: &mut [f32], k: usize, scale: f32);
 }
 
 struct Portable;
@@ -736,6 +739,23 @@ impl Kernels for Portable {
         for (e, &ae) in a.iter().enumerate() {
             Self::axpy(out, ae, &m[e * stride..e * stride + n]);
         }
+    }
+
+    #[inline(always)]
+    fn softmax_prefix(s: &mut [f32], k: usize, scale: f32) {
+        let row = &mut s[..k];
+        let mut max = f32::NEG_INFINITY;
+        for x in row.iter_mut() {
+            *x *= scale;
+            max = max.max(*x);
+        }
+        let mut sum = 0f32;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        row.iter_mut().for_each(|x| *x /= sum);
+        s[k..].iter_mut().for_each(|x| *x = 0.0);
     }
 }
 
@@ -767,6 +787,83 @@ impl Kernels for Avx2 {
             }
         }
     }
+
+    #[inline(always)]
+    fn softmax_prefix(s: &mut [f32], k: usize, scale: f32) {
+        assert!(s.len() % 8 == 0 && k >= 1 && k <= s.len());
+        // SAFETY: as above; lengths checked just above.
+        unsafe { softmax_prefix_avx2(s, k, scale) }
+    }
+}
+
+/// exp of 8 lanes: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial,
+/// 2ⁿ through the exponent bits), within a few ulp of `f32::exp` on [−87, 88]; below that
+/// it returns ≈ 1e−38 instead of a subnormal or 0. NaN propagates.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn exp_avx2(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // min/max with x second: a NaN x comes through.
+    let x = _mm256_min_ps(_mm256_set1_ps(88.376_26), x);
+    let x = _mm256_max_ps(_mm256_set1_ps(-88.376_26), x);
+    let fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(0.5)));
+    let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
+    let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), x);
+    let mut y = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0)));
+    let pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(0x7f)), 23);
+    _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n))
+}
+
+/// Max of the 8 lanes (NaN-propagating like the lanes' order allows; softmax of a NaN row
+/// is NaN either way).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn hmax_avx2(v: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    _mm_cvtss_f32(m)
+}
+
+/// [`Kernels::softmax_prefix`] on 8 lanes at a time: lanes at or past k are masked to −∞
+/// before the max and to 0 after the exp.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn softmax_prefix_avx2(s: &mut [f32], k: usize, scale: f32) {
+    use std::arch::x86_64::*;
+    let chunks = k.div_ceil(8);
+    let p = s.as_mut_ptr();
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let sv = _mm256_set1_ps(scale);
+    let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut mx = neg_inf;
+    for c in 0..chunks {
+        let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((k - 8 * c) as i32), lane));
+        let x = _mm256_blendv_ps(neg_inf, _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * c)), sv), keep);
+        _mm256_storeu_ps(p.add(8 * c), x);
+        mx = _mm256_max_ps(x, mx);
+    }
+    let mv = _mm256_set1_ps(hmax_avx2(mx));
+    let mut acc = _mm256_setzero_ps();
+    for c in 0..chunks {
+        let keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((k - 8 * c) as i32), lane));
+        let e = _mm256_and_ps(exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p.add(8 * c)), mv)), keep);
+        _mm256_storeu_ps(p.add(8 * c), e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    let sum = _mm256_set1_ps(hsum_avx2(acc));
+    for c in 0..chunks {
+        _mm256_storeu_ps(p.add(8 * c), _mm256_div_ps(_mm256_loadu_ps(p.add(8 * c)), sum));
+    }
+    s[8 * chunks..].iter_mut().for_each(|x| *x = 0.0);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -895,22 +992,9 @@ fn attention_fwd_body<K: Kernels>(qkv: &[f32], dm: AttnDims, scale: f32, y: &mut
                 // Scores of query i against every key (the future ones are dropped below).
                 K::vecmat(&mut s, &q[i * hp..i * hp + hd], &kt, tp);
                 let k = i + 1;
-                let row = &mut s[..k];
-                let mut max = f32::NEG_INFINITY;
-                for x in row.iter_mut() {
-                    *x *= scale;
-                    max = max.max(*x);
-                }
-                let mut sum = 0f32;
-                for x in row.iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
+                K::softmax_prefix(&mut s, k, scale);
                 let p = &mut p_bh[i * t..(i + 1) * t];
-                for (pj, &x) in p.iter_mut().zip(row.iter()) {
-                    *pj = x / sum;
-                }
-                p[k..].iter_mut().for_each(|x| *x = 0.0);
+                p.copy_from_slice(&s[..t]);
                 K::vecmat(&mut yrow, &p[..k], &v, hp);
                 let o = (bi * t + i) * d + h * hd;
                 y[o..o + hd].copy_from_slice(&yrow[..hd]);
@@ -977,29 +1061,33 @@ fn attention_bwd_body<K: Kernels>(qkv: &[f32], dy: &[f32], probs: &[f32], dm: At
     let mut dv = vec![0f32; t * hp];
     let mut dp = vec![0f32; tp];
     let mut ds = vec![0f32; tp];
+    // Pᵀ and dSᵀ (row j: column j over the queries i ≥ j), so that dK and dV are row
+    // vectors times matrices like everything else.
+    let mut pt = vec![0f32; t * tp];
+    let mut dst = vec![0f32; t * tp];
     for bi in 0..b {
         for h in 0..heads {
             dm.gather_rows(qkv, 3 * d, bi, 0, h, &mut q);
             dm.gather_rows(qkv, 3 * d, bi, 1, h, &mut k);
             dm.gather_cols(qkv, 3 * d, bi, 2, h, &mut vt);
             dm.gather_rows(dy, d, bi, 0, h, &mut g);
-            dk.iter_mut().for_each(|x| *x = 0.0);
-            dv.iter_mut().for_each(|x| *x = 0.0);
             let p_bh = &probs[(bi * heads + h) * t * t..(bi * heads + h + 1) * t * t];
             for i in 0..t {
                 let p = &p_bh[i * t..i * t + i + 1];
                 // dP_i = dY_i Vᵀ, then dS_i = scale · P_i ∘ (dP_i − ⟨P_i, dP_i⟩).
                 K::vecmat(&mut dp, &g[i * hp..i * hp + hd], &vt, tp);
                 let dot: f32 = p.iter().zip(&dp).map(|(&p, &x)| p * x).sum();
-                for (dsj, (&pj, &dpj)) in ds.iter_mut().zip(p.iter().zip(&dp)) {
+                for (j, (dsj, (&pj, &dpj))) in ds.iter_mut().zip(p.iter().zip(&dp)).enumerate() {
                     *dsj = pj * (dpj - dot) * scale;
+                    dst[j * tp + i] = *dsj;
+                    pt[j * tp + i] = pj;
                 }
                 K::vecmat(&mut dq[i * hp..(i + 1) * hp], &ds[..=i], &k, hp);
-                let (qi, gi) = (&q[i * hp..(i + 1) * hp], &g[i * hp..(i + 1) * hp]);
-                for (j, (&pj, &dsj)) in p.iter().zip(&ds).enumerate() {
-                    K::axpy(&mut dk[j * hp..(j + 1) * hp], dsj, qi);
-                    K::axpy(&mut dv[j * hp..(j + 1) * hp], pj, gi);
-                }
+            }
+            // dK_j = Σ_{i ≥ j} dS_ij Q_i, dV_j = Σ_{i ≥ j} P_ij dY_i.
+            for j in 0..t {
+                K::vecmat(&mut dk[j * hp..(j + 1) * hp], &dst[j * tp + j..j * tp + t], &q[j * hp..], hp);
+                K::vecmat(&mut dv[j * hp..(j + 1) * hp], &pt[j * tp + j..j * tp + t], &g[j * hp..], hp);
             }
             for j in 0..t {
                 let o = (bi * t + j) * 3 * d + h * hd;
@@ -1115,6 +1203,35 @@ mod tests {
             attention_bwd(&qkv, &dy, &p1, dm, scale, &mut g2);
             close(&g1, &g2, "dqkv");
         }
+    }
+
+    /// The dispatched row softmax (its own exp on AVX2) agrees with the portable one (std's
+    /// exp) to a few ulp, masks the future to exactly 0 and keeps NaN.
+    #[test]
+    fn dispatched_softmax_prefix_matches_portable() {
+        let dispatched = |s: &mut [f32], k: usize, scale: f32| {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx2() {
+                return Avx2::softmax_prefix(s, k, scale);
+            }
+            Portable::softmax_prefix(s, k, scale)
+        };
+        for (n, spread) in [(8, 1.0), (24, 5.0), (32, 40.0), (16, 200.0)] {
+            for k in 1..=n {
+                let row: Vec<f32> = noise(n, (n * 100 + k) as u32).iter().map(|v| v * spread).collect();
+                let (mut a, mut b) = (row.clone(), row.clone());
+                Portable::softmax_prefix(&mut a, k, 0.3);
+                dispatched(&mut b, k, 0.3);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6 + 8.0 * f32::EPSILON * x.abs(), "n{n} k{k}: {x} vs {y}");
+                }
+                assert!(b[k..].iter().all(|&v| v == 0.0));
+            }
+        }
+        let mut row = vec![0.5f32; 8];
+        row[2] = f32::NAN;
+        dispatched(&mut row, 5, 1.0);
+        assert!(row[..5].iter().all(|v| v.is_nan()), "{row:?}");
     }
 
     /// The portable layer-norm loops agree with the dispatched ones, widths with and without
