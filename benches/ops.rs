@@ -1,30 +1,26 @@
-//! The model kernels on this CPU (one thread, on the work pool's thread as the binary runs
-//! them): (a) layer norm and attention softmax alone, fused vs candle's composed ops,
-//! forward + backward, at the quick run's shapes; (b) one Bradley–Terry step of the `m`
-//! proxy (2 layers, width 40, 4 heads, 64 pairs) and one SFT step of the policy (2 layers,
+//! The model kernels on this CPU, on a work-pool thread as `goodhart run` runs them:
+//! (a) layer norm, attention softmax and the whole attention alone, fused vs candle's
+//! composed ops, forward + backward, at the quick run's shapes; (b) one Bradley–Terry step
+//! of the `m` proxy (2 layers, width 40, 4 heads, 64 pairs) and one SFT step of the policy (2 layers,
 //! width 48, 4 heads, batch 64), each also with the fused kernels off (`_composed`).
-//! Run with `cargo bench --bench ops`; the machine is noisy, so quote medians (criterion's
-//! estimates.json) with the machine named.
+//! Set-up and threads as every bench (benches/common: `GOODHART_BENCH_THREADS`, default 1;
+//! `GOODHART_BENCH_SECS`, default 3 here). Run with `cargo bench --bench ops`; the machine
+//! is noisy, so quote medians (criterion's estimates.json) with the machine named.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+#[macro_use]
+mod common;
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
-use criterion::{criterion_group, criterion_main, Criterion};
-use goodhart::model::{ops, seeded_init, Policy, RewardModel};
-use goodhart::world::SeqSet;
+use candle_core::{Device, Tensor, Var};
+use criterion::{criterion_group, BenchmarkGroup, Criterion};
+use goodhart::model::ops;
 use rand::SeedableRng;
 
-/// Runs `f` `iters` times on the work pool's thread and returns the elapsed time.
-fn on_pool(iters: u64, f: &mut (dyn FnMut() + Send)) -> Duration {
-    goodhart::parallel::pool().install(|| {
-        let start = Instant::now();
-        for _ in 0..iters {
-            f();
-        }
-        start.elapsed()
-    })
+/// This file's groups: criterion's defaults but `GOODHART_BENCH_SECS` of measurement.
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let secs: f64 = std::env::var("GOODHART_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let mut g = c.benchmark_group(format!("{name}_t{}", common::threads()));
+    g.measurement_time(std::time::Duration::from_secs_f64(secs));
+    g
 }
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -35,7 +31,7 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
 }
 
 fn bench_ops(c: &mut Criterion) {
-    let mut g = c.benchmark_group("ops_fwd_bwd");
+    let mut g = group(c, "ops_fwd_bwd");
     // Layer norm: (rows, width) of the SFT step, the m proxy's BT step, gold scoring.
     for (name, b, d) in [("policy_b64_d48", 64, 48), ("proxy_m_b128_d40", 128, 40), ("gold_b512_d64", 512, 64)] {
         let x = Var::from_tensor(&randn(&[b, 22, d], 1)).unwrap();
@@ -50,8 +46,8 @@ fn bench_ops(c: &mut Criterion) {
             };
             (y * &r).unwrap().sum_all().unwrap().backward().unwrap()
         };
-        g.bench_function(format!("layer_norm_{name}/composed"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(false)))));
-        g.bench_function(format!("layer_norm_{name}/fused"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(true)))));
+        g.bench_function(format!("layer_norm_{name}/composed"), |bn| bn.iter(|| run(false)));
+        g.bench_function(format!("layer_norm_{name}/fused"), |bn| bn.iter(|| run(true)));
     }
     // Attention scores (b, heads, t, t) with the causal mask and 1/sqrt(head_dim).
     for (name, b, hd) in [("policy_b64", 64, 12), ("proxy_m_b128", 128, 10)] {
@@ -66,39 +62,37 @@ fn bench_ops(c: &mut Criterion) {
             };
             (y * &r).unwrap().sum_all().unwrap().backward().unwrap()
         };
-        g.bench_function(format!("causal_softmax_{name}/composed"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(false)))));
-        g.bench_function(format!("causal_softmax_{name}/fused"), |bn| bn.iter_custom(|n| on_pool(n, &mut || drop(run(true)))));
+        g.bench_function(format!("causal_softmax_{name}/composed"), |bn| bn.iter(|| run(false)));
+        g.bench_function(format!("causal_softmax_{name}/fused"), |bn| bn.iter(|| run(true)));
+    }
+    // Whole causal attention over qkv (b, t, 3 · width), heads 4.
+    for (name, b, width) in [("policy_b64_d48", 64, 48), ("proxy_m_b128_d40", 128, 40)] {
+        let qkv = Var::from_tensor(&randn(&[b, 22, 3 * width], 7)).unwrap();
+        let r = randn(&[b, 22, width], 8);
+        let run = |fused: bool| {
+            let y = if fused {
+                ops::fused_causal_attention(&qkv, 4).unwrap()
+            } else {
+                ops::composed_causal_attention(&qkv, 4).unwrap()
+            };
+            (y * &r).unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        g.bench_function(format!("attention_{name}/composed"), |bn| bn.iter(|| run(false)));
+        g.bench_function(format!("attention_{name}/fused"), |bn| bn.iter(|| run(true)));
     }
     g.finish();
 }
 
-fn quick() -> goodhart::Experiment {
-    goodhart::Experiment::load(Path::new("experiments/quick.toml")).expect("quick config")
-}
-
-fn samples(n: usize) -> SeqSet {
-    let w = quick().world();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut set = SeqSet::new(w.seq_len());
-    for _ in 0..n {
-        let p = w.sample_prompt(&mut rng);
-        let r = w.demonstrate(&p, &mut rng);
-        set.push(&w, &p, &r);
-    }
-    set
-}
-
 fn bench_steps(c: &mut Criterion) {
-    let exp = quick();
-    let set = samples(512);
-    let mut g = c.benchmark_group("train_step");
+    let exp = common::quick();
+    let world = exp.world();
+    let set = common::demonstrations(&world, 128, 1);
+    let mut g = group(c, "train_step");
 
-    // Bradley–Terry step of the m proxy, 64 pairs.
+    // Bradley–Terry step of the m proxy, 64 pairs (one forward over both sides).
     let m_size = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("proxy size m").clone();
     let cfg = exp.proxy_arch(&m_size);
-    let varmap = VarMap::new();
-    let m = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-    seeded_init(&varmap, 1, cfg.layers).unwrap();
+    let (varmap, m) = common::reward_model(&cfg, 1);
     let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
     let batch = 64;
     let idx: Vec<usize> = (0..2 * batch).collect();
@@ -111,17 +105,12 @@ fn bench_steps(c: &mut Criterion) {
         step += 1;
     };
     let name = format!("bt_proxy_{}x{}_pairs{batch}", cfg.layers, cfg.width);
-    g.bench_function(&name, |b| b.iter_custom(|n| on_pool(n, &mut bt_step)));
-    g.bench_function(format!("{name}_composed"), |b| {
-        b.iter_custom(|n| on_pool(n, &mut || ops::with_composed(&mut bt_step)))
-    });
+    g.bench_function(&name, |b| b.iter(&mut bt_step));
+    g.bench_function(format!("{name}_composed"), |b| b.iter(|| ops::with_composed(&mut bt_step)));
 
     // SFT step of the policy, batch 64.
-    let world = exp.world();
     let cfg = exp.policy_arch();
-    let varmap = VarMap::new();
-    let p = Policy::new(&cfg, &world, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-    seeded_init(&varmap, 1, cfg.layers).unwrap();
+    let (varmap, p) = common::policy(&cfg, &world, 1);
     let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
     let sub = set.select(&(0..64).collect::<Vec<_>>());
     let tokens = Tensor::from_slice(&sub.tokens, (sub.len(), sub.seq_len), &Device::Cpu).unwrap();
@@ -132,19 +121,10 @@ fn bench_steps(c: &mut Criterion) {
         step += 1;
     };
     let name = format!("sft_policy_{}x{}_batch64", cfg.layers, cfg.width);
-    g.bench_function(&name, |b| b.iter_custom(|n| on_pool(n, &mut sft_step)));
-    g.bench_function(format!("{name}_composed"), |b| {
-        b.iter_custom(|n| on_pool(n, &mut || ops::with_composed(&mut sft_step)))
-    });
+    g.bench_function(&name, |b| b.iter(&mut sft_step));
+    g.bench_function(format!("{name}_composed"), |b| b.iter(|| ops::with_composed(&mut sft_step)));
     g.finish();
 }
 
-fn bench(c: &mut Criterion) {
-    goodhart::tune_allocator();
-    goodhart::parallel::init(1);
-    bench_ops(c);
-    bench_steps(c);
-}
-
-criterion_group!(benches, bench);
-criterion_main!(benches);
+criterion_group!(benches, bench_ops, bench_steps);
+bench_main!(benches);
