@@ -2,9 +2,13 @@
 //!
 //! candle composes layer norm and softmax from many elementwise ops, each allocating its
 //! output (and, in backward, a zeroed gradient buffer); its fused versions have no backward.
-//! The ops here are candle custom ops: one f32 loop over contiguous rows forward, one
-//! backward, both CPU only. The public functions dispatch: on a CPU device they run the
-//! fused kernel, elsewhere (CUDA) the composed candle ops, so models run on every device.
+//! The ops here are candle custom ops: one f32 pass over contiguous rows forward, one
+//! backward, both CPU only, single-threaded (goodhart runs candle on one thread and spends
+//! the cores on independent models). The hottest loops (layer norm, attention) have an
+//! AVX2+FMA version picked at run time and a portable one, unit-tested against each other.
+//! The public functions dispatch: on a CPU device they run the fused kernel, elsewhere
+//! (CUDA: no CUDA kernels here, `cuda_fwd` is candle's "no cuda implementation" error) the
+//! composed candle ops, so models run on every device.
 //!
 //! - [`layer_norm`]: over the last dim, with weight and bias.
 //! - [`softmax_last_dim`]: softmax over the last dim (−∞ entries give probability 0).
@@ -16,6 +20,10 @@
 //! - [`linear`]: `x · wᵀ + b` over the last dim, optionally followed by ReLU, as one graph
 //!   node: candle's backward gives every node (reshapes included) a zeroed gradient buffer
 //!   and an add, so one node instead of five saves as many full-size passes.
+//! - [`causal_attention`]: softmax(Q Kᵀ / sqrt(head_dim) + causal mask) V straight from the
+//!   qkv projection (b, t, 3d) to (b, t, d), heads side by side: no head split, transpose or
+//!   copy nodes; the probabilities are kept for the backward pass. (Generation with a KV
+//!   cache keeps candle's matmuls and [`causal_softmax`].)
 //!
 //! The fused functions (`fused_*`) fail on non-CPU devices; tests compare them against the
 //! composed candle ops, and [`with_composed`] turns them off on one thread (tests compare

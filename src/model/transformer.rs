@@ -2,9 +2,10 @@
 //!
 //! Shape contract: `forward(tokens: (batch, t) u32, cache) -> hidden: (batch, t, width)`.
 //! With a cache the tokens continue the cached prefix (positions start at the cache length).
-//! Every op used here has a backward pass: on the CPU layer norm and the attention softmax
-//! (with its scale and causal mask) are goodhart's fused kernels ([`super::ops`]), elsewhere
-//! candle's composed ops (candle's own fused fast paths drop gradients).
+//! Every op used here has a backward pass. On the CPU, layer norm, the linear layers (bias,
+//! and the MLP's ReLU, included) and the whole causal attention are goodhart's fused kernels
+//! ([`super::ops`], each one graph node with its own backward); elsewhere (CUDA) candle's
+//! composed ops, as candle's own fused fast paths drop gradients.
 
 use candle_core::{Module, Tensor, D};
 use candle_nn::{embedding, Embedding, VarBuilder};
@@ -212,7 +213,9 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = q.matmul(&k.t()?)?;
+        // On the CPU the matmul reads kᵀ through its strides; elsewhere as before, copied.
+        let kt = if ops::fused_for(&k) { k.t()? } else { k.t()?.contiguous()? };
+        let att = q.matmul(&kt)?;
         let att = if ops::fused_for(&att) {
             ops::fused_causal_softmax(&att, scale)?
         } else {
