@@ -8,6 +8,7 @@
 //! Weights are initialized from the experiment seed (candle's CPU RNG cannot be seeded),
 //! so the same config on the same device gives the same model.
 
+pub mod ops;
 pub mod policy;
 pub mod reward;
 pub mod transformer;

@@ -4,12 +4,12 @@
 //! Special tokens other than the end token (PAD, BOS, SEP) are masked out of the logits,
 //! so sampling, SFT and every log-prob agree on one distribution over response tokens.
 
-use candle_core::{Device, Module, Tensor, D};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_core::{Device, Tensor, D};
+use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::error::Result;
-use crate::model::transformer::{KvCache, TransformerConfig, Trunk};
+use crate::model::transformer::{linear, Linear, KvCache, TransformerConfig, Trunk};
 use crate::world::{Response, SeqSet, WorldConfig, BOS, EOS, PAD, SEP};
 
 /// Logit added to tokens a response may never contain.

@@ -4,11 +4,11 @@
 //! fixed set of π_ref samples: `score = (raw − offset) / scale`, so every RM reads 0 at
 //! π_ref's mean and is in units of π_ref's spread.
 
-use candle_core::{Device, Module, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::error::Result;
-use crate::model::transformer::{TransformerConfig, Trunk};
+use crate::model::transformer::{linear, Linear, TransformerConfig, Trunk};
 use crate::world::SeqSet;
 
 #[derive(Debug, Clone)]

@@ -2,13 +2,16 @@
 //!
 //! Shape contract: `forward(tokens: (batch, t) u32, cache) -> hidden: (batch, t, width)`.
 //! With a cache the tokens continue the cached prefix (positions start at the cache length).
-//! Every op used here has a backward pass in candle (layer norm and softmax are the
-//! composed versions, not candle's fused fast paths, which drop gradients).
+//! Every op used here has a backward pass. On the CPU, layer norm, the linear layers (bias,
+//! and the MLP's ReLU, included) and the whole causal attention are goodhart's fused kernels
+//! ([`super::ops`], each one graph node with its own backward); elsewhere (CUDA) candle's
+//! composed ops, as candle's own fused fast paths drop gradients.
 
-use candle_core::{Device, Module, Tensor, D};
-use candle_nn::{embedding, linear, Embedding, Linear, VarBuilder};
+use candle_core::{Module, Tensor, D};
+use candle_nn::{embedding, Embedding, VarBuilder};
 
 use crate::error::Result;
+use crate::model::ops;
 use crate::world::WorldConfig;
 
 /// Shape of a transformer.
@@ -84,7 +87,7 @@ impl TransformerConfig {
     }
 }
 
-/// Layer norm built from differentiable ops.
+/// Layer norm over the last dim (eps 1e-5), fused on the CPU.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -100,7 +103,36 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, 1e-5)?)
+        Ok(ops::layer_norm(x, &self.weight, &self.bias, 1e-5)?)
+    }
+}
+
+/// A linear layer (candle-nn's, same variable names `weight` and `bias`) over the last dim,
+/// one fused graph node on the CPU ([`ops::linear`]).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+/// A [`Linear`] from `in_dim` to `out_dim`, with bias.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let l = candle_nn::linear(in_dim, out_dim, vb)?;
+    Ok(Linear {
+        weight: l.weight().clone(),
+        bias: l.bias().expect("linear has a bias").clone(),
+    })
+}
+
+impl Linear {
+    /// x: (…, in) → (…, out).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(x, &self.weight, &self.bias, false)?)
+    }
+
+    /// relu(x · wᵀ + b), fused on the CPU.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::linear(x, &self.weight, &self.bias, true)?)
     }
 }
 
@@ -148,7 +180,10 @@ impl Attention {
         })
     }
 
-    /// x: (b, t, d); mask: additive (t, t_total) or None; cache: this layer's slot.
+    /// x: (b, t, d); cache: this layer's slot. Attention is causal. On the CPU without a
+    /// cache it is one fused op ([`ops::causal_attention`]); with a cache (generation) the
+    /// fused softmax applies the mask itself; elsewhere `mask` is the additive (t, t_total)
+    /// mask (None when t = 1).
     fn forward(
         &self,
         x: &Tensor,
@@ -157,6 +192,11 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let qkv = self.qkv.forward(x)?;
+        if cache.is_none() && ops::fused_for(&qkv) {
+            // Training and scoring on the CPU: the whole causal attention as one node.
+            let y = ops::fused_causal_attention(&qkv, self.heads)?;
+            return self.proj.forward(&y);
+        }
         let split = |i: usize| -> Result<Tensor> {
             Ok(qkv
                 .narrow(2, i * d, d)?
@@ -173,11 +213,18 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-        if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        // On the CPU the matmul reads kᵀ through its strides; elsewhere as before, copied.
+        let kt = if ops::fused_for(&k) { k.t()? } else { k.t()?.contiguous()? };
+        let att = q.matmul(&kt)?;
+        let att = if ops::fused_for(&att) {
+            ops::fused_causal_softmax(&att, scale)?
+        } else {
+            let mut att = (att * scale)?;
+            if let Some(m) = mask {
+                att = att.broadcast_add(m)?;
+            }
+            candle_nn::ops::softmax(&att, D::Minus1)?
+        };
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         Ok(self.proj.forward(&y)?)
     }
@@ -212,7 +259,7 @@ impl Block {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?, mask, cache)?)?;
-        let h = self.fc.forward(&self.ln2.forward(&x)?)?.relu()?;
+        let h = self.fc.forward_relu(&self.ln2.forward(&x)?)?;
         Ok((&x + self.proj.forward(&h)?)?)
     }
 }
@@ -251,9 +298,10 @@ impl Trunk {
         let device = tokens.device();
         let offset = cache.as_ref().map_or(0, |c| c.len);
         let positions = Tensor::arange(offset as u32, (offset + t) as u32, device)?;
-        let x = self.tok.forward(tokens)?.broadcast_add(&self.pos.forward(&positions)?)?;
-        let mask = if t > 1 {
-            Some(causal_mask(t, offset, device)?)
+        let x = ops::add_bias(&self.tok.forward(tokens)?, &self.pos.forward(&positions)?)?;
+        // The fused CPU softmax masks by itself; the composed path adds this mask.
+        let mask = if t > 1 && !ops::fused_for(&x) {
+            Some(ops::causal_mask(t, offset, device)?)
         } else {
             None
         };
@@ -273,13 +321,4 @@ impl Trunk {
         }
         self.ln_f.forward(&x)
     }
-}
-
-/// Additive mask (t, offset + t): 0 where query i may see key j (j ≤ offset + i), −∞ else.
-fn causal_mask(t: usize, offset: usize, device: &Device) -> Result<Tensor> {
-    let total = offset + t;
-    let m: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Ok(Tensor::from_vec(m, (t, total), device)?)
 }
