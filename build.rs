@@ -22,7 +22,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("GOLD", &["src/rm.rs", "src/optim.rs", "src/cell/make/gold.rs"]),
     ("PAIRS", &["src/rm.rs", "src/cell/make/pairs.rs"]),
     ("PROXY", &["src/rm.rs", "src/optim.rs", "src/cell/make/proxy.rs"]),
-    ("BON", &["src/bon.rs", "src/aggregate.rs", "src/sft.rs", "src/cell/make/bon.rs", "src/output/table.rs"]),
+    ("BON", &["src/bon.rs", "src/aggregate.rs", "src/sft.rs", "src/eval.rs", "src/cell/make/bon.rs"]),
     (
         "PPO",
         &[
@@ -34,6 +34,7 @@ const KINDS: &[(&str, &[&str])] = &[
             "src/aggregate.rs",
             "src/optim.rs",
             "src/bon.rs",
+            "src/eval.rs",
             "src/cell/make/ppo.rs",
         ],
     ),

@@ -20,6 +20,7 @@ pub mod cell;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod fit;
 pub mod model;
 pub mod optim;

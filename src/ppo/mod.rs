@@ -43,9 +43,6 @@ use rollout::Rollout;
 pub const PPO_OPTIMIZER: &str = "Adam (candle AdamW with weight decay 0; beta1 0.9, beta2 0.999, eps 1e-8), \
 constant learning rate ppo.lr, global gradient-norm clipping at ppo.max_grad_norm";
 
-/// Scoring batch for evaluation samples.
-const SCORE_BATCH: usize = 512;
-
 /// What a run reads but never changes.
 pub struct Context<'a> {
     pub world: &'a WorldConfig,
@@ -291,44 +288,34 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
     let mut rng = crate::seed::rng(ctx.seed, &format!("ppo/eval/step{step}"));
     let prompts = ctx.eval_prompts;
     let responses = policy.sample(prompts, 1.0, &mut rng)?;
-    let set = crate::model::policy::encode_all(ctx.world, prompts, &responses);
+    let scorers = crate::eval::Scorers {
+        gold: ctx.gold,
+        members: ctx.members.clone(),
+        heldout: ctx.heldout,
+    };
+    let sc = crate::eval::score(ctx.world, prompts, &responses, &scorers, false, &|| {})?;
+    let set = &sc.set;
     let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), policy.device())?;
     let (logp, mask) = policy.response_logprobs(&tokens)?;
     let (ref_logp, _) = ctx.reference.response_logprobs(&tokens)?;
     let w = logp.dim(1)?;
     let flat = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.detach().flatten_all()?.to_vec1::<f32>()?) };
     let (k1s, k3s) = kl::sequence_kl(&flat(&logp)?, &flat(&ref_logp)?, &flat(&mask)?, w);
-    let gold = ctx.gold.score_set(&set, SCORE_BATCH)?;
-    let members = ctx
-        .members
-        .iter()
-        .map(|m| m.score_set(&set, SCORE_BATCH))
-        .collect::<Result<Vec<_>>>()?;
-    let agg = run.aggregator.apply_all(&members);
-    let mut buf = vec![0f32; members.len()];
-    let var: Vec<f64> = (0..set.len())
-        .map(|i| {
-            for (b, m) in buf.iter_mut().zip(&members) {
-                *b = m[i];
-            }
-            population_variance(&buf)
-        })
-        .collect();
-    let (length, distinct) = crate::bon::response_stats(&responses);
+    let members = &sc.members;
+    let agg = run.aggregator.apply_all(members);
+    let all: Vec<usize> = (0..members.len()).collect();
+    let var: Vec<f64> = (0..set.len()).map(|i| sc.disagreement(i, &all)).collect();
     let e = Evaluation {
         step,
         kl_k1: mean_se(&k1s).0,
         kl_k3: mean_se(&k3s).0,
-        gold_by_prompt: gold.iter().map(|&g| g as f64).collect(),
+        gold_by_prompt: sc.gold.iter().map(|&g| g as f64).collect(),
         proxy: mean(&agg),
         members: members.iter().map(|m| mean(m)).collect(),
         disagreement: mean_se(&var).0,
-        length: mean(&length),
-        distinct_ratio: mean(&distinct),
-        heldout: match ctx.heldout {
-            Some(h) => Some(mean(&h.score_set(&set, SCORE_BATCH)?)),
-            None => None,
-        },
+        length: mean(&sc.length),
+        distinct_ratio: mean(&sc.distinct_ratio),
+        heldout: sc.heldout.as_deref().map(mean),
     };
     let scalars = [e.kl_k1, e.kl_k3, e.proxy, e.disagreement, e.length, e.distinct_ratio];
     let mut all = scalars.iter().chain(&e.members).chain(&e.gold_by_prompt).chain(&e.heldout);

@@ -13,7 +13,7 @@ use polars::prelude::*;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{Loaded, INFER_BATCH, PAIR_BLOCK};
+use super::{Loaded, PAIR_BLOCK};
 use crate::aggregate::Aggregator;
 use crate::cell::exec::Exec;
 use crate::cell::{BonCell, Kind};
@@ -89,31 +89,25 @@ pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::Progress
         responses.extend(part?);
     }
     let pool_prompts: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), b.pool)).collect();
-    let set = crate::model::policy::encode_all(world, &pool_prompts, &responses);
     let groups = crate::bon::group_ids(&responses, b.pool);
-    let (length, distinct_ratio) = crate::bon::response_stats(&responses);
     let dup = responses.chunks(b.pool).map(crate::sft::duplicate_fraction).sum::<f64>() / np as f64;
     pb.suspend(|| info!("{}: {np} prompts x {} samples (duplicate fraction {dup:.4})", x.plan.cells[i].id, b.pool));
 
-    // Score once: gold and every proxy, one model per job.
-    let models: Vec<&RewardModel> = std::iter::once(gold).chain(proxies.iter().copied()).chain(heldout).collect();
-    let scored = crate::parallel::map(&models, |m| {
-        let s = m.score_set(&set, INFER_BATCH);
-        pb.inc(1);
-        s
-    });
-    let mut scores = Vec::with_capacity(models.len());
-    for s in scored {
-        scores.push(s?);
-    }
+    // Score once: gold and every proxy, one model per thread.
+    let scorers = crate::eval::Scorers {
+        gold,
+        members: proxies,
+        heldout,
+    };
+    let sc = crate::eval::score(world, &pool_prompts, &responses, &scorers, true, &|| pb.inc(1))?;
     let view = crate::bon::PoolView {
         prompts: np,
         size: b.pool,
-        gold: &scores[0],
+        gold: &sc.gold,
         groups: &groups,
-        length: &length,
-        distinct_ratio: &distinct_ratio,
-        heldout: heldout.map(|_| scores[proxies.len() + 1].as_slice()),
+        length: &sc.length,
+        distinct_ratio: &sc.distinct_ratio,
+        heldout: sc.heldout.as_deref(),
     };
     // Ensembles: proxies sharing size, data and noise, in grid order.
     let cells: Vec<ProxyCell> = grid.iter().map(|(p, _)| p.clone()).collect();
@@ -126,7 +120,7 @@ pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::Progress
         }
     }
     let per = crate::parallel::map(&jobs, |(_, members, agg)| {
-        let member_scores: Vec<&[f32]> = members.iter().map(|&m| scores[m + 1].as_slice()).collect();
+        let member_scores: Vec<&[f32]> = members.iter().map(|&m| sc.members[m].as_slice()).collect();
         crate::bon::per_prompt(*agg, &member_scores, view, &ns, &lf)
     });
     let units = BonUnits {
