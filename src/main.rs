@@ -95,6 +95,10 @@ enum Command {
     Validate {
         /// The experiment file.
         experiment: PathBuf,
+        /// Also check that the stored models fit in the free space of this store (what
+        /// `run --store` checks before any work).
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
     /// Regenerate the fits, scaling, stopping-rule and aggregator tables, every figure and
     /// report.md of a results folder from its saved tables (no models, no training).
@@ -262,9 +266,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Validate { experiment } => {
+        Command::Validate { experiment, store } => {
             let exp = goodhart::Experiment::load(&experiment)?;
-            goodhart::resources::check_resources(&exp, None).with_context(|| experiment.display().to_string())?;
+            goodhart::resources::check_resources(&exp, store.as_deref()).with_context(|| experiment.display().to_string())?;
             let cells = goodhart::sweep::proxy_cells(&exp, 0);
             let estimate = goodhart::resources::estimate(&exp);
             println!("{}: valid", experiment.display());

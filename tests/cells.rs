@@ -277,6 +277,15 @@ fn a_store_disk_too_small_for_the_estimate_is_refused_before_any_work() {
     assert!(err.lines().count() == 1 && err.contains("disk") && err.contains("free at store"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path().join("store")).unwrap().count(), 0, "nothing made");
     assert!(!dir.path().join("out").exists(), "nothing written");
+    // `validate --store` makes the same check.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_goodhart"))
+        .args(["validate", toml.to_str().unwrap(), "--store", "store"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("disk") && err.contains("free at store"), "{err}");
 }
 
 #[test]
