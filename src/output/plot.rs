@@ -285,7 +285,7 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> std::r
 /// - `ppo_beta_noiseX`: gold against sqrt(KL), one panel per ensemble × aggregator, one
 ///   line per β (does a KL penalty act like stopping the β = 0 run early?).
 ///
-/// Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
+/// Replicate 0 only. Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
 pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
     let ppo: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "ppo" && r.replicate == 0).collect();
     let mut drawn = Vec::new();
