@@ -493,6 +493,21 @@ impl Experiment {
                 format!("echo_rate + flattery_rate must stay below 0.95, got {}", w.flattery_rate + w.echo_rate),
             ));
         }
+        // Every use of prompts draws from its own disjoint set (world::Split): there must be
+        // enough distinct prompts for each set to hold many.
+        let plain = (w.content_tokens - w.flattery_tokens) as u64;
+        let prompts = plain.saturating_pow(w.prompt_len as u32);
+        if prompts < crate::world::MIN_DISTINCT_PROMPTS {
+            return Err(bad(
+                "world.prompt_len",
+                format!(
+                    "the world has only {prompts} distinct prompts ((content_tokens − flattery_tokens)^prompt_len = {plain}^{}); \
+                     the disjoint prompt sets of SFT, preference pairs, PPO and best-of-n need at least {}",
+                    w.prompt_len,
+                    crate::world::MIN_DISTINCT_PROMPTS
+                ),
+            ));
+        }
         let vocab = crate::world::vocab_size(w.content_tokens);
         let seq_len = crate::world::sequence_len(w.prompt_len, w.max_response);
         let shape = |key: &str, layers, width, heads| arch(&bad, key, vocab, seq_len, layers, width, heads);

@@ -150,7 +150,7 @@ pub fn gold_dataset(world: &WorldConfig, n: usize, rng: &mut impl Rng) -> (SeqSe
     let mut set = SeqSet::new(world.seq_len());
     let mut target = Vec::with_capacity(n);
     for i in 0..n {
-        let prompt = world.sample_prompt(rng);
+        let prompt = world.prompt_in(crate::world::Split::Demonstrations, rng);
         let response = if i % 4 != 3 {
             world.demonstrate(&prompt, rng)
         } else {

@@ -13,7 +13,7 @@ use crate::world::{Response, SeqSet, WorldConfig};
 
 /// Demonstrations: `n` prompts with one demonstrator response each.
 pub fn demonstrations(world: &WorldConfig, n: usize, rng: &mut impl Rng) -> (Vec<Vec<u32>>, Vec<Response>) {
-    let prompts: Vec<Vec<u32>> = (0..n).map(|_| world.sample_prompt(rng)).collect();
+    let prompts: Vec<Vec<u32>> = (0..n).map(|_| world.prompt_in(crate::world::Split::Demonstrations, rng)).collect();
     let responses = prompts.iter().map(|p| world.demonstrate(p, rng)).collect();
     (prompts, responses)
 }

@@ -172,6 +172,26 @@ impl WorldConfig {
     }
 
     /// Draws a prompt: `prompt_len` plain tokens, lower ids more frequent (Zipf-like).
+    /// A prompt of `split`: prompts are drawn as by [`Self::sample_prompt`] until one falls
+    /// in the split ([`Split::of`]), so the uses of prompts never share one, whatever the
+    /// sizes. Validation guarantees every split holds prompts (at least
+    /// [`MIN_DISTINCT_PROMPTS`] distinct ones in the world).
+    pub fn prompt_in(&self, split: Split, rng: &mut impl Rng) -> Vec<u32> {
+        loop {
+            let p = self.sample_prompt(rng);
+            if Split::of(&p) == split {
+                return p;
+            }
+        }
+    }
+
+    /// Distinct prompts the world can draw (saturating).
+    pub fn distinct_prompts(&self) -> u64 {
+        (self.plain() as u64).saturating_pow(self.prompt_len as u32)
+    }
+
+    /// A prompt of any split (see [`Self::prompt_in`], which every use of prompts goes
+    /// through): `prompt_len` plain tokens, lower ids more frequent (Zipf-like).
     pub fn sample_prompt(&self, rng: &mut impl Rng) -> Vec<u32> {
         let n = self.plain();
         let weights: Vec<f64> = (0..n).map(|i| 1.0 / (i as f64 + 2.0).powf(0.6)).collect();
@@ -343,6 +363,53 @@ impl WorldConfig {
             tokens,
             finished: false,
         }
+    }
+}
+
+/// Fewest distinct prompts a world must have, so that every [`Split`] holds some.
+pub const MIN_DISTINCT_PROMPTS: u64 = 1000;
+
+/// The disjoint sets the prompt space is cut into, by a hash of the prompt's tokens: each
+/// use of prompts draws from its own, so no prompt is shared between SFT demonstrations (and
+/// gold's distillation set), preference pairs, the held-out proxy's pairs, validation pairs,
+/// PPO training, PPO evaluation, best-of-n evaluation and the reference samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Split {
+    Demonstrations = 0,
+    Pairs = 1,
+    HeldoutPairs = 2,
+    ValidationPairs = 3,
+    PpoTrain = 4,
+    PpoEval = 5,
+    BestOfN = 6,
+    Reference = 7,
+}
+
+impl Split {
+    pub const ALL: [Split; 8] = [
+        Split::Demonstrations,
+        Split::Pairs,
+        Split::HeldoutPairs,
+        Split::ValidationPairs,
+        Split::PpoTrain,
+        Split::PpoEval,
+        Split::BestOfN,
+        Split::Reference,
+    ];
+
+    /// The split a prompt belongs to: a fixed 64-bit mix (splitmix64) of its tokens, modulo
+    /// the number of splits. The same on every platform and for every seed.
+    pub fn of(prompt: &[u32]) -> Split {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for &t in prompt {
+            h ^= t as u64;
+            h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = h;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            h = z ^ (z >> 31);
+        }
+        Split::ALL[(h % Split::ALL.len() as u64) as usize]
     }
 }
 

@@ -434,3 +434,47 @@ fn best_of_n_split_into_cells_of_one_prompt_gives_the_same_tables() {
     assert!(ok, "{err}");
     assert_eq!(common::tables_without_timings(&dir.path().join("split")), reference);
 }
+
+#[test]
+fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
+    use goodhart::world::Split;
+    // The largest preset: every use of prompts, each drawn as many times as it is there.
+    let exp = Experiment::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/paper.toml"))).unwrap();
+    let world = exp.world();
+    let max_pairs = *exp.proxy.data_sizes.iter().max().unwrap();
+    let uses = [
+        (Split::Demonstrations, exp.policy.demonstrations * 11 / 10 + exp.gold.samples * 11 / 10),
+        (Split::Pairs, max_pairs),
+        (Split::HeldoutPairs, max_pairs),
+        (Split::ValidationPairs, exp.preferences.val_pairs),
+        (Split::PpoTrain, exp.ppo.updates * exp.ppo.rollout),
+        (Split::PpoEval, exp.ppo.eval_prompts),
+        (Split::BestOfN, exp.bon.prompts),
+        (Split::Reference, exp.reference.standardize_samples + 1),
+    ];
+    let mut owner: std::collections::HashMap<Vec<u32>, Split> = std::collections::HashMap::new();
+    for (split, n) in uses {
+        let mut rng = goodhart::seed::rng(exp.seed, &format!("test/{split:?}"));
+        for _ in 0..n {
+            let p = world.prompt_in(split, &mut rng);
+            assert_eq!(*owner.entry(p.clone()).or_insert(split), split, "prompt {p:?} is shared");
+        }
+    }
+    let used: std::collections::HashSet<Split> = owner.values().copied().collect();
+    assert_eq!(used.len(), 8, "every use drew prompts");
+    // And a run's stored pairs come from their own sets.
+    let dir = tempfile::tempdir().unwrap();
+    let s = goodhart::run::run(&common::tiny(), &goodhart::run::RunOptions::new(dir.path().join("out"), dir.path().join("store"))).unwrap();
+    assert!(s.trained.iter().any(|c| c == "pairs"));
+    let store = dir.path().join("store");
+    let pairs_dir = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pairs-")).unwrap();
+    let data = goodhart::cell::make::pairs::load(&pairs_dir).unwrap();
+    let tiny = common::tiny().world();
+    let prompt = |set: &goodhart::world::SeqSet, i: usize| set.row(i)[1..1 + tiny.prompt_len].to_vec();
+    for (pairs, split) in [(&data.train, Split::Pairs), (&data.val, Split::ValidationPairs), (&data.heldout.as_ref().unwrap().0, Split::HeldoutPairs)] {
+        for i in 0..pairs.len() {
+            assert_eq!(Split::of(&prompt(&pairs.a, i)), split);
+            assert_eq!(prompt(&pairs.a, i), prompt(&pairs.b, i), "a pair shares its prompt");
+        }
+    }
+}

@@ -165,7 +165,7 @@ pub fn update(ctx: &Context, run: &RunSpec, policy: &Policy, trainer: &mut Train
 /// Training prompts of update `u`: the same for every run of a sweep.
 fn training_prompts(ctx: &Context, u: usize) -> Vec<Vec<u32>> {
     let mut rng = crate::seed::rng(ctx.seed, &format!("ppo/train/update{u}"));
-    (0..ctx.spec.rollout).map(|_| ctx.world.sample_prompt(&mut rng)).collect()
+    (0..ctx.spec.rollout).map(|_| ctx.world.prompt_in(crate::world::Split::PpoTrain, &mut rng)).collect()
 }
 
 fn check_finite(x: &[f32], run: &RunSpec, update: usize, what: &str) -> Result<()> {

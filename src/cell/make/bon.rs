@@ -45,7 +45,7 @@ pub struct BonUnits {
 /// The held-out prompts of a replicate, `0..end` (prompt i is the same whatever `end`).
 pub fn prompts(x: &Exec, replicate: usize, end: usize) -> Vec<Vec<u32>> {
     let mut rng = crate::seed::rng(x.exp.replicate_seed(replicate), "bon/prompts");
-    (0..end).map(|_| x.world.sample_prompt(&mut rng)).collect()
+    (0..end).map(|_| x.world.prompt_in(crate::world::Split::BestOfN, &mut rng)).collect()
 }
 
 pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {

@@ -48,7 +48,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     let train_seconds = t.elapsed().as_secs_f64();
     let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &z[g.samples..]);
     gold.standardize(&gold.raw_set(&reference, INFER_BATCH)?);
-    let samples = pair_samples(policy, world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let samples = pair_samples(policy, world, crate::world::Split::ValidationPairs, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
     let pairs = scored_pairs(world, &samples, &gold)?;
     let (acc, bt, counted) = labeler_agreement(world, &gold, &samples, &pairs)?;
     pb.suspend(|| {

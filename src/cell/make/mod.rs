@@ -23,7 +23,7 @@ use super::store::Meta;
 use super::Kind;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel, TransformerConfig};
-use crate::world::{Response, SeqSet, WorldConfig};
+use crate::world::{Response, SeqSet, Split, WorldConfig};
 
 /// Weights of a model cell.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -157,11 +157,12 @@ pub fn save_weights(varmap: &VarMap, dir: &Path) -> Result<()> {
     })
 }
 
-/// Prompts and one π_ref response each, sampled in seeded blocks of [`PAIR_BLOCK`] on the
-/// work pool, from the stream `label`.
+/// Prompts of `split` and one π_ref response each, sampled in seeded blocks of
+/// [`PAIR_BLOCK`] on the work pool, from the stream `label`.
 pub fn prompts_and_samples(
     policy: &Policy,
     world: &WorldConfig,
+    split: Split,
     n: usize,
     seed: u64,
     label: &str,
@@ -170,7 +171,7 @@ pub fn prompts_and_samples(
     let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
         let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
         let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
-        let prompts: Vec<Vec<u32>> = (0..take).map(|_| world.sample_prompt(&mut rng)).collect();
+        let prompts: Vec<Vec<u32>> = (0..take).map(|_| world.prompt_in(split, &mut rng)).collect();
         let responses = policy.sample(&prompts, 1.0, &mut rng)?;
         Ok((prompts, responses))
     });
@@ -184,12 +185,12 @@ pub fn prompts_and_samples(
 }
 
 /// `n` π_ref samples at temperature 1 for fresh prompts, encoded, from the stream `label`.
-pub fn sample_set(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<SeqSet> {
-    let s = prompts_and_samples(policy, world, n, seed, label)?;
+pub fn sample_set(policy: &Policy, world: &WorldConfig, split: Split, n: usize, seed: u64, label: &str) -> Result<SeqSet> {
+    let s = prompts_and_samples(policy, world, split, n, seed, label)?;
     Ok(crate::model::policy::encode_all(world, &s.0, &s.1))
 }
 
 /// The reference set every RM is standardized against: π_ref samples from one stream.
 pub fn reference_set(policy: &Policy, x: &Exec) -> Result<SeqSet> {
-    sample_set(policy, &x.world, x.exp.reference.standardize_samples, x.exp.seed, "reference/standardize")
+    sample_set(policy, &x.world, Split::Reference, x.exp.reference.standardize_samples, x.exp.seed, "reference/standardize")
 }

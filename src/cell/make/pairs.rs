@@ -14,7 +14,7 @@ use crate::cell::exec::Exec;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel};
 use crate::rm::{self, Pairs};
-use crate::world::{Response, SeqSet, WorldConfig};
+use crate::world::{Response, SeqSet, Split, WorldConfig};
 
 const FILE: &str = "pairs.safetensors";
 
@@ -37,21 +37,21 @@ pub fn make(x: &Exec, i: usize, dir: &Path) -> Result<Value> {
     let gold = x.dep(i, "gold")?;
     let gold = gold.reward();
     let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
-    let samples = pair_samples(policy, world, max, exp.seed, "pairs/train")?;
+    let samples = pair_samples(policy, world, Split::Pairs, max, exp.seed, "pairs/train")?;
     let train = scored_pairs(world, &samples, gold)?;
     let mut rng = crate::seed::rng(exp.seed, "pairs/labels");
     let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
     let heldout = match crate::sweep::heldout_cell(exp) {
         None => None,
         Some(h) => {
-            let s = pair_samples(policy, world, h.data_size, exp.seed, "pairs/heldout")?;
+            let s = pair_samples(policy, world, Split::HeldoutPairs, h.data_size, exp.seed, "pairs/heldout")?;
             let pairs = scored_pairs(world, &s, gold)?;
             let mut rng = crate::seed::rng(exp.seed, "pairs/heldout/labels");
             let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
             Some((pairs, labels))
         }
     };
-    let val_samples = pair_samples(policy, world, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let val_samples = pair_samples(policy, world, Split::ValidationPairs, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
     let val = scored_pairs(world, &val_samples, gold)?;
     let data = PairData {
         train,
@@ -139,18 +139,19 @@ fn save(data: &PairData, path: &Path) -> Result<()> {
     })
 }
 
-/// Prompts and two π_ref responses each, generated in seeded blocks of [`PAIR_BLOCK`].
+/// Prompts of `split` and two π_ref responses each, generated in seeded blocks of
+/// [`PAIR_BLOCK`].
 pub struct PairSamples {
     pub prompts: Vec<Vec<u32>>,
     pub a: Vec<Response>,
     pub b: Vec<Response>,
 }
 
-pub fn pair_samples(policy: &Policy, world: &WorldConfig, n: usize, seed: u64, label: &str) -> Result<PairSamples> {
+pub fn pair_samples(policy: &Policy, world: &WorldConfig, split: Split, n: usize, seed: u64, label: &str) -> Result<PairSamples> {
     let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
     let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
         let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
-        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.sample_prompt(&mut rng)).collect();
+        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.prompt_in(split, &mut rng)).collect();
         let a = policy.sample(&prompts, 1.0, &mut rng)?;
         let b = policy.sample(&prompts, 1.0, &mut rng)?;
         let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);

@@ -77,7 +77,7 @@ pub fn load(x: &Exec, dir: &Path, meta: &Meta) -> Result<Loaded> {
 fn diversity(policy: &Policy, x: &Exec) -> Result<f64> {
     let (seed, n) = (x.exp.seed, x.exp.reference.diversity_pool);
     let mut rng = crate::seed::rng(seed, "reference/diversity");
-    let prompt = x.world.sample_prompt(&mut rng);
+    let prompt = x.world.prompt_in(crate::world::Split::Reference, &mut rng);
     let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
     let parts = crate::parallel::map(&blocks, |&block| {
         let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));

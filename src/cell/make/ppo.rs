@@ -32,7 +32,7 @@ pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::Progr
         None => None,
     };
     let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
-    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| x.world.sample_prompt(&mut rng)).collect();
+    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| x.world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
     let spec = crate::ppo::RunSpec {
         id: run.id(),
         aggregator: run.aggregator,
