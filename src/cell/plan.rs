@@ -258,19 +258,6 @@ impl Plan {
         mine.sort_unstable();
         mine
     }
-
-    /// Every cell `cells` needs, themselves included, in plan order.
-    pub fn closure(&self, cells: &[usize]) -> Vec<usize> {
-        let mut need = vec![false; self.cells.len()];
-        let mut stack: Vec<usize> = cells.to_vec();
-        while let Some(i) = stack.pop() {
-            if !need[i] {
-                need[i] = true;
-                stack.extend(&self.cells[i].deps);
-            }
-        }
-        (0..self.cells.len()).filter(|&i| need[i]).collect()
-    }
 }
 
 /// The work a cell does, in the units the cost model prices: tokens × parameters and
@@ -313,12 +300,6 @@ impl Work {
         self.infer_param_tokens += tokens * params as f64;
         self.infer_tokens += tokens;
     }
-}
-
-/// Modelled CPU-seconds of a cell on one core ([`work`] priced at [`RATES`]); a stored
-/// cell's measured time replaces it in `goodhart plan`.
-pub fn cost(exp: &Experiment, kind: &Kind) -> f64 {
-    work(exp, kind).seconds()
 }
 
 /// The work of a cell, from its sizes.
@@ -389,7 +370,7 @@ pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Resul
     let (mut total, mut missing) = (0f64, 0f64);
     for c in &plan.cells {
         let stored = store.contains(c.kind.name(), &c.key);
-        let measured = if stored { store.verify(c.kind.name(), &c.key).ok().flatten().map(|m| m.make_seconds) } else { None };
+        let measured = if stored { store.meta(c.kind.name(), &c.key).map(|m| m.make_seconds) } else { None };
         let cost = measured.unwrap_or(c.cost_cpu_s);
         total += cost;
         if !stored {

@@ -135,6 +135,13 @@ impl Store {
         self.dir(kind, key).join(META).is_file()
     }
 
+    /// The meta of a finished `kind`/`key` as written (not verified; for listing what the
+    /// store holds, e.g. its make time, without reading every file).
+    pub fn meta(&self, kind: &str, key: &str) -> Option<Meta> {
+        let text = fs::read_to_string(self.dir(kind, key).join(META)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The verified meta of `kind`/`key`. `Ok(None)`: not stored. `Err(Error::Artifact)`:
     /// stored but damaged (meta edited, a file missing or changed).
     pub fn verify(&self, kind: &str, key: &str) -> Result<Option<Meta>> {
