@@ -36,6 +36,7 @@ pub struct CurveId {
     /// Training pairs of the ensemble's proxies.
     pub data_size: u64,
     pub label_noise: f64,
+    pub replicate: u64,
 }
 
 impl CurveId {
@@ -51,6 +52,7 @@ impl CurveId {
             proxy_params: r.proxy_params,
             data_size: r.data_size,
             label_noise: r.label_noise,
+            replicate: r.replicate,
         }
     }
 

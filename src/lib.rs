@@ -17,6 +17,7 @@ pub mod aggregate;
 pub mod analysis;
 pub mod bon;
 pub mod cell;
+pub mod conclusions;
 pub mod config;
 pub mod device;
 pub mod error;

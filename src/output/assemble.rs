@@ -32,6 +32,9 @@ pub struct Rows {
     pub duplicate_fraction: f64,
     /// Best-of-n per prompt (the `bon_units` table), every replicate's cells.
     pub bon_units: Vec<BonUnits>,
+    /// Every finished PPO run with its outcome (the `ppo_units` table: per evaluation
+    /// sample of every checkpoint).
+    pub ppo_units: Vec<(PpoCell, crate::ppo::Outcome)>,
 }
 
 /// Every table's rows, from the plan's cells (all loaded in `x`).
@@ -81,6 +84,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
                         let (rows, train) = ppo_rows(x, run, &proxy, o);
                         out.curves.extend(rows);
                         out.train.extend(train);
+                        out.ppo_units.push((run.clone(), o.clone()));
                     }
                     Err(msg) => out.ppo_failures.push((run.id(), msg.clone())),
                 }
@@ -296,7 +300,11 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
         record(table::write(&mut table::train_frame(&rows.train)?, out, "ppo_train")?);
     }
     if !rows.bon_units.is_empty() {
-        record(table::write(&mut bon_units_frame(&rows.bon_units)?, out, "bon_units")?);
+        let heldout = x.plan.proxies().iter().any(|(_, c)| c.heldout);
+        record(table::write(&mut bon_units_frame(&rows.bon_units, heldout)?, out, "bon_units")?);
+    }
+    if !rows.ppo_units.is_empty() {
+        record(table::write(&mut ppo_units_frame(&rows.ppo_units)?, out, "ppo_units")?);
     }
     write_atomic(&out.join("config.resolved.toml"), x.exp.to_toml().as_bytes())?;
     let manifest = manifest(x, rows, ctx, Value::Object(tables));
@@ -307,8 +315,8 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
 }
 
 /// The `bon_units` table: best-of-n per prompt, replicate by replicate, curve by curve,
-/// prompts in order.
-fn bon_units_frame(units: &[BonUnits]) -> Result<polars::prelude::DataFrame> {
+/// prompts in order; `heldout` empty when the study has no held-out proxy.
+fn bon_units_frame(units: &[BonUnits], heldout: bool) -> Result<polars::prelude::DataFrame> {
     use polars::prelude::*;
     let mut sorted: Vec<&BonUnits> = units.iter().collect();
     sorted.sort_by_key(|u| (u.cell.replicate, u.cell.start));
@@ -317,12 +325,83 @@ fn bon_units_frame(units: &[BonUnits]) -> Result<polars::prelude::DataFrame> {
         let mut df = crate::cell::make::bon::frame(u)?;
         let reps = Column::new("replicate".into(), vec![u.cell.replicate as u64; df.height()]);
         df.insert_column(0, reps).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
+        if !heldout {
+            let none = Column::new("heldout".into(), vec![None::<f64>; df.height()]);
+            df.with_column(none).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
+        }
         all = Some(match all {
             None => df,
             Some(a) => a.vstack(&df).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?,
         });
     }
     Ok(all.unwrap_or_default())
+}
+
+/// The `ppo_units` table: one row per evaluation sample (one per held-out prompt) of every
+/// checkpoint of every run, runs in plan order: the run (replicate, ensemble, aggregator,
+/// λ, β), the checkpoint (`step`, its mean k1 `kl`), the `prompt` index, the sample's gold,
+/// aggregated proxy, member scores (`member_M`, empty past the ensemble's size), held-out
+/// proxy score (empty without one) and summed k1 (`kl_k1`).
+fn ppo_units_frame(runs: &[(PpoCell, crate::ppo::Outcome)]) -> Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let k_max = runs
+        .iter()
+        .flat_map(|(_, o)| o.evaluations.iter().map(|e| e.units.members.len()))
+        .max()
+        .unwrap_or(0);
+    let rows: usize = runs.iter().flat_map(|(_, o)| o.evaluations.iter().map(|e| e.gold_by_prompt.len())).sum();
+    let (mut rep, mut ens, mut agg, mut lam, mut beta) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let (mut step, mut kl, mut prompt, mut gold, mut proxy, mut heldout, mut k1) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let mut members: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); k_max];
+    for (run, o) in runs {
+        for e in &o.evaluations {
+            let u = &e.units;
+            for (i, &g) in e.gold_by_prompt.iter().enumerate() {
+                rep.push(run.replicate as u64);
+                ens.push(run.ensemble.clone());
+                agg.push(run.aggregator.name());
+                lam.push(run.aggregator.lambda());
+                beta.push(run.beta);
+                step.push(e.step as u64);
+                kl.push(e.kl_k1);
+                prompt.push(i as u64);
+                gold.push(g);
+                proxy.push(u.proxy[i] as f64);
+                for (m, col) in members.iter_mut().enumerate() {
+                    col.push(u.members.get(m).map(|s| s[i] as f64));
+                }
+                heldout.push(u.heldout.as_ref().map(|h| h[i] as f64));
+                k1.push(u.kl_k1[i] as f64);
+            }
+        }
+    }
+    let mut columns = vec![
+        Column::new("replicate".into(), rep),
+        Column::new("ensemble".into(), ens),
+        Column::new("aggregator".into(), agg),
+        Column::new("lambda".into(), lam),
+        Column::new("kl_penalty".into(), beta),
+        Column::new("step".into(), step),
+        Column::new("kl".into(), kl),
+        Column::new("prompt".into(), prompt),
+        Column::new("gold".into(), gold),
+        Column::new("proxy".into(), proxy),
+    ];
+    columns.extend(members.into_iter().enumerate().map(|(m, v)| Column::new(format!("member_{m}").into(), v)));
+    columns.push(Column::new("heldout".into(), heldout));
+    columns.push(Column::new("kl_k1".into(), k1));
+    DataFrame::new(rows, columns).map_err(|e| Error::Table {
+        path: "ppo_units".into(),
+        msg: e.to_string(),
+    })
 }
 
 fn absolute(p: &Path) -> PathBuf {

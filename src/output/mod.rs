@@ -10,3 +10,4 @@ mod check;
 pub mod plot;
 pub mod report;
 pub mod table;
+pub mod units;

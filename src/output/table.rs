@@ -281,61 +281,61 @@ pub fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
 }
 
 /// Typed access to the columns of a table read back from `path`; errors name the file.
-struct Columns<'a> {
-    df: &'a DataFrame,
-    path: &'a Path,
+pub(crate) struct Columns<'a> {
+    pub df: &'a DataFrame,
+    pub path: &'a Path,
 }
 
 impl Columns<'_> {
-    fn error(&self, msg: impl std::fmt::Display) -> Error {
+    pub(crate) fn error(&self, msg: impl std::fmt::Display) -> Error {
         Error::BadTable {
             path: self.path.to_path_buf(),
             msg: one_line(msg),
         }
     }
 
-    fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.df.column(name).is_ok()
     }
 
-    fn cast(&self, name: &str, dtype: &DataType) -> Result<Column> {
+    pub(crate) fn cast(&self, name: &str, dtype: &DataType) -> Result<Column> {
         let col = self.df.column(name).map_err(|_| self.error(format!("no column `{name}`")))?;
         col.cast(dtype).map_err(|e| self.error(format!("column `{name}`: {e}")))
     }
 
     /// A required string column (nulls read as "").
-    fn str(&self, name: &str) -> Result<Vec<String>> {
+    pub(crate) fn str(&self, name: &str) -> Result<Vec<String>> {
         let col = self.cast(name, &DataType::String)?;
         let ca = col.str().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
         Ok(ca.iter().map(|v| v.unwrap_or_default().to_string()).collect())
     }
 
     /// A required numeric column as f64 (nulls read as NaN).
-    fn f64(&self, name: &str) -> Result<Vec<f64>> {
+    pub(crate) fn f64(&self, name: &str) -> Result<Vec<f64>> {
         Ok(self.opt_f64(name)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
     }
 
     /// A required nullable numeric column as f64.
-    fn opt_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+    pub(crate) fn opt_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
         let col = self.cast(name, &DataType::Float64)?;
         let ca = col.f64().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
         Ok(ca.iter().collect())
     }
 
     /// A required nullable unsigned integer column.
-    fn opt_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
+    pub(crate) fn opt_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
         let col = self.cast(name, &DataType::UInt64)?;
         let ca = col.u64().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
         Ok(ca.iter().collect())
     }
 
     /// A required unsigned integer column (nulls read as 0).
-    fn u64(&self, name: &str) -> Result<Vec<u64>> {
+    pub(crate) fn u64(&self, name: &str) -> Result<Vec<u64>> {
         Ok(self.opt_u64(name)?.into_iter().map(|v| v.unwrap_or(0)).collect())
     }
 
     /// A column older tables may lack: all null when absent.
-    fn maybe_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+    pub(crate) fn maybe_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
         if self.has(name) {
             self.opt_f64(name)
         } else {
@@ -343,7 +343,7 @@ impl Columns<'_> {
         }
     }
 
-    fn maybe_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
+    pub(crate) fn maybe_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
         if self.has(name) {
             self.opt_u64(name)
         } else {

@@ -90,6 +90,22 @@ pub struct Evaluation {
     pub distinct_ratio: f64,
     /// The held-out proxy's mean score, if the experiment has one.
     pub heldout: Option<f64>,
+    /// Per sample, in prompt order (the `ppo_units` table): what the statistics of a
+    /// report are recomputed from.
+    pub units: EvalUnits,
+}
+
+/// One checkpoint's samples, one value per held-out prompt, in prompt order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalUnits {
+    /// The aggregated proxy score of each sample.
+    pub proxy: Vec<f32>,
+    /// `members[m][i]`: member m's score of sample i.
+    pub members: Vec<Vec<f32>>,
+    /// The held-out proxy's score of each sample, if the experiment has one.
+    pub heldout: Option<Vec<f32>>,
+    /// Summed per-token k1 (nats) of each sample.
+    pub kl_k1: Vec<f32>,
 }
 
 /// Diagnostics of one update (`ppo/…` in the training table).
@@ -316,6 +332,12 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
         length: mean(&sc.length),
         distinct_ratio: mean(&sc.distinct_ratio),
         heldout: sc.heldout.as_deref().map(mean),
+        units: EvalUnits {
+            proxy: agg.clone(),
+            members: members.clone(),
+            heldout: sc.heldout.clone(),
+            kl_k1: k1s.iter().map(|&v| v as f32).collect(),
+        },
     };
     let scalars = [e.kl_k1, e.kl_k3, e.proxy, e.disagreement, e.length, e.distinct_ratio];
     let mut all = scalars.iter().chain(&e.members).chain(&e.gold_by_prompt).chain(&e.heldout);

@@ -251,3 +251,29 @@ pub(super) fn aggregators_frame(rows: &[AggRow]) -> DataFrame {
     frame("aggregators", rows.len(), cols)
 }
 
+
+/// `conclusions`: one row per claim (see [`crate::conclusions`]).
+pub(super) fn conclusions_frame(claims: &[crate::conclusions::Claim]) -> DataFrame {
+    let s = |f: fn(&crate::conclusions::Claim) -> String| claims.iter().map(f).collect::<Vec<_>>();
+    let x = |f: fn(&crate::conclusions::Interval) -> f64| claims.iter().map(|c| f(&c.interval)).collect::<Vec<_>>();
+    frame(
+        "conclusions",
+        claims.len(),
+        vec![
+            Column::new("claim".into(), s(|c| c.claim.clone())),
+            Column::new("kind".into(), s(|c| c.kind.clone())),
+            Column::new("method".into(), s(|c| c.method.clone())),
+            Column::new("ensemble".into(), s(|c| c.ensemble.clone())),
+            Column::new("aggregator".into(), s(|c| c.aggregator.clone())),
+            Column::new("baseline".into(), s(|c| c.baseline.clone())),
+            Column::new("kl_penalty".into(), claims.iter().map(|c| c.kl_penalty).collect::<Vec<_>>()),
+            Column::new("at".into(), s(|c| c.at.clone())),
+            Column::new("estimate".into(), x(|i| i.estimate)),
+            Column::new("ci_low".into(), x(|i| i.low)),
+            Column::new("ci_high".into(), x(|i| i.high)),
+            Column::new("replicates".into(), claims.iter().map(|c| c.interval.replicates as u64).collect::<Vec<_>>()),
+            Column::new("interval_over".into(), s(|c| c.interval.over.name().to_string())),
+            Column::new("verdict".into(), s(|c| c.interval.verdict().to_string())),
+        ],
+    )
+}

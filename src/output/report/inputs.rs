@@ -1,5 +1,6 @@
-//! What `report` reads, and refuses: `manifest.json` (optional), then `rm.parquet` and
-//! `curves.parquet`, each compared with the SHA-256 the manifest's `tables` records for it
+//! What `report` reads, and refuses: `manifest.json` (optional), then `rm.parquet`,
+//! `curves.parquet` and, where the run wrote them, `bon_units.parquet` and
+//! `ppo_units.parquet`, each compared with the SHA-256 the manifest's `tables` records for it
 //! and checked for damage by [`table::read_rm`] and [`table::read_curves`]. Everything is
 //! read and checked before the report writes anything.
 
@@ -17,6 +18,8 @@ pub(super) struct Inputs {
     pub manifest: Option<Value>,
     pub rm: Vec<RmRow>,
     pub rows: Vec<CurveRow>,
+    /// Per-unit curves from `bon_units.parquet` and `ppo_units.parquet`, where present.
+    pub units: Vec<crate::conclusions::UnitCurve>,
 }
 
 /// Reads and checks the inputs in `dir`. Unless `allow_edited`, a table whose bytes differ
@@ -34,10 +37,22 @@ pub(super) fn read(dir: &Path, allow_edited: bool) -> Result<Inputs> {
         verify(&rm_path, sums)?;
         verify(&curves_path, sums)?;
     }
+    let mut units = Vec::new();
+    for (file, method) in [("bon_units.parquet", "bon"), ("ppo_units.parquet", "ppo")] {
+        let path = dir.join(file);
+        if !path.exists() {
+            continue;
+        }
+        if let Some(sums) = &sums {
+            verify(&path, sums)?;
+        }
+        units.extend(crate::output::units::read(&path, method)?);
+    }
     Ok(Inputs {
         rm: table::read_rm(&rm_path)?,
         rows: table::read_curves(&curves_path)?,
         manifest,
+        units,
     })
 }
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::acceptance::{R2_TARGET, REGRET_TARGET};
 use super::Analysis;
 use crate::analysis::{self, AggRow, CurveId, FitRow, Measure, ScalingRow, SeOver, Target, MEMBERS_AVG, OTHER_MEMBERS_PEAK};
+use crate::conclusions::Interval;
 use crate::output::table::{CurveRow, RmRow};
 
 /// A float with `d` decimals; "—" for NaN or infinite; never "-0.00".
@@ -58,6 +59,7 @@ fn penalty(id: &CurveId) -> String {
 pub(super) fn markdown(a: &Analysis) -> String {
     [
         title_section(a),
+        conclusions_section(a),
         measured_section(a),
         rm_section(a),
         fits_section(a),
@@ -95,9 +97,174 @@ fn title_section(a: &Analysis) -> String {
         None => s.push_str("No `manifest.json` in this folder: seed, config hash and device are unknown.\n"),
     }
     s.push_str(
-        "\nWritten by `goodhart report` from the saved tables alone (`rm.parquet`, `curves.parquet`); \
-         the same tables give this file byte for byte.\n\n",
+        "\nWritten by `goodhart report` from the saved tables alone (`rm.parquet`, `curves.parquet`, and the \
+         per-unit `bon_units.parquet`, `ppo_units.parquet`); the same tables give this file byte for byte.\n\n",
     );
+    s
+}
+
+/// An interval as `0.12 [0.05, 0.19]`.
+fn ci(i: &Interval) -> String {
+    format!("{} [{}, {}]", num(i.estimate, 3), num(i.low, 3), num(i.high, 3))
+}
+
+/// The ensemble of the smallest proxies (fewest parameters, then least data, then least
+/// label noise), from the curve table.
+fn smallest_ensemble(a: &Analysis) -> Option<String> {
+    a.rows
+        .iter()
+        .min_by(|x, y| {
+            x.proxy_params
+                .cmp(&y.proxy_params)
+                .then(x.data_size.cmp(&y.data_size))
+                .then(x.label_noise.total_cmp(&y.label_noise))
+        })
+        .map(|r| r.ensemble.clone())
+}
+
+fn conclusions_section(a: &Analysis) -> String {
+    let mut s = String::from("## Conclusions\n\n");
+    if a.claims.is_empty() {
+        s.push_str(
+            "No conclusions: this folder has no per-unit tables (`bon_units.parquet`, `ppo_units.parquet`), or \
+             too few units to split.\n\n",
+        );
+        return s;
+    }
+    let reps = a.claims.iter().map(|c| c.interval.replicates).max().unwrap_or(0);
+    if reps >= 2 {
+        let _ = write!(
+            s,
+            "Every claim is an estimate with a **95% interval across {reps} replicates** (Student t, {} degrees of \
+             freedom, over the replicates' estimates). A replicate redraws the proxies' initialization, data \
+             order and label noise, the best-of-n prompts and pools, and the PPO seeds and prompts; the world, \
+             π_ref, gold, the preference pairs and the held-out proxy are shared by all replicates, so the \
+             intervals do not cover their variation. ",
+            reps - 1
+        );
+    } else {
+        s.push_str(
+            "**One replicate**: every interval below is over the units (prompts, evaluation samples) of that one \
+             replicate and does **not** cover what a new replicate would redraw (proxy seeds, prompts, pools, PPO \
+             seeds); set `replicates` ≥ 3 for conclusions. ",
+        );
+    }
+    s.push_str(
+        "Units are best-of-n prompts and PPO evaluation samples (one per held-out prompt). Every statistic is \
+         measured on units that did not choose it: the fall from the peak picks the peak on one half of the \
+         units (even/odd prompt index) and measures it on the other, then swaps; a stopping rule reads one \
+         half and is graded by gold on the other. Gold is in π_ref standard deviations. Verdict: `holds` = \
+         the interval is above 0, `reversed` = below 0, otherwise `inconclusive`. All rows are in \
+         `conclusions.csv`.\n\n",
+    );
+    // The phenomenon.
+    let small = smallest_ensemble(a);
+    let find = |kind: &str, method: &str, agg: &str, base: &str, beta: Option<f64>| {
+        a.claims.iter().find(|c| {
+            c.kind == kind
+                && c.method == method
+                && Some(&c.ensemble) == small.as_ref()
+                && (c.aggregator == agg || (agg == "uwo" && c.aggregator.starts_with("uwo(")))
+                && c.baseline == base
+                && c.kl_penalty == beta
+                && (kind != "gap" || c.at == "final")
+        })
+    };
+    if let Some(e) = &small {
+        let _ = writeln!(s, "**Overoptimization, beyond doubt?** The smallest proxies (`{e}`), optimized as single members:\n");
+        s.push_str(&header(&["claim", "estimate [95% interval]", "verdict"]));
+        let checks = [
+            ("best-of-n: gold falls from its peak (single)", find("overopt", "bon", "single", "", None)),
+            ("PPO, β = 0: gold falls from its peak (single)", find("overopt", "ppo", "single", "", Some(0.0))),
+            ("best-of-n: wco keeps more gold than single", find("gap", "bon", "wco", "single", None)),
+            ("best-of-n: uwo keeps more gold than single", find("gap", "bon", "uwo", "single", None)),
+            ("PPO, β = 0: wco keeps more gold than single", find("gap", "ppo", "wco", "single", Some(0.0))),
+            ("PPO, β = 0: uwo keeps more gold than single", find("gap", "ppo", "uwo", "single", Some(0.0))),
+        ];
+        for (text, c) in checks {
+            match c {
+                Some(c) => s.push_str(&row(&[text.to_string(), ci(&c.interval), format!("**{}**", c.interval.verdict())])),
+                None => s.push_str(&row(&[text.to_string(), "not measured".to_string(), "—".to_string()])),
+            }
+        }
+        s.push('\n');
+    }
+    let beta = |b: Option<f64>| b.map_or("—".to_string(), |b| b.to_string());
+    s.push_str(
+        "**Fall from the peak** (`overopt`: gold at the cross-fitted peak − gold at the last point; positive = \
+         gold fell; `single` pools the single members, unit by unit):\n\n",
+    );
+    s.push_str(&header(&["method", "ensemble", "β", "aggregator", "fall [95% interval]", "verdict"]));
+    for c in a.claims.iter().filter(|c| c.kind == "overopt") {
+        s.push_str(&row(&[
+            c.method.clone(),
+            format!("`{}`", c.ensemble),
+            beta(c.kl_penalty),
+            c.aggregator.clone(),
+            ci(&c.interval),
+            c.interval.verdict().to_string(),
+        ]));
+    }
+    s.push_str(
+        "\n**Aggregators** (`gap`: paired gold difference aggregator − baseline on the same prompts and pools \
+         (best-of-n) or the same evaluation prompts (PPO), at the last point and, for PPO, at the largest KL \
+         both runs reach (gold interpolated per sample between checkpoints); positive = the aggregator keeps \
+         more gold):\n\n",
+    );
+    s.push_str(&header(&["method", "ensemble", "β", "aggregator − baseline", "at", "difference [95% interval]", "verdict"]));
+    for c in a.claims.iter().filter(|c| c.kind == "gap") {
+        s.push_str(&row(&[
+            c.method.clone(),
+            format!("`{}`", c.ensemble),
+            beta(c.kl_penalty),
+            format!("{} − {}", c.aggregator, c.baseline),
+            c.at.clone(),
+            ci(&c.interval),
+            c.interval.verdict().to_string(),
+        ]));
+    }
+    s.push_str(
+        "\n**Where to stop without gold** (`stop`: cross-fitted regret = gold at the point an oracle picks from \
+         one half's gold − gold at the point the rule picks from the same half's gold-free signals, both scored \
+         on the other half, averaged over every curve of the method; positive = the rule gives up gold; \
+         `cross-validated` = the rule with the least regret on the other replicates, graded on the left-out \
+         one, so the rule recommended is never graded on the replicates that chose it):\n\n",
+    );
+    s.push_str(&header(&["method", "rule", "graded", "regret [95% interval]", "verdict"]));
+    for c in a.claims.iter().filter(|c| c.kind == "stop") {
+        s.push_str(&row(&[
+            c.method.clone(),
+            format!("`{}`", c.aggregator),
+            c.at.clone(),
+            ci(&c.interval),
+            c.interval.verdict().to_string(),
+        ]));
+    }
+    if !a.dstar.is_empty() {
+        s.push_str(
+            "\n**Peak location d\\* by proxy size** (single members; d* = √KL at the peak of the Gao form fitted \
+             to each curve's mean gold, in sqrt-nats; per replicate the mean over members whose fit peaks, then \
+             the interval across replicates):\n\n",
+        );
+        s.push_str(&header(&["method", "proxy size", "params", "pairs", "β", "curves with a peak", "d* [95% interval]"]));
+        for d in &a.dstar {
+            let v = match (&d.interval, d.single) {
+                (Some(i), _) => ci(i),
+                (None, Some(x)) => format!("{} (one replicate)", num(x, 3)),
+                (None, None) => "no peak".to_string(),
+            };
+            s.push_str(&row(&[
+                d.method.clone(),
+                d.proxy_size.clone(),
+                d.proxy_params.to_string(),
+                d.data_size.to_string(),
+                beta(d.kl_penalty),
+                format!("{} of {}", d.with_peak, d.curves),
+                v,
+            ]));
+        }
+    }
+    s.push('\n');
     s
 }
 

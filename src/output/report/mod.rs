@@ -9,7 +9,9 @@
 //!   `stopping_summary.{parquet,csv}` (rules ranked by median regret fraction);
 //! - `aggregators.{parquet,csv}`: aggregators at matched KL budgets and at their best;
 //! - the best-of-n and PPO figures `bon_*.{png,svg}` and `ppo_*.{png,svg}`;
-//! - `report.md`, which states the acceptance checks plainly.
+//! - `conclusions.{parquet,csv}`: the study's claims with 95% intervals across replicates,
+//!   from the per-unit tables (`bon_units`, `ppo_units`; see [`crate::conclusions`]);
+//! - `report.md`, which opens with the conclusions and states the acceptance checks plainly.
 //!
 //! Submodules by idea: `inputs` (what is read, and refused), `frames` (the tables written),
 //! `figures`, `markdown` (the sections of report.md) and `acceptance` (its two checks).
@@ -31,6 +33,7 @@ use serde_json::Value;
 
 use crate::analysis::{self, AggRow, Curve, FitRow, ScalingRow, StopRow, SummaryRow};
 use crate::cell::store::write_atomic;
+use crate::conclusions::{self, Claim, DstarRow, PeakFit};
 use crate::error::{Error, Result};
 use crate::output::table::{self, CurveRow, RmRow};
 
@@ -68,6 +71,25 @@ struct Analysis {
     scaling_figure: bool,
     /// PNG figures to embed, by file name: the curve figures sorted, then `scaling.png`.
     figures: Vec<String>,
+    /// The conclusions (from the unit tables) and d* by proxy size across replicates.
+    claims: Vec<Claim>,
+    dstar: Vec<DstarRow>,
+}
+
+/// The single members' gold fits, for d* by proxy size.
+fn peak_fits(fits: &[FitRow]) -> Vec<PeakFit> {
+    fits.iter()
+        .filter(|f| f.target == analysis::Target::Gold && f.id.single_member().is_some())
+        .map(|f| PeakFit {
+            method: f.id.method.clone(),
+            proxy_size: f.id.proxy_size.clone(),
+            proxy_params: f.id.proxy_params,
+            data_size: f.id.data_size,
+            kl_penalty: f.id.kl_penalty,
+            replicate: f.id.replicate,
+            d_star: f.fit.and_then(|x| x.d_star),
+        })
+        .collect()
 }
 
 /// Regenerates the analysis tables, every figure and `report.md` of the results folder `dir`
@@ -78,7 +100,12 @@ struct Analysis {
 /// where there is one, the column and row. The checks on a table's content are those of
 /// [`table::read_curves`] and [`table::read_rm`]; the checksums are manifest.json's `tables`.
 pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
-    let inputs::Inputs { manifest, rm, rows } = inputs::read(dir, allow_edited)?;
+    let inputs::Inputs {
+        manifest,
+        rm,
+        rows,
+        units,
+    } = inputs::read(dir, allow_edited)?;
     let curves = analysis::group_curves(&rows);
     let fits = analysis::fits(&curves);
     let scaling = analysis::scaling(&fits);
@@ -86,6 +113,8 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
     let summary = analysis::stopping_summary(&stops);
     let aggs = analysis::aggregators(&curves);
     let acceptance = acceptance::acceptance(&fits, &summary);
+    let claims = conclusions::claims(&units);
+    let dstar = conclusions::dstar(&peak_fits(&fits));
 
     let mut written = Vec::new();
     for (stem, mut df) in [
@@ -94,6 +123,7 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         ("stopping", frames::stopping_frame(&stops)),
         ("stopping_summary", frames::summary_frame(&summary)),
         ("aggregators", frames::aggregators_frame(&aggs)),
+        ("conclusions", frames::conclusions_frame(&claims)),
     ] {
         table::write(&mut df, dir, stem).map_err(|e| match e {
             Error::Table { msg, .. } => Error::Table {
@@ -132,6 +162,8 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         aggs,
         acceptance,
         scaling_figure,
+        claims,
+        dstar,
     };
     write_atomic(&dir.join("report.md"), markdown::markdown(&a).as_bytes())?;
     written.push("report.md".to_string());
