@@ -325,8 +325,22 @@ pub fn t_interval(xs: &[f64], over: Over, replicates: usize) -> Option<Interval>
 /// replicates when there are two or more (each replicate's estimate is its units' mean),
 /// over units otherwise.
 pub fn across(per_replicate: &[Vec<f64>]) -> Option<Interval> {
+    across_of(per_replicate, per_replicate.len())
+}
+
+/// [`across`] in a study of `study` replicates: a claim measurable in only one of several
+/// replicates gets no interval (NaN bounds, verdict `inconclusive`) rather than one over
+/// units that would not be comparable with the others'.
+pub fn across_of(per_replicate: &[Vec<f64>], study: usize) -> Option<Interval> {
     match per_replicate {
         [] => None,
+        [one] if study >= 2 => Some(Interval {
+            estimate: mean(one),
+            low: f64::NAN,
+            high: f64::NAN,
+            replicates: 1,
+            over: Over::Replicates,
+        }),
         [one] => t_interval(one, Over::Units, 1),
         many => {
             let means: Vec<f64> = many.iter().map(|u| mean(u)).collect();
@@ -412,6 +426,8 @@ pub fn claims(curves: &[UnitCurve]) -> Vec<Claim> {
             .or_default()
             .push(c);
     }
+    let study = curves.iter().map(|c| c.replicate).collect::<std::collections::BTreeSet<_>>().len();
+    let across = |per: &[Vec<f64>]| across_of(per, study);
     let mut out = Vec::new();
     for ((method, ensemble, beta), groups) in &by {
         let beta = beta.map(f64::from_bits);
@@ -519,6 +535,7 @@ fn rule_regret(curves: &[&UnitCurve], rule: StopRule) -> BTreeMap<u64, Vec<f64>>
 /// the lowest mean regret on the other replicates, graded on the left-out one).
 pub fn stop_claims(curves: &[UnitCurve]) -> Vec<Claim> {
     let mut out = Vec::new();
+    let study = curves.iter().map(|c| c.replicate).collect::<std::collections::BTreeSet<_>>().len();
     for method in ["bon", "ppo"] {
         let cs: Vec<&UnitCurve> = curves.iter().filter(|c| c.method == method).collect();
         if cs.is_empty() {
@@ -528,7 +545,7 @@ pub fn stop_claims(curves: &[UnitCurve]) -> Vec<Claim> {
         let regrets: Vec<BTreeMap<u64, Vec<f64>>> = rules.iter().map(|&r| rule_regret(&cs, r)).collect();
         for (rule, per) in rules.iter().zip(&regrets) {
             let per: Vec<Vec<f64>> = per.values().cloned().collect();
-            if let Some(iv) = across(&per) {
+            if let Some(iv) = across_of(&per, study) {
                 out.push(stop_claim(method, &rule.label(), "cross-fitted", iv, format!("stopping by {} gives up gold against a gold-picked stop", rule.label())));
             }
         }

@@ -47,6 +47,8 @@ fn report_is_byte_for_byte_reproducible() {
         "stopping.csv",
         "stopping_summary.csv",
         "aggregators.csv",
+        "conclusions.csv",
+        "conclusions.parquet",
     ] {
         assert!(
             first.written.contains(&f.to_string()),
@@ -73,6 +75,8 @@ fn report_is_byte_for_byte_reproducible() {
     let md = String::from_utf8(before["report.md"].clone()).unwrap();
     for section in [
         "# goodhart report: tiny",
+        "## Conclusions",
+        "**One replicate**",
         "## Reward models",
         "## Functional-form fits",
         "## Gold-free stopping rules",
@@ -82,6 +86,47 @@ fn report_is_byte_for_byte_reproducible() {
         assert!(md.contains(section), "report.md lacks {section:?}");
     }
     assert!(md.contains("seed 7"), "manifest seed missing");
+    // The conclusions come first, and every claim kind is there.
+    assert!(md.find("## Conclusions") < md.find("## What was measured"));
+    let c = table::read_parquet(&out.join("conclusions.parquet")).unwrap();
+    let kinds = column_str(&c, "kind");
+    for k in ["overopt", "gap", "stop"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} claim: {kinds:?}");
+    }
+    assert!(column_str(&c, "interval_over").iter().all(|o| o == "units of one replicate"));
+}
+
+#[test]
+fn conclusions_with_replicates_take_their_intervals_across_replicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results/tiny2");
+    let mut exp = common::tiny();
+    exp.replicates = 2;
+    run(&exp, &RunOptions::new(out.clone(), dir.path().join("store"))).expect("tiny run, 2 replicates");
+    let c = table::read_parquet(&out.join("conclusions.parquet")).unwrap();
+    assert!(c.height() > 0);
+    assert!(column_str(&c, "interval_over").iter().all(|o| o == "replicates"));
+    let reps = c.column("replicates").unwrap().u64().unwrap().into_no_null_iter().collect::<Vec<_>>();
+    let (lo, est, hi) = (column_f64(&c, "ci_low"), column_f64(&c, "estimate"), column_f64(&c, "ci_high"));
+    let verdict = column_str(&c, "verdict");
+    assert!(reps.iter().filter(|&&r| r == 2).count() > c.height() / 2, "{reps:?}");
+    for i in 0..c.height() {
+        if reps[i] == 2 {
+            assert!(lo[i].unwrap() <= est[i].unwrap() && est[i].unwrap() <= hi[i].unwrap(), "row {i}");
+        } else {
+            // Measurable in one replicate only (e.g. a matched KL one pair of runs never
+            // reached): no interval, never a verdict.
+            assert!(lo[i].is_none_or(f64::is_nan) && verdict[i] == "inconclusive", "row {i}");
+        }
+    }
+    // Recomputed from the saved unit tables alone, the same bytes.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in ["rm.parquet", "curves.parquet", "bon_units.parquet", "ppo_units.parquet", "manifest.json"] {
+        std::fs::copy(out.join(f), bare.join(f)).unwrap();
+    }
+    report(&bare, false).unwrap();
+    assert_eq!(std::fs::read(bare.join("conclusions.csv")).unwrap(), std::fs::read(out.join("conclusions.csv")).unwrap());
 }
 
 #[test]

@@ -105,6 +105,9 @@ fn title_section(a: &Analysis) -> String {
 
 /// An interval as `0.12 [0.05, 0.19]`.
 fn ci(i: &Interval) -> String {
+    if i.low.is_nan() {
+        return format!("{} (measurable in {} replicate only: no interval)", num(i.estimate, 3), i.replicates);
+    }
     format!("{} [{}, {}]", num(i.estimate, 3), num(i.low, 3), num(i.high, 3))
 }
 
