@@ -57,13 +57,14 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "a cell is listed twice: {ids:?}");
-    // π_ref, gold, pairs; 3 sizes × 2 data sizes × 3 members and the held-out proxy;
-    // best-of-n in cells of 8 of the 32 prompts; PPO: member 0, mean, wco, uwo(0.1) × β ∈
-    // {0, 0.1} on xs/d2000.
+    // π_ref, gold, pairs shared; per replicate (6): 2 sizes × 2 data sizes × 3 members,
+    // best-of-n in cells of 8 of the 32 prompts, PPO: member 0, mean, wco, uwo(0.1) × β ∈
+    // {0, 0.1} on xs/d500; and one held-out proxy.
+    assert_eq!(exp.replicates, 6);
     let count = |k: &str| plan.cells.iter().filter(|c| c.kind.name() == k).count();
     assert_eq!(
         [count("policy"), count("gold"), count("pairs"), count("proxy"), count("bon"), count("ppo")],
-        [1, 1, 1, 19, 4, 8]
+        [1, 1, 1, 6 * 12 + 1, 6 * 4, 6 * 8]
     );
     let deps = |id: &str| -> Vec<&str> {
         let c = &plan.cells[plan.find(id).unwrap_or_else(|| panic!("no cell {id}"))];
@@ -72,14 +73,15 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     assert!(deps("policy").is_empty());
     assert_eq!(deps("gold"), ["policy"]);
     assert_eq!(deps("pairs"), ["policy", "gold"]);
-    assert_eq!(deps("proxy/m/d8000/n0.00/k2"), ["policy", "gold", "pairs"]);
-    assert_eq!(deps("heldout/m/d8000/n0.00"), ["policy", "gold", "pairs"]);
-    let bon = deps("bon/p24-31");
-    assert_eq!(bon.len(), 2 + 18 + 1);
-    assert!(bon.contains(&"heldout/m/d8000/n0.00") && bon.contains(&"proxy/s/d8000/n0.00/k1"));
+    assert_eq!(deps("proxy/s/d4000/n0.00/k2"), ["policy", "gold", "pairs"]);
+    assert_eq!(deps("proxy/s/d4000/n0.00/k2/r5"), ["policy", "gold", "pairs"]);
+    assert_eq!(deps("heldout/s/d4000/n0.00"), ["policy", "gold", "pairs"]);
+    let bon = deps("bon/p24-31/r1");
+    assert_eq!(bon.len(), 2 + 12 + 1);
+    assert!(bon.contains(&"heldout/s/d4000/n0.00") && bon.contains(&"proxy/s/d4000/n0.00/k1/r1"));
     assert_eq!(
-        deps("ppo/xs/d2000/n0.00/wco/b0.1"),
-        ["policy", "gold", "proxy/xs/d2000/n0.00/k0", "proxy/xs/d2000/n0.00/k1", "proxy/xs/d2000/n0.00/k2", "heldout/m/d8000/n0.00"]
+        deps("ppo/xs/d500/n0.00/wco/b0.1"),
+        ["policy", "gold", "proxy/xs/d500/n0.00/k0", "proxy/xs/d500/n0.00/k1", "proxy/xs/d500/n0.00/k2", "heldout/s/d4000/n0.00"]
     );
     for (i, c) in plan.cells.iter().enumerate() {
         assert!(c.deps.iter().all(|&d| d < i), "{} comes before a dependency", c.id);
