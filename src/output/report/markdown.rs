@@ -158,7 +158,10 @@ fn conclusions_section(a: &Analysis) -> String {
          units (even/odd prompt index) and measures it on the other, then swaps; a stopping rule reads one \
          half and is graded by gold on the other. Gold is in π_ref standard deviations. Verdict: `holds` = \
          the interval is above 0, `reversed` = below 0, otherwise `inconclusive`. All rows are in \
-         `conclusions.csv`.\n\n",
+         `conclusions.csv`. Each interval is a 95% interval for its own claim, not corrected for \
+         multiplicity: among many claims with no true effect, about one in forty holds or is reversed by \
+         chance, so the first table's questions are the study's, and the longer tables are for \
+         exploration.\n\n",
     );
     // The phenomenon.
     let small = smallest_ensemble(a);
@@ -246,15 +249,16 @@ fn conclusions_section(a: &Analysis) -> String {
     if !a.dstar.is_empty() {
         s.push_str(
             "\n**Peak location d\\* by proxy size** (single members; d* = √KL at the peak of the Gao form fitted \
-             to each curve's mean gold, in sqrt-nats; per replicate the mean over members whose fit peaks, then \
-             the interval across replicates):\n\n",
+             to each curve's mean gold, in sqrt-nats; counted only where the fitted peak lies inside the curve's \
+             measured KL range; per replicate the mean over such members, then the interval across \
+             replicates):\n\n",
         );
-        s.push_str(&header(&["method", "proxy size", "params", "pairs", "β", "curves with a peak", "d* [95% interval]"]));
+        s.push_str(&header(&["method", "proxy size", "params", "pairs", "β", "curves with a peak in range", "d* [95% interval]"]));
         for d in &a.dstar {
             let v = match (&d.interval, d.single) {
                 (Some(i), _) => ci(i),
                 (None, Some(x)) => format!("{} (one replicate)", num(x, 3)),
-                (None, None) => "no peak".to_string(),
+                (None, None) => "no peak in range".to_string(),
             };
             s.push_str(&row(&[
                 d.method.clone(),
@@ -588,6 +592,11 @@ fn scaling_section(a: &Analysis) -> String {
 fn stopping_section(a: &Analysis) -> String {
     let mut s = String::from("## Gold-free stopping rules\n\n");
     s.push_str(
+        "*In-sample and per curve*: each rule is graded here by gold on the same samples whose signals it \
+         read, and the observed peak is chosen on them too (the winner's curse); the cross-fitted, \
+         replicated regrets and the cross-validated choice are in the Conclusions. ",
+    );
+    s.push_str(
         "Each rule picks a point of a curve without reading gold: `heldout_peak` (the held-out proxy's \
          peak), `penalized_peak(kappa=κ)` (the peak of member mean − κ·√disagreement), \
          `disagreement_rise(tau=τ)` (the last point before the members' disagreement exceeds (1 + τ) × its \
@@ -681,6 +690,10 @@ fn stopping_section(a: &Analysis) -> String {
 
 fn aggregators_section(a: &Analysis) -> String {
     let mut s = String::from("## Aggregators at matched KL\n\n");
+    s.push_str(
+        "*Per replicate's curves, unpaired*: the paired differences across replicates are in the \
+         Conclusions. ",
+    );
     let _ = write!(
         s,
         "Gold (π_ref std units) of every aggregator at KL budgets of {} nats (linear in KL between curve \

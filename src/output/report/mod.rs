@@ -87,7 +87,8 @@ fn peak_fits(fits: &[FitRow]) -> Vec<PeakFit> {
             data_size: f.id.data_size,
             kl_penalty: f.id.kl_penalty,
             replicate: f.id.replicate,
-            d_star: f.fit.and_then(|x| x.d_star),
+            // A fitted peak beyond the measured KL range is an extrapolation, not a location.
+            d_star: f.fit.and_then(|x| x.d_star).filter(|&d| d * d <= f.last_kl.max(0.0)),
         })
         .collect()
 }
