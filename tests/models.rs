@@ -286,3 +286,37 @@ fn trimming_trailing_padding_changes_no_score() {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
 }
+
+/// `goodhart bench-score` (hidden; scripts/gpu-run times a GPU with it): one entry per
+/// reward-model shape with the experiment's parameter counts, as many models of each as a
+/// best-of-n cell scores with, and rates measured over the samples asked for.
+#[test]
+fn bench_score_times_every_reward_model_shape_of_the_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    let device = common::device_name();
+    let (ok, out, err) =
+        common::goodhart(&["bench-score", toml.to_str().unwrap(), "--samples", "700", "--device", &device], dir.path());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let exp = common::tiny();
+    let models = v["models"].as_array().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gold", "proxy/a"]);
+    assert_eq!(models[0]["params"].as_u64(), Some(exp.params.gold as u64));
+    assert_eq!(models[1]["params"].as_u64(), Some(exp.params.proxies[0].1 as u64));
+    // Gold once; proxy "a": 2 members, plus the held-out proxy (the largest size).
+    assert_eq!(models[0]["per_bon_cell"].as_u64(), Some(1));
+    assert_eq!(models[1]["per_bon_cell"].as_u64(), Some(3));
+    assert_eq!(v["bon_cell_models"].as_u64(), Some(4));
+    for m in models {
+        assert_eq!(m["samples"].as_u64(), Some(700), "{m}");
+        let (s, rate) = (m["seconds"].as_f64().unwrap(), m["samples_per_s"].as_f64().unwrap());
+        assert!(s > 0.0 && (rate * s - 700.0).abs() < 1e-6 * 700.0, "{m}");
+    }
+    let cell = v["bon_cell_samples_per_s"].as_f64().unwrap();
+    let slowest = models.iter().map(|m| m["samples_per_s"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    assert!(cell > 0.0 && cell < slowest, "a cell scores with every model: {cell} vs {slowest}");
+    assert_eq!(v["device"].as_str(), Some(if device == "cpu" { "cpu" } else { "cuda" }));
+}
