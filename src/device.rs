@@ -1,4 +1,8 @@
 //! Device selection: CPU always; CUDA when built with the `cuda` feature.
+//!
+//! A `cuda` build links the NVIDIA driver library (candle's CUDA backend links libcuda.so.1
+//! and the CUDA 13 libraries by name), so it starts only where they are installed; there,
+//! `--device cuda` without a usable GPU is one error line with the driver's reason.
 
 use candle_core::Device;
 
@@ -39,9 +43,10 @@ fn cuda(name: &str) -> Result<Device> {
         })?,
         None => 0,
     };
+    // The driver's or cuBLAS's error, first line only: the rest is a backtrace.
     Device::new_cuda(ordinal).map_err(|e| Error::Device {
         name: name.to_string(),
-        reason: e.to_string().lines().next().unwrap_or("").to_string(),
+        reason: format!("no CUDA device {ordinal}: {}", e.to_string().lines().next().unwrap_or("unknown error").trim()),
     })
 }
 
@@ -49,7 +54,7 @@ fn cuda(name: &str) -> Result<Device> {
 fn cuda(name: &str) -> Result<Device> {
     Err(Error::Device {
         name: name.to_string(),
-        reason: "this build has no CUDA support; rebuild with `--features cuda`".into(),
+        reason: "this build has no CUDA support; build one with scripts/cuda-build (cargo build --features cuda)".into(),
     })
 }
 

@@ -78,3 +78,55 @@ pub fn score(
         distinct_ratio,
     })
 }
+
+/// One reward-model shape's measured scoring rate ([`bench_scoring`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScoreRate {
+    /// `gold`, or `proxy/SIZE`.
+    pub model: String,
+    pub params: usize,
+    /// How many models of this shape a best-of-n cell scores its pool with.
+    pub per_bon_cell: usize,
+    pub samples: usize,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+/// Times [`RewardModel::score_set`] (batches of [`SCORE_BATCH`]) over `samples`
+/// demonstrations of the experiment's world, once per reward-model shape (gold, each proxy
+/// size) on `device`, after one untimed batch (a GPU's first kernels load then). Weights are
+/// seeded, not trained: the rate depends on the shape alone.
+pub fn bench_scoring(exp: &crate::Experiment, device: &candle_core::Device, samples: usize) -> Result<Vec<ScoreRate>> {
+    use candle_nn::{VarBuilder, VarMap};
+    let world = exp.world();
+    let mut rng = crate::seed::rng(exp.seed, "bench/score");
+    let (prompts, responses) = crate::sft::demonstrations(&world, samples.max(1), &mut rng);
+    let set = crate::model::policy::encode_all(&world, &prompts, &responses);
+    let warm = set.select(&(0..set.len().min(SCORE_BATCH)).collect::<Vec<_>>());
+    let grid = exp.proxy.data_sizes.len() * exp.proxy.noise.len() * exp.proxy.members;
+    let heldout = crate::sweep::heldout_cell(exp).map(|c| c.size.name);
+    let mut shapes = vec![("gold".to_string(), exp.gold_arch(), 1)];
+    for s in &exp.proxy.sizes {
+        let n = grid + usize::from(heldout.as_deref() == Some(s.name.as_str()));
+        shapes.push((format!("proxy/{}", s.name), exp.proxy_arch(s), n));
+    }
+    let mut out = Vec::new();
+    for (model, cfg, per_bon_cell) in shapes {
+        let varmap = VarMap::new();
+        let m = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, candle_core::DType::F32, device))?;
+        crate::model::seeded_init(&varmap, exp.seed, cfg.layers)?;
+        m.score_set(&warm, SCORE_BATCH)?;
+        let start = std::time::Instant::now();
+        m.score_set(&set, SCORE_BATCH)?;
+        let seconds = start.elapsed().as_secs_f64();
+        out.push(ScoreRate {
+            model,
+            params: crate::model::param_count(&varmap),
+            per_bon_cell,
+            samples: set.len(),
+            seconds,
+            samples_per_s: set.len() as f64 / seconds.max(1e-9),
+        });
+    }
+    Ok(out)
+}

@@ -109,6 +109,20 @@ enum Command {
         #[arg(long)]
         allow_edited: bool,
     },
+    /// Time reward-model scoring on a device: samples per second of gold and of each proxy
+    /// size (seeded weights, nothing trained or stored), and of a best-of-n cell's scoring
+    /// with all of them; prints JSON. For measuring a GPU (scripts/gpu-run).
+    #[command(hide = true)]
+    BenchScore {
+        /// The experiment file whose shapes are timed.
+        experiment: PathBuf,
+        /// cpu, or cuda (needs a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Samples each model scores.
+        #[arg(long, default_value_t = 65_536)]
+        samples: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -122,7 +136,11 @@ fn main() -> ExitCode {
     // Before any tensor op or other thread: candle single-threaded, work pool sized.
     let jobs = match &cli.command {
         Command::Run { jobs, .. } => *jobs,
-        Command::Validate { .. } | Command::Report { .. } | Command::Plan { .. } | Command::Slurm { .. } => 1,
+        Command::Validate { .. }
+        | Command::Report { .. }
+        | Command::Plan { .. }
+        | Command::Slurm { .. }
+        | Command::BenchScore { .. } => 1,
     };
     if let Err(e) = goodhart::parallel::init(jobs) {
         return fail(&e.into());
@@ -264,6 +282,28 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 a.best_median_regret_frac.map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f)),
                 verdict(a.regret_met)
             );
+            Ok(())
+        }
+        Command::BenchScore {
+            experiment,
+            device,
+            samples,
+        } => {
+            let exp = goodhart::Experiment::load(&experiment)?;
+            let dev = goodhart::device::parse(&device)?;
+            let rates = goodhart::eval::bench_scoring(&exp, &dev, samples)?;
+            // One best-of-n cell scores its pool with every model: its rate is the harmonic
+            // combination of the measured ones, models of a shape taken one after another.
+            let per_sample: f64 = rates.iter().map(|r| r.per_bon_cell as f64 / r.samples_per_s).sum();
+            let report = serde_json::json!({
+                "experiment": exp.name,
+                "device": goodhart::device::describe(&dev),
+                "samples": samples,
+                "models": rates,
+                "bon_cell_models": rates.iter().map(|r| r.per_bon_cell).sum::<usize>(),
+                "bon_cell_samples_per_s": 1.0 / per_sample,
+            });
+            println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             Ok(())
         }
         Command::Validate { experiment, store } => {

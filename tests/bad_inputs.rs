@@ -72,7 +72,7 @@ fn every_bad_input_exits_2_with_one_line_naming_the_key_and_writes_nothing() {
         for command in &case.commands {
             let dir = tempfile::tempdir().unwrap();
             std::fs::copy(&case.path, dir.path().join(&name)).unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_goodhart"));
+            let mut cmd = Command::new(common::bin());
             cmd.current_dir(dir.path()).env("RUST_LOG", "info").arg(command).arg(&name);
             if command == "run" {
                 cmd.args(["--store", "store", "--out", "out"]);

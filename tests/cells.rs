@@ -19,8 +19,9 @@ fn write_tiny(dir: &Path) -> PathBuf {
 }
 
 fn spawn(args: &[&str], cwd: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_goodhart"))
-        .args(args)
+    let device = common::device_name();
+    Command::new(common::bin())
+        .args(common::with_device(args, &device))
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -45,7 +46,7 @@ fn whole(dir: &Path) -> std::collections::BTreeMap<String, String> {
 }
 
 fn quick() -> Experiment {
-    Experiment::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quick.toml"))).unwrap()
+    Experiment::load(Path::new("experiments/quick.toml")).unwrap()
 }
 
 #[test]
@@ -280,7 +281,7 @@ fn a_store_disk_too_small_for_the_estimate_is_refused_before_any_work() {
     assert_eq!(std::fs::read_dir(dir.path().join("store")).unwrap().count(), 0, "nothing made");
     assert!(!dir.path().join("out").exists(), "nothing written");
     // `validate --store` makes the same check.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_goodhart"))
+    let out = std::process::Command::new(common::bin())
         .args(["validate", toml.to_str().unwrap(), "--store", "store"])
         .current_dir(dir.path())
         .output()
@@ -396,7 +397,7 @@ fn slurm_scripts_chain_one_array_per_level_then_assembly() {
 #[test]
 fn adding_a_replicate_makes_only_that_replicate_and_it_draws_anew() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = |out: &str| goodhart::run::RunOptions::new(dir.path().join(out), dir.path().join("store"));
+    let opts = |out: &str| common::run_options(dir.path().join(out), dir.path().join("store"));
     let one = goodhart::run::run(&common::tiny(), &opts("one")).unwrap();
     let two_exp = Experiment::from_toml(&common::tiny_with("seed = 7", "seed = 7\nreplicates = 2"), Path::new("t.toml")).unwrap();
     let two = goodhart::run::run(&two_exp, &opts("two")).unwrap();
@@ -441,7 +442,7 @@ fn best_of_n_split_into_cells_of_one_prompt_gives_the_same_tables() {
 fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
     use goodhart::world::Split;
     // The largest preset: every use of prompts, each drawn as many times as it is there.
-    let exp = Experiment::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/paper.toml"))).unwrap();
+    let exp = Experiment::load(Path::new("experiments/paper.toml")).unwrap();
     let world = exp.world();
     let max_pairs = *exp.proxy.data_sizes.iter().max().unwrap();
     let uses = [
@@ -466,7 +467,8 @@ fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
     assert_eq!(used.len(), 8, "every use drew prompts");
     // And a run's stored pairs come from their own sets.
     let dir = tempfile::tempdir().unwrap();
-    let s = goodhart::run::run(&common::tiny(), &goodhart::run::RunOptions::new(dir.path().join("out"), dir.path().join("store"))).unwrap();
+    let opts = common::run_options(dir.path().join("out"), dir.path().join("store"));
+    let s = goodhart::run::run(&common::tiny(), &opts).unwrap();
     assert!(s.trained.iter().any(|c| c == "pairs"));
     let store = dir.path().join("store");
     let pairs_dir = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pairs-")).unwrap();

@@ -110,7 +110,7 @@ fn goodhart(args: &[&str], cwd: &Path) -> (bool, String, String) {
 
 /// Exit code (None if killed by a signal), stdout and stderr.
 fn goodhart_code(args: &[&str], cwd: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_goodhart")).args(args).current_dir(cwd).output().unwrap();
+    let out = Command::new(common::bin()).args(args).current_dir(cwd).output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -144,8 +144,18 @@ fn bad_device_and_jobs_exit_2_with_one_line_and_write_nothing() {
     let good = dir.path().join("x.toml");
     std::fs::write(&good, common::TINY).unwrap();
     let x = good.to_str().unwrap();
+    // CUDA asked of a build without it names the feature and the script that builds it; a
+    // CUDA build asked for a GPU it lacks names the ordinal and the driver's reason.
+    #[cfg(not(feature = "cuda"))]
+    let cuda = (
+        vec!["run", x, "--device", "cuda", "--out", "o", "--store", "s"],
+        "device cuda: this build has no CUDA support; build one with scripts/cuda-build",
+    );
+    #[cfg(feature = "cuda")]
+    let cuda = (vec!["run", x, "--device", "cuda:99", "--out", "o", "--store", "s"], "device cuda:99: no CUDA device 99: ");
     for (args, want) in [
         (vec!["run", x, "--device", "tpu", "--out", "o", "--store", "s"], "device tpu: unknown device"),
+        cuda,
         (vec!["run", x, "--jobs", "1000000000", "--out", "o", "--store", "s"], "--jobs 1000000000: at most"),
         (vec!["run", x, "--jobs", "1025", "--out", "o", "--store", "s"], "--jobs 1025"),
     ] {

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use goodhart::output::report::report;
 use goodhart::output::table;
-use goodhart::run::{run, RunOptions};
+use goodhart::run::run;
 use polars::prelude::*;
 use serde_json::Value;
 
@@ -205,7 +205,7 @@ fn cases() -> Vec<Case> {
 fn damaged_results_folders_are_refused_and_left_as_they_were() {
     let dir = tempfile::tempdir().unwrap();
     let tiny = dir.path().join("results/tiny");
-    let opts = RunOptions::new(tiny.clone(), dir.path().join("store"));
+    let opts = common::run_options(tiny.clone(), dir.path().join("store"));
     run(&common::tiny(), &opts).expect("tiny run");
     // The counts the cases' rows rely on, and the manifest's checksum of every table.
     let curves = table::read_parquet(&tiny.join("curves.parquet")).unwrap();

@@ -1,7 +1,9 @@
 //! Formulas pinned to independently computed values (the reference computation is kept
 //! in a comment beside each).
 
-use candle_core::{Device, Tensor};
+mod common;
+
+use candle_core::Tensor;
 use goodhart::rm::{apply_label_noise, bt_loss, label_pairs, r_squared};
 use goodhart::config::LabelMode;
 use rand::SeedableRng;
@@ -11,8 +13,8 @@ fn bradley_terry_loss_matches_hand_value() {
     // python3: import math
     //   sp = lambda z: math.log1p(math.exp(z))
     //   (sp(0-1) + sp(0-0) + sp(1+2)) / 3  == 1.3516654063...
-    let chosen = Tensor::new(&[1.0f32, 0.0, -2.0], &Device::Cpu).unwrap();
-    let rejected = Tensor::new(&[0.0f32, 0.0, 1.0], &Device::Cpu).unwrap();
+    let chosen = Tensor::new(&[1.0f32, 0.0, -2.0], &common::device()).unwrap();
+    let rejected = Tensor::new(&[0.0f32, 0.0, 1.0], &common::device()).unwrap();
     let loss = bt_loss(&chosen, &rejected).unwrap().to_scalar::<f32>().unwrap();
     assert!((loss - 1.351_665_4).abs() < 1e-5, "loss {loss}");
 }
@@ -20,8 +22,8 @@ fn bradley_terry_loss_matches_hand_value() {
 #[test]
 fn bradley_terry_loss_is_stable_for_large_margins() {
     // softplus(-100) ≈ 3.7e-44 and softplus(100) = 100 + 3.7e-44: no overflow to inf.
-    let chosen = Tensor::new(&[100.0f32, -100.0], &Device::Cpu).unwrap();
-    let rejected = Tensor::new(&[0.0f32, 0.0], &Device::Cpu).unwrap();
+    let chosen = Tensor::new(&[100.0f32, -100.0], &common::device()).unwrap();
+    let rejected = Tensor::new(&[0.0f32, 0.0], &common::device()).unwrap();
     let loss = bt_loss(&chosen, &rejected).unwrap().to_scalar::<f32>().unwrap();
     assert!((loss - 50.0).abs() < 1e-4, "loss {loss}");
 }

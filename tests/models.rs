@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use goodhart::model::{param_count, seeded_init, Policy, RewardModel, TransformerConfig};
 use goodhart::rm::{self, Pairs};
@@ -18,7 +18,7 @@ fn policy(seed: u64) -> (VarMap, Policy, TransformerConfig) {
     let w = world();
     let cfg = TransformerConfig::new(&w, 2, 16, 2);
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &common::device());
     let p = Policy::new(&cfg, &w, vb).unwrap();
     seeded_init(&varmap, seed, cfg.layers).unwrap();
     (varmap, p, cfg)
@@ -28,7 +28,7 @@ fn reward(seed: u64, width: usize) -> (VarMap, RewardModel, TransformerConfig) {
     let w = world();
     let cfg = TransformerConfig::new(&w, 1, width, 2);
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &common::device());
     let m = RewardModel::new(&cfg, vb).unwrap();
     seeded_init(&varmap, seed, cfg.layers).unwrap();
     (varmap, m, cfg)
@@ -73,7 +73,7 @@ fn parameter_counts_match_the_built_models() {
 fn every_policy_parameter_receives_a_gradient() {
     let (vm, p, _) = policy(2);
     let (_, set) = demo_set(16, 1);
-    let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &Device::Cpu).unwrap();
+    let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &common::device()).unwrap();
     let (_, values) = p.forward(&tokens, None).unwrap();
     let loss = (goodhart::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
     let grads = loss.backward().unwrap();
@@ -92,7 +92,7 @@ fn every_reward_parameter_receives_a_gradient() {
     // A regression loss (as in gold distillation): the Bradley–Terry loss only sees score
     // differences, so it leaves ln_f.bias and score_head.bias without gradient by design.
     let s = m.raw_rows(&set, &(0..32).collect::<Vec<_>>()).unwrap();
-    let target = Tensor::arange(0f32, 32f32, &Device::Cpu).unwrap();
+    let target = Tensor::arange(0f32, 32f32, &common::device()).unwrap();
     let grads = (s - target).unwrap().sqr().unwrap().mean_all().unwrap().backward().unwrap();
     let data = vm.data().lock().unwrap();
     for (name, var) in data.iter() {
@@ -107,7 +107,7 @@ fn kv_cache_generation_matches_full_forward() {
     let (_, p, _) = policy(4);
     let w = world();
     let (_, set) = demo_set(3, 3);
-    let tokens = Tensor::from_slice(&set.tokens, (3, set.seq_len), &Device::Cpu).unwrap();
+    let tokens = Tensor::from_slice(&set.tokens, (3, set.seq_len), &common::device()).unwrap();
     let (full, _) = p.forward(&tokens, None).unwrap();
     let mut cache = goodhart::model::KvCache::new(2);
     let pre = w.prefix_len();
@@ -226,7 +226,7 @@ fn standardization_gives_mean_zero_and_unit_std_on_the_reference_set() {
 fn non_finite_loss_stops_training_naming_model_and_step() {
     let (vm, _, _) = reward(41, 8);
     let mut t = goodhart::optim::Trainer::new(&vm, 1e-3, 10, 1.0, "proxy/a/d40/n0.00/k0").unwrap();
-    let nan = Tensor::new(f32::NAN, &Device::Cpu).unwrap();
+    let nan = Tensor::new(f32::NAN, &common::device()).unwrap();
     let err = t.step(&nan, 7).unwrap_err().to_string();
     assert!(err.contains("proxy/a/d40/n0.00/k0") && err.contains("step 7"), "{err}");
     assert!(!err.contains('\n'));
@@ -256,7 +256,7 @@ fn sharded_step_matches_the_whole_batch_step() {
     let init = reward(61, 8).1.raw_set(&set, 64).unwrap();
     let update = |shards: usize| {
         let (vm, m, _) = reward(61, 8);
-        let target = Tensor::arange(0f32, 30f32, &Device::Cpu).unwrap();
+        let target = Tensor::arange(0f32, 30f32, &common::device()).unwrap();
         let mut t = goodhart::optim::Trainer::new(&vm, 1e-2, 10, 1e9, "shards").unwrap();
         for step in 0..3 {
             t.step_sharded(30, shards, step, |r| {
@@ -285,4 +285,38 @@ fn trimming_trailing_padding_changes_no_score() {
     for (a, b) in batched.iter().zip(&single) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
+}
+
+/// `goodhart bench-score` (hidden; scripts/gpu-run times a GPU with it): one entry per
+/// reward-model shape with the experiment's parameter counts, as many models of each as a
+/// best-of-n cell scores with, and rates measured over the samples asked for.
+#[test]
+fn bench_score_times_every_reward_model_shape_of_the_experiment() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    let device = common::device_name();
+    let (ok, out, err) =
+        common::goodhart(&["bench-score", toml.to_str().unwrap(), "--samples", "700", "--device", &device], dir.path());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let exp = common::tiny();
+    let models = v["models"].as_array().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gold", "proxy/a"]);
+    assert_eq!(models[0]["params"].as_u64(), Some(exp.params.gold as u64));
+    assert_eq!(models[1]["params"].as_u64(), Some(exp.params.proxies[0].1 as u64));
+    // Gold once; proxy "a": 2 members, plus the held-out proxy (the largest size).
+    assert_eq!(models[0]["per_bon_cell"].as_u64(), Some(1));
+    assert_eq!(models[1]["per_bon_cell"].as_u64(), Some(3));
+    assert_eq!(v["bon_cell_models"].as_u64(), Some(4));
+    for m in models {
+        assert_eq!(m["samples"].as_u64(), Some(700), "{m}");
+        let (s, rate) = (m["seconds"].as_f64().unwrap(), m["samples_per_s"].as_f64().unwrap());
+        assert!(s > 0.0 && (rate * s - 700.0).abs() < 1e-6 * 700.0, "{m}");
+    }
+    let cell = v["bon_cell_samples_per_s"].as_f64().unwrap();
+    let slowest = models.iter().map(|m| m["samples_per_s"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    assert!(cell > 0.0 && cell < slowest, "a cell scores with every model: {cell} vs {slowest}");
+    assert_eq!(v["device"].as_str(), Some(if device == "cpu" { "cpu" } else { "cuda" }));
 }

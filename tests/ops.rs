@@ -1,8 +1,8 @@
 //! The fused model kernels (src/model/ops.rs) against candle's composed ops: forward values
 //! within 1e-5 and gradients (of a random linear functional of the output) within 1e-4, both
 //! relative to the reference's largest magnitude, on random inputs of several shapes, with
-//! masked (−∞) entries for softmax; and whole models, fused against composed, on the same
-//! weights.
+//! masked (−∞) entries for softmax; and whole models on the same weights, fused on the CPU
+//! against composed on the test device (`GOODHART_TEST_DEVICE`).
 
 mod common;
 
@@ -228,49 +228,57 @@ fn grads_by_name(vm: &VarMap, loss: &Tensor) -> Vec<(String, Tensor)> {
     out
 }
 
+/// Whole models on the same seeded weights: the fused kernels on the CPU against candle's
+/// composed ops on the test device (`GOODHART_TEST_DEVICE`: the CPU by default, so the two
+/// paths of one machine; a GPU under scripts/gpu-run, whose models always take the composed
+/// path). The kernel tests above stay on the CPU: the fused kernels exist only there.
 #[test]
 fn models_on_the_fused_path_match_the_composed_path_with_gradients() {
+    let dev = common::device();
     let exp = common::tiny();
     let world = exp.world();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let (prompts, responses) = goodhart::sft::demonstrations(&world, 24, &mut rng);
     let set = goodhart::model::policy::encode_all(&world, &prompts, &responses);
-    let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &Device::Cpu).unwrap();
+    let tokens_on = |d: &Device| Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), d).unwrap();
 
     // The policy at the run's shape: logits, values, and every parameter's gradient.
     let cfg = TransformerConfig::new(&world, 2, 48, 4);
-    let vm = VarMap::new();
-    let p = Policy::new(&cfg, &world, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-    seeded_init(&vm, 3, cfg.layers).unwrap();
-    let run = || {
+    let run = |d: &Device| {
+        let vm = VarMap::new();
+        let p = Policy::new(&cfg, &world, VarBuilder::from_varmap(&vm, DType::F32, d)).unwrap();
+        seeded_init(&vm, 3, cfg.layers).unwrap();
+        let tokens = tokens_on(d);
         let (logits, values) = p.forward(&tokens, None).unwrap();
         let loss = (goodhart::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
         (logits, values, grads_by_name(&vm, &loss))
     };
-    let (lf, vf, gf) = run();
-    let (lc, vc, gc) = ops::with_composed(run);
+    let (lf, vf, gf) = run(&Device::Cpu);
+    let (lc, vc, gc) = ops::with_composed(|| run(&dev));
     // Masked logits are −1e9: compare the allowed ones through log-softmax.
     let lsm = |l: &Tensor| candle_nn::ops::log_softmax(l, D::Minus1).unwrap();
     assert_close(&lsm(&lf), &lsm(&lc), 1e-5, "policy log-probs");
     assert_close(&vf, &vc, 1e-5, "policy values");
+    assert_eq!(gf.len(), gc.len());
     for ((name, a), (_, b)) in gf.iter().zip(&gc) {
         assert_close(a, b, 1e-4, &format!("policy d/d{name}"));
     }
 
     // A reward model (width 40) on a regression loss: scores and gradients.
     let cfg = TransformerConfig::new(&world, 2, 40, 4);
-    let vm = VarMap::new();
-    let m = RewardModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
-    seeded_init(&vm, 4, cfg.layers).unwrap();
-    let target = Tensor::arange(0f32, set.len() as f32, &Device::Cpu).unwrap();
-    let run = || {
+    let run = |d: &Device| {
+        let vm = VarMap::new();
+        let m = RewardModel::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, d)).unwrap();
+        seeded_init(&vm, 4, cfg.layers).unwrap();
+        let target = Tensor::arange(0f32, set.len() as f32, d).unwrap();
         let s = m.raw_batch(&set).unwrap();
         let loss = (&s - &target).unwrap().sqr().unwrap().mean_all().unwrap();
         (s, grads_by_name(&vm, &loss))
     };
-    let (sf, gf) = run();
-    let (sc, gc) = ops::with_composed(run);
+    let (sf, gf) = run(&Device::Cpu);
+    let (sc, gc) = ops::with_composed(|| run(&dev));
     assert_close(&sf, &sc, 1e-5, "reward scores");
+    assert_eq!(gf.len(), gc.len());
     for ((name, a), (_, b)) in gf.iter().zip(&gc) {
         assert_close(a, b, 1e-4, &format!("reward d/d{name}"));
     }

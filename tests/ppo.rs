@@ -4,7 +4,7 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use goodhart::aggregate::Aggregator;
 use goodhart::config::PpoSpec;
@@ -48,7 +48,7 @@ fn whitening_uses_response_tokens_only() {
 
 #[test]
 fn clipped_losses_match_a_hand_example() {
-    let d = Device::Cpu;
+    let d = common::device();
     let t = |v: [f32; 3]| Tensor::from_slice(&v, (1, 3), &d).unwrap();
     let ln = |x: f32| x.ln();
     let targets = loss::Targets {
@@ -135,12 +135,12 @@ fn setup() -> Setup {
     let world = common::tiny().world();
     let cfg = TransformerConfig::new(&world, 1, 16, 2);
     let vm = VarMap::new();
-    let reference = Policy::new(&cfg, &world, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let reference = Policy::new(&cfg, &world, VarBuilder::from_varmap(&vm, DType::F32, &common::device())).unwrap();
     seeded_init(&vm, 11, 1).unwrap();
     let rm = |seed: u64| {
         let rcfg = TransformerConfig::new(&world, 1, 8, 2);
         let vm = VarMap::new();
-        let m = RewardModel::new(&rcfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+        let m = RewardModel::new(&rcfg, VarBuilder::from_varmap(&vm, DType::F32, &common::device())).unwrap();
         seeded_init(&vm, seed, 1).unwrap();
         m
     };
@@ -172,7 +172,7 @@ fn spec() -> PpoSpec {
 fn trainable(s: &Setup) -> (VarMap, Policy) {
     let cfg = s.reference.config().clone();
     let mut vm = VarMap::new();
-    let p = Policy::new(&cfg, &s.world, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap();
+    let p = Policy::new(&cfg, &s.world, VarBuilder::from_varmap(&vm, DType::F32, &common::device())).unwrap();
     seeded_init(&vm, 11, 1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("p.safetensors");

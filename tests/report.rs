@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use goodhart::output::plot::{bon_figure_paths, ppo_figure_paths};
 use goodhart::output::report::report;
-use goodhart::run::{run, RunOptions};
+use goodhart::run::run;
 use goodhart::output::table::{self, CurveRow, RmRow};
 use polars::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 /// Runs the tiny experiment into `dir/results/tiny` and returns that folder.
 fn tiny_folder(dir: &Path) -> PathBuf {
     let out = dir.join("results/tiny");
-    let opts = RunOptions::new(out.clone(), dir.join("store"));
+    let opts = common::run_options(out.clone(), dir.join("store"));
     run(&common::tiny(), &opts).expect("tiny run");
     out
 }

@@ -10,7 +10,7 @@ use goodhart::run::{run, RunOptions, RunSummary};
 use goodhart::Experiment;
 
 fn opts(dir: &Path) -> RunOptions {
-    RunOptions::new(dir.join("results/tiny"), dir.join("store"))
+    common::run_options(dir.join("results/tiny"), dir.join("store"))
 }
 
 fn run_tiny(dir: &Path) -> RunSummary {
@@ -227,9 +227,10 @@ fn results_do_not_depend_on_the_number_of_jobs() {
     let toml = dir.path().join("tiny.toml");
     std::fs::write(&toml, common::TINY).unwrap();
     for jobs in ["1", "2"] {
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_goodhart"))
+        let status = std::process::Command::new(common::bin())
             .args(["run", toml.to_str().unwrap(), "--jobs", jobs])
             .args(["--out", &format!("out{jobs}"), "--store", &format!("store{jobs}")])
+            .args(["--device", &common::device_name()])
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
             .status()

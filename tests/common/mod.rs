@@ -5,6 +5,42 @@ use std::path::Path;
 
 use goodhart::Experiment;
 
+/// The device the model, training and end-to-end tests run on: `GOODHART_TEST_DEVICE`,
+/// `cpu` when unset, or `cuda` (`cuda:N`) for a build with `--features cuda` on a GPU
+/// machine (scripts/gpu-run sets it). Tests of the fused CPU kernels stay on the CPU.
+pub fn device_name() -> String {
+    std::env::var("GOODHART_TEST_DEVICE").unwrap_or_else(|_| "cpu".into())
+}
+
+/// [`device_name`], opened once per test process: tensors of two separately opened CUDA
+/// devices do not mix.
+pub fn device() -> candle_core::Device {
+    static DEVICE: std::sync::OnceLock<candle_core::Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = device_name();
+            goodhart::device::parse(&name).unwrap_or_else(|e| panic!("GOODHART_TEST_DEVICE={name}: {e}"))
+        })
+        .clone()
+}
+
+/// Run options for a run into `out` with the store `store`, on the test device.
+pub fn run_options(out: std::path::PathBuf, store: std::path::PathBuf) -> goodhart::run::RunOptions {
+    goodhart::run::RunOptions {
+        device: device(),
+        ..goodhart::run::RunOptions::new(out, store)
+    }
+}
+
+/// `args` with `--device` and the test device added to a `goodhart run` that names none.
+pub fn with_device<'a>(args: &[&'a str], name: &'a str) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    if v.first() == Some(&"run") && !v.contains(&"--device") {
+        v.extend(["--device", name]);
+    }
+    v
+}
+
 /// A tiny but complete experiment: every stage runs, in a few seconds on 2 cores.
 pub const TINY: &str = include_str!("../fixtures/tiny.toml");
 
@@ -44,10 +80,18 @@ pub fn tables_without_timings(dir: &Path) -> std::collections::BTreeMap<String, 
     out
 }
 
-/// Runs the goodhart binary in `cwd` with `args`; returns (success, stdout, stderr).
+/// The goodhart binary: cargo's, or `GOODHART_BIN` when the test binaries run away from
+/// the build (scripts/gpu-run runs them on a GPU machine, from the repository's root).
+pub fn bin() -> std::path::PathBuf {
+    std::env::var_os("GOODHART_BIN").map_or_else(|| env!("CARGO_BIN_EXE_goodhart").into(), Into::into)
+}
+
+/// Runs the goodhart binary in `cwd` with `args` (a `run` on the test device); returns
+/// (success, stdout, stderr).
 pub fn goodhart(args: &[&str], cwd: &Path) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_goodhart"))
-        .args(args)
+    let name = device_name();
+    let out = std::process::Command::new(bin())
+        .args(with_device(args, &name))
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .output()
