@@ -102,7 +102,7 @@ fn conclusions_with_replicates_take_their_intervals_across_replicates() {
     let out = dir.path().join("results/tiny2");
     let mut exp = common::tiny();
     exp.replicates = 2;
-    run(&exp, &RunOptions::new(out.clone(), dir.path().join("store"))).expect("tiny run, 2 replicates");
+    run(&exp, &common::run_options(out.clone(), dir.path().join("store"))).expect("tiny run, 2 replicates");
     let c = table::read_parquet(&out.join("conclusions.parquet")).unwrap();
     assert!(c.height() > 0);
     assert!(column_str(&c, "interval_over").iter().all(|o| o == "replicates"));
