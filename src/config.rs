@@ -183,6 +183,10 @@ pub struct PreferenceSpec {
     pub label: LabelMode,
     /// Held-out pairs, labelled deterministically by gold without noise.
     pub val_pairs: usize,
+    /// Each replicate draws its own training pairs (responses and labels) instead of
+    /// sharing replicate 0's; the validation pairs and the held-out proxy's pairs stay
+    /// shared. Replicate 0's pairs are the same either way.
+    pub per_replicate: bool,
 }
 
 impl Default for PreferenceSpec {
@@ -190,6 +194,7 @@ impl Default for PreferenceSpec {
         Self {
             label: LabelMode::Deterministic,
             val_pairs: 2000,
+            per_replicate: false,
         }
     }
 }

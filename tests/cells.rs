@@ -425,6 +425,35 @@ fn adding_a_replicate_makes_only_that_replicate_and_it_draws_anew() {
 }
 
 #[test]
+fn per_replicate_pairs_redraw_replicate_1s_training_pairs_and_keep_replicate_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |out: &str| common::run_options(dir.path().join(out), dir.path().join("store"));
+    let shared = Experiment::from_toml(&common::tiny_with("seed = 7", "seed = 7\nreplicates = 2"), Path::new("t.toml")).unwrap();
+    let own_text = common::tiny_with("seed = 7", "seed = 7\nreplicates = 2").replacen("[preferences]", "[preferences]\nper_replicate = true", 1);
+    let own = Experiment::from_toml(&own_text, Path::new("t.toml")).unwrap();
+    let (ps, po) = (Plan::new(&shared), Plan::new(&own));
+    let pairs = |p: &Plan| p.cells.iter().filter(|c| matches!(c.kind, Kind::Pairs(_))).map(|c| (c.id.clone(), c.key.clone())).collect::<Vec<_>>();
+    assert_eq!(pairs(&ps).len(), 1);
+    assert_eq!(pairs(&po).iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["pairs", "pairs/r1"]);
+    // Replicate 0's pairs are the same cell either way; replicate 1's proxies read their own.
+    assert_eq!(pairs(&ps)[0], pairs(&po)[0]);
+    let deps = |p: &Plan, id: &str| p.cells[p.find(id).unwrap()].deps.iter().map(|&d| p.cells[d].id.clone()).collect::<Vec<_>>();
+    assert!(deps(&po, "proxy/a/d40/n0.00/k0/r1").contains(&"pairs/r1".to_string()));
+    assert!(deps(&po, "proxy/a/d40/n0.00/k0").contains(&"pairs".to_string()));
+    let a = goodhart::run::run(&shared, &opts("shared")).unwrap();
+    let b = goodhart::run::run(&own, &opts("own")).unwrap();
+    assert!(b.trained.contains(&"pairs/r1".to_string()), "{:?}", b.trained);
+    // Replicate 0 is reused as it was; replicate 1's proxies, trained on other pairs, differ.
+    let rows = |r: &goodhart::run::RunSummary, rep: u64| -> Vec<(String, f64)> {
+        r.rows.rm.iter().filter(|x| x.replicate == Some(rep)).map(|x| (x.model.clone(), x.val_bt_loss)).collect()
+    };
+    assert_eq!(rows(&a, 0), rows(&b, 0));
+    let (r1a, r1b) = (rows(&a, 1), rows(&b, 1));
+    assert_eq!(r1a.len(), r1b.len());
+    assert!(r1a.iter().zip(&r1b).all(|(x, y)| x.0 == y.0 && x.1 != y.1), "{r1a:?} vs {r1b:?}");
+}
+
+#[test]
 fn best_of_n_split_into_cells_of_one_prompt_gives_the_same_tables() {
     let dir = tempfile::tempdir().unwrap();
     let reference = whole(dir.path());

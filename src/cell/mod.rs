@@ -45,7 +45,8 @@ pub enum Kind {
     /// The gold RM, distilled from the labeler utility and standardized on π_ref samples.
     Gold,
     /// Preference pairs labelled by gold: training, validation and the held-out proxy's own.
-    Pairs,
+    /// The preference pairs of a replicate (0 unless `preferences.per_replicate`).
+    Pairs(usize),
     /// One proxy RM (an ensemble member, or the held-out proxy).
     Proxy(ProxyCell),
     /// Best-of-n for a range of held-out prompts of one replicate: their pools, scored once
@@ -61,7 +62,7 @@ impl Kind {
         match self {
             Kind::Policy => "policy",
             Kind::Gold => "gold",
-            Kind::Pairs => "pairs",
+            Kind::Pairs(_) => "pairs",
             Kind::Proxy(_) => "proxy",
             Kind::Bon(_) => "bon",
             Kind::Ppo(_) => "ppo",
@@ -73,7 +74,7 @@ impl Kind {
         match self {
             Kind::Policy => "reference policy",
             Kind::Gold => "gold RM",
-            Kind::Pairs => "preference pairs",
+            Kind::Pairs(_) => "preference pairs",
             Kind::Proxy(_) => "proxy RMs",
             Kind::Bon(_) => "best-of-n",
             Kind::Ppo(_) => "PPO",
@@ -94,7 +95,7 @@ pub fn code_version(kind: &Kind) -> &'static str {
     match kind {
         Kind::Policy => env!("GOODHART_CODE_POLICY"),
         Kind::Gold => env!("GOODHART_CODE_GOLD"),
-        Kind::Pairs => env!("GOODHART_CODE_PAIRS"),
+        Kind::Pairs(_) => env!("GOODHART_CODE_PAIRS"),
         Kind::Proxy(_) => env!("GOODHART_CODE_PROXY"),
         Kind::Bon(_) => env!("GOODHART_CODE_BON"),
         Kind::Ppo(_) => env!("GOODHART_CODE_PPO"),

@@ -13,6 +13,16 @@ use super::{code_version, BonCell, Cell, Kind};
 use crate::config::Experiment;
 use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
 
+/// The id of replicate `r`'s preference-pairs cell: `pairs`, or `pairs/rR` for R > 0 when
+/// `preferences.per_replicate` redraws them.
+pub fn pairs_id(exp: &Experiment, r: usize) -> String {
+    if r > 0 && exp.preferences.per_replicate {
+        format!("pairs{}", crate::sweep::replicate_suffix(r))
+    } else {
+        "pairs".to_string()
+    }
+}
+
 /// Pairs and samples are generated in blocks of this many, each block from its own seed,
 /// so the first n pairs are the same whatever the largest data size is.
 pub const PAIR_BLOCK: usize = 512;
@@ -115,19 +125,18 @@ impl Plan {
             vec![policy],
         );
         let heldout = heldout_cell(exp);
-        let pairs = b.add(
-            "pairs".into(),
-            Kind::Pairs,
+        let pairs_recipe = |r: usize| {
             json!({
                 "train_pairs": exp.proxy.data_sizes.iter().max(),
-                "heldout_pairs": heldout.as_ref().map(|h| h.data_size),
+                "heldout_pairs": if r == 0 { heldout.as_ref().map(|h| h.data_size) } else { None },
                 "val_pairs": exp.preferences.val_pairs,
                 "label": exp.preferences.label,
                 "pair_block": PAIR_BLOCK,
                 "seed": exp.seed,
-            }),
-            vec![policy, gold],
-        );
+                "train_seed": exp.replicate_seed(r),
+            })
+        };
+        let pairs = b.add(pairs_id(exp, 0), Kind::Pairs(0), pairs_recipe(0), vec![policy, gold]);
         let x = &exp.proxy;
         let proxy_recipe = |cell: &ProxyCell| {
             json!({
@@ -154,6 +163,11 @@ impl Plan {
         // Each replicate: its proxies, its best-of-n pools, its PPO runs.
         for r in 0..exp.replicates {
             let grid = proxy_cells(exp, r);
+            let pairs = if r > 0 && exp.preferences.per_replicate {
+                b.add(pairs_id(exp, r), Kind::Pairs(r), pairs_recipe(r), vec![policy, gold])
+            } else {
+                pairs
+            };
             let members: Vec<usize> = grid
                 .iter()
                 .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(cell), vec![policy, gold, pairs]))
@@ -321,8 +335,8 @@ pub fn work(exp: &Experiment, kind: &Kind) -> Work {
             w.infer((reference + 2.0 * exp.preferences.val_pairs as f64) * seq, policy);
             w.infer((g.samples as f64 / 10.0 + reference + 4.0 * exp.preferences.val_pairs as f64) * seq, exp.params.gold);
         }
-        Kind::Pairs => {
-            let heldout = if exp.proxy.heldout { 2 } else { 1 };
+        Kind::Pairs(r) => {
+            let heldout = if exp.proxy.heldout && *r == 0 { 2 } else { 1 };
             let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * heldout + exp.preferences.val_pairs) as f64;
             w.infer(n * seq, policy);
             w.infer(n * seq, exp.params.gold);

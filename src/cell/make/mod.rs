@@ -83,7 +83,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     match &x.plan.cells[i].kind {
         Kind::Policy => policy::make(x, dir, pb),
         Kind::Gold => gold::make(x, i, dir, pb),
-        Kind::Pairs => pairs::make(x, i, dir),
+        Kind::Pairs(r) => pairs::make(x, i, *r, dir),
         Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
         Kind::Bon(c) => bon::make(x, i, *c, dir, pb),
         Kind::Ppo(run) => ppo::make(x, i, run, dir, pb),
@@ -102,7 +102,7 @@ pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
             model: load_reward(&x.exp.proxy_arch(&c.size), &x.device, dir, meta)?,
             meta: meta.clone(),
         }),
-        Kind::Pairs => pairs::load(dir).map(Loaded::Pairs),
+        Kind::Pairs(_) => pairs::load(dir).map(Loaded::Pairs),
         Kind::Bon(c) => bon::load(dir, *c).map(Loaded::Bon),
         Kind::Ppo(_) => ppo::load(meta),
     }

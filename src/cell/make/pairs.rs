@@ -29,7 +29,10 @@ pub struct PairData {
     pub val: Pairs,
 }
 
-pub fn make(x: &Exec, i: usize, dir: &Path) -> Result<Value> {
+/// The pairs of replicate `r`: its training pairs from its own seed (replicate 0: the
+/// study's); the held-out proxy's pairs (replicate 0 only) and the validation pairs from the
+/// study's seed, shared.
+pub fn make(x: &Exec, i: usize, r: usize, dir: &Path) -> Result<Value> {
     let exp = x.exp;
     let world = &x.world;
     let policy = x.dep(i, "policy")?;
@@ -37,19 +40,20 @@ pub fn make(x: &Exec, i: usize, dir: &Path) -> Result<Value> {
     let gold = x.dep(i, "gold")?;
     let gold = gold.reward();
     let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
-    let samples = pair_samples(policy, world, Split::Pairs, max, exp.seed, "pairs/train")?;
+    let seed = exp.replicate_seed(r);
+    let samples = pair_samples(policy, world, Split::Pairs, max, seed, "pairs/train")?;
     let train = scored_pairs(world, &samples, gold)?;
-    let mut rng = crate::seed::rng(exp.seed, "pairs/labels");
+    let mut rng = crate::seed::rng(seed, "pairs/labels");
     let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
     let heldout = match crate::sweep::heldout_cell(exp) {
-        None => None,
-        Some(h) => {
+        Some(h) if r == 0 => {
             let s = pair_samples(policy, world, Split::HeldoutPairs, h.data_size, exp.seed, "pairs/heldout")?;
             let pairs = scored_pairs(world, &s, gold)?;
             let mut rng = crate::seed::rng(exp.seed, "pairs/heldout/labels");
             let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
             Some((pairs, labels))
         }
+        _ => None,
     };
     let val_samples = pair_samples(policy, world, Split::ValidationPairs, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
     let val = scored_pairs(world, &val_samples, gold)?;

@@ -21,7 +21,7 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
     let exp = x.exp;
     let p = &exp.proxy;
     let id = cell.id();
-    let dep = x.dep(i, "pairs")?;
+    let dep = x.dep(i, &crate::cell::plan::pairs_id(exp, cell.replicate))?;
     let Loaded::Pairs(data) = &*dep else {
         unreachable!("the plan wires the pairs here")
     };

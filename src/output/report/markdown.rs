@@ -140,9 +140,10 @@ fn conclusions_section(a: &Analysis) -> String {
             s,
             "Every claim is an estimate with a **95% interval across {reps} replicates** (Student t, {} degrees of \
              freedom, over the replicates' estimates). A replicate redraws the proxies' initialization, data \
-             order and label noise, the best-of-n prompts and pools, and the PPO seeds and prompts; the world, \
-             π_ref, gold, the preference pairs and the held-out proxy are shared by all replicates, so the \
-             intervals do not cover their variation. ",
+             order and label noise, the best-of-n prompts and pools, and the PPO seeds and prompts (and the \
+             training pairs, with `preferences.per_replicate`); the world, π_ref, gold, the held-out proxy \
+             and otherwise the preference pairs are shared by all replicates, so the intervals do not cover \
+             their variation. ",
             reps - 1
         );
     } else {
@@ -189,7 +190,8 @@ fn conclusions_section(a: &Analysis) -> String {
         ];
         for (text, c) in checks {
             match c {
-                Some(c) => s.push_str(&row(&[text.to_string(), ci(&c.interval), format!("**{}**", c.interval.verdict())])),
+                // The uwo row names its λ (the first configured, if there are several).
+                Some(c) => s.push_str(&row(&[text.replace("uwo", &c.aggregator), ci(&c.interval), format!("**{}**", c.interval.verdict())])),
                 None => s.push_str(&row(&[text.to_string(), "not measured".to_string(), "—".to_string()])),
             }
         }
