@@ -228,17 +228,9 @@ pub fn paired(a: &[f64], b: &[f64]) -> Option<Vec<f64>> {
     (a.len() == b.len()).then(|| a.iter().zip(b).map(|(x, y)| x - y).collect())
 }
 
-pub fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len() as f64
-}
-
-/// Sample standard deviation (n − 1); 0 for fewer than two values.
-pub fn sd(xs: &[f64]) -> f64 {
-    if xs.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(xs);
-    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64).sqrt()
+/// The crate's one mean ([`crate::bon::mean_se`]).
+fn mean(xs: &[f64]) -> f64 {
+    crate::bon::mean_se(xs).0
 }
 
 /// The 97.5% quantile of Student's t with `df` degrees of freedom (two-sided 95%): exact
@@ -310,8 +302,8 @@ pub fn t_interval(xs: &[f64], over: Over, replicates: usize) -> Option<Interval>
     if xs.len() < 2 || xs.iter().any(|x| !x.is_finite()) {
         return None;
     }
-    let m = mean(xs);
-    let half = t975(xs.len() - 1) * sd(xs) / (xs.len() as f64).sqrt();
+    let (m, se) = crate::bon::mean_se(xs);
+    let half = t975(xs.len() - 1) * se;
     Some(Interval {
         estimate: m,
         low: m - half,
@@ -519,15 +511,17 @@ pub fn claims(curves: &[UnitCurve]) -> Vec<Claim> {
 
 /// Per replicate, the unit-by-unit mean over every curve of `method` of `rule`'s regret
 /// contributions (curves where the rule does not apply are left out; a replicate where it
-/// applies to none is left out).
-fn rule_regret(curves: &[&UnitCurve], rule: StopRule) -> BTreeMap<u64, Vec<f64>> {
+/// applies to none is left out), and how many curves it applies to.
+fn rule_regret(curves: &[&UnitCurve], rule: StopRule) -> (BTreeMap<u64, Vec<f64>>, usize) {
     let mut by: BTreeMap<u64, Vec<Vec<f64>>> = BTreeMap::new();
+    let mut applied = 0;
     for c in curves {
         if let Some(u) = regret_units(c, rule) {
             by.entry(c.replicate).or_default().push(u);
+            applied += 1;
         }
     }
-    by.into_iter().filter_map(|(r, parts)| Some((r, pool(&parts)?))).collect()
+    (by.into_iter().filter_map(|(r, parts)| Some((r, pool(&parts)?))).collect(), applied)
 }
 
 /// The stopping claims of each method: every rule's cross-fitted regret, then the rule a
@@ -542,7 +536,7 @@ pub fn stop_claims(curves: &[UnitCurve]) -> Vec<Claim> {
             continue;
         }
         let rules = StopRule::all();
-        let regrets: Vec<BTreeMap<u64, Vec<f64>>> = rules.iter().map(|&r| rule_regret(&cs, r)).collect();
+        let (regrets, applied): (Vec<BTreeMap<u64, Vec<f64>>>, Vec<usize>) = rules.iter().map(|&r| rule_regret(&cs, r)).unzip();
         for (rule, per) in rules.iter().zip(&regrets) {
             let per: Vec<Vec<f64>> = per.values().cloned().collect();
             if let Some(iv) = across_of(&per, study) {
@@ -553,7 +547,7 @@ pub fn stop_claims(curves: &[UnitCurve]) -> Vec<Claim> {
         // graded on the same curves.
         let reps: Vec<u64> = cs.iter().map(|c| c.replicate).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let complete: Vec<usize> = (0..rules.len())
-            .filter(|&i| cs.iter().all(|c| regret_units(c, rules[i]).is_some()) && reps.iter().all(|r| regrets[i].contains_key(r)))
+            .filter(|&i| applied[i] == cs.len() && reps.iter().all(|r| regrets[i].contains_key(r)))
             .collect();
         if reps.len() < 2 || complete.is_empty() {
             continue;

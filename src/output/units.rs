@@ -116,7 +116,7 @@ fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Poi
         c.at.push(if method == "bon" { format!("n={p}") } else { format!("step {p}") });
         c.gold.push(rows.iter().map(|r| r.gold).collect());
         c.proxy.push(rows.iter().map(|r| r.proxy).collect());
-        c.member_mean.push(rows.iter().map(|r| crate::conclusions::mean(&r.members)).collect());
+        c.member_mean.push(rows.iter().map(|r| crate::bon::mean_se(&r.members).0).collect());
         c.disagreement.push(rows.iter().map(|r| r.disagreement).collect());
         if let (Some(o), Some(m)) = (c.other_members.as_mut(), single) {
             o.push(
@@ -126,7 +126,7 @@ fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Poi
                         if others.is_empty() {
                             f64::NAN
                         } else {
-                            crate::conclusions::mean(&others)
+                            crate::bon::mean_se(&others).0
                         }
                     })
                     .collect(),

@@ -455,7 +455,9 @@ fn fits_section(a: &Analysis) -> String {
          \"predicted\" the fitted peak gain (gold, π_ref std units); \"observed\" is the largest gain on \
          the curve ± its gold s.e. over prompts, where it is, and its KL. Interior = the observed peak is \
          neither the first nor the last point. Clear fall = gold at the last point is below the observed \
-         peak by more than 2 paired s.e. (drop ± paired s.e. over prompts). † = KL* lies beyond the \
+         peak by more than 2 paired s.e. (drop ± paired s.e. over prompts): *in-sample*, the peak chosen \
+         on the prompts that measure it, so it overstates falls (it fires on flat curves far above its \
+         nominal rate); the cross-fitted fall across replicates is in the Conclusions. † = KL* lies beyond the \
          largest KL measured on the curve (an extrapolation); \"no peak\" = the fit never turns down.\n\n",
     );
     let gold_columns: Vec<&str> = FIT_COLUMNS.iter().copied().chain(["clear fall (drop ± s.e.)"]).collect();
