@@ -28,6 +28,8 @@ struct Fixture {
     world: goodhart::world::WorldConfig,
     reference: Policy,
     policy: Policy,
+    /// `policy`'s weights without a graph: what a run's rollouts sample with.
+    view: Policy,
     varmap: candle_nn::VarMap,
     members: Vec<RewardModel>,
     gold: RewardModel,
@@ -37,17 +39,20 @@ fn fixture() -> Fixture {
     let exp = common::quick();
     let world = exp.world();
     let cfg = exp.policy_arch();
-    let (_, reference) = common::policy(&cfg, &world, 1);
+    let (ref_vars, _) = common::policy(&cfg, &world, 1);
+    let reference = common::frozen_policy(&cfg, &world, &ref_vars);
     let (varmap, policy) = common::policy(&cfg, &world, 1);
+    let view = common::frozen_policy(&cfg, &world, &varmap);
     let xs = &exp.proxy.sizes[0];
     assert_eq!(xs.name, "xs", "PPO optimizes against the first proxy size");
-    let members = (0..exp.proxy.members as u64).map(|i| common::reward_model(&exp.proxy_arch(xs), 10 + i).1).collect();
-    let gold = common::reward_model(&exp.gold_arch(), 2).1;
+    let members = (0..exp.proxy.members as u64).map(|i| common::frozen_reward_model(&exp.proxy_arch(xs), 10 + i)).collect();
+    let gold = common::frozen_reward_model(&exp.gold_arch(), 2);
     Fixture {
         exp,
         world,
         reference,
         policy,
+        view,
         varmap,
         members,
         gold,
@@ -130,7 +135,7 @@ fn bench(c: &mut Criterion) {
     let mut rng = goodhart::seed::rng(1, "bench/rollout");
     let prompts: Vec<Vec<u32>> = (0..s.rollout).map(|_| f.world.sample_prompt(&mut rng)).collect();
     let collect = |rng: &mut rand::rngs::StdRng| {
-        goodhart::ppo::rollout::collect(&f.world, &f.policy, &f.reference, &members, run.aggregator, &prompts, rng).unwrap()
+        goodhart::ppo::rollout::collect(&f.world, &f.view, &f.reference, &members, run.aggregator, &prompts, rng).unwrap()
     };
     let ro = collect(&mut rng);
     let prep = prepare(&ro, &f.policy, s, run.beta);
@@ -172,7 +177,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("ppo_update_full", |b| {
         b.iter(|| {
             u += 1;
-            goodhart::ppo::update(&ctx, &run, &f.policy, &mut trainer, u).unwrap()
+            goodhart::ppo::update(&ctx, &run, &f.policy, &f.view, &mut trainer, u).unwrap()
         })
     });
     g.finish();

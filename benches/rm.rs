@@ -72,7 +72,7 @@ fn scoring(c: &mut Criterion) {
     let t = common::read_len(&set);
     let m = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("quick has an m proxy");
     for (name, cfg) in [("score_proxy", exp.proxy_arch(m)), ("score_gold", exp.gold_arch())] {
-        let (_, rm) = common::reward_model(&cfg, 1);
+        let rm = common::frozen_reward_model(&cfg, 1);
         let mut g = common::group(c);
         // Elements = forward FLOPs: criterion's throughput is then FLOP/s.
         g.throughput(Throughput::Elements(common::trunk_forward_flops(&cfg, set.len(), t)));

@@ -82,6 +82,18 @@ pub fn reward_model(cfg: &TransformerConfig, seed: u64) -> (VarMap, RewardModel)
     (varmap, m)
 }
 
+/// A reward model with seeded weights for inference only, as `goodhart run` scores with
+/// (no graph recorded: [`goodhart::model::frozen`]).
+pub fn frozen_reward_model(cfg: &TransformerConfig, seed: u64) -> RewardModel {
+    let (varmap, _) = reward_model(cfg, seed);
+    RewardModel::new(cfg, goodhart::model::frozen(&varmap, &Device::Cpu)).unwrap()
+}
+
+/// `varmap`'s policy for inference only (what `goodhart run` samples and evaluates with).
+pub fn frozen_policy(cfg: &TransformerConfig, world: &WorldConfig, varmap: &VarMap) -> Policy {
+    Policy::new(cfg, world, goodhart::model::frozen(varmap, &Device::Cpu)).unwrap()
+}
+
 /// A policy with seeded weights.
 pub fn policy(cfg: &TransformerConfig, world: &WorldConfig, seed: u64) -> (VarMap, Policy) {
     let varmap = VarMap::new();

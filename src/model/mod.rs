@@ -17,8 +17,11 @@ pub use policy::Policy;
 pub use reward::RewardModel;
 pub use transformer::{KvCache, TransformerConfig, Trunk};
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
+use candle_nn::{VarBuilder, VarMap};
 use rand_distr::{Distribution, Normal};
 
 use crate::error::Result;
@@ -26,6 +29,24 @@ use crate::error::Result;
 /// Total number of parameters held by `varmap`.
 pub fn param_count(varmap: &VarMap) -> usize {
     varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+/// A builder over detached views of `varmap`'s variables, for a model that only infers
+/// (sampling, scoring, evaluation). Its ops record no graph, so every intermediate is freed
+/// as soon as the next op has read it: with trainable variables a forward pass keeps every
+/// activation (and a sampling loop every step's) alive until its output is dropped. The
+/// views share the variables' storage, so they follow the optimizer's in-place updates.
+pub fn frozen(varmap: &VarMap, device: &Device) -> VarBuilder<'static> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let tensors: HashMap<String, Tensor> = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+    VarBuilder::from_tensors(tensors, DType::F32, device)
+}
+
+/// A builder over the tensors of a safetensors file, for a model that only infers (see
+/// [`frozen`]). A model built from it fails on a missing tensor or a shape that differs.
+pub fn frozen_file(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    let tensors = candle_core::safetensors::load(path, device)?;
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
 }
 
 /// Overwrites every variable of `varmap` with seeded values. The rule is read from the

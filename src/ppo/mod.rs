@@ -142,18 +142,21 @@ pub struct Outcome {
 pub fn train(ctx: &Context, run: &RunSpec, policy: &Policy, varmap: &VarMap, progress: &indicatif::ProgressBar) -> Result<Outcome> {
     let s = ctx.spec;
     let mut trainer = Trainer::constant(varmap, s.lr, s.max_grad_norm, &run.id)?;
+    // Rollouts and evaluations only infer: they read a view of the same variables that
+    // records no graph (it follows the optimizer's in-place updates).
+    let view = Policy::new(policy.config(), ctx.world, crate::model::frozen(varmap, policy.device()))?;
     let mut out = Outcome {
-        evaluations: vec![evaluate(ctx, run, policy, 0)?],
+        evaluations: vec![evaluate(ctx, run, &view, 0)?],
         updates: Vec::with_capacity(s.updates),
         stopped_at_budget: false,
     };
     for u in 0..s.updates {
-        let stats = update(ctx, run, policy, &mut trainer, u + 1)?;
+        let stats = update(ctx, run, policy, &view, &mut trainer, u + 1)?;
         out.updates.push(stats);
         progress.inc(1);
         let done = u + 1 == s.updates;
         if (u + 1) % s.eval_every == 0 || done {
-            let e = evaluate(ctx, run, policy, u + 1)?;
+            let e = evaluate(ctx, run, &view, u + 1)?;
             let over = s.kl_budget.is_some_and(|b| e.kl_k1 > b);
             out.evaluations.push(e);
             if over && !done {
@@ -166,11 +169,12 @@ pub fn train(ctx: &Context, run: &RunSpec, policy: &Policy, varmap: &VarMap, pro
     Ok(out)
 }
 
-/// Steps 1–4: one PPO update (the `update`-th, 1-based) of `policy`.
-pub fn update(ctx: &Context, run: &RunSpec, policy: &Policy, trainer: &mut Trainer, update: usize) -> Result<UpdateStats> {
+/// Steps 1–4: one PPO update (the `update`-th, 1-based) of `policy`; `view` is the same
+/// weights without a graph (see [`crate::model::frozen`]), for the rollout.
+pub fn update(ctx: &Context, run: &RunSpec, policy: &Policy, view: &Policy, trainer: &mut Trainer, update: usize) -> Result<UpdateStats> {
     let prompts = training_prompts(ctx, update - 1);
     let mut rng = crate::seed::rng(ctx.seed, &format!("{}/rollout{}", run.id, update - 1));
-    let ro = rollout::collect(ctx.world, policy, ctx.reference, &ctx.members, run.aggregator, &prompts, &mut rng)?;
+    let ro = rollout::collect(ctx.world, view, ctx.reference, &ctx.members, run.aggregator, &prompts, &mut rng)?;
     let rewards = rollout::rewards(&ro, run.beta);
     check_finite(&rewards, run, update, "rewards")?;
     check_finite(&ro.values, run, update, "values")?;

@@ -13,7 +13,7 @@ use super::pairs::{pair_samples, scored_pairs, PairSamples};
 use super::{save_weights, shards, INFER_BATCH};
 use crate::cell::exec::Exec;
 use crate::error::Result;
-use crate::model::{seeded_init, RewardModel};
+use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm::{self, Pairs};
 use crate::world::WorldConfig;
 
@@ -26,7 +26,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     let cfg = exp.gold_arch();
     let g = &exp.gold;
     let varmap = VarMap::new();
-    let mut gold = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    let gold = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
     seeded_init(&varmap, crate::seed::derive(exp.seed, "init/gold"), cfg.layers)?;
     let mut rng = crate::seed::rng(exp.seed, "gold/data");
     let n_val = (g.samples / 10).clamp(1, 4000);
@@ -46,6 +46,8 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     let z: Vec<f32> = target.iter().map(|&u| rm::gold_target(u, mean, std)).collect();
     let train_loss = rm::train_gold(&gold, &varmap, &train, &z[..g.samples], &params, pb)?;
     let train_seconds = t.elapsed().as_secs_f64();
+    // Inference from here on: the same weights, no graph.
+    let mut gold = RewardModel::new(&cfg, frozen(&varmap, &x.device))?;
     let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &z[g.samples..]);
     gold.standardize(&gold.raw_set(&reference, INFER_BATCH)?);
     let samples = pair_samples(policy, world, crate::world::Split::ValidationPairs, exp.preferences.val_pairs, exp.seed, "pairs/val")?;

@@ -118,9 +118,7 @@ pub fn load_policy_weights(x: &Exec, dir: &Path) -> Result<(Policy, VarMap)> {
 
 /// A reward model of shape `cfg` with the weights of `dir` and the standardization in `meta`.
 fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
-    let mut varmap = VarMap::new();
-    let mut model = RewardModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
-    load_weights(&mut varmap, dir)?;
+    let mut model = frozen_weights(dir, device, |vb| RewardModel::new(cfg, vb))?;
     let get = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
     match (get("offset"), get("scale")) {
         (Some(offset), Some(scale)) if scale.is_finite() && scale > 0.0 && offset.is_finite() => {
@@ -135,6 +133,16 @@ fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta
         }
     }
     Ok(model)
+}
+
+/// A model for inference only (no graph recorded; see [`crate::model::frozen`]) built by
+/// `build` from the weights of `dir/model.safetensors`.
+pub fn frozen_weights<M>(dir: &Path, device: &Device, build: impl FnOnce(VarBuilder<'static>) -> Result<M>) -> Result<M> {
+    let artifact = |e: Error| Error::Artifact {
+        dir: dir.to_path_buf(),
+        reason: format!("weights do not fit the model: {}", e.to_string().lines().next().unwrap_or("")),
+    };
+    build(crate::model::frozen_file(&dir.join(WEIGHTS), device).map_err(artifact)?).map_err(artifact)
 }
 
 /// Loads `dir/model.safetensors` into `varmap`, whose variables define the expected shapes.

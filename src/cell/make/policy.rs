@@ -9,11 +9,11 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{load_policy_weights, save_weights, shards, Loaded, PAIR_BLOCK};
+use super::{frozen_weights, save_weights, shards, Loaded, PAIR_BLOCK};
 use crate::cell::exec::Exec;
 use crate::cell::store::Meta;
 use crate::error::Result;
-use crate::model::{seeded_init, Policy};
+use crate::model::{frozen, seeded_init, Policy};
 
 pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
@@ -45,7 +45,7 @@ pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> 
         pb,
     )?;
     let train_seconds = t.elapsed().as_secs_f64();
-    let duplicate_fraction = diversity(&policy, x)?;
+    let duplicate_fraction = diversity(&Policy::new(&cfg, &x.world, frozen(&varmap, &x.device))?, x)?;
     pb.suspend(|| {
         info!(
             "reference policy: {} params, SFT train loss {:.3}, val loss {:.3} nats/token; \
@@ -68,7 +68,7 @@ pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> 
 }
 
 pub fn load(x: &Exec, dir: &Path, meta: &Meta) -> Result<Loaded> {
-    let (policy, _) = load_policy_weights(x, dir)?;
+    let policy = frozen_weights(dir, &x.device, |vb| Policy::new(&x.exp.policy_arch(), &x.world, vb))?;
     Ok(Loaded::Policy { policy, meta: meta.clone() })
 }
 

@@ -13,7 +13,7 @@ use tracing::info;
 use super::{save_weights, Loaded, INFER_BATCH};
 use crate::cell::exec::Exec;
 use crate::error::Result;
-use crate::model::{seeded_init, RewardModel};
+use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm;
 use crate::sweep::ProxyCell;
 
@@ -55,8 +55,9 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
     };
     let steps = rm::train_proxy(&model, &varmap, train, &labels, cell.data_size, &params, &id, pb)?;
     let train_seconds = t.elapsed().as_secs_f64();
+    // Inference from here on: the same weights, no graph.
+    let mut model = RewardModel::new(&cfg, frozen(&varmap, &x.device))?;
     let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
-    let mut model = model;
     model.standardize(&model.raw_set(&reference, INFER_BATCH)?);
     pb.suspend(|| {
         info!(
