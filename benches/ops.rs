@@ -1,6 +1,6 @@
 //! The model kernels on this CPU, on a work-pool thread as `goodhart run` runs them:
 //! (a) layer norm, attention softmax and the whole attention alone, fused vs candle's
-//! composed ops, forward + backward, at the quick run's shapes; (b) one Bradley–Terry step
+//! composed ops, forward + backward, at the default shapes; (b) one Bradley–Terry step
 //! of the `m` proxy (2 layers, width 40, 4 heads, 64 pairs) and one SFT step of the policy (2 layers,
 //! width 48, 4 heads, batch 64), each also with the fused kernels off (`_composed`).
 //! Set-up and threads as every bench (benches/common: `GOODHART_BENCH_THREADS`, default 1;
@@ -84,7 +84,7 @@ fn bench_ops(c: &mut Criterion) {
 }
 
 fn bench_steps(c: &mut Criterion) {
-    let exp = common::quick();
+    let exp = common::defaults();
     let world = exp.world();
     let set = common::demonstrations(&world, 128, 1);
     let mut g = group(c, "train_step");

@@ -1,8 +1,9 @@
-//! Reward-model workloads of the quick default, each the body of the loop that runs it:
+//! Reward-model workloads at the default sizes (src/config.rs), each the body of the loop that runs it:
 //! - `bt_step_xs`, `bt_step_m`: one Bradley–Terry step of a proxy (64 pairs, one forward
 //!   over both sides, as `rm::train_proxy` does);
-//! - `score_proxy`, `score_gold`: the m proxy and gold scoring a pool batch of 512 sequences
-//!   (`raw_set`, no gradient, as best-of-n does), throughput in forward FLOPs;
+//! - `score_proxy`, `score_gold`: the m proxy and gold scoring 2,048 pool sequences in
+//!   batches of 512 (`raw_set` of a frozen model, as best-of-n does), throughput in forward
+//!   FLOPs;
 //! - `gold_step`: one gold distillation step (batch 64, MSE, sharded as `rm::train_gold`).
 //!
 //! Weights are seeded, not trained: the cost of a step does not depend on them. Run with
@@ -18,7 +19,7 @@ use goodhart::world::SeqSet;
 use rand::Rng;
 
 fn bt_steps(c: &mut Criterion) {
-    let exp = common::quick();
+    let exp = common::defaults();
     let world = exp.world();
     let batch = exp.proxy.batch;
     // Pairs of π_ref-like responses; rows [0, b) the a sides, [b, 2b) the b sides.
@@ -36,7 +37,7 @@ fn bt_steps(c: &mut Criterion) {
     let total = exp.proxy.data_sizes.iter().max().unwrap().div_ceil(batch) * exp.proxy.epochs;
     let mut g = common::group(c);
     for size in ["xs", "m"] {
-        let spec = exp.proxy.sizes.iter().find(|s| s.name == size).expect("quick has xs and m proxies");
+        let spec = exp.proxy.sizes.iter().find(|s| s.name == size).expect("the defaults have xs and m proxies");
         let (varmap, rm) = common::reward_model(&exp.proxy_arch(spec), 1);
         let mut trainer = Trainer::new(&varmap, exp.proxy.lr, total, 1.0, "bench").unwrap();
         let mut step = 0;
@@ -64,25 +65,27 @@ fn bt_steps(c: &mut Criterion) {
 }
 
 fn scoring(c: &mut Criterion) {
-    let exp = common::quick();
+    let exp = common::defaults();
     let world = exp.world();
-    let pool = 512; // INFER_BATCH: best-of-n scores its pool in batches of 512
-    let set: SeqSet = common::demonstrations(&world, pool, 3);
+    // A slice of a best-of-n pool: four batches of 512 (INFER_BATCH), which a run scores
+    // side by side on the work pool (a best-of-n cell scores 32,768 rows per model).
+    let batch = 512;
+    let set: SeqSet = common::demonstrations(&world, 4 * batch, 3);
     common::export("score", &set);
     let t = common::read_len(&set);
-    let m = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("quick has an m proxy");
+    let m = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("the defaults have an m proxy");
     for (name, cfg) in [("score_proxy", exp.proxy_arch(m)), ("score_gold", exp.gold_arch())] {
         let rm = common::frozen_reward_model(&cfg, 1);
         let mut g = common::group(c);
         // Elements = forward FLOPs: criterion's throughput is then FLOP/s.
         g.throughput(Throughput::Elements(common::trunk_forward_flops(&cfg, set.len(), t)));
-        g.bench_function(name, |bencher| bencher.iter(|| rm.raw_set(&set, pool).unwrap()));
+        g.bench_function(name, |bencher| bencher.iter(|| rm.raw_set(&set, batch).unwrap()));
         g.finish();
     }
 }
 
 fn gold_step(c: &mut Criterion) {
-    let exp = common::quick();
+    let exp = common::defaults();
     let world = exp.world();
     let batch = exp.gold.batch;
     let mut rng = goodhart::seed::rng(1, "bench/gold");

@@ -1,5 +1,5 @@
-//! `sft_step`: one supervised fine-tuning step of the reference policy at the quick
-//! default's sizes (batch 64, cross-entropy on response tokens, sharded as `sft::train`).
+//! `sft_step`: one supervised fine-tuning step of the reference policy at the
+//! default sizes (src/config.rs; batch 64, cross-entropy on response tokens, sharded as `sft::train`).
 //! Run with `GOODHART_BENCH_THREADS=1 cargo bench --bench sft`.
 
 #[macro_use]
@@ -10,7 +10,7 @@ use criterion::{criterion_group, Criterion};
 use goodhart::optim::Trainer;
 
 fn sft_step(c: &mut Criterion) {
-    let exp = common::quick();
+    let exp = common::defaults();
     let world = exp.world();
     let p = &exp.policy;
     let train = common::demonstrations(&world, p.sft_batch, 4);

@@ -320,3 +320,48 @@ fn bench_score_times_every_reward_model_shape_of_the_experiment() {
     assert!(cell > 0.0 && cell < slowest, "a cell scores with every model: {cell} vs {slowest}");
     assert_eq!(v["device"].as_str(), Some(if device == "cpu" { "cpu" } else { "cuda" }));
 }
+
+
+#[test]
+fn frozen_views_score_as_the_variables_do_record_no_graph_and_follow_updates() {
+    let (vm, m, cfg) = reward(71, 8);
+    let f = RewardModel::new(&cfg, goodhart::model::frozen(&vm, &common::device())).unwrap();
+    let (_, set) = demo_set(40, 9);
+    let before = f.raw_set(&set, 16).unwrap();
+    assert_eq!(before, m.raw_set(&set, 16).unwrap(), "a frozen view must score as its variables do");
+    assert!(m.raw_batch(&set).unwrap().track_op(), "the trainable model records a graph");
+    assert!(!f.raw_batch(&set).unwrap().track_op(), "a frozen view must record no graph");
+    // An optimizer step on the variables moves the view too (it shares their storage).
+    let mut t = goodhart::optim::Trainer::new(&vm, 1e-2, 10, 1e9, "frozen").unwrap();
+    let loss = m.raw_batch(&set).unwrap().sqr().unwrap().mean_all().unwrap();
+    t.step(&loss, 0).unwrap();
+    let after = f.raw_set(&set, 16).unwrap();
+    assert_ne!(after, before, "the view did not follow the update");
+    assert_eq!(after, m.raw_set(&set, 16).unwrap());
+    // The same holds for a policy, whose view samples in PPO's rollouts.
+    let (pvm, p, pcfg) = policy(72);
+    let pf = Policy::new(&pcfg, &world(), goodhart::model::frozen(&pvm, &common::device())).unwrap();
+    let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &common::device()).unwrap();
+    let (a, b) = (p.response_logprobs(&tokens).unwrap().0, pf.response_logprobs(&tokens).unwrap().0);
+    assert!(!b.track_op());
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+}
+
+#[test]
+fn scoring_does_not_depend_on_the_thread_count() {
+    // raw_set scores its batches side by side on the work pool; the batches are the same
+    // rows whatever the pool, so the scores are bit for bit the same as one batch at a time.
+    let (_, m, _) = reward(73, 8);
+    let (_, set) = demo_set(100, 10);
+    let pooled = m.raw_set(&set, 16).unwrap();
+    let mut idx: Vec<usize> = (0..set.len()).collect();
+    idx.sort_by_key(|&i| set.ends[i]);
+    let mut serial = vec![0f32; set.len()];
+    for chunk in idx.chunks(16) {
+        let s = m.raw_rows(&set, chunk).unwrap().to_vec1::<f32>().unwrap();
+        for (&i, v) in chunk.iter().zip(s) {
+            serial[i] = v;
+        }
+    }
+    assert_eq!(pooled, serial);
+}

@@ -2,11 +2,11 @@
 //! thresholds, candle's thread variables, the work pool), a `main` that runs the measured
 //! code on a work-pool thread as `goodhart run` does (never on criterion's main thread:
 //! glibc serves the main thread from its brk arena and other threads from mmap'd arenas, so
-//! the same code allocates differently there), the quick experiment and its data, and the
+//! the same code allocates differently there), the default experiment and its data, and the
 //! export of each workload's input rows for the PyTorch twin (benches/twin/twin.py).
 //!
-//! `GOODHART_BENCH_THREADS` (default 1) sets `CANDLE_NUM_THREADS` and `RAYON_NUM_THREADS`
-//! (unless set already) and the work pool's size (`goodhart run --jobs`). Results go to the
+//! `GOODHART_BENCH_THREADS` (default 1) is the work pool's size (`goodhart run --jobs`);
+//! candle runs single-threaded as in a run. Results go to the
 //! criterion group `goodhart_t{threads}`, so the thread counts keep separate histories.
 //! `GOODHART_BENCH_SECS` (default 2) is each bench's measurement time.
 #![allow(dead_code)]
@@ -28,15 +28,13 @@ pub fn threads() -> usize {
     }
 }
 
-/// The start-up of `goodhart run` (src/main.rs) with `--jobs threads()`: candle's thread
-/// variables, the allocator, the work pool. Before any tensor op or other thread.
+/// The start-up of `goodhart run` (src/main.rs) with `--jobs threads()`: the allocator,
+/// then the work pool, whose `init` makes candle single-threaded unless `CANDLE_NUM_THREADS`
+/// / `RAYON_NUM_THREADS` are set, exactly as in a run (the second thread serves the run's
+/// data-parallel shards and side-by-side models, not candle's per-op threading). Before
+/// any tensor op or other thread.
 pub fn setup() -> usize {
     let n = threads();
-    for var in ["CANDLE_NUM_THREADS", "RAYON_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            std::env::set_var(var, n.to_string());
-        }
-    }
     goodhart::tune_allocator();
     goodhart::parallel::init(n).expect("bench thread count");
     n
@@ -69,9 +67,11 @@ pub fn group(c: &mut Criterion) -> BenchmarkGroup<'_, criterion::measurement::Wa
     g
 }
 
-/// The quick experiment (experiments/quick.toml: the defaults of src/config.rs).
-pub fn quick() -> goodhart::Experiment {
-    goodhart::Experiment::load(Path::new("experiments/quick.toml")).expect("quick config")
+/// The experiment of src/config.rs's defaults: the world, models and batch sizes the
+/// PyTorch twin (benches/twin/twin.py) is written for, whatever experiments/quick.toml
+/// changes (its proxy sizes, replicates); the default proxy sizes include m.
+pub fn defaults() -> goodhart::Experiment {
+    goodhart::Experiment::from_toml("name = \"bench\"", Path::new("benches/common/mod.rs")).expect("the defaults are a valid experiment")
 }
 
 /// A reward model with seeded weights (training cost does not depend on the weights).

@@ -57,6 +57,9 @@ PROXY_BATCH, PROXY_LR = 64, 3e-3
 GOLD_BATCH, GOLD_LR = 64, 3e-3
 SFT_BATCH, SFT_LR = 64, 3e-3
 INFER_BATCH = 512
+# Rows of the scoring workloads: a slice of a best-of-n pool, four batches of INFER_BATCH
+# (a run scores 32,768 rows per model per best-of-n cell).
+SCORE_ROWS = 4 * INFER_BATCH
 PPO = dict(rollout=64, minibatch=32, epochs=4, lr=3e-4, clip=0.2, value_clip=0.2, value_coef=0.1, entropy_coef=0.0,
            gae_lambda=0.95, gamma=1.0, max_grad_norm=1.0, members=3, beta=0.1)
 MAX_GRAD_NORM = 1.0
@@ -289,7 +292,7 @@ def bt_step(size, data_dir):
 
 
 def score(cfg, data_dir):
-    tokens, ends = load(data_dir, "score", INFER_BATCH, 3)
+    tokens, ends = load(data_dir, "score", SCORE_ROWS, 3)
     rm = RewardModel(**cfg)
     t, e = torch.from_numpy(tokens), torch.from_numpy(ends)
     return lambda: rm.score_set(t, e)

@@ -63,14 +63,17 @@ impl RewardModel {
         self.raw(&tokens, &set.ends)
     }
 
-    /// Raw scores of a whole set, in batches of similar length (no gradient is kept).
+    /// Raw scores of a whole set, in batches of similar length (no gradient is kept). The
+    /// batches run side by side on the work pool (nested inside whatever already runs
+    /// there); each batch is the same rows whatever the thread count, so the scores are too.
     pub fn raw_set(&self, set: &SeqSet, batch: usize) -> Result<Vec<f32>> {
         let mut idx: Vec<usize> = (0..set.len()).collect();
         idx.sort_by_key(|&i| set.ends[i]);
+        let chunks: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
+        let scored = crate::parallel::map(&chunks, |chunk| -> Result<Vec<f32>> { Ok(self.raw_rows(set, chunk)?.detach().to_vec1::<f32>()?) });
         let mut out = vec![0f32; set.len()];
-        for chunk in idx.chunks(batch.max(1)) {
-            let scores = self.raw_rows(set, chunk)?.detach().to_vec1::<f32>()?;
-            for (&i, s) in chunk.iter().zip(scores) {
+        for (chunk, scores) in chunks.iter().zip(scored) {
+            for (&i, s) in chunk.iter().zip(scores?) {
                 out[i] = s;
             }
         }
