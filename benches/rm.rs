@@ -72,13 +72,12 @@ fn scoring(c: &mut Criterion) {
     let batch = 512;
     let set: SeqSet = common::demonstrations(&world, 4 * batch, 3);
     common::export("score", &set);
-    let t = common::read_len(&set);
     let m = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("the defaults have an m proxy");
     for (name, cfg) in [("score_proxy", exp.proxy_arch(m)), ("score_gold", exp.gold_arch())] {
         let rm = common::frozen_reward_model(&cfg, 1);
         let mut g = common::group(c);
         // Elements = forward FLOPs: criterion's throughput is then FLOP/s.
-        g.throughput(Throughput::Elements(common::trunk_forward_flops(&cfg, set.len(), t)));
+        g.throughput(Throughput::Elements(common::set_forward_flops(&cfg, &set, batch)));
         g.bench_function(name, |bencher| bencher.iter(|| rm.raw_set(&set, batch).unwrap()));
         g.finish();
     }

@@ -141,7 +141,10 @@ pub fn trunk_forward_flops(cfg: &TransformerConfig, b: usize, t: usize) -> u64 {
     cfg.layers as u64 * tokens * per_token
 }
 
-/// The length the reward model computes for a batch: up to its last read-out position.
-pub fn read_len(set: &SeqSet) -> usize {
-    set.ends.iter().copied().max().unwrap_or(0) as usize + 1
+/// Forward FLOPs of `raw_set(set, batch)` as it computes them: rows sorted by read-out
+/// position and cut into batches, each batch run up to its own longest read-out position.
+pub fn set_forward_flops(cfg: &TransformerConfig, set: &SeqSet, batch: usize) -> u64 {
+    let mut ends: Vec<u32> = set.ends.clone();
+    ends.sort_unstable();
+    ends.chunks(batch).map(|c| trunk_forward_flops(cfg, c.len(), *c.last().unwrap() as usize + 1)).sum()
 }
