@@ -285,15 +285,15 @@ pub struct Work {
     pub infer_tokens: f64,
 }
 
-/// Seconds per unit of [`Work`] on one core: fitted by least squares to the per-cell make
-/// times of the quick default run with `--jobs 1` on a 2-core laptop-class x86-64 CPU
-/// (README, "Scaling out"). The per-token terms are the per-op overhead that dominates the
-/// smallest models.
+/// Seconds per unit of [`Work`] on one core: fitted by least squares (non-negative) to the
+/// per-cell make times of one replicate of the quick default run with `--jobs 1` on a 2-core
+/// laptop-class x86-64 CPU (README, "Scaling out"). The per-token terms are the per-op
+/// overhead that dominates the smallest models.
 pub const RATES: Work = Work {
-    train_param_tokens: 4.5e-10,
-    train_tokens: 3.9e-6,
-    infer_param_tokens: 7.3e-11,
-    infer_tokens: 1.8e-7,
+    train_param_tokens: 9.6e-11,
+    train_tokens: 8.3e-7,
+    infer_param_tokens: 2.9e-11,
+    infer_tokens: 4.8e-7,
 };
 
 impl Work {
