@@ -115,6 +115,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         started,
     };
     assemble::write(&x, &rows, &ctx)?;
+    // The loaded cells are written out: free them (and what the run freed) before the report
+    // reads the tables back.
+    drop(x);
+    crate::release_free_memory();
     if !rows.curves.is_empty() {
         // Fits, scaling, stopping rules, aggregator comparison and report.md, from the tables
         // just written (the same as `goodhart report DIR`).

@@ -178,6 +178,7 @@ impl<'a> Exec<'a> {
                 continue;
             }
             let stage = self.plan.cells[todo[0]].kind.stage();
+            crate::release_free_memory();
             reset_peak_rss();
             let t = Instant::now();
             // Dependencies first, on this thread: loaded, waited for, or made.

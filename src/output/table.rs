@@ -2,11 +2,13 @@
 //! back: the curve and reward-model tables read into rows, refused when damaged.
 
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 
 use polars::prelude::*;
+use sha2::{Digest, Sha256};
 
-use crate::cell::store::{hash_hex, write_atomic};
+use crate::cell::store::temp_sibling;
 use crate::error::{Error, Result};
 use crate::output::check::{self, one_line};
 
@@ -88,21 +90,60 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
 /// first: what manifest.json's `tables` records so that `goodhart report` can tell a table
 /// edited since.
 pub fn write(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<Vec<(String, String)>> {
-    let err = |name: &str, e: PolarsError| Error::Table {
-        path: dir.join(name),
-        msg: e.to_string(),
-    };
-    let (pq, csv) = (format!("{stem}.parquet"), format!("{stem}.csv"));
-    let mut pq_bytes = Vec::new();
-    ParquetWriter::new(&mut pq_bytes).finish(df).map_err(|e| err(&pq, e))?;
-    let mut csv_bytes = Vec::new();
-    CsvWriter::new(&mut csv_bytes).finish(df).map_err(|e| err(&csv, e))?;
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut sums = Vec::with_capacity(2);
-    for (name, bytes) in [(pq, pq_bytes), (csv, csv_bytes)] {
-        write_atomic(&dir.join(&name), &bytes)?;
-        sums.push((name, hash_hex(&bytes)));
+    for (name, parquet) in [(format!("{stem}.parquet"), true), (format!("{stem}.csv"), false)] {
+        let path = dir.join(&name);
+        let tmp = temp_sibling(&path);
+        let r = stream(df, &tmp, &path, parquet).and_then(|sum| fs::rename(&tmp, &path).map(|()| sum).map_err(|e| Error::io(&path, e)));
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        sums.push((name, r?));
     }
     Ok(sums)
+}
+
+/// Writes `df` to `tmp` (the temporary name of `path`) as it is encoded (the largest tables
+/// are tens of MB as CSV: never held whole in memory), synced; returns the SHA-256 hex of
+/// the bytes written.
+fn stream(df: &mut DataFrame, tmp: &Path, path: &Path, parquet: bool) -> Result<String> {
+    let f = fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+    let mut w = Hashing {
+        inner: std::io::BufWriter::new(f),
+        sha: Sha256::new(),
+    };
+    let encoded = if parquet {
+        ParquetWriter::new(&mut w).finish(df).map(|_| ())
+    } else {
+        CsvWriter::new(&mut w).finish(df)
+    };
+    encoded.map_err(|e| Error::Table {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let Hashing { inner, sha } = w;
+    let f = inner.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io(tmp, e))?;
+    Ok(sha.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Reads a parquet table back as it is, unchecked; a file that does not decode is an
