@@ -48,7 +48,12 @@ const QUARANTINE: &str = ".quarantine";
 
 /// Hex SHA-256 of `bytes`.
 pub fn hash_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lower-case hex of `bytes` (a digest).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The key of a recipe: a hash of its canonical JSON (object keys sorted) and [`FORMAT`].

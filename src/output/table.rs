@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::cell::store::temp_sibling;
+use crate::cell::store::{hex, temp_sibling};
 use crate::error::{Error, Result};
 use crate::output::check::{self, one_line};
 
@@ -125,7 +125,7 @@ fn stream(df: &mut DataFrame, tmp: &Path, path: &Path, parquet: bool) -> Result<
     let Hashing { inner, sha } = w;
     let f = inner.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
     f.sync_all().map_err(|e| Error::io(tmp, e))?;
-    Ok(sha.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&sha.finalize()))
 }
 
 /// A writer that hashes what passes through it.
