@@ -141,6 +141,74 @@ fn sampling_is_reproducible_and_never_emits_special_tokens() {
     }
 }
 
+/// The sampling rule written out plainly: every row, the whole sequence through the model
+/// at every step (no cache, no shared prompts, no rows leaving the batch), one draw per
+/// unfinished row in row order from softmax(logits / T) by inverse CDF in f64.
+fn sample_reference(p: &Policy, w: &WorldConfig, prompts: &[Vec<u32>], temperature: f64, rng: &mut impl rand::Rng) -> Vec<goodhart::world::Response> {
+    use goodhart::world::{Response, BOS, EOS, SEP};
+    let mut seqs: Vec<Vec<u32>> = prompts.iter().map(|q| [vec![BOS], q.clone(), vec![SEP]].concat()).collect();
+    let mut out = vec![Response { tokens: Vec::new(), finished: false }; prompts.len()];
+    let mut done = vec![false; prompts.len()];
+    for _ in 0..w.max_response {
+        let t = seqs[0].len();
+        let flat: Vec<u32> = seqs.concat();
+        let tokens = Tensor::from_vec(flat, (seqs.len(), t), &common::device()).unwrap();
+        let (logits, _) = p.forward(&tokens, None).unwrap();
+        let last = logits.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap().to_vec2::<f32>().unwrap();
+        for (i, row) in last.iter().enumerate() {
+            let tok = if done[i] {
+                EOS
+            } else {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let probs: Vec<f64> = row.iter().map(|&l| ((l as f64 - max) / temperature).exp()).collect();
+                let mut u = rng.random::<f64>() * probs.iter().sum::<f64>();
+                let mut pick = probs.len() - 1;
+                for (k, q) in probs.iter().enumerate() {
+                    if u < *q {
+                        pick = k;
+                        break;
+                    }
+                    u -= q;
+                }
+                pick as u32
+            };
+            if !done[i] {
+                if tok == EOS {
+                    done[i] = true;
+                    out[i].finished = true;
+                } else {
+                    out[i].tokens.push(tok);
+                }
+            }
+            seqs[i].push(tok);
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn sampling_matches_the_plain_rule_with_shared_prompts_and_early_ends() {
+    // Prompts repeat out of order (a best-of-n pool shares one; rollouts mostly do not),
+    // and responses end at different steps, so the batch shrinks as it goes.
+    let (_, p, _) = policy(7);
+    let w = world();
+    let distinct: Vec<Vec<u32>> = (0..3).map(|i| vec![4 + i, 6, 5 + i, 7]).collect();
+    let mixed: Vec<Vec<u32>> = (0..40).map(|i| distinct[(i * 7 + i / 5) % 3].clone()).collect();
+    let pool = vec![distinct[1].clone(); 300];
+    for (prompts, temperature) in [(&mixed, 1.0), (&mixed, 0.7), (&pool, 1.0)] {
+        let mut a = rand::rngs::StdRng::seed_from_u64(21);
+        let mut b = rand::rngs::StdRng::seed_from_u64(21);
+        let fast = p.sample(prompts, temperature, &mut a).unwrap();
+        let plain = sample_reference(&p, &w, prompts, temperature, &mut b);
+        assert_eq!(fast, plain, "temperature {temperature}");
+        let lengths: std::collections::BTreeSet<usize> = fast.iter().map(|r| r.tokens.len()).collect();
+        assert!(lengths.len() >= 4, "responses should end at different steps: {lengths:?}");
+    }
+}
+
 #[test]
 fn sft_changes_parameters_and_lowers_loss() {
     let (vm, p, _) = policy(6);

@@ -93,6 +93,11 @@ impl Policy {
 
     /// Samples one response per prompt at `temperature` (> 0), with a KV cache. Sampling
     /// draws from `rng` over the probabilities on the host, so it is reproducible.
+    ///
+    /// Work goes only where it is needed: rows that share a prompt (a best-of-n pool) run
+    /// the prompt through the model once, and a row leaves the batch (and the cache) as
+    /// soon as it ends, so the batch shrinks with the responses still being written.
+    /// Draws come in the same order either way: row by row, unfinished rows only.
     pub fn sample(
         &self,
         prompts: &[Vec<u32>],
@@ -104,15 +109,38 @@ impl Policy {
         if b == 0 {
             return Ok(Vec::new());
         }
-        let mut prefix = Vec::with_capacity(b * self.prefix_len);
-        for p in prompts {
+        // Distinct prompts, in order of first appearance, and each row's one among them.
+        let mut distinct: Vec<&[u32]> = Vec::new();
+        let mut first: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
+        let row_prompt: Vec<u32> = prompts
+            .iter()
+            .map(|p| {
+                *first.entry(p.as_slice()).or_insert_with(|| {
+                    distinct.push(p);
+                    (distinct.len() - 1) as u32
+                })
+            })
+            .collect();
+        let mut prefix = Vec::with_capacity(distinct.len() * self.prefix_len);
+        for p in &distinct {
             prefix.push(BOS);
             prefix.extend_from_slice(p);
             prefix.push(SEP);
         }
+        let vocab = self.config().vocab;
         let mut cache = KvCache::new(self.config().layers);
-        let input = Tensor::from_vec(prefix, (b, self.prefix_len), &device)?;
-        let mut logits = self.last_logits(&input, &mut cache)?;
+        let input = Tensor::from_vec(prefix, (distinct.len(), self.prefix_len), &device)?;
+        let prefix_logits = self.last_logits(&input, &mut cache)?;
+        let mut logits = if distinct.len() == b {
+            prefix_logits
+        } else {
+            cache.select_rows(&row_prompt)?;
+            let mut l = Vec::with_capacity(b * vocab);
+            for &d in &row_prompt {
+                l.extend_from_slice(&prefix_logits[d as usize * vocab..(d as usize + 1) * vocab]);
+            }
+            l
+        };
         let mut out: Vec<Response> = vec![
             Response {
                 tokens: Vec::new(),
@@ -120,29 +148,30 @@ impl Policy {
             };
             b
         ];
-        let mut done = vec![false; b];
-        let vocab = self.config().vocab;
+        // live[j]: the row (index into `prompts`) at batch position j.
+        let mut live: Vec<usize> = (0..b).collect();
         let mut probs = vec![0f64; vocab];
         for step in 0..self.max_response {
-            let mut next = Vec::with_capacity(b);
-            for i in 0..b {
-                if done[i] {
-                    next.push(EOS);
-                    continue;
-                }
-                let t = sample_token(&logits[i * vocab..(i + 1) * vocab], temperature, &mut probs, rng);
+            let mut next = Vec::with_capacity(live.len());
+            let mut keep: Vec<u32> = Vec::with_capacity(live.len());
+            for (j, &i) in live.iter().enumerate() {
+                let t = sample_token(&logits[j * vocab..(j + 1) * vocab], temperature, &mut probs, rng);
                 if t == EOS {
-                    done[i] = true;
                     out[i].finished = true;
                 } else {
                     out[i].tokens.push(t);
+                    keep.push(j as u32);
+                    next.push(t);
                 }
-                next.push(t);
             }
-            if done.iter().all(|&d| d) || step + 1 == self.max_response {
+            if keep.is_empty() || step + 1 == self.max_response {
                 break;
             }
-            let input = Tensor::from_vec(next, (b, 1), &device)?;
+            if keep.len() < live.len() {
+                cache.select_rows(&keep)?;
+                live = keep.iter().map(|&j| live[j as usize]).collect();
+            }
+            let input = Tensor::from_vec(next, (live.len(), 1), &device)?;
             logits = self.last_logits(&input, &mut cache)?;
         }
         Ok(out)

@@ -159,6 +159,21 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keeps the cached rows `rows` (indices into the batch, repeats allowed), in that
+    /// order: generation drops finished rows, or fans one prompt's prefix out to the
+    /// rows that share it.
+    pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device().clone()) else {
+            return Ok(());
+        };
+        let idx = Tensor::from_slice(rows, rows.len(), &device)?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
