@@ -58,14 +58,14 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "a cell is listed twice: {ids:?}");
-    // π_ref, gold, pairs shared; per replicate (6): 2 sizes × 2 data sizes × 5 members,
-    // best-of-n in cells of 8 of the 32 prompts, PPO: member 0, mean, wco, uwo(0.1) × β ∈
-    // {0, 0.1} on xs/d500; and one held-out proxy.
-    assert_eq!(exp.replicates, 6);
+    // π_ref, gold, pairs shared; per replicate (12): 2 sizes × 2 data sizes × 5 members,
+    // best-of-n in cells of 6 of the 12 prompts, PPO: member 0, mean, wco, uwo(0.1) at β = 0
+    // on xs/d500; and one held-out proxy.
+    assert_eq!(exp.replicates, 12);
     let count = |k: &str| plan.cells.iter().filter(|c| c.kind.name() == k).count();
     assert_eq!(
         [count("policy"), count("gold"), count("pairs"), count("proxy"), count("bon"), count("ppo")],
-        [1, 1, 1, 6 * 20 + 1, 6 * 4, 6 * 8]
+        [1, 1, 1, 12 * 20 + 1, 12 * 2, 12 * 4]
     );
     let deps = |id: &str| -> Vec<&str> {
         let c = &plan.cells[plan.find(id).unwrap_or_else(|| panic!("no cell {id}"))];
@@ -75,16 +75,17 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     assert_eq!(deps("gold"), ["policy"]);
     assert_eq!(deps("pairs"), ["policy", "gold"]);
     assert_eq!(deps("proxy/s/d4000/n0.25/k4"), ["policy", "gold", "pairs"]);
-    assert_eq!(deps("proxy/s/d4000/n0.25/k4/r5"), ["policy", "gold", "pairs"]);
+    assert_eq!(deps("proxy/s/d4000/n0.25/k4/r11"), ["policy", "gold", "pairs"]);
     assert_eq!(deps("heldout/s/d4000/n0.25"), ["policy", "gold", "pairs"]);
-    let bon = deps("bon/p24-31/r1");
+    let bon = deps("bon/p6-11/r1");
     assert_eq!(bon.len(), 2 + 20 + 1);
     assert!(bon.contains(&"heldout/s/d4000/n0.25") && bon.contains(&"proxy/s/d4000/n0.25/k1/r1"));
     let members: Vec<String> = (0..5).map(|k| format!("proxy/xs/d500/n0.25/k{k}")).collect();
     let mut want = vec!["policy", "gold"];
     want.extend(members.iter().map(String::as_str));
     want.push("heldout/s/d4000/n0.25");
-    assert_eq!(deps("ppo/xs/d500/n0.25/wco/b0.1"), want);
+    assert_eq!(deps("ppo/xs/d500/n0.25/wco/b0"), want);
+    assert!(plan.find("ppo/xs/d500/n0.25/wco/b0.1").is_none());
     for (i, c) in plan.cells.iter().enumerate() {
         assert!(c.deps.iter().all(|&d| d < i), "{} comes before a dependency", c.id);
         assert_eq!(c.level, c.deps.iter().map(|&d| plan.cells[d].level + 1).max().unwrap_or(0));
