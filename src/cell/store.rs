@@ -497,10 +497,23 @@ impl Drop for Lock {
 /// Writes `bytes` to `path` atomically: a uniquely named temporary sibling (host, pid,
 /// nonce), fsync, rename. On failure the temporary is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
+/// As [`write_atomic`], for content written as it is produced: `write` fills the temporary
+/// file (its errors name what it likes), which is then synced and renamed onto `path`; on
+/// any error the temporary file is removed and `path` is untouched.
+pub fn write_atomic_with<T>(path: &Path, write: impl FnOnce(&mut fs::File) -> Result<T>) -> Result<T> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     let tmp = temp_sibling(path);
-    let r = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    let r = (|| {
+        let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let out = write(&mut f)?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(out)
+    })();
     if r.is_err() {
         let _ = fs::remove_file(&tmp);
     }

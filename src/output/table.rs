@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::cell::store::{hex, temp_sibling};
+use crate::cell::store::{hex, write_atomic_with};
 use crate::error::{Error, Result};
 use crate::output::check::{self, one_line};
 
@@ -90,25 +90,18 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
 /// first: what manifest.json's `tables` records so that `goodhart report` can tell a table
 /// edited since.
 pub fn write(df: &mut DataFrame, dir: &Path, stem: &str) -> Result<Vec<(String, String)>> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut sums = Vec::with_capacity(2);
     for (name, parquet) in [(format!("{stem}.parquet"), true), (format!("{stem}.csv"), false)] {
         let path = dir.join(&name);
-        let tmp = temp_sibling(&path);
-        let r = stream(df, &tmp, &path, parquet).and_then(|sum| fs::rename(&tmp, &path).map(|()| sum).map_err(|e| Error::io(&path, e)));
-        if r.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        sums.push((name, r?));
+        let sum = write_atomic_with(&path, |f| stream(df, f, &path, parquet))?;
+        sums.push((name, sum));
     }
     Ok(sums)
 }
 
-/// Writes `df` to `tmp` (the temporary name of `path`) as it is encoded (the largest tables
-/// are tens of MB as CSV: never held whole in memory), synced; returns the SHA-256 hex of
-/// the bytes written.
-fn stream(df: &mut DataFrame, tmp: &Path, path: &Path, parquet: bool) -> Result<String> {
-    let f = fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+/// Encodes `df` into `f` as it goes (the largest tables are tens of MB as CSV: never held
+/// whole in memory); returns the SHA-256 hex of the bytes written.
+fn stream(df: &mut DataFrame, f: &mut fs::File, path: &Path, parquet: bool) -> Result<String> {
     let mut w = Hashing {
         inner: std::io::BufWriter::new(f),
         sha: Sha256::new(),
@@ -122,10 +115,8 @@ fn stream(df: &mut DataFrame, tmp: &Path, path: &Path, parquet: bool) -> Result<
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
-    let Hashing { inner, sha } = w;
-    let f = inner.into_inner().map_err(|e| Error::io(tmp, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io(tmp, e))?;
-    Ok(hex(&sha.finalize()))
+    w.inner.flush().map_err(|e| Error::io(path, e))?;
+    Ok(hex(&w.sha.finalize()))
 }
 
 /// A writer that hashes what passes through it.
