@@ -24,7 +24,8 @@
 //! Per replicate, a claim's estimate is the mean of its unit contributions; across
 //! replicates, the estimate is the mean of those and its interval a Student-t interval
 //! with R − 1 degrees of freedom: it covers what varies between replicates (proxy seeds and
-//! data order, best-of-n prompts and pools, PPO seeds and prompts) as well as the units
+//! data order, best-of-n prompts and pools, PPO seeds and prompts; with `world.per_replicate`
+//! the world, π_ref, gold and pairs too) as well as the units
 //! within each. With one replicate the interval is over units only and says so.
 //! Verdict: `holds` (interval above 0), `reversed` (below 0), `inconclusive`.
 

@@ -75,6 +75,10 @@ pub struct WorldSpec {
     pub flattery_rate: f64,
     /// Demonstrator's per-token probability of echoing a prompt token.
     pub echo_rate: f64,
+    /// Each replicate draws its own world (the labeler's affinity), π_ref, gold, preference
+    /// pairs and held-out proxy, from a seed of its own, instead of sharing replicate 0's;
+    /// replicate 0's are the same either way. Conclusions then average over worlds too.
+    pub per_replicate: bool,
 }
 
 impl Default for WorldSpec {
@@ -87,6 +91,7 @@ impl Default for WorldSpec {
             mean_response: 6.5,
             flattery_rate: 0.05,
             echo_rate: 0.2,
+            per_replicate: false,
         }
     }
 }
@@ -673,9 +678,53 @@ impl Experiment {
         }
     }
 
-    /// The world this experiment runs in.
+    /// The world of replicate 0 (every replicate's, unless `world.per_replicate`). Its shapes
+    /// (vocabulary, sequence length) are every world's.
     pub fn world(&self) -> WorldConfig {
-        WorldConfig::from_spec(&self.world, self.seed)
+        self.world_of(0)
+    }
+
+    /// The world replicate `r` runs in: its own (`r`) when `world.per_replicate`, else 0.
+    pub fn world_index(&self, r: usize) -> usize {
+        if self.world.per_replicate {
+            r
+        } else {
+            0
+        }
+    }
+
+    /// How many worlds the study draws (1, or one per replicate).
+    pub fn worlds(&self) -> usize {
+        if self.world.per_replicate {
+            self.replicates
+        } else {
+            1
+        }
+    }
+
+    /// The seed of world `w`'s draws (the labeler's affinity, π_ref, gold, the validation
+    /// and held-out proxy's pairs, the reference samples): the experiment's seed for world 0,
+    /// one derived from it otherwise.
+    pub fn world_seed(&self, w: usize) -> u64 {
+        if w == 0 {
+            self.seed
+        } else {
+            crate::seed::derive(self.seed, &format!("world/{w}"))
+        }
+    }
+
+    /// World `w`.
+    pub fn world_of(&self, w: usize) -> WorldConfig {
+        WorldConfig::from_spec(&self.world, self.world_seed(w))
+    }
+
+    /// The world's part of a cell recipe: the world's settings without `per_replicate`
+    /// (which world a cell reads is in its seed), so replicate 0's cells are the same cells
+    /// whether or not the other replicates redraw their worlds.
+    pub fn world_recipe(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.world).expect("world spec serializes");
+        v.as_object_mut().expect("world spec is a table").remove("per_replicate");
+        v
     }
 
     /// Transformer shape of the reference policy.

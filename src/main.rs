@@ -332,10 +332,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 exp.proxy.noise.len(),
                 exp.proxy.members
             );
-            if let Some(h) = goodhart::sweep::heldout_cell(&exp) {
+            if exp.worlds() > 1 {
+                println!("  {} worlds: each replicate draws its own world, π_ref, gold, pairs and held-out proxy", exp.worlds());
+            }
+            if let Some(h) = goodhart::sweep::heldout_cell(&exp, 0) {
                 println!(
-                    "  1 held-out proxy ({}, {} pairs of its own, noise {:.2}; never optimized against)",
-                    h.size.name, h.data_size, h.noise
+                    "  {} held-out prox{} ({}, {} pairs of its own, noise {:.2}; never optimized against)",
+                    exp.worlds(),
+                    if exp.worlds() > 1 { "ies, one per world" } else { "y" },
+                    h.size.name,
+                    h.data_size,
+                    h.noise
                 );
             }
             if exp.bon.enabled {

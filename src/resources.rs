@@ -70,16 +70,21 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let reps = u(exp.replicates);
     let grid = product(&[u(x.data_sizes.len()), u(x.noise.len()), u(x.members), reps]).ok_or(memory("replicates", "proxy models"))?;
     let heldout = if x.heldout { exp.params.proxies.iter().map(|p| u(p.1)).max().unwrap_or(0) } else { 0 };
+    // One π_ref, gold and held-out proxy per world (one world unless `world.per_replicate`).
+    let worlds = u(exp.worlds());
     let proxy_params = exp
         .params
         .proxies
         .iter()
-        .try_fold(heldout, |acc, p| acc.checked_add(u(p.1).checked_mul(grid)?))
+        .try_fold(heldout.checked_mul(worlds).ok_or(memory("replicates", "held-out proxies"))?, |acc, p| {
+            acc.checked_add(u(p.1).checked_mul(grid)?)
+        })
         .ok_or(memory("proxy.members", "proxy models"))?;
     let ppo_runs = product(&[u(exp.ppo_run_count()), reps]).ok_or(memory("replicates", "PPO runs"))?;
     let policy = u(exp.params.policy);
     let gold = u(exp.params.gold);
-    let resident = sum(&[policy, gold, proxy_params, if ppo_runs > 0 { policy } else { 0 }]);
+    let (policies, golds) = (product(&[policy, worlds]).ok_or(memory("replicates", "π_ref models"))?, product(&[gold, worlds]).ok_or(memory("replicates", "gold models"))?);
+    let resident = sum(&[policies, golds, proxy_params, if ppo_runs > 0 { policy } else { 0 }]);
     let trained_max = policy.max(gold).max(heldout);
     let models = resident
         .and_then(|r| r.checked_add(product(&[3, trained_max])?))
@@ -183,10 +188,10 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     } else {
         data_max.1
     };
-    let stored = sum(&[policy, gold, proxy_params, product(&[ppo_runs, policy]).unwrap_or(u64::MAX)]);
+    let stored = sum(&[policies, golds, proxy_params, product(&[ppo_runs, policy]).unwrap_or(u64::MAX)]);
     let disk = stored
         .and_then(|n| n.checked_mul(F32))
-        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 3 + ppo_runs, META_BYTES])?))
+        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 3 * worlds + ppo_runs, META_BYTES])?))
         .ok_or(Overflow { keys: "ppo.kl_penalties", what: "stored models", resource: "disk" })?;
     Ok(Estimate {
         peak_memory_bytes: peak,

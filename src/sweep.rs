@@ -15,7 +15,7 @@ pub struct ProxyCell {
     /// Ensemble member index (0-based).
     pub member: usize,
     /// The held-out proxy (trained on its own pairs, never optimized against; one per
-    /// study, replicate 0).
+    /// world: replicate 0's, and each replicate's own when `world.per_replicate`).
     pub heldout: bool,
     /// The replicate this member belongs to.
     pub replicate: usize,
@@ -36,7 +36,13 @@ impl ProxyCell {
     /// `proxy/m/d4000/n0.25/k1/r2`.
     pub fn id(&self) -> String {
         if self.heldout {
-            return format!("heldout/{}/d{}/n{:.2}", self.size.name, self.data_size, self.noise);
+            return format!(
+                "heldout/{}/d{}/n{:.2}{}",
+                self.size.name,
+                self.data_size,
+                self.noise,
+                replicate_suffix(self.replicate)
+            );
         }
         format!(
             "proxy/{}/d{}/n{:.2}/k{}{}",
@@ -76,9 +82,9 @@ pub fn proxy_cells(exp: &Experiment, replicate: usize) -> Vec<ProxyCell> {
     cells
 }
 
-/// The held-out proxy of the experiment, if it has one: the largest size (by parameters),
+/// The held-out proxy of world `world`, if the study has one: the largest size (by parameters),
 /// the largest data size, the lowest noise level.
-pub fn heldout_cell(exp: &Experiment) -> Option<ProxyCell> {
+pub fn heldout_cell(exp: &Experiment, world: usize) -> Option<ProxyCell> {
     if !exp.proxy.heldout {
         return None;
     }
@@ -95,7 +101,7 @@ pub fn heldout_cell(exp: &Experiment) -> Option<ProxyCell> {
         noise: exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min),
         member: 0,
         heldout: true,
-        replicate: 0,
+        replicate: world,
     })
 }
 

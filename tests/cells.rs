@@ -122,7 +122,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
         assert_eq!(code, goodhart::cell::code_version(&cell.kind));
         assert_eq!(code.len(), 16);
     }
-    assert_ne!(goodhart::cell::code_version(&Kind::Policy), goodhart::cell::code_version(&Kind::Bon(goodhart::cell::BonCell { replicate: 0, start: 0, end: 1 })));
+    assert_ne!(goodhart::cell::code_version(&Kind::Policy(0)), goodhart::cell::code_version(&Kind::Bon(goodhart::cell::BonCell { replicate: 0, start: 0, end: 1 })));
 }
 
 #[test]
@@ -453,6 +453,64 @@ fn per_replicate_pairs_redraw_replicate_1s_training_pairs_and_keep_replicate_0()
     let (r1a, r1b) = (rows(&a, 1), rows(&b, 1));
     assert_eq!(r1a.len(), r1b.len());
     assert!(r1a.iter().zip(&r1b).all(|(x, y)| x.0 == y.0 && x.1 != y.1), "{r1a:?} vs {r1b:?}");
+}
+
+#[test]
+fn per_replicate_worlds_give_replicate_1_its_own_world_and_keep_replicate_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |out: &str| common::run_options(dir.path().join(out), dir.path().join("store"));
+    let shared = Experiment::from_toml(&common::tiny_with("seed = 7", "seed = 7\nreplicates = 2"), Path::new("t.toml")).unwrap();
+    let own_text = common::tiny_with("seed = 7", "seed = 7\nreplicates = 2\n\n[world]\nper_replicate = true\n");
+    let own = Experiment::from_toml(&own_text, Path::new("t.toml")).unwrap();
+    assert_eq!((shared.worlds(), own.worlds()), (1, 2));
+    // World 0 is the shared world; world 1 has a labeler of its own.
+    assert_eq!(own.world_of(0), shared.world());
+    assert_ne!(own.world_of(1).affinity, own.world_of(0).affinity);
+    let (ps, po) = (Plan::new(&shared), Plan::new(&own));
+    let ids = |p: &Plan, kind: &str| p.cells.iter().filter(|c| c.kind.name() == kind).map(|c| c.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&po, "policy"), ["policy", "policy/r1"]);
+    assert_eq!(ids(&po, "gold"), ["gold", "gold/r1"]);
+    assert_eq!(ids(&po, "pairs"), ["pairs", "pairs/r1"]);
+    assert_eq!(ids(&ps, "policy"), ["policy"]);
+    let heldout: Vec<String> = po.proxies().iter().filter(|(_, c)| c.heldout).map(|(_, c)| c.id()).collect();
+    assert_eq!(heldout, ["heldout/a/d40/n0.00", "heldout/a/d40/n0.00/r1"]);
+    // Every cell of replicate 0 is the same cell (same key) either way.
+    for c in ps.cells.iter().filter(|c| !c.id.ends_with("/r1")) {
+        let o = &po.cells[po.find(&c.id).unwrap_or_else(|| panic!("{} is in both plans", c.id))];
+        assert_eq!(o.key, c.key, "{}", c.id);
+    }
+    // Replicate 1's cells read replicate 1's world; replicate 0's read world 0's.
+    let deps = |p: &Plan, id: &str| p.cells[p.find(id).unwrap()].deps.iter().map(|&d| p.cells[d].id.clone()).collect::<Vec<_>>();
+    let d = deps(&po, "ppo/a/d40/n0.00/mean/b0/r1");
+    for want in ["policy/r1", "gold/r1", "heldout/a/d40/n0.00/r1"] {
+        assert!(d.contains(&want.to_string()), "{want} in {d:?}");
+    }
+    assert!(!d.contains(&"gold".to_string()), "{d:?}");
+    assert!(deps(&po, "proxy/a/d40/n0.00/k0/r1").contains(&"pairs/r1".to_string()));
+    assert!(deps(&po, "gold/r1").contains(&"policy/r1".to_string()));
+    assert!(deps(&po, "ppo/a/d40/n0.00/mean/b0").contains(&"gold".to_string()));
+    let a = goodhart::run::run(&shared, &opts("shared")).unwrap();
+    let b = goodhart::run::run(&own, &opts("own")).unwrap();
+    for id in ["policy/r1", "gold/r1", "pairs/r1", "heldout/a/d40/n0.00/r1"] {
+        assert!(b.trained.contains(&id.to_string()), "{id} made: {:?}", b.trained);
+    }
+    assert!(b.trained.iter().all(|id| id.ends_with("/r1")), "replicate 0 is reused: {:?}", b.trained);
+    // Replicate 0's rows are the shared study's; replicate 1's gold is its own world's.
+    let rep = |rows: &[goodhart::output::table::CurveRow], r: u64| -> Vec<goodhart::output::table::CurveRow> {
+        rows.iter().filter(|x| x.replicate == r).cloned().collect()
+    };
+    assert_eq!(rep(&a.rows.curves, 0), rep(&b.rows.curves, 0));
+    let golds: Vec<(String, Option<u64>)> = b.rows.rm.iter().filter(|r| r.role == "gold").map(|r| (r.model.clone(), r.replicate)).collect();
+    assert_eq!(golds, [("gold".to_string(), Some(0)), ("gold/r1".to_string(), Some(1))]);
+    let (r1a, r1b) = (rep(&a.rows.curves, 1), rep(&b.rows.curves, 1));
+    assert_eq!(r1a.len(), r1b.len());
+    let differ = r1a.iter().zip(&r1b).filter(|(x, y)| x.gold != y.gold).count();
+    assert!(differ > r1a.len() / 2, "{differ} of {} points differ", r1a.len());
+    // The report says what its intervals cover.
+    let report = std::fs::read_to_string(dir.path().join("own/report.md")).unwrap();
+    assert!(report.contains("Each replicate has its **own world** (2 worlds"), "{report}");
+    let shared_report = std::fs::read_to_string(dir.path().join("shared/report.md")).unwrap();
+    assert!(shared_report.contains("are shared by all replicates"), "{shared_report}");
 }
 
 #[test]

@@ -64,9 +64,11 @@ pub struct Exec<'a> {
     pub plan: &'a Plan,
     pub store: &'a Store,
     pub device: Device,
-    pub world: WorldConfig,
+    /// The study's worlds (one, or one per replicate when `world.per_replicate`).
+    worlds: Vec<WorldConfig>,
     loaded: Mutex<HashMap<usize, Arc<Loaded>>>,
-    reference: Mutex<Option<Arc<SeqSet>>>,
+    /// Each world's reference set, computed once.
+    reference: Mutex<HashMap<usize, Arc<SeqSet>>>,
     events: Mutex<Vec<Event>>,
     /// Each group this process worked through.
     stages: Mutex<Vec<Stage>>,
@@ -79,12 +81,22 @@ impl<'a> Exec<'a> {
             plan,
             store,
             device,
-            world: exp.world(),
+            worlds: (0..exp.worlds()).map(|w| exp.world_of(w)).collect(),
             loaded: Mutex::new(HashMap::new()),
-            reference: Mutex::new(None),
+            reference: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             stages: Mutex::new(Vec::new()),
         }
+    }
+
+    /// World `w`.
+    pub fn world(&self, w: usize) -> &WorldConfig {
+        &self.worlds[w]
+    }
+
+    /// The world cell `i` runs in.
+    pub fn world_of(&self, i: usize) -> &WorldConfig {
+        self.world(self.plan.cells[i].kind.world(self.exp))
     }
 
     /// The folder of cell `i` in the store.
@@ -112,7 +124,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    /// The dependency of cell `i` whose id is `id` (e.g. `gold`, `pairs`).
+    /// The dependency of cell `i` whose id is `id` (e.g. `pairs/r2`).
     pub fn dep(&self, i: usize, id: &str) -> Result<Arc<Loaded>> {
         let d = self.plan.cells[i]
             .deps
@@ -123,19 +135,42 @@ impl<'a> Exec<'a> {
         self.loaded(d)
     }
 
+    /// The index of cell `i`'s dependency of kind `kind` (`policy` or `gold`: a cell reads
+    /// its own world's).
+    pub fn dep_index(&self, i: usize, kind: &str) -> usize {
+        self.plan.cells[i]
+            .deps
+            .iter()
+            .copied()
+            .find(|&d| self.plan.cells[d].kind.name() == kind)
+            .unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.plan.cells[i].id))
+    }
+
+    /// Cell `i`'s π_ref (its world's).
+    pub fn policy_of(&self, i: usize) -> Result<Arc<Loaded>> {
+        self.loaded(self.dep_index(i, "policy"))
+    }
+
+    /// Cell `i`'s gold RM (its world's).
+    pub fn gold_of(&self, i: usize) -> Result<Arc<Loaded>> {
+        self.loaded(self.dep_index(i, "gold"))
+    }
+
     fn cached(&self, i: usize) -> Option<Arc<Loaded>> {
         self.loaded.lock().expect("cache lock").get(&i).cloned()
     }
 
-    /// The reference set every RM is standardized against (π_ref samples), computed once.
-    pub fn reference_set(&self) -> Result<Arc<SeqSet>> {
+    /// The reference set every RM of world `w` is standardized against (π_ref samples),
+    /// computed once.
+    pub fn reference_set(&self, w: usize) -> Result<Arc<SeqSet>> {
         let mut guard = self.reference.lock().expect("reference lock");
-        if let Some(r) = guard.as_ref() {
+        if let Some(r) = guard.get(&w) {
             return Ok(r.clone());
         }
-        let policy = self.get(self.plan.find("policy").expect("every plan has π_ref"))?;
-        let r = Arc::new(make::reference_set(policy.policy(), self)?);
-        *guard = Some(r.clone());
+        let id = format!("policy{}", crate::sweep::replicate_suffix(w));
+        let policy = self.get(self.plan.find(&id).expect("every world has its π_ref"))?;
+        let r = Arc::new(make::reference_set(policy.policy(), self, w)?);
+        guard.insert(w, r.clone());
         Ok(r)
     }
 
@@ -187,8 +222,14 @@ impl<'a> Exec<'a> {
                     self.get(d)?;
                 }
             }
-            if matches!(self.plan.cells[todo[0]].kind, Kind::Gold | Kind::Proxy(_)) {
-                self.reference_set()?;
+            let mut worlds: Vec<usize> = todo
+                .iter()
+                .filter(|&&i| matches!(self.plan.cells[i].kind, Kind::Gold(_) | Kind::Proxy(_)))
+                .map(|&i| self.plan.cells[i].kind.world(self.exp))
+                .collect();
+            worlds.dedup();
+            for w in worlds {
+                self.reference_set(w)?;
             }
             let units: u64 = todo.iter().map(|&i| self.units(i)).sum();
             let pb = bar(units, &format!("{stage} ({} cells)", todo.len()));

@@ -40,12 +40,15 @@ use crate::sweep::{PpoCell, ProxyCell};
 /// What a cell makes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// π_ref: SFT on demonstrations (and the duplicate fraction of its samples).
-    Policy,
-    /// The gold RM, distilled from the labeler utility and standardized on π_ref samples.
-    Gold,
+    /// π_ref of a world (0 unless `world.per_replicate`): SFT on demonstrations (and the
+    /// duplicate fraction of its samples).
+    Policy(usize),
+    /// The gold RM of a world, distilled from the labeler utility and standardized on π_ref
+    /// samples.
+    Gold(usize),
     /// Preference pairs labelled by gold: training, validation and the held-out proxy's own.
-    /// The preference pairs of a replicate (0 unless `preferences.per_replicate`).
+    /// The preference pairs of a replicate (0 unless `preferences.per_replicate` or
+    /// `world.per_replicate`).
     Pairs(usize),
     /// One proxy RM (an ensemble member, or the held-out proxy).
     Proxy(ProxyCell),
@@ -60,8 +63,8 @@ impl Kind {
     /// The folder prefix in the store and the name in plans.
     pub fn name(&self) -> &'static str {
         match self {
-            Kind::Policy => "policy",
-            Kind::Gold => "gold",
+            Kind::Policy(_) => "policy",
+            Kind::Gold(_) => "gold",
             Kind::Pairs(_) => "pairs",
             Kind::Proxy(_) => "proxy",
             Kind::Bon(_) => "bon",
@@ -72,12 +75,23 @@ impl Kind {
     /// The stage this kind belongs to, for timings and progress.
     pub fn stage(&self) -> &'static str {
         match self {
-            Kind::Policy => "reference policy",
-            Kind::Gold => "gold RM",
+            Kind::Policy(_) => "reference policy",
+            Kind::Gold(_) => "gold RM",
             Kind::Pairs(_) => "preference pairs",
             Kind::Proxy(_) => "proxy RMs",
             Kind::Bon(_) => "best-of-n",
             Kind::Ppo(_) => "PPO",
+        }
+    }
+
+    /// The world this cell runs in (see [`crate::config::Experiment::world_index`]).
+    pub fn world(&self, exp: &crate::config::Experiment) -> usize {
+        match self {
+            Kind::Policy(w) | Kind::Gold(w) => *w,
+            Kind::Pairs(r) => exp.world_index(*r),
+            Kind::Proxy(c) => exp.world_index(c.replicate),
+            Kind::Bon(c) => exp.world_index(c.replicate),
+            Kind::Ppo(run) => exp.world_index(run.replicate),
         }
     }
 }
@@ -93,8 +107,8 @@ pub struct BonCell {
 /// The code version of a kind of cell (see the module doc).
 pub fn code_version(kind: &Kind) -> &'static str {
     match kind {
-        Kind::Policy => env!("GOODHART_CODE_POLICY"),
-        Kind::Gold => env!("GOODHART_CODE_GOLD"),
+        Kind::Policy(_) => env!("GOODHART_CODE_POLICY"),
+        Kind::Gold(_) => env!("GOODHART_CODE_GOLD"),
         Kind::Pairs(_) => env!("GOODHART_CODE_PAIRS"),
         Kind::Proxy(_) => env!("GOODHART_CODE_PROXY"),
         Kind::Bon(_) => env!("GOODHART_CODE_BON"),
@@ -107,7 +121,8 @@ pub fn code_version(kind: &Kind) -> &'static str {
 pub struct Cell {
     /// Readable and unique within a plan: `policy`, `gold`, `pairs`,
     /// `proxy/xs/d2000/n0.00/k1`, `heldout/m/d8000/n0.00`, `bon`, `ppo/xs/d2000/n0.00/mean/b0`;
-    /// cells of replicate R > 0 end in `/rR` (`bon/r1`).
+    /// cells of replicate R > 0 end in `/rR` (`bon/r1`, and `policy/r1` when worlds are
+    /// redrawn).
     pub id: String,
     pub kind: Kind,
     /// What decides the cell's bytes (see the module doc); `key` is its hash.

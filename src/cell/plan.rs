@@ -3,7 +3,8 @@
 //!
 //! Levels: π_ref 0; gold 1; pairs 2; proxies 3; best-of-n and PPO runs 4. Replicates add
 //! proxies, best-of-n pools and PPO runs; they share π_ref, gold, the pairs and the
-//! held-out proxy. A level's cells
+//! held-out proxy, unless `preferences.per_replicate` (pairs) or `world.per_replicate`
+//! (π_ref, gold, pairs and held-out proxy) gives each its own. A level's cells
 //! are independent of each other, which is what a shard or a Slurm job array splits.
 
 use serde_json::{json, Value};
@@ -14,9 +15,9 @@ use crate::config::Experiment;
 use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
 
 /// The id of replicate `r`'s preference-pairs cell: `pairs`, or `pairs/rR` for R > 0 when
-/// `preferences.per_replicate` redraws them.
+/// `preferences.per_replicate` or `world.per_replicate` redraws them.
 pub fn pairs_id(exp: &Experiment, r: usize) -> String {
-    if r > 0 && exp.preferences.per_replicate {
+    if r > 0 && (exp.preferences.per_replicate || exp.world.per_replicate) {
         format!("pairs{}", crate::sweep::replicate_suffix(r))
     } else {
         "pairs".to_string()
@@ -98,46 +99,49 @@ impl Plan {
     pub fn new(exp: &Experiment) -> Plan {
         let mut b = Builder { exp, cells: Vec::new() };
         let p = &exp.policy;
-        let policy = b.add(
-            "policy".into(),
-            Kind::Policy,
-            json!({
-                "world": exp.world,
-                "arch": exp.policy_arch(),
-                "sft": { "demonstrations": p.demonstrations, "steps": p.sft_steps, "batch": p.sft_batch, "lr": p.sft_lr },
-                "diversity_pool": exp.reference.diversity_pool,
-                "seed": exp.seed,
-            }),
-            vec![],
-        );
-        let gold = b.add(
-            "gold".into(),
-            Kind::Gold,
-            json!({
-                "world": exp.world,
-                "utility": crate::world::utility::recipe(),
-                "arch": exp.gold_arch(),
-                "distill": exp.gold,
-                "seed": exp.seed,
-                "reference_samples": exp.reference.standardize_samples,
-                "val_pairs": exp.preferences.val_pairs,
-            }),
-            vec![policy],
-        );
-        let heldout = heldout_cell(exp);
+        let x = &exp.proxy;
+        // The cells of world `w`'s own: π_ref and gold, in the world's seed.
+        let world_cells = |b: &mut Builder, w: usize| -> (usize, usize) {
+            let policy = b.add(
+                format!("policy{}", replicate_suffix(w)),
+                Kind::Policy(w),
+                json!({
+                    "world": exp.world_recipe(),
+                    "arch": exp.policy_arch(),
+                    "sft": { "demonstrations": p.demonstrations, "steps": p.sft_steps, "batch": p.sft_batch, "lr": p.sft_lr },
+                    "diversity_pool": exp.reference.diversity_pool,
+                    "seed": exp.world_seed(w),
+                }),
+                vec![],
+            );
+            let gold = b.add(
+                format!("gold{}", replicate_suffix(w)),
+                Kind::Gold(w),
+                json!({
+                    "world": exp.world_recipe(),
+                    "utility": crate::world::utility::recipe(),
+                    "arch": exp.gold_arch(),
+                    "distill": exp.gold,
+                    "seed": exp.world_seed(w),
+                    "reference_samples": exp.reference.standardize_samples,
+                    "val_pairs": exp.preferences.val_pairs,
+                }),
+                vec![policy],
+            );
+            (policy, gold)
+        };
         let pairs_recipe = |r: usize| {
+            let w = exp.world_index(r);
             json!({
                 "train_pairs": exp.proxy.data_sizes.iter().max(),
-                "heldout_pairs": if r == 0 { heldout.as_ref().map(|h| h.data_size) } else { None },
+                "heldout_pairs": if w == r { heldout_cell(exp, w).map(|h| h.data_size) } else { None },
                 "val_pairs": exp.preferences.val_pairs,
                 "label": exp.preferences.label,
                 "pair_block": PAIR_BLOCK,
-                "seed": exp.seed,
+                "seed": exp.world_seed(w),
                 "train_seed": exp.replicate_seed(r),
             })
         };
-        let pairs = b.add(pairs_id(exp, 0), Kind::Pairs(0), pairs_recipe(0), vec![policy, gold]);
-        let x = &exp.proxy;
         let proxy_recipe = |cell: &ProxyCell| {
             json!({
                 "id": cell.id(),
@@ -152,21 +156,33 @@ impl Plan {
                 "seed": exp.replicate_seed(cell.replicate),
             })
         };
-        let heldout_id = heldout
-            .as_ref()
-            .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(cell), vec![policy, gold, pairs]));
         // The run's settings, without the lists that only choose which runs exist.
         let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
         for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
             settings.as_object_mut().expect("ppo spec is a table").remove(k);
         }
-        // Each replicate: its proxies, its best-of-n pools, its PPO runs.
+        // World 0's π_ref, gold, pairs and held-out proxy; replicates share them unless they
+        // redraw them.
+        let (mut policy, mut gold) = world_cells(&mut b, 0);
+        let pairs0 = b.add(pairs_id(exp, 0), Kind::Pairs(0), pairs_recipe(0), vec![policy, gold]);
+        let mut heldout_id = heldout_cell(exp, 0)
+            .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, pairs0]));
+        // Each replicate: its proxies, its best-of-n pools, its PPO runs (and, when it
+        // redraws them, its own world's cells and pairs).
         for r in 0..exp.replicates {
             let grid = proxy_cells(exp, r);
-            let pairs = if r > 0 && exp.preferences.per_replicate {
-                b.add(pairs_id(exp, r), Kind::Pairs(r), pairs_recipe(r), vec![policy, gold])
+            if r > 0 && exp.world_index(r) == r {
+                (policy, gold) = world_cells(&mut b, r);
+            }
+            let pairs = if r > 0 && pairs_id(exp, r) != pairs_id(exp, 0) {
+                let own = b.add(pairs_id(exp, r), Kind::Pairs(r), pairs_recipe(r), vec![policy, gold]);
+                if exp.world_index(r) == r {
+                    heldout_id = heldout_cell(exp, r)
+                        .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, own]));
+                }
+                own
             } else {
-                pairs
+                pairs0
             };
             let members: Vec<usize> = grid
                 .iter()
@@ -208,7 +224,7 @@ impl Plan {
                     "aggregator": run.aggregator,
                     "kl_penalty": run.beta,
                     "settings": settings,
-                    "world": exp.world,
+                    "world": exp.world_recipe(),
                     "replicate": r,
                     "seed": exp.replicate_seed(r),
                 });
@@ -324,12 +340,12 @@ pub fn work(exp: &Experiment, kind: &Kind) -> Work {
     let policy = exp.params.policy;
     let reference = exp.reference.standardize_samples as f64;
     match kind {
-        Kind::Policy => {
+        Kind::Policy(_) => {
             let p = &exp.policy;
             w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);
             w.infer((reference + exp.reference.diversity_pool as f64) * seq, policy);
         }
-        Kind::Gold => {
+        Kind::Gold(_) => {
             let g = &exp.gold;
             w.train((g.steps * g.batch) as f64 * seq, exp.params.gold);
             w.infer((reference + 2.0 * exp.preferences.val_pairs as f64) * seq, policy);

@@ -42,24 +42,27 @@ pub fn rows(x: &Exec) -> Result<Rows> {
     let loaded = x.all()?;
     let made: Vec<usize> = x.events().iter().filter(|e| e.origin == Origin::Made).map(|e| e.cell).collect();
     let mut out = Rows::default();
-    // Gold first, then the proxies in plan order, the held-out proxy last.
-    let mut heldout = Vec::new();
+    // Gold first (each world's), then the proxies in plan order, the held-out proxies last.
+    let (mut golds, mut heldout) = (Vec::new(), Vec::new());
     let mut bon_units: Vec<&BonUnits> = Vec::new();
     for (i, cell) in x.plan.cells.iter().enumerate() {
         let l = &*loaded[i];
         match (&cell.kind, l) {
-            (Kind::Policy, Loaded::Policy { meta, .. }) => {
+            // π_ref's diagnostics are replicate 0's world's.
+            (Kind::Policy(0), Loaded::Policy { meta, .. }) => {
                 out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
             }
-            (Kind::Gold, Loaded::Reward { meta, .. }) => {
-                let mut row = rm_row("gold", "gold", "gold", "", &x.exp.gold_arch(), None, meta);
+            (Kind::Gold(w), Loaded::Reward { meta, .. }) => {
+                let mut row = rm_row(&cell.id, "gold", "gold", "", &x.exp.gold_arch(), None, meta);
                 row.distill_r2 = meta.info.get("distill_r2").and_then(Value::as_f64);
-                out.rm.insert(0, row);
+                row.replicate = x.exp.world.per_replicate.then_some(*w as u64);
+                golds.push(row);
             }
             (Kind::Proxy(c), Loaded::Reward { meta, .. }) => {
                 let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
-                let row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
+                let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
                 if c.heldout {
+                    row.replicate = x.exp.world.per_replicate.then_some(c.replicate as u64);
                     heldout.push(row);
                 } else {
                     out.rm.push(row);
@@ -92,6 +95,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
             _ => {}
         }
     }
+    out.rm.splice(0..0, golds);
     out.rm.extend(heldout);
     // Best-of-n rows first, as the curve table has always had them.
     let (mut curves, merged) = bon_rows(x, &bon_units)?;
@@ -445,6 +449,7 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         "models_reused": ids(Origin::Reused),
         "cells": events.iter().map(cell_row).collect::<Vec<_>>(),
         "params": x.exp.params,
+        "worlds": x.exp.worlds(),
         "reference_policy": {
             "artifact": x.plan.find("policy").map(|i| format!("policy-{}", x.plan.cells[i].key)),
             "sft": policy.as_ref().and_then(|p| p.meta().and_then(|m| m.info.get("sft").cloned())),

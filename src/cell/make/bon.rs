@@ -45,17 +45,18 @@ pub struct BonUnits {
 /// The held-out prompts of a replicate, `0..end` (prompt i is the same whatever `end`).
 pub fn prompts(x: &Exec, replicate: usize, end: usize) -> Vec<Vec<u32>> {
     let mut rng = crate::seed::rng(x.exp.replicate_seed(replicate), "bon/prompts");
-    (0..end).map(|_| x.world.prompt_in(crate::world::Split::BestOfN, &mut rng)).collect()
+    let world = x.world(x.exp.world_index(replicate));
+    (0..end).map(|_| world.prompt_in(crate::world::Split::BestOfN, &mut rng)).collect()
 }
 
 pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let world = &x.world;
+    let world = x.world_of(i);
     let b = &exp.bon;
     let seed = exp.replicate_seed(c.replicate);
-    let policy = x.dep(i, "policy")?;
+    let policy = x.policy_of(i)?;
     let policy = policy.policy();
-    let gold = x.dep(i, "gold")?;
+    let gold = x.gold_of(i)?;
     let gold = gold.reward();
     // This replicate's proxies, in grid order, and the held-out proxy: the cell's deps.
     let (mut grid, mut heldout_cell): (Vec<(ProxyCell, Arc<Loaded>)>, Option<Arc<Loaded>>) = (Vec::new(), None);

@@ -17,18 +17,19 @@ use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm::{self, Pairs};
 use crate::world::WorldConfig;
 
-pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+/// The gold RM of world `w`, from the world's seed.
+pub fn make(x: &Exec, i: usize, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let world = &x.world;
-    let policy = x.dep(i, "policy")?;
+    let (world, seed) = (x.world(w), exp.world_seed(w));
+    let policy = x.policy_of(i)?;
     let policy = policy.policy();
-    let reference = x.reference_set()?;
+    let reference = x.reference_set(w)?;
     let cfg = exp.gold_arch();
     let g = &exp.gold;
     let varmap = VarMap::new();
     let gold = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
-    seeded_init(&varmap, crate::seed::derive(exp.seed, "init/gold"), cfg.layers)?;
-    let mut rng = crate::seed::rng(exp.seed, "gold/data");
+    seeded_init(&varmap, crate::seed::derive(seed, "init/gold"), cfg.layers)?;
+    let mut rng = crate::seed::rng(seed, "gold/data");
     let n_val = (g.samples / 10).clamp(1, 4000);
     let (set, target) = rm::gold_dataset(world, g.samples + n_val, &mut rng);
     let train = set.select(&(0..g.samples).collect::<Vec<_>>());
@@ -39,7 +40,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
         steps: g.steps,
         batch: g.batch,
         lr: g.lr,
-        seed: crate::seed::derive(exp.seed, "gold"),
+        seed: crate::seed::derive(seed, "gold"),
         shards: shards(&x.device),
     };
     let (mean, std) = rm::gold_target_stats(&target[..g.samples]);
@@ -50,7 +51,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     let mut gold = RewardModel::new(&cfg, frozen(&varmap, &x.device))?;
     let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &z[g.samples..]);
     gold.standardize(&gold.raw_set(&reference, INFER_BATCH)?);
-    let samples = pair_samples(policy, world, crate::world::Split::ValidationPairs, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let samples = pair_samples(policy, world, crate::world::Split::ValidationPairs, exp.preferences.val_pairs, seed, "pairs/val")?;
     let pairs = scored_pairs(world, &samples, &gold)?;
     let (acc, bt, counted) = labeler_agreement(world, &gold, &samples, &pairs)?;
     pb.suspend(|| {

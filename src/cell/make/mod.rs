@@ -81,8 +81,8 @@ impl Loaded {
 /// Makes cell `i` of the plan into `dir`; its dependencies are loaded in `x`.
 pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     match &x.plan.cells[i].kind {
-        Kind::Policy => policy::make(x, dir, pb),
-        Kind::Gold => gold::make(x, i, dir, pb),
+        Kind::Policy(w) => policy::make(x, *w, dir, pb),
+        Kind::Gold(w) => gold::make(x, i, *w, dir, pb),
         Kind::Pairs(r) => pairs::make(x, i, *r, dir),
         Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
         Kind::Bon(c) => bon::make(x, i, *c, dir, pb),
@@ -93,8 +93,8 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
 /// Reads cell `i` back from its folder.
 pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
     match &x.plan.cells[i].kind {
-        Kind::Policy => policy::load(x, dir, meta),
-        Kind::Gold => Ok(Loaded::Reward {
+        Kind::Policy(w) => policy::load(x, *w, dir, meta),
+        Kind::Gold(_) => Ok(Loaded::Reward {
             model: load_reward(&x.exp.gold_arch(), &x.device, dir, meta)?,
             meta: meta.clone(),
         }),
@@ -108,10 +108,10 @@ pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
     }
 }
 
-/// A fresh policy of the experiment's shape with the weights of the folder `dir`.
-pub fn load_policy_weights(x: &Exec, dir: &Path) -> Result<(Policy, VarMap)> {
+/// A fresh policy of the experiment's shape in `world` with the weights of the folder `dir`.
+pub fn load_policy_weights(x: &Exec, world: &WorldConfig, dir: &Path) -> Result<(Policy, VarMap)> {
     let mut varmap = VarMap::new();
-    let policy = Policy::new(&x.exp.policy_arch(), &x.world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    let policy = Policy::new(&x.exp.policy_arch(), world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
     load_weights(&mut varmap, dir)?;
     Ok((policy, varmap))
 }
@@ -198,7 +198,8 @@ pub fn sample_set(policy: &Policy, world: &WorldConfig, split: Split, n: usize, 
     Ok(crate::model::policy::encode_all(world, &s.0, &s.1))
 }
 
-/// The reference set every RM is standardized against: π_ref samples from one stream.
-pub fn reference_set(policy: &Policy, x: &Exec) -> Result<SeqSet> {
-    sample_set(policy, &x.world, Split::Reference, x.exp.reference.standardize_samples, x.exp.seed, "reference/standardize")
+/// The reference set every RM of world `w` is standardized against: π_ref samples from one
+/// stream of the world's seed.
+pub fn reference_set(policy: &Policy, x: &Exec, w: usize) -> Result<SeqSet> {
+    sample_set(policy, x.world(w), Split::Reference, x.exp.reference.standardize_samples, x.exp.world_seed(w), "reference/standardize")
 }

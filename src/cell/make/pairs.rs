@@ -30,14 +30,15 @@ pub struct PairData {
 }
 
 /// The pairs of replicate `r`: its training pairs from its own seed (replicate 0: the
-/// study's); the held-out proxy's pairs (replicate 0 only) and the validation pairs from the
-/// study's seed, shared.
+/// study's); the held-out proxy's pairs (the first replicate of a world only) and the
+/// validation pairs from its world's seed, shared by the replicates of that world.
 pub fn make(x: &Exec, i: usize, r: usize, dir: &Path) -> Result<Value> {
     let exp = x.exp;
-    let world = &x.world;
-    let policy = x.dep(i, "policy")?;
+    let w = exp.world_index(r);
+    let (world, world_seed) = (x.world(w), exp.world_seed(w));
+    let policy = x.policy_of(i)?;
     let policy = policy.policy();
-    let gold = x.dep(i, "gold")?;
+    let gold = x.gold_of(i)?;
     let gold = gold.reward();
     let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
     let seed = exp.replicate_seed(r);
@@ -45,17 +46,17 @@ pub fn make(x: &Exec, i: usize, r: usize, dir: &Path) -> Result<Value> {
     let train = scored_pairs(world, &samples, gold)?;
     let mut rng = crate::seed::rng(seed, "pairs/labels");
     let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
-    let heldout = match crate::sweep::heldout_cell(exp) {
-        Some(h) if r == 0 => {
-            let s = pair_samples(policy, world, Split::HeldoutPairs, h.data_size, exp.seed, "pairs/heldout")?;
+    let heldout = match crate::sweep::heldout_cell(exp, w) {
+        Some(h) if r == w => {
+            let s = pair_samples(policy, world, Split::HeldoutPairs, h.data_size, world_seed, "pairs/heldout")?;
             let pairs = scored_pairs(world, &s, gold)?;
-            let mut rng = crate::seed::rng(exp.seed, "pairs/heldout/labels");
+            let mut rng = crate::seed::rng(world_seed, "pairs/heldout/labels");
             let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
             Some((pairs, labels))
         }
         _ => None,
     };
-    let val_samples = pair_samples(policy, world, Split::ValidationPairs, exp.preferences.val_pairs, exp.seed, "pairs/val")?;
+    let val_samples = pair_samples(policy, world, Split::ValidationPairs, exp.preferences.val_pairs, world_seed, "pairs/val")?;
     let val = scored_pairs(world, &val_samples, gold)?;
     let data = PairData {
         train,

@@ -15,17 +15,19 @@ use crate::cell::store::Meta;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, Policy};
 
-pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+/// π_ref of world `w`, from the world's seed.
+pub fn make(x: &Exec, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
+    let (world, seed) = (x.world(w), exp.world_seed(w));
     let cfg = exp.policy_arch();
     let p = &exp.policy;
     let varmap = VarMap::new();
-    let policy = Policy::new(&cfg, &x.world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
-    seeded_init(&varmap, crate::seed::derive(exp.seed, "init/policy"), cfg.layers)?;
-    let mut rng = crate::seed::rng(exp.seed, "sft/demonstrations");
+    let policy = Policy::new(&cfg, world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    seeded_init(&varmap, crate::seed::derive(seed, "init/policy"), cfg.layers)?;
+    let mut rng = crate::seed::rng(seed, "sft/demonstrations");
     let n_val = (p.demonstrations / 10).clamp(1, 2000);
-    let (prompts, responses) = crate::sft::demonstrations(&x.world, p.demonstrations + n_val, &mut rng);
-    let all = crate::model::policy::encode_all(&x.world, &prompts, &responses);
+    let (prompts, responses) = crate::sft::demonstrations(world, p.demonstrations + n_val, &mut rng);
+    let all = crate::model::policy::encode_all(world, &prompts, &responses);
     let train = all.select(&(0..p.demonstrations).collect::<Vec<_>>());
     let val = all.select(&(p.demonstrations..p.demonstrations + n_val).collect::<Vec<_>>());
     let t = Instant::now();
@@ -39,13 +41,13 @@ pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> 
             steps: p.sft_steps,
             batch: p.sft_batch,
             lr: p.sft_lr,
-            seed: crate::seed::derive(exp.seed, "sft"),
+            seed: crate::seed::derive(seed, "sft"),
             shards: shards(&x.device),
         },
         pb,
     )?;
     let train_seconds = t.elapsed().as_secs_f64();
-    let duplicate_fraction = diversity(&Policy::new(&cfg, &x.world, frozen(&varmap, &x.device))?, x)?;
+    let duplicate_fraction = diversity(&Policy::new(&cfg, world, frozen(&varmap, &x.device))?, x, w)?;
     pb.suspend(|| {
         info!(
             "reference policy: {} params, SFT train loss {:.3}, val loss {:.3} nats/token; \
@@ -67,17 +69,17 @@ pub fn make(x: &Exec, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> 
     }))
 }
 
-pub fn load(x: &Exec, dir: &Path, meta: &Meta) -> Result<Loaded> {
-    let policy = frozen_weights(dir, &x.device, |vb| Policy::new(&x.exp.policy_arch(), &x.world, vb))?;
+pub fn load(x: &Exec, w: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
+    let policy = frozen_weights(dir, &x.device, |vb| Policy::new(&x.exp.policy_arch(), x.world(w), vb))?;
     Ok(Loaded::Policy { policy, meta: meta.clone() })
 }
 
-/// Duplicate fraction of `reference.diversity_pool` π_ref samples for one prompt (sampled
-/// in seeded blocks).
-fn diversity(policy: &Policy, x: &Exec) -> Result<f64> {
-    let (seed, n) = (x.exp.seed, x.exp.reference.diversity_pool);
+/// Duplicate fraction of `reference.diversity_pool` π_ref samples of world `w` for one prompt
+/// (sampled in seeded blocks).
+fn diversity(policy: &Policy, x: &Exec, w: usize) -> Result<f64> {
+    let (seed, n) = (x.exp.world_seed(w), x.exp.reference.diversity_pool);
     let mut rng = crate::seed::rng(seed, "reference/diversity");
-    let prompt = x.world.prompt_in(crate::world::Split::Reference, &mut rng);
+    let prompt = x.world(w).prompt_in(crate::world::Split::Reference, &mut rng);
     let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
     let parts = crate::parallel::map(&blocks, |&block| {
         let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));

@@ -19,8 +19,9 @@ use crate::sweep::PpoCell;
 pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
     let seed = exp.replicate_seed(run.replicate);
-    let reference = x.dep(i, "policy")?;
-    let gold = x.dep(i, "gold")?;
+    let world = x.world_of(i);
+    let reference = x.policy_of(i)?;
+    let gold = x.gold_of(i)?;
     let member_cells: Vec<Arc<Loaded>> = x.plan.cells[i]
         .deps
         .iter()
@@ -32,17 +33,16 @@ pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::Progr
         None => None,
     };
     let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
-    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| x.world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
+    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
     let spec = crate::ppo::RunSpec {
         id: run.id(),
         aggregator: run.aggregator,
         beta: run.beta,
     };
     // A trainable copy of π_ref, from the policy cell's weights.
-    let policy_cell = x.plan.find("policy").expect("every plan has π_ref");
-    let (policy, varmap) = load_policy_weights(x, &x.cell_dir(policy_cell))?;
+    let (policy, varmap) = load_policy_weights(x, world, &x.cell_dir(x.dep_index(i, "policy")))?;
     let ctx = crate::ppo::Context {
-        world: &x.world,
+        world,
         reference: reference.policy(),
         gold: gold.reward(),
         members: member_cells.iter().map(|l| l.reward()).collect(),

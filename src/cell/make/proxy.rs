@@ -25,7 +25,7 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
     let Loaded::Pairs(data) = &*dep else {
         unreachable!("the plan wires the pairs here")
     };
-    let reference = x.reference_set()?;
+    let reference = x.reference_set(exp.world_index(cell.replicate))?;
     let cfg = exp.proxy_arch(&cell.size);
     let varmap = VarMap::new();
     let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;

@@ -135,15 +135,26 @@ fn conclusions_section(a: &Analysis) -> String {
         return s;
     }
     let reps = a.claims.iter().map(|c| c.interval.replicates).max().unwrap_or(0);
-    if reps >= 2 {
+    let worlds = a.rm.iter().filter(|r| r.role == "gold").count();
+    if reps >= 2 && worlds > 1 {
+        let _ = write!(
+            s,
+            "Every claim is an estimate with a **95% interval across {reps} replicates** (Student t, {} degrees of \
+             freedom, over the replicates' estimates). Each replicate has its **own world** ({worlds} worlds: the \
+             labeler's affinity, π_ref, gold, preference pairs and held-out proxy, `world.per_replicate`) and \
+             redraws the proxies' initialization, data order and label noise, the best-of-n prompts and pools, \
+             and the PPO seeds and prompts, so the intervals cover world-to-world variation too. ",
+            reps - 1
+        );
+    } else if reps >= 2 {
         let _ = write!(
             s,
             "Every claim is an estimate with a **95% interval across {reps} replicates** (Student t, {} degrees of \
              freedom, over the replicates' estimates). A replicate redraws the proxies' initialization, data \
              order and label noise, the best-of-n prompts and pools, and the PPO seeds and prompts (and the \
              training pairs, with `preferences.per_replicate`); the world, π_ref, gold, the held-out proxy \
-             and otherwise the preference pairs are shared by all replicates, so the intervals do not cover \
-             their variation. ",
+             and otherwise the preference pairs are shared by all replicates (`world.per_replicate` redraws \
+             them too), so the intervals do not cover their variation. ",
             reps - 1
         );
     } else {
@@ -352,11 +363,13 @@ fn measured_section(a: &Analysis) -> String {
 
 fn rm_section(a: &Analysis) -> String {
     let mut s = String::from("## Reward models\n\n");
+    let worlds = a.rm.iter().filter(|r| r.role == "gold").count();
     if let Some(g) = a.rm.iter().find(|r| r.role == "gold") {
         let _ = writeln!(
             s,
-            "Gold RM: {} parameters, distilled from the labeler on {} samples (R² {} on held-out distillation \
+            "Gold RM{}: {} parameters, distilled from the labeler on {} samples (R² {} on held-out distillation \
              samples); it orders {}% of {} held-out π_ref pairs as the labeler does.\n",
+            if worlds > 1 { format!(" of replicate 0's world (each of the {worlds} worlds has its own; all in `rm.csv`)") } else { String::new() },
             g.params,
             g.train_examples,
             onum(g.distill_r2, 3),
