@@ -95,7 +95,7 @@ impl<'a> Exec<'a> {
     }
 
     /// The world cell `i` runs in.
-    pub fn world_of(&self, i: usize) -> &WorldConfig {
+    pub fn cell_world(&self, i: usize) -> &WorldConfig {
         self.world(self.plan.cells[i].kind.world(self.exp))
     }
 
@@ -167,8 +167,8 @@ impl<'a> Exec<'a> {
         if let Some(r) = guard.get(&w) {
             return Ok(r.clone());
         }
-        let id = format!("policy{}", crate::sweep::replicate_suffix(w));
-        let policy = self.get(self.plan.find(&id).expect("every world has its π_ref"))?;
+        let cell = self.plan.cells.iter().position(|c| c.kind == Kind::Policy(w)).expect("every world has its π_ref");
+        let policy = self.get(cell)?;
         let r = Arc::new(make::reference_set(policy.policy(), self, w)?);
         guard.insert(w, r.clone());
         Ok(r)

@@ -51,7 +51,7 @@ pub fn prompts(x: &Exec, replicate: usize, end: usize) -> Vec<Vec<u32>> {
 
 pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let world = x.world_of(i);
+    let world = x.cell_world(i);
     let b = &exp.bon;
     let seed = exp.replicate_seed(c.replicate);
     let policy = x.policy_of(i)?;

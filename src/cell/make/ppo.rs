@@ -19,7 +19,7 @@ use crate::sweep::PpoCell;
 pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
     let seed = exp.replicate_seed(run.replicate);
-    let world = x.world_of(i);
+    let world = x.cell_world(i);
     let reference = x.policy_of(i)?;
     let gold = x.gold_of(i)?;
     let member_cells: Vec<Arc<Loaded>> = x.plan.cells[i]
