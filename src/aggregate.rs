@@ -36,12 +36,10 @@ impl Aggregator {
         }
     }
 
-    /// Name with λ where there is one, for legends: `uwo(λ=0.5)`.
+    /// Name with λ where there is one, as every table, claim and legend writes it:
+    /// `uwo(0.5)` ([`crate::analysis::aggregator_label`]).
     pub fn label(&self) -> String {
-        match self.lambda() {
-            Some(l) => format!("{}(λ={l})", self.name()),
-            None => self.name(),
-        }
+        crate::analysis::aggregator_label(&self.name(), self.lambda())
     }
 
     /// The aggregator named `name` (as [`Aggregator::name`] writes it) with `lambda`.

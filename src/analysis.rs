@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 
 use crate::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
 use crate::output::table::CurveRow;
-use crate::stopping::{interpolate, regret, summarize, Regret, Rule, RuleSummary, Series};
+use crate::stopping::{at_kl, regret, Regret, Rule, Series};
 
 /// What identifies a curve, with the proxy configuration it was optimized against.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,19 +220,6 @@ impl Curve {
         }
     }
 
-    /// Points sorted by clamped KL (stable: ties keep optimization order), as
-    /// `(kl, gold, gold_se)`, for interpolation at a KL budget. PPO's KL is not always
-    /// monotone in step.
-    fn by_kl(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let kl = self.kl();
-        let mut idx: Vec<usize> = (0..kl.len()).collect();
-        idx.sort_by(|&a, &b| kl[a].total_cmp(&kl[b]));
-        (
-            idx.iter().map(|&i| kl[i]).collect(),
-            idx.iter().map(|&i| self.points[i].gold).collect(),
-            idx.iter().map(|&i| self.points[i].gold_se).collect(),
-        )
-    }
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -294,11 +281,6 @@ pub struct FitRow {
     /// The last point: KL and gain.
     pub last_kl: f64,
     pub last_gain: f64,
-    /// Gold only: `gold_below_peak` at the last point and its paired s.e.; a clear fall is
-    /// `fall > 2·fall_se`. `None` for proxy fits or tables without the columns.
-    pub fall: Option<f64>,
-    pub fall_se: Option<f64>,
-    pub clear_fall: Option<bool>,
 }
 
 /// Fits the gain of `target` on one curve with its method's form.
@@ -313,12 +295,6 @@ pub fn fit_curve(c: &Curve, target: Target) -> FitRow {
     let form = c.form();
     let peak = argmax(&gain);
     let last = c.points.len().checked_sub(1);
-    let (fall, fall_se) = match (target, c.points.last()) {
-        (Target::Gold, Some(p)) if p.gold_below_peak.is_finite() && p.gold_below_peak_se.is_finite() => {
-            (Some(p.gold_below_peak), Some(p.gold_below_peak_se))
-        }
-        _ => (None, None),
-    };
     FitRow {
         id: c.id.clone(),
         target,
@@ -337,9 +313,6 @@ pub fn fit_curve(c: &Curve, target: Target) -> FitRow {
         interior_peak: matches!((peak, last), (Some(p), Some(l)) if p > 0 && p < l),
         last_kl: last.map_or(f64::NAN, |i| kl[i]),
         last_gain: last.map_or(f64::NAN, |i| gain[i]),
-        fall,
-        fall_se,
-        clear_fall: fall.zip(fall_se).map(|(f, se)| f > 2.0 * se),
     }
 }
 
@@ -577,48 +550,6 @@ pub fn stopping(curves: &[Curve]) -> Vec<StopRow> {
     out
 }
 
-/// The summary scope of the curves whose gold peaks strictly inside them.
-pub const INTERIOR_SCOPE: &str = "interior_peak";
-
-/// Rules ranked by median regret fraction ([`summarize`]) over a scope of curves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SummaryRow {
-    /// `all`, one method (`bon`, `ppo`), or [`INTERIOR_SCOPE`].
-    pub scope: String,
-    pub summary: RuleSummary,
-}
-
-/// Rule summaries over every curve (scope `all`), then per method if there are several,
-/// then over the curves with an interior gold peak ([`INTERIOR_SCOPE`]; on a curve that
-/// peaks at its last point every rule that stops last has no regret, which flatters them).
-pub fn stopping_summary(rows: &[StopRow]) -> Vec<SummaryRow> {
-    let mut methods: Vec<&str> = rows.iter().map(|r| r.id.method.as_str()).collect();
-    methods.sort_unstable();
-    methods.dedup();
-    let mut scopes = vec!["all"];
-    if methods.len() > 1 {
-        scopes.extend(methods);
-    }
-    scopes.push(INTERIOR_SCOPE);
-    let mut out = Vec::new();
-    for scope in scopes {
-        let pairs: Vec<(String, Regret)> = rows
-            .iter()
-            .filter(|r| match scope {
-                "all" => true,
-                INTERIOR_SCOPE => r.interior_peak(),
-                m => r.id.method == m,
-            })
-            .map(|r| (r.rule.clone(), r.regret))
-            .collect();
-        out.extend(summarize(&pairs).into_iter().map(|summary| SummaryRow {
-            scope: scope.to_string(),
-            summary,
-        }));
-    }
-    out
-}
-
 // ------------------------------------------------------------------------ aggregators
 
 /// The KL budgets (nats) at which aggregators are compared.
@@ -632,15 +563,12 @@ pub const MEMBERS_AVG: &str = "members_avg";
 pub enum Measure {
     /// Gold interpolated (linearly in KL) at a KL budget.
     AtKl,
-    /// The curve's highest gold.
-    Best,
 }
 
 impl Measure {
     pub fn name(&self) -> &'static str {
         match self {
             Measure::AtKl => "gold_at_kl",
-            Measure::Best => "best_gold",
         }
     }
 }
@@ -735,13 +663,15 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
             .copied()
             .filter(|c| c.id.single_member().is_some())
             .collect();
-        let by_kl: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = members.iter().map(|c| c.by_kl()).collect();
+        // Gold at a budget: the crate's one definition (the first point reaching it, in the
+        // curve's own order).
         let at = |c: &Curve, budget: f64| {
-            let (kl, gold, se) = c.by_kl();
-            interpolate(&kl, &gold, budget).map(|g| (g, interpolate(&kl, &se, budget).unwrap_or(f64::NAN)))
+            let (kl, gold) = (c.kl(), c.gold());
+            let se: Vec<f64> = c.points.iter().map(|p| p.gold_se).collect();
+            at_kl(&kl, &gold, budget).map(|g| (g, at_kl(&kl, &se, budget).unwrap_or(f64::NAN)))
         };
         for budget in KL_BUDGETS {
-            if !by_kl.iter().all(|(kl, g, _)| interpolate(kl, g, budget).is_some()) {
+            if !members.iter().all(|c| at(c, budget).is_some()) {
                 continue;
             }
             for c in members {
@@ -753,21 +683,6 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
                 let (m, se) = replicate_mean_se(&vals);
                 out.push(row(MEMBERS_AVG.into(), Measure::AtKl, budget, m, se, SeOver::MemberSeeds, vals.len()));
             }
-        }
-        let best = |c: &Curve| {
-            let gold = c.gold();
-            argmax(&gold).map(|i| (c.kl()[i], gold[i], c.points[i].gold_se))
-        };
-        for c in members {
-            let (kl, gold, se) = best(c).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
-            out.push(row(c.id.aggregator_label(), Measure::Best, kl, gold, se, SeOver::Prompts, 1));
-        }
-        if singles.len() >= 2 {
-            let bests: Vec<(f64, f64, f64)> = singles.iter().filter_map(|c| best(c)).collect();
-            let kl = mean(&bests.iter().map(|b| b.0).collect::<Vec<_>>());
-            let vals: Vec<f64> = bests.iter().map(|b| b.1).collect();
-            let (m, se) = replicate_mean_se(&vals);
-            out.push(row(MEMBERS_AVG.into(), Measure::Best, kl, m, se, SeOver::MemberSeeds, vals.len()));
         }
     }
     out

@@ -44,6 +44,8 @@ pub struct ExperimentSpec {
     pub bon: BonSpec,
     #[serde(default)]
     pub ppo: PpoSpec,
+    #[serde(default)]
+    pub conclusions: ConclusionsSpec,
 }
 
 fn default_seed() -> u64 {
@@ -429,8 +431,119 @@ pub struct Experiment {
     pub proxy: ProxySpec,
     pub bon: BonSpec,
     pub ppo: PpoSpec,
+    pub conclusions: ConclusionsSpec,
     /// Parameter counts, resolved from the shapes.
     pub params: ParamCounts,
+}
+
+/// One of the study's claims, as `[conclusions] primary` names it: the claim of `kind` for
+/// `method` and `aggregator` (`uwo` matches any λ, the first listed; `uwo(0.1)` one), with
+/// `baseline` for a gap. Unset, `ensemble` is the smallest proxies' (fewest pairs of the
+/// first size, then the lowest noise), `kl_penalty` the method's smallest β, and a gap's
+/// `at` its last point (`final`; also `matched` or `peak`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSelector {
+    /// `overopt`, `peak`, `gap` or `stop`.
+    pub kind: String,
+    /// `bon` or `ppo`.
+    pub method: String,
+    /// `single`, `mean`, `wco`, `uwo`, `uwo(0.1)`, …; for `stop`, a rule's label.
+    pub aggregator: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub baseline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_penalty: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+}
+
+impl ClaimSelector {
+    fn new(kind: &str, method: &str, aggregator: &str, baseline: &str) -> Self {
+        ClaimSelector {
+            kind: kind.into(),
+            method: method.into(),
+            aggregator: aggregator.into(),
+            baseline: baseline.into(),
+            ensemble: None,
+            kl_penalty: None,
+            at: None,
+        }
+    }
+}
+
+/// How the report judges the study's claims (read by `goodhart report` from
+/// `config.resolved.toml`; no cell depends on it).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConclusionsSpec {
+    /// The study's primary questions: one family, Holm-adjusted together; every other claim
+    /// is exploratory (Benjamini–Hochberg). Default: for the smallest proxies at the
+    /// smallest β, does gold fall under best-of-n and PPO, and do wco and uwo keep more gold
+    /// than a single proxy under both.
+    pub primary: Vec<ClaimSelector>,
+    /// Smallest effect of interest, in π_ref standard deviations: an inconclusive primary
+    /// claim says how many replicates would show an effect this large.
+    pub smallest_effect: f64,
+    /// Power the "replicates needed" lines aim for.
+    pub power: f64,
+    /// The Slurm cluster the cost lines price: nodes × cores per node.
+    pub cluster_nodes: usize,
+    pub cluster_cores: usize,
+}
+
+impl Default for ConclusionsSpec {
+    fn default() -> Self {
+        Self {
+            primary: vec![
+                ClaimSelector::new("overopt", "bon", "single", ""),
+                ClaimSelector::new("overopt", "ppo", "single", ""),
+                ClaimSelector::new("gap", "bon", "wco", "single"),
+                ClaimSelector::new("gap", "bon", "uwo", "single"),
+                ClaimSelector::new("gap", "ppo", "wco", "single"),
+                ClaimSelector::new("gap", "ppo", "uwo", "single"),
+            ],
+            smallest_effect: 0.2,
+            power: 0.8,
+            cluster_nodes: 8,
+            cluster_cores: 32,
+        }
+    }
+}
+
+fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
+    for (i, s) in c.primary.iter().enumerate() {
+        let key = |f: &str| format!("conclusions.primary[{i}].{f}");
+        if !["overopt", "peak", "gap", "stop"].contains(&s.kind.as_str()) {
+            return Err(bad(&key("kind"), format!("must be overopt, peak, gap or stop, got '{}'", s.kind)));
+        }
+        if !["bon", "ppo"].contains(&s.method.as_str()) {
+            return Err(bad(&key("method"), format!("must be bon or ppo, got '{}'", s.method)));
+        }
+        if s.aggregator.is_empty() {
+            return Err(bad(&key("aggregator"), "must name an aggregator (single, mean, wco, uwo, …) or a rule".into()));
+        }
+        if (s.kind == "gap") != !s.baseline.is_empty() {
+            return Err(bad(&key("baseline"), "a gap needs a baseline (single or mean), and only a gap has one".into()));
+        }
+        if let Some(b) = s.kl_penalty {
+            if !(b.is_finite() && b >= 0.0) {
+                return Err(bad(&key("kl_penalty"), format!("must be a finite β ≥ 0, got {b}")));
+            }
+        }
+    }
+    if !(c.smallest_effect.is_finite() && c.smallest_effect > 0.0) {
+        return Err(bad("conclusions.smallest_effect", format!("must be a finite effect > 0, got {}", c.smallest_effect)));
+    }
+    if !(c.power > 0.05 && c.power < 1.0) {
+        return Err(bad("conclusions.power", format!("must be in (0.05, 1), got {}", c.power)));
+    }
+    if c.cluster_nodes == 0 || c.cluster_cores == 0 {
+        return Err(bad("conclusions.cluster_nodes", "the cluster needs at least one node of at least one core".into()));
+    }
+    Ok(())
 }
 
 /// Parameter counts of every model the experiment trains.
@@ -620,6 +733,7 @@ impl Experiment {
         }
 
         validate_ppo(&bad, &spec.ppo, x)?;
+        validate_conclusions(&bad, &spec.conclusions)?;
 
         let gold_params = reward_params(&bad, "gold", &gold_arch)?;
         let (largest_name, largest) = proxies
@@ -655,6 +769,7 @@ impl Experiment {
             proxy: spec.proxy,
             bon: spec.bon,
             ppo: spec.ppo,
+            conclusions: spec.conclusions,
             params,
         };
         crate::resources::try_estimate(&exp).map_err(|part| {

@@ -34,6 +34,7 @@ pub mod rm;
 pub mod run;
 pub mod seed;
 pub mod sft;
+pub mod stats;
 pub mod stopping;
 pub mod sweep;
 pub mod world;

@@ -159,6 +159,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The study's primary questions, one line each (the first screen of report.md).
+fn print_answer(lines: &[String]) {
+    if !lines.is_empty() {
+        println!("primary questions (95% intervals across replicates; p Holm-adjusted; report.md says what would settle the rest):");
+        for l in lines {
+            println!("  {l}");
+        }
+    }
+}
+
 /// Prints `e` on one line; the exit status is the library error's [`goodhart::Error::exit_code`].
 fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
@@ -195,6 +205,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(s)) => println!("{} shard {s}: {made}; no tables (run without --shard to assemble)", exp.name),
                 (None, None) => unreachable!("a whole run writes results"),
             }
+            print_answer(&summary.answer);
             let failures = &summary.rows.ppo_failures;
             if !failures.is_empty() {
                 eprintln!(
@@ -261,27 +272,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Report { dir, allow_edited } => {
             let r = goodhart::output::report::report(&dir, allow_edited).with_context(|| format!("report {}", dir.display()))?;
-            let a = &r.acceptance;
-            let verdict = |m: Option<bool>| match m {
-                Some(true) => "met",
-                Some(false) => "NOT met",
-                None => "not applicable",
-            };
             println!(
                 "{}: {} curves; wrote {}",
                 dir.join("report.md").display(),
                 r.curves,
                 r.written.join(", ")
             );
-            println!(
-                "acceptance: (a) R² ≥ {} on {} interior-peak gold curves: {}; (b) best rule {} median regret {} of gain: {}",
-                goodhart::output::report::R2_TARGET,
-                a.interior_curves,
-                verdict(a.r2_met),
-                a.best_rule.as_deref().unwrap_or("none"),
-                a.best_median_regret_frac.map_or("n/a".to_string(), |f| format!("{:.1}%", 100.0 * f)),
-                verdict(a.regret_met)
-            );
+            print_answer(&r.answer);
             Ok(())
         }
         Command::BenchScore {

@@ -60,6 +60,8 @@ pub struct RunSummary {
     pub rows: assemble::Rows,
     /// The results folder (`None` for a shard).
     pub out: Option<PathBuf>,
+    /// The report's primary questions, one verdict line each (empty for a shard).
+    pub answer: Vec<String>,
 }
 
 /// Runs `exp` (or one shard of it).
@@ -106,6 +108,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             reused,
             rows: assemble::Rows::default(),
             out: None,
+            answer: Vec::new(),
         });
     }
     let rows = assemble::rows(&x)?;
@@ -119,10 +122,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     // reads the tables back.
     drop(x);
     crate::release_free_memory();
+    let mut answer = Vec::new();
     if !rows.curves.is_empty() {
         // Fits, scaling, stopping rules, aggregator comparison and report.md, from the tables
         // just written (the same as `goodhart report DIR`).
-        crate::output::report::report(&opts.out, false)?;
+        answer = crate::output::report::report(&opts.out, false)?.answer;
     }
     info!(
         "run {} finished in {:.1}s: {} cells made, {} reused; results in {}",
@@ -137,5 +141,6 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         reused,
         rows,
         out: Some(opts.out.clone()),
+        answer,
     })
 }

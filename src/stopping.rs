@@ -222,90 +222,20 @@ pub fn regret(series: &Series, chosen: usize) -> Option<Regret> {
     })
 }
 
-/// `y` at KL `at` (nats), linear in KL between the neighbouring points; exact at a point
-/// (the first one where KL is repeated). `kl` and `y` are parallel, `kl` non-decreasing.
-/// `None` when the slices are empty or differ in length, any value (or `at`) is not
-/// finite, `kl` decreases somewhere, or `at` lies outside `[kl[0], kl[last]]`.
-pub fn interpolate(kl: &[f64], y: &[f64], at: f64) -> Option<f64> {
-    if kl.is_empty() || kl.len() != y.len() || !at.is_finite() {
+/// `y` at KL `at`, the crate's one definition of a curve's value at a KL: at the FIRST point
+/// (in the curve's own order: n, or the PPO step) whose KL reaches `at`, linearly
+/// interpolated in KL from the point before it; the first point's value when it already
+/// reaches `at`. A PPO policy's KL can go back between checkpoints; what counts is when the
+/// run first got there. `None` when the curve never reaches `at`, the slices differ in length
+/// or `at` is not finite.
+pub fn at_kl(kl: &[f64], y: &[f64], at: f64) -> Option<f64> {
+    if kl.len() != y.len() || !at.is_finite() {
         return None;
     }
-    if kl.iter().chain(y).any(|v| !v.is_finite()) || kl.windows(2).any(|w| w[1] < w[0]) {
-        return None;
+    let j = kl.iter().position(|&k| k >= at)?;
+    if j == 0 || kl[j] == kl[j - 1] {
+        return Some(y[j]);
     }
-    if at < kl[0] || at > kl[kl.len() - 1] {
-        return None;
-    }
-    if let Some(i) = kl.iter().position(|&k| k == at) {
-        return Some(y[i]);
-    }
-    // kl[0] < at < kl[last] and no knot equals `at`: some segment strictly brackets it.
-    let i = kl.windows(2).position(|w| w[0] < at && at < w[1])?;
-    let t = (at - kl[i]) / (kl[i + 1] - kl[i]);
-    Some(y[i] + t * (y[i + 1] - y[i]))
-}
-
-/// The median (mean of the two middle values for an even count); `None` when `xs` is
-/// empty or holds a NaN.
-pub fn median(xs: &[f64]) -> Option<f64> {
-    if xs.is_empty() || xs.iter().any(|x| x.is_nan()) {
-        return None;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        0.5 * (v[m - 1] + v[m])
-    })
-}
-
-/// One rule's regret over many curves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuleSummary {
-    /// The rule name as given to [`summarize`].
-    pub rule: String,
-    /// Curves the rule was applied to.
-    pub curves: usize,
-    /// Curves with `gain > 0`, the ones that enter the two fraction statistics.
-    pub frac_curves: usize,
-    /// Median regret over all curves, standardized gold (NaN only if a regret is NaN).
-    pub median_regret: f64,
-    /// Median `regret_frac` over the curves that have one; `None` if none does.
-    pub median_regret_frac: Option<f64>,
-    /// Largest `regret_frac` over the curves that have one; `None` if none does.
-    pub worst_regret_frac: Option<f64>,
-}
-
-/// One row per rule name in `results` (pairs of rule name, e.g. [`Rule::label`], and the
-/// regret of that rule on one curve), sorted by `median_regret_frac` ascending with `None`
-/// last, ties by name.
-pub fn summarize(results: &[(String, Regret)]) -> Vec<RuleSummary> {
-    let mut names: Vec<&str> = results.iter().map(|(n, _)| n.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let mut rows: Vec<RuleSummary> = names
-        .into_iter()
-        .map(|name| {
-            let mine: Vec<&Regret> = results.iter().filter(|(n, _)| n == name).map(|(_, r)| r).collect();
-            let regrets: Vec<f64> = mine.iter().map(|r| r.regret).collect();
-            let fracs: Vec<f64> = mine.iter().filter_map(|r| r.regret_frac).collect();
-            RuleSummary {
-                rule: name.to_string(),
-                curves: mine.len(),
-                frac_curves: fracs.len(),
-                median_regret: median(&regrets).unwrap_or(f64::NAN),
-                median_regret_frac: median(&fracs),
-                worst_regret_frac: fracs.iter().copied().max_by(f64::total_cmp),
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| match (a.median_regret_frac, b.median_regret_frac) {
-        (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| a.rule.cmp(&b.rule)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.rule.cmp(&b.rule),
-    });
-    rows
+    let w = (at - kl[j - 1]) / (kl[j] - kl[j - 1]);
+    Some(y[j - 1] + w * (y[j] - y[j - 1]))
 }

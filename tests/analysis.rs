@@ -2,7 +2,7 @@
 //! rules and their regret, each pinned to a hand calculation kept in a comment.
 
 use goodhart::fit::{fit_form, linear_fit, log_linear_fit, Form, FormFit, LinearFit};
-use goodhart::stopping::{interpolate, median, regret, summarize, Regret, Rule, Series};
+use goodhart::stopping::{at_kl, regret, Rule, Series};
 use rand_distr::{Distribution, Normal};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -392,120 +392,47 @@ fn regret_frac_is_none_without_gain() {
     assert!(close(r.regret, 0.8, 1e-12));
 }
 
-// ---------------------------------------------------------------- interpolate, median
+// ---------------------------------------------------------------- at_kl
 
 #[test]
-fn interpolate_at_knots_midpoints_and_out_of_range() {
+fn at_kl_is_the_first_point_reaching_it_interpolated_from_the_one_before() {
     let (kl, y) = ([0.0, 1.0, 3.0], [1.0, 3.0, 2.0]);
     // Knots are exact.
     for i in 0..3 {
-        assert_eq!(interpolate(&kl, &y, kl[i]), Some(y[i]));
+        assert_eq!(at_kl(&kl, &y, kl[i]), Some(y[i]));
     }
     // 0.5 → (1 + 3)/2 = 2; 2 → (3 + 2)/2 = 2.5; 1.5 → 3 + (0.5/2)(2 − 3) = 2.75.
-    assert_eq!(interpolate(&kl, &y, 0.5), Some(2.0));
-    assert_eq!(interpolate(&kl, &y, 2.0), Some(2.5));
-    assert_eq!(interpolate(&kl, &y, 1.5), Some(2.75));
-    // Outside [0, 3].
-    assert_eq!(interpolate(&kl, &y, -0.1), None);
-    assert_eq!(interpolate(&kl, &y, 3.1), None);
-    // Empty, NaN, mismatched or decreasing input.
-    assert_eq!(interpolate(&[], &[], 0.0), None);
-    assert_eq!(interpolate(&kl, &y, f64::NAN), None);
-    assert_eq!(interpolate(&kl, &[1.0, f64::NAN, 2.0], 0.5), None);
-    assert_eq!(interpolate(&kl, &[1.0, 2.0], 0.5), None);
-    assert_eq!(interpolate(&[0.0, 2.0, 1.0], &y, 0.5), None);
-    // A single point is its own range; a repeated knot gives its first value.
-    assert_eq!(interpolate(&[1.0], &[4.0], 1.0), Some(4.0));
-    assert_eq!(
-        interpolate(&[0.0, 1.0, 1.0, 2.0], &[0.0, 1.0, 5.0, 6.0], 1.0),
-        Some(1.0)
-    );
-    assert_eq!(
-        interpolate(&[0.0, 1.0, 1.0, 2.0], &[0.0, 1.0, 5.0, 6.0], 1.5),
-        Some(5.5)
-    );
-}
-
-#[test]
-fn median_of_odd_even_and_bad_input() {
-    assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-    assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
-    assert_eq!(median(&[7.0]), Some(7.0));
-    assert_eq!(median(&[]), None);
-    assert_eq!(median(&[1.0, f64::NAN]), None);
-}
-
-// ---------------------------------------------------------------- summarize
-
-fn r(regret: f64, regret_frac: Option<f64>) -> Regret {
-    Regret {
-        chosen: 0,
-        chosen_kl: 0.0,
-        gold_chosen: 0.0,
-        peak: 0,
-        peak_kl: 0.0,
-        gold_peak: regret,
-        regret,
-        gain: regret_frac.map_or(0.0, |f| regret / f),
-        regret_frac,
-    }
-}
-
-#[test]
-fn summarize_orders_by_median_regret_frac_then_name() {
-    let results: Vec<(String, Regret)> = vec![
-        ("e".into(), r(0.1, None)),
-        ("b".into(), r(0.1, Some(0.1))),
-        ("a".into(), r(0.2, Some(0.2))),
-        ("b".into(), r(0.3, Some(0.3))),
-        ("d".into(), r(0.5, None)),
-        ("c".into(), r(0.05, Some(0.05))),
-        ("b".into(), r(0.2, Some(0.2))),
-        ("a".into(), r(0.4, Some(0.2))),
-        ("a".into(), r(0.0, None)),
-    ];
-    let rows = summarize(&results);
-    // Medians of regret_frac: c 0.05; a 0.2 (two curves with a fraction); b 0.2 (of 0.1,
-    // 0.3, 0.2); d and e none. a and b tie at 0.2 → by name; d and e last, by name.
-    let order: Vec<&str> = rows.iter().map(|s| s.rule.as_str()).collect();
-    assert_eq!(order, ["c", "a", "b", "d", "e"]);
-    let a = &rows[1];
-    // a: regrets [0.2, 0.4, 0.0] → median 0.2; fractions over 2 of its 3 curves.
-    assert_eq!((a.curves, a.frac_curves), (3, 2));
-    assert!(close(a.median_regret, 0.2, 1e-12));
-    assert_eq!((a.median_regret_frac, a.worst_regret_frac), (Some(0.2), Some(0.2)));
-    let b = &rows[2];
-    assert!(close(b.median_regret_frac.expect("frac"), 0.2, 1e-12));
-    assert_eq!(b.worst_regret_frac, Some(0.3));
-    let d = &rows[3];
-    assert_eq!(
-        (d.curves, d.frac_curves, d.median_regret_frac, d.worst_regret_frac),
-        (1, 0, None, None)
-    );
-    assert!(summarize(&[]).is_empty());
+    assert_eq!(at_kl(&kl, &y, 0.5), Some(2.0));
+    assert_eq!(at_kl(&kl, &y, 2.0), Some(2.5));
+    assert_eq!(at_kl(&kl, &y, 1.5), Some(2.75));
+    // Never reached; already reached at the first point.
+    assert_eq!(at_kl(&kl, &y, 3.1), None);
+    assert_eq!(at_kl(&kl, &y, -0.1), Some(1.0));
+    // Mismatched input, NaN.
+    assert_eq!(at_kl(&kl, &[1.0, 2.0], 0.5), None);
+    assert_eq!(at_kl(&kl, &y, f64::NAN), None);
+    // A PPO run whose KL goes back: the first time it gets there counts (KL 2 is first
+    // reached between the points at 1 and 4, not between 0.5 and 3 later on).
+    let (kl, y) = ([0.0, 1.0, 4.0, 0.5, 3.0], [0.0, 1.0, 4.0, 9.0, 9.0]);
+    assert_eq!(at_kl(&kl, &y, 2.0), Some(2.0));
+    // A repeated knot gives its first value.
+    assert_eq!(at_kl(&[0.0, 1.0, 1.0, 2.0], &[0.0, 1.0, 5.0, 6.0], 1.0), Some(1.0));
 }
 
 #[test]
 fn rules_end_to_end_on_hand_series() {
-    // Every default rule on the hand series, then the summary: penalized_peak stops at the
-    // gold peak (frac 0); heldout_peak at 2 (0.1/0.8 = 0.125); disagreement_rise at 1
-    // (0.5); proxy_peak at 5 (0.75).
+    // Every default rule on the hand series: penalized_peak stops at the gold peak (regret
+    // fraction 0); heldout_peak at 2 (0.1/0.8 = 0.125); disagreement_rise at 1 (0.5);
+    // proxy_peak at 5 (0.75).
     let s = hand_series();
-    let results: Vec<(String, Regret)> = Rule::defaults()
+    let fracs: Vec<f64> = Rule::defaults()
         .iter()
         .map(|rule| {
             let i = rule.choose(&s).expect("rule applies");
-            (rule.name().to_string(), regret(&s, i).expect("regret"))
+            regret(&s, i).expect("regret").regret_frac.expect("frac")
         })
         .collect();
-    let rows = summarize(&results);
-    let order: Vec<&str> = rows.iter().map(|s| s.rule.as_str()).collect();
-    assert_eq!(
-        order,
-        ["penalized_peak", "heldout_peak", "disagreement_rise", "proxy_peak"]
-    );
-    let fracs: Vec<f64> = rows.iter().map(|s| s.median_regret_frac.expect("frac")).collect();
-    for (got, want) in fracs.iter().zip([0.0, 0.125, 0.5, 0.75]) {
+    for (got, want) in fracs.iter().zip([0.125, 0.0, 0.5, 0.75]) {
         assert!(close(*got, want, 1e-12), "{fracs:?}");
     }
 }

@@ -122,7 +122,7 @@ fn lines(cell: &[&CurveRow], gold: bool, members_grey: bool) -> Vec<Line> {
             .collect();
         let member = agg.starts_with("member") && !lone && members_grey;
         let label = match lambda {
-            Some(l) => format!("{agg} (λ={l})"),
+            Some(l) => crate::analysis::aggregator_label(&agg, Some(l)),
             None if member => "single members".to_string(),
             None if lone => "single proxy".to_string(),
             None if agg.starts_with("member") => format!("{agg} alone"),
@@ -344,7 +344,7 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                     });
                 }
                 let agg_label = match lambda {
-                    Some(l) => format!("{agg} (λ={})", f64::from_bits(*l)),
+                    Some(l) => crate::analysis::aggregator_label(agg, Some(f64::from_bits(*l))),
                     None => agg.clone(),
                 };
                 panels.push(Panel {

@@ -1,66 +1,91 @@
-//! The two acceptance checks `report.md` states: (a) every gold curve with an interior
-//! observed peak fits with R² ≥ [`R2_TARGET`]; (b) the best gold-free stopping rule's median
-//! regret is at most [`REGRET_TARGET`] of the gain.
+//! The two acceptance checks `report.md` states, from the conclusions' statistics (the
+//! expected curves, judged across replicates), never from one run's in-sample curve:
+//! (a) every expected gold curve whose fall from its peak holds is described by its Gao form
+//! with R² ≥ [`R2_TARGET`]; (b) for each method, the gold-free stopping rule chosen by
+//! cross-validation gives up at most [`REGRET_TARGET`] of the gold the expected curves gain
+//! at their peak.
 
-use crate::analysis::{self, FitRow, SummaryRow, Target};
+use crate::conclusions::{self, Claim, ExpectedFit, Interval, UnitCurve};
 
-/// Acceptance threshold: R² of the gold fit of every curve with an interior observed peak.
+/// Acceptance threshold: R² of the Gao fit of every expected gold curve whose fall holds.
 pub const R2_TARGET: f64 = 0.9;
-/// Acceptance threshold: the best gold-free rule's median regret, as a fraction of the gain.
+/// Acceptance threshold: the cross-validated rule's regret, as a fraction of the peak's gain.
 pub const REGRET_TARGET: f64 = 0.2;
+
+/// Check (b) for one method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegretCheck {
+    pub method: String,
+    /// The rule all replicates recommend (the folds' choices are graded in `regret`).
+    pub rule: String,
+    /// The cross-validated regret, across replicates.
+    pub regret: Interval,
+    /// Gold the method's curves gain at the expected curve's peak over π_ref.
+    pub gain: Interval,
+    /// `regret.estimate / gain.estimate`; `None` when the gain is not positive.
+    pub fraction: Option<f64>,
+    pub met: Option<bool>,
+}
 
 /// The two acceptance checks of `report.md`, with their numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Acceptance {
-    /// Gold curves whose observed peak is interior (neither first nor last point).
-    pub interior_curves: usize,
-    /// Those among them whose gold fit has R² < [`R2_TARGET`] (or no fit): key and R².
+    /// Expected gold curves whose `overopt` claim holds (after adjustment).
+    pub falling_curves: usize,
+    /// Those among them whose expected-curve fit has R² < [`R2_TARGET`] (or no fit): the
+    /// curve and its R².
     pub r2_misses: Vec<(String, Option<f64>)>,
-    /// Every interior-peak curve fits with R² ≥ [`R2_TARGET`]; `None` when no curve has an
-    /// interior peak (nothing to check).
+    /// Every falling expected curve fits with R² ≥ [`R2_TARGET`]; `None` when no fall holds
+    /// (nothing to check).
     pub r2_met: Option<bool>,
-    /// The rule ranked first over all curves (gold-free; may be the naive `proxy_peak`).
-    pub best_rule: Option<String>,
-    /// Its median regret fraction over curves with gain > 0, and how many those are.
-    pub best_median_regret_frac: Option<f64>,
-    pub regret_curves: usize,
-    /// `best_median_regret_frac ≤ REGRET_TARGET`; `None` when no curve has a gain.
+    /// Check (b), per method with a cross-validated rule.
+    pub regret: Vec<RegretCheck>,
+    /// Every method's check (b) is met; `None` when no method has one.
     pub regret_met: Option<bool>,
-    /// For context, not the target: the best rule over the curves whose gold peaks strictly
-    /// inside them, its median regret fraction, and how many such curves (with gain > 0).
-    pub interior_best_rule: Option<String>,
-    pub interior_median_regret_frac: Option<f64>,
-    pub interior_regret_curves: usize,
 }
 
-/// The acceptance checks: (a) R² of interior-peak gold fits, (b) best rule's median regret.
-pub(super) fn acceptance(fits: &[FitRow], summary: &[SummaryRow]) -> Acceptance {
-    let interior: Vec<&FitRow> = fits
+fn key(method: &str, ensemble: &str, aggregator: &str, beta: Option<f64>) -> String {
+    format!("{method}/{ensemble}/{aggregator}{}", beta.map(|b| format!("/b{b}")).unwrap_or_default())
+}
+
+/// The acceptance checks from the claims, the expected curves' fits and the unit curves.
+pub(super) fn acceptance(claims: &[Claim], fits: &[ExpectedFit], units: &[UnitCurve]) -> Acceptance {
+    let falling: Vec<&Claim> = claims.iter().filter(|c| c.kind == "overopt" && c.verdict == "holds").collect();
+    let r2_misses: Vec<(String, Option<f64>)> = falling
         .iter()
-        .filter(|f| f.target == Target::Gold && f.interior_peak)
-        .collect();
-    let r2_misses: Vec<(String, Option<f64>)> = interior
-        .iter()
-        .map(|f| (f.id.key.clone(), f.fit.map(|x| x.r2)))
+        .map(|c| {
+            let fit = fits
+                .iter()
+                .find(|f| f.method == c.method && f.ensemble == c.ensemble && f.aggregator == c.aggregator && f.kl_penalty == c.kl_penalty);
+            (key(&c.method, &c.ensemble, &c.aggregator, c.kl_penalty), fit.and_then(|f| f.r2))
+        })
         .filter(|(_, r2)| !r2.is_some_and(|r| r >= R2_TARGET))
         .collect();
-    let best = summary.iter().find(|s| s.scope == "all").map(|s| &s.summary);
-    let best_frac = best.and_then(|b| b.median_regret_frac);
-    let interior_best = summary
+    let regret: Vec<RegretCheck> = claims
         .iter()
-        .find(|s| s.scope == analysis::INTERIOR_SCOPE)
-        .map(|s| &s.summary);
+        .filter(|c| c.kind == "stop" && c.at == "cross-validated")
+        .filter_map(|c| {
+            let gain = conclusions::peak_gain(units, &c.method)?;
+            let fraction = (gain.estimate > 0.0).then(|| c.interval.estimate / gain.estimate);
+            Some(RegretCheck {
+                method: c.method.clone(),
+                rule: c.aggregator.clone(),
+                regret: c.interval,
+                gain,
+                fraction,
+                met: fraction.map(|f| f <= REGRET_TARGET),
+            })
+        })
+        .collect();
     Acceptance {
-        interior_curves: interior.len(),
-        r2_met: (!interior.is_empty()).then_some(r2_misses.is_empty()),
+        falling_curves: falling.len(),
+        r2_met: (!falling.is_empty()).then_some(r2_misses.is_empty()),
         r2_misses,
-        best_rule: best.map(|b| b.rule.clone()),
-        best_median_regret_frac: best_frac,
-        regret_curves: best.map_or(0, |b| b.frac_curves),
-        regret_met: best_frac.map(|f| f <= REGRET_TARGET),
-        interior_best_rule: interior_best.map(|b| b.rule.clone()),
-        interior_median_regret_frac: interior_best.and_then(|b| b.median_regret_frac),
-        interior_regret_curves: interior_best.map_or(0, |b| b.frac_curves),
+        regret_met: if regret.is_empty() || regret.iter().any(|r| r.met.is_none()) {
+            None
+        } else {
+            Some(regret.iter().all(|r| r.met == Some(true)))
+        },
+        regret,
     }
 }
-

@@ -3,7 +3,7 @@
 
 use polars::prelude::*;
 
-use crate::analysis::{AggRow, CurveId, FitRow, ScalingRow, StopRow, SummaryRow};
+use crate::analysis::{AggRow, CurveId, FitRow, ScalingRow, StopRow};
 
 fn frame(name: &str, height: usize, columns: Vec<Column>) -> DataFrame {
     DataFrame::new(height, columns).unwrap_or_else(|e| panic!("{name}: columns are built with one length: {e}"))
@@ -78,12 +78,6 @@ pub(super) fn fits_frame(fits: &[FitRow]) -> DataFrame {
         ),
         Column::new("last_kl".into(), x(|f| f.last_kl)),
         Column::new("last_gain".into(), x(|f| f.last_gain)),
-        Column::new("fall".into(), ox(|f| f.fall)),
-        Column::new("fall_se".into(), ox(|f| f.fall_se)),
-        Column::new(
-            "clear_fall".into(),
-            fits.iter().map(|f| f.clear_fall).collect::<Vec<_>>(),
-        ),
     ]);
     frame("fits", fits.len(), cols)
 }
@@ -170,49 +164,6 @@ pub(super) fn stopping_frame(rows: &[StopRow]) -> DataFrame {
     frame("stopping", rows.len(), cols)
 }
 
-/// `stopping_summary`: rules ranked per scope.
-pub(super) fn summary_frame(rows: &[SummaryRow]) -> DataFrame {
-    let cols = vec![
-        Column::new("scope".into(), rows.iter().map(|r| r.scope.clone()).collect::<Vec<_>>()),
-        Column::new("rank".into(), ranks(rows)),
-        Column::new(
-            "rule".into(),
-            rows.iter().map(|r| r.summary.rule.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "curves".into(),
-            rows.iter().map(|r| r.summary.curves as u64).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "gain_curves".into(),
-            rows.iter().map(|r| r.summary.frac_curves as u64).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "median_regret".into(),
-            rows.iter().map(|r| r.summary.median_regret).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "median_regret_frac".into(),
-            rows.iter().map(|r| r.summary.median_regret_frac).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "worst_regret_frac".into(),
-            rows.iter().map(|r| r.summary.worst_regret_frac).collect::<Vec<_>>(),
-        ),
-    ];
-    frame("stopping_summary", rows.len(), cols)
-}
-
-/// 1, 2, … within each scope (rows arrive grouped by scope, ranked).
-fn ranks(rows: &[SummaryRow]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, r) in rows.iter().enumerate() {
-        let prev = (i > 0 && rows[i - 1].scope == r.scope).then(|| out[i - 1]);
-        out.push(prev.map_or(1, |p: u64| p + 1));
-    }
-    out
-}
-
 /// `aggregators`: one row per cell, aggregator and budget (or best).
 pub(super) fn aggregators_frame(rows: &[AggRow]) -> DataFrame {
     let x = |f: fn(&AggRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
@@ -255,25 +206,40 @@ pub(super) fn aggregators_frame(rows: &[AggRow]) -> DataFrame {
 /// `conclusions`: one row per claim (see [`crate::conclusions`]).
 pub(super) fn conclusions_frame(claims: &[crate::conclusions::Claim]) -> DataFrame {
     let s = |f: fn(&crate::conclusions::Claim) -> String| claims.iter().map(f).collect::<Vec<_>>();
-    let x = |f: fn(&crate::conclusions::Interval) -> f64| claims.iter().map(|c| f(&c.interval)).collect::<Vec<_>>();
+    let x = |f: fn(&crate::conclusions::Claim) -> f64| claims.iter().map(f).collect::<Vec<_>>();
+    let u = |f: fn(&crate::conclusions::Claim) -> Option<usize>| claims.iter().map(|c| f(c).map(|v| v as u64)).collect::<Vec<_>>();
+    let o = |f: fn(&crate::conclusions::Claim) -> Option<f64>| claims.iter().map(f).collect::<Vec<_>>();
     frame(
         "conclusions",
         claims.len(),
         vec![
             Column::new("claim".into(), s(|c| c.claim.clone())),
             Column::new("kind".into(), s(|c| c.kind.clone())),
+            Column::new("family".into(), s(|c| c.family.name().to_string())),
             Column::new("method".into(), s(|c| c.method.clone())),
             Column::new("ensemble".into(), s(|c| c.ensemble.clone())),
             Column::new("aggregator".into(), s(|c| c.aggregator.clone())),
             Column::new("baseline".into(), s(|c| c.baseline.clone())),
             Column::new("kl_penalty".into(), claims.iter().map(|c| c.kl_penalty).collect::<Vec<_>>()),
             Column::new("at".into(), s(|c| c.at.clone())),
-            Column::new("estimate".into(), x(|i| i.estimate)),
-            Column::new("ci_low".into(), x(|i| i.low)),
-            Column::new("ci_high".into(), x(|i| i.high)),
+            Column::new("estimand".into(), s(|c| c.estimand.clone())),
+            Column::new("estimate".into(), x(|c| c.interval.estimate)),
+            Column::new("ci_low".into(), x(|c| c.interval.low)),
+            Column::new("ci_high".into(), x(|c| c.interval.high)),
+            Column::new("sd".into(), x(|c| c.interval.sd)),
             Column::new("replicates".into(), claims.iter().map(|c| c.interval.replicates as u64).collect::<Vec<_>>()),
+            Column::new("replicates_total".into(), claims.iter().map(|c| c.replicates_total as u64).collect::<Vec<_>>()),
             Column::new("interval_over".into(), s(|c| c.interval.over.name().to_string())),
-            Column::new("verdict".into(), s(|c| c.interval.verdict().to_string())),
+            Column::new("missing".into(), s(|c| c.missing.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(" "))),
+            Column::new("worst_case_estimate".into(), o(|c| c.worst_case.map(|w| w.estimate))),
+            Column::new("p_value".into(), x(|c| c.p_value)),
+            Column::new("p_adjusted".into(), x(|c| c.p_adjusted)),
+            Column::new("verdict".into(), s(|c| c.verdict.clone())),
+            Column::new("replicates_needed".into(), u(|c| c.replicates_needed)),
+            Column::new("replicates_needed_min_effect".into(), u(|c| c.replicates_needed_min_effect)),
+            Column::new("cpu_hours_needed".into(), o(|c| c.cpu_hours_needed)),
+            Column::new("cpu_hours_needed_min_effect".into(), o(|c| c.cpu_hours_needed_min_effect)),
+            Column::new("note".into(), s(|c| c.note.clone())),
         ],
     )
 }

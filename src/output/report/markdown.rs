@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use super::acceptance::{R2_TARGET, REGRET_TARGET};
 use super::Analysis;
-use crate::analysis::{self, AggRow, CurveId, FitRow, Measure, ScalingRow, SeOver, Target, MEMBERS_AVG, OTHER_MEMBERS_PEAK};
-use crate::conclusions::Interval;
+use crate::analysis::{self, AggRow, CurveId, FitRow, Measure, ScalingRow, SeOver, Target, MEMBERS_AVG};
+use crate::conclusions::{Claim, Interval};
 use crate::output::table::{CurveRow, RmRow};
 
 /// A float with `d` decimals; "—" for NaN or infinite; never "-0.00".
@@ -106,27 +106,125 @@ fn title_section(a: &Analysis) -> String {
 /// An interval as `0.12 [0.05, 0.19]`.
 fn ci(i: &Interval) -> String {
     if i.low.is_nan() {
-        return format!("{} (measurable in {} replicate only: no interval)", num(i.estimate, 3), i.replicates);
+        return format!("{} (no interval: {} replicate{})", num(i.estimate, 3), i.replicates, if i.replicates == 1 { "" } else { "s" });
     }
     format!("{} [{}, {}]", num(i.estimate, 3), num(i.low, 3), num(i.high, 3))
 }
 
-/// The ensemble of the smallest proxies (fewest parameters, then least data, then least
-/// label noise), from the curve table.
-fn smallest_ensemble(a: &Analysis) -> Option<String> {
-    a.rows
-        .iter()
-        .min_by(|x, y| {
-            x.proxy_params
-                .cmp(&y.proxy_params)
-                .then(x.data_size.cmp(&y.data_size))
-                .then(x.label_noise.total_cmp(&y.label_noise))
-        })
-        .map(|r| r.ensemble.clone())
+/// A p-value for a table: three significant decimals, `< 0.001` below.
+fn pv(p: f64) -> String {
+    if !p.is_finite() {
+        "—".to_string()
+    } else if p < 0.001 {
+        "< 0.001".to_string()
+    } else {
+        num(p, 3)
+    }
+}
+
+/// `11 of 12`, or `12` when the claim rests on every replicate.
+fn reps(c: &Claim) -> String {
+    if c.interval.replicates == c.replicates_total {
+        c.replicates_total.to_string()
+    } else {
+        format!("{} of {}", c.interval.replicates, c.replicates_total)
+    }
+}
+
+/// The question a primary selector asks, in words.
+fn question(s: &crate::config::ClaimSelector, c: Option<&Claim>) -> String {
+    let method = crate::conclusions::method_text(&s.method);
+    let beta = c.and_then(|c| c.kl_penalty).or(s.kl_penalty).map(|b| format!(", β = {b}")).unwrap_or_default();
+    let agg = c.map_or(s.aggregator.clone(), |c| c.aggregator.clone());
+    let ens = c.map(|c| format!(" (`{}`)", c.ensemble)).filter(|_| s.kind != "stop").unwrap_or_default();
+    match s.kind.as_str() {
+        "overopt" => format!("{method}{beta}: gold falls from its peak ({agg}){ens}"),
+        "peak" => format!("{method}{beta}: gold gained at the peak ({agg}){ens}"),
+        "gap" => {
+            let at = c.map_or("final".to_string(), |c| c.at.clone());
+            let at = if at == "final" { String::new() } else { format!(" at {at}") };
+            format!("{method}{beta}: {agg} keeps more gold than {}{at}{ens}", s.baseline)
+        }
+        _ => format!("{method}: stopping by `{agg}` gives up gold"),
+    }
+}
+
+/// "about 210 replicates ≈ 35 CPU-hours (18 h on this 2-core machine, 9 min on 8 × 32-core
+/// nodes)".
+fn study_cost(a: &Analysis, n: usize, hours: Option<f64>) -> String {
+    let unit = a.settings.cost.as_ref().map_or("replicates", |c| c.unit.as_str());
+    let mut s = format!("about {n} {unit}");
+    if let (Some(h), Some(cost)) = (hours, &a.settings.cost) {
+        let here = cost.wall_hours(n, cost.cores_here);
+        let cluster = cost.wall_hours(n, cost.cluster_nodes * cost.cluster_cores);
+        let _ = write!(
+            s,
+            " ≈ {} CPU-hours ({} on this {}-core machine, {} on {} × {}-core Slurm nodes)",
+            num(h, 1),
+            duration(here),
+            cost.cores_here,
+            duration(cluster),
+            cost.cluster_nodes,
+            cost.cluster_cores
+        );
+    }
+    s
+}
+
+/// Hours as `12 min`, `3.4 h` or `2.1 days`.
+fn duration(h: f64) -> String {
+    if h < 1.0 {
+        format!("{} min", num((60.0 * h).max(1.0), 0))
+    } else if h < 48.0 {
+        format!("{} h", num(h, 1))
+    } else {
+        format!("{} days", num(h / 24.0, 1))
+    }
+}
+
+/// What would settle an inconclusive primary claim, one line.
+fn settle_line(a: &Analysis, label: &str, c: &Claim) -> String {
+    let mut s = format!("- {label}: inconclusive, {} over {} replicates", ci(&c.interval), reps(c));
+    if c.interval.over != crate::conclusions::Over::Replicates || !c.interval.sd.is_finite() {
+        s.push_str("; with one replicate no spread across replicates is known: set `replicates` ≥ 3 to learn what would settle it.\n");
+        return s;
+    }
+    let m = a.claims.iter().filter(|c| c.family == crate::conclusions::Family::Primary && c.p_value.is_finite()).count().max(1);
+    let _ = write!(
+        s,
+        "; at this spread (sd {} across replicates), for {}% power at Holm's strictest level (0.05/{m}): ",
+        num(c.interval.sd, 2),
+        num(100.0 * a.settings.power, 0)
+    );
+    let effect = c.interval.estimate.abs();
+    match c.replicates_needed {
+        Some(n) => {
+            let _ = write!(s, "an effect of {} (as estimated) needs {}", num(effect, 2), study_cost(a, n, c.cpu_hours_needed));
+        }
+        None if effect > 0.0 => {
+            let _ = write!(s, "an effect of {} (as estimated) would need more than 100,000", num(effect, 3));
+        }
+        None => s.push_str("the estimate is 0, so no study size would show it"),
+    }
+    match c.replicates_needed_min_effect {
+        Some(n) => {
+            let _ = write!(
+                s,
+                "; the smallest effect of interest, {}, needs {}",
+                num(a.settings.smallest_effect, 2),
+                study_cost(a, n, c.cpu_hours_needed_min_effect)
+            );
+        }
+        None => {
+            let _ = write!(s, "; the smallest effect of interest, {}, would need more than 100,000", num(a.settings.smallest_effect, 2));
+        }
+    }
+    s.push_str(".\n");
+    s
 }
 
 fn conclusions_section(a: &Analysis) -> String {
-    let mut s = String::from("## Conclusions\n\n");
+    let mut s = String::from("## The answer\n\n");
     if a.claims.is_empty() {
         s.push_str(
             "No conclusions: this folder has no per-unit tables (`bon_units.parquet`, `ppo_units.parquet`), or \
@@ -134,103 +232,117 @@ fn conclusions_section(a: &Analysis) -> String {
         );
         return s;
     }
-    let reps = a.claims.iter().map(|c| c.interval.replicates).max().unwrap_or(0);
+    let reps_n = a.claims.iter().map(|c| c.replicates_total).max().unwrap_or(0);
     let worlds = a.rm.iter().filter(|r| r.role == "gold").count();
-    if reps >= 2 && worlds > 1 {
-        let _ = write!(
-            s,
-            "Every claim is an estimate with a **95% interval across {reps} replicates** (Student t, {} degrees of \
-             freedom, over the replicates' estimates). Each replicate has its **own world** ({worlds} worlds: the \
-             labeler's affinity, π_ref, gold, preference pairs and held-out proxy, `world.per_replicate`) and \
-             redraws the proxies' initialization, data order and label noise, the best-of-n prompts and pools, \
-             and the PPO seeds and prompts, so the intervals cover world-to-world variation too. ",
-            reps - 1
-        );
-    } else if reps >= 2 {
-        let _ = write!(
-            s,
-            "Every claim is an estimate with a **95% interval across {reps} replicates** (Student t, {} degrees of \
-             freedom, over the replicates' estimates). A replicate redraws the proxies' initialization, data \
-             order and label noise, the best-of-n prompts and pools, and the PPO seeds and prompts (and the \
-             training pairs, with `preferences.per_replicate`); the world, π_ref, gold, the held-out proxy \
-             and otherwise the preference pairs are shared by all replicates (`world.per_replicate` redraws \
-             them too), so the intervals do not cover their variation. ",
-            reps - 1
-        );
+    let covers = if reps_n >= 2 && worlds > 1 {
+        format!(
+            "{reps_n} replicates, each in its **own world** ({worlds} worlds: labeler, π_ref, gold, pairs and \
+             held-out proxy redrawn), so the intervals cover world-to-world variation"
+        )
+    } else if reps_n >= 2 {
+        format!(
+            "{reps_n} replicates of one drawn world (proxies, prompts, pools and PPO seeds redrawn; the labeler, \
+             π_ref and gold shared, so the intervals do not cover another world: `world.per_replicate` redraws it)"
+        )
     } else {
-        s.push_str(
-            "**One replicate**: every interval below is over the units (prompts, evaluation samples) of that one \
-             replicate and does **not** cover what a new replicate would redraw (proxy seeds, prompts, pools, PPO \
-             seeds); set `replicates` ≥ 3 for conclusions. ",
-        );
-    }
-    s.push_str(
-        "Units are best-of-n prompts and PPO evaluation samples (one per held-out prompt). Every statistic is \
-         measured on units that did not choose it: the fall from the peak picks the peak on one half of the \
-         units (even/odd prompt index) and measures it on the other, then swaps; a stopping rule reads one \
-         half and is graded by gold on the other. Gold is in π_ref standard deviations. Verdict: `holds` = \
-         the interval is above 0, `reversed` = below 0, otherwise `inconclusive`. All rows are in \
-         `conclusions.csv`. Each interval is a 95% interval for its own claim, not corrected for \
-         multiplicity: among many claims with no true effect, about one in forty holds or is reversed by \
-         chance, so the first table's questions are the study's, and the longer tables are for \
-         exploration.\n\n",
-    );
-    // The phenomenon.
-    let small = smallest_ensemble(a);
-    let find = |kind: &str, method: &str, agg: &str, base: &str, beta: Option<f64>| {
-        a.claims.iter().find(|c| {
-            c.kind == kind
-                && c.method == method
-                && Some(&c.ensemble) == small.as_ref()
-                && (c.aggregator == agg || (agg == "uwo" && c.aggregator.starts_with("uwo(")))
-                && c.baseline == base
-                && c.kl_penalty == beta
-                && (kind != "gap" || c.at == "final")
-        })
+        "**one replicate**: every interval is over the units of that one run and does not cover another run; set \
+         `replicates` ≥ 3 for conclusions"
+            .to_string()
     };
-    if let Some(e) = &small {
-        let _ = writeln!(s, "**Overoptimization, beyond doubt?** The smallest proxies (`{e}`), optimized as single members:\n");
-        s.push_str(&header(&["claim", "estimate [95% interval]", "verdict"]));
-        let checks = [
-            ("best-of-n: gold falls from its peak (single)", find("overopt", "bon", "single", "", None)),
-            ("PPO, β = 0: gold falls from its peak (single)", find("overopt", "ppo", "single", "", Some(0.0))),
-            ("best-of-n: wco keeps more gold than single", find("gap", "bon", "wco", "single", None)),
-            ("best-of-n: uwo keeps more gold than single", find("gap", "bon", "uwo", "single", None)),
-            ("PPO, β = 0: wco keeps more gold than single", find("gap", "ppo", "wco", "single", Some(0.0))),
-            ("PPO, β = 0: uwo keeps more gold than single", find("gap", "ppo", "uwo", "single", Some(0.0))),
-        ];
-        for (text, c) in checks {
-            match c {
-                // The uwo row names its λ (the first configured, if there are several).
-                Some(c) => s.push_str(&row(&[text.replace("uwo", &c.aggregator), ci(&c.interval), format!("**{}**", c.interval.verdict())])),
-                None => s.push_str(&row(&[text.to_string(), "not measured".to_string(), "—".to_string()])),
+    let primary_idx = crate::conclusions::primary_indices(&a.claims, &a.settings.primary);
+    let _ = writeln!(
+        s,
+        "The study's primary questions, judged together: 95% intervals across {covers}. Gold is in π_ref \
+         standard deviations. A fall and a peak are the **expected** curve's (the curve averaged over \
+         replicates): each replicate is measured at the peak of the other replicates' mean curve. p is \
+         Holm-adjusted over these {} questions; the verdict reads it (`holds`: the effect is positive at \
+         family-wise 5%, `reversed`: negative, otherwise `inconclusive`).\n",
+        primary_idx.iter().flatten().count()
+    );
+    s.push_str(&header(&["question", "estimate [95% interval]", "replicates", "p (Holm)", "verdict"]));
+    let mut settle = Vec::new();
+    for (sel, i) in a.settings.primary.iter().zip(&primary_idx) {
+        let c = i.map(|i| &a.claims[i]);
+        let label = question(sel, c);
+        match c {
+            Some(c) => {
+                s.push_str(&row(&[label.clone(), ci(&c.interval), reps(c), pv(c.p_adjusted), format!("**{}**", c.verdict)]));
+                if c.verdict == "inconclusive" {
+                    settle.push(settle_line(a, &label, c));
+                }
             }
+            None => s.push_str(&row(&[label, "not measured".into(), "—".into(), "—".into(), "—".into()])),
+        }
+    }
+    s.push('\n');
+    if settle.is_empty() {
+        s.push_str("**Next step.** Every primary question is settled at this scale.\n\n");
+    } else {
+        s.push_str("**What would settle the rest** (the replicates a study would need, and what it would cost by the plan's cost model):\n\n");
+        for l in settle {
+            s.push_str(&l);
         }
         s.push('\n');
     }
-    let beta = |b: Option<f64>| b.map_or("—".to_string(), |b| b.to_string());
+    let notes: Vec<String> = primary_idx
+        .iter()
+        .flatten()
+        .map(|&i| &a.claims[i])
+        .filter(|c| !c.missing.is_empty())
+        .map(|c| format!("- {}: {}\n", c.claim, c.note))
+        .collect();
+    if !notes.is_empty() {
+        s.push_str("Failed or missing runs behind the primary questions (each verdict must also hold with them counted at their worst):\n\n");
+        s.push_str(&notes.concat());
+        s.push('\n');
+    }
+    s.push_str(&all_claims(a));
+    s
+}
+
+/// Every claim, by kind: the exploratory tables.
+fn all_claims(a: &Analysis) -> String {
+    let mut s = String::from("## All claims\n\n");
     s.push_str(
-        "**Fall from the peak** (`overopt`: gold at the cross-fitted peak − gold at the last point; positive = \
-         gold fell; `single` pools the single members, unit by unit):\n\n",
+        "Every claim of the study, one row each in `conclusions.csv` (with its unadjusted p-value, what it \
+         estimates, the spread across replicates and notes). The primary questions above are marked \
+         **primary** (p Holm-adjusted); every other claim is *exploratory*: its p is a Benjamini–Hochberg \
+         q-value over all exploratory claims (about 5% of the claims called `holds` or `reversed` among them \
+         may be false discoveries). Each interval is a 95% interval for its own claim. Units are best-of-n \
+         prompts and PPO evaluation samples. `single` pools the single members unit by unit. `replicates` \
+         says how many replicates a claim rests on of how many (a PPO run that failed leaves its replicate \
+         out, and the verdict must also hold with it counted at the worst gold any run reached).\n\n",
     );
-    s.push_str(&header(&["method", "ensemble", "β", "aggregator", "fall [95% interval]", "verdict"]));
+    let beta = |b: Option<f64>| b.map_or("—".to_string(), |b| b.to_string());
+    let fam = |c: &Claim| if c.family == crate::conclusions::Family::Primary { "**primary**" } else { "exploratory" };
+    s.push_str(
+        "**Fall from the peak** (`overopt`: the expected curve's gold at its peak − at its last point, the peak \
+         chosen on the other replicates; positive = gold fell) and **gold gained at the peak** (`peak`: over \
+         π_ref, the best gold of each method and aggregator):\n\n",
+    );
+    s.push_str(&header(&["method", "ensemble", "β", "aggregator", "fall [95% interval]", "verdict", "gain at the peak [95% interval]", "where the peak is"]));
     for c in a.claims.iter().filter(|c| c.kind == "overopt") {
+        let gain = a.claims.iter().find(|p| {
+            p.kind == "peak" && p.method == c.method && p.ensemble == c.ensemble && p.aggregator == c.aggregator && p.kl_penalty == c.kl_penalty
+        });
         s.push_str(&row(&[
             c.method.clone(),
             format!("`{}`", c.ensemble),
             beta(c.kl_penalty),
             c.aggregator.clone(),
             ci(&c.interval),
-            c.interval.verdict().to_string(),
+            format!("{} (p {}, {})", c.verdict, pv(c.p_adjusted), fam(c)),
+            gain.map_or("—".into(), |g| ci(&g.interval)),
+            c.note.clone(),
         ]));
     }
     s.push_str(
         "\n**Aggregators** (`gap`: paired gold difference aggregator − baseline on the same prompts and pools \
-         (best-of-n) or the same evaluation prompts (PPO), at the last point and, for PPO, at the largest KL \
-         both runs reach (gold interpolated per sample between checkpoints); positive = the aggregator keeps \
-         more gold):\n\n",
+         (best-of-n) or the same evaluation prompts (PPO), at the last point, for PPO also at the largest KL \
+         both runs reach (gold interpolated per sample between checkpoints), and at each one's own peak; \
+         positive = the aggregator keeps more gold):\n\n",
     );
-    s.push_str(&header(&["method", "ensemble", "β", "aggregator − baseline", "at", "difference [95% interval]", "verdict"]));
+    s.push_str(&header(&["method", "ensemble", "β", "aggregator − baseline", "at", "difference [95% interval]", "replicates", "verdict"]));
     for c in a.claims.iter().filter(|c| c.kind == "gap") {
         s.push_str(&row(&[
             c.method.clone(),
@@ -239,47 +351,50 @@ fn conclusions_section(a: &Analysis) -> String {
             format!("{} − {}", c.aggregator, c.baseline),
             c.at.clone(),
             ci(&c.interval),
-            c.interval.verdict().to_string(),
+            reps(c),
+            format!("{} (p {}, {})", c.verdict, pv(c.p_adjusted), fam(c)),
         ]));
     }
     s.push_str(
-        "\n**Where to stop without gold** (`stop`: cross-fitted regret = gold at the point an oracle picks from \
-         one half's gold − gold at the point the rule picks from the same half's gold-free signals, both scored \
-         on the other half, averaged over every curve of the method; positive = the rule gives up gold; \
-         `cross-validated` = the rule with the least regret on the other replicates, graded on the left-out \
-         one, so the rule recommended is never graded on the replicates that chose it):\n\n",
+        "\n**Where to stop without gold** (`stop`: regret = gold at the expected curve's peak, chosen on the \
+         other replicates − gold where the rule stops; the rule reads one half of a run's units and is graded \
+         by gold on the other half; averaged over every curve of the method; positive = the rule gives up \
+         gold. `cross-validated`: in each fold, the rule with the least regret on the other replicates, \
+         graded on the left-out one; the note says how often each rule was chosen and which one all \
+         replicates recommend):\n\n",
     );
-    s.push_str(&header(&["method", "rule", "graded", "regret [95% interval]", "verdict"]));
+    s.push_str(&header(&["method", "rule", "graded", "regret [95% interval]", "verdict", "note"]));
     for c in a.claims.iter().filter(|c| c.kind == "stop") {
         s.push_str(&row(&[
             c.method.clone(),
             format!("`{}`", c.aggregator),
             c.at.clone(),
             ci(&c.interval),
-            c.interval.verdict().to_string(),
+            format!("{} (p {}, {})", c.verdict, pv(c.p_adjusted), fam(c)),
+            c.note.clone(),
         ]));
     }
-    if !a.dstar.is_empty() {
+    let dstar: Vec<&crate::conclusions::DstarRow> = a.dstar.iter().collect();
+    if !dstar.is_empty() {
         s.push_str(
-            "\n**Peak location d\\* by proxy size** (single members; d* = √KL at the peak of the Gao form fitted \
-             to each curve's mean gold, in sqrt-nats; counted only where the fitted peak lies inside the curve's \
-             measured KL range; per replicate the mean over such members, then the interval across \
-             replicates):\n\n",
+            "\n**Peak location d\\* by proxy** (single members: d* = √KL at the peak of the Gao form fitted to \
+             the **expected** gold curve, the mean over replicates of each replicate's pooled members, in \
+             sqrt-nats; given only where the fitted peak lies inside the measured KL range; 95% interval by \
+             the jackknife over replicates, each left out in turn and the curve refitted):\n\n",
         );
-        s.push_str(&header(&["method", "proxy size", "params", "pairs", "β", "curves with a peak in range", "d* [95% interval]"]));
-        for d in &a.dstar {
-            let v = match (&d.interval, d.single) {
+        s.push_str(&header(&["method", "ensemble", "β", "replicates", "fit R²", "d* [95% interval]"]));
+        for d in dstar {
+            let v = match (&d.interval, d.d_star) {
                 (Some(i), _) => ci(i),
-                (None, Some(x)) => format!("{} (one replicate)", num(x, 3)),
+                (None, Some(x)) => format!("{} (no interval)", num(x, 3)),
                 (None, None) => "no peak in range".to_string(),
             };
             s.push_str(&row(&[
                 d.method.clone(),
-                d.proxy_size.clone(),
-                d.proxy_params.to_string(),
-                d.data_size.to_string(),
+                format!("`{}`", d.ensemble),
                 beta(d.kl_penalty),
-                format!("{} of {}", d.with_peak, d.curves),
+                d.replicates.to_string(),
+                onum(d.r2, 3),
                 v,
             ]));
         }
@@ -459,35 +574,32 @@ const FIT_COLUMNS: [&str; 12] = [
 ];
 
 fn fits_section(a: &Analysis) -> String {
-    let mut s = String::from("## Functional-form fits\n\n");
+    let mut s = String::from("## Functional-form fits (descriptions of each run's curve)\n\n");
     s.push_str(
-        "Every curve's **gain** y = gold − gold at its first point (n = 1 or PPO step 0: π_ref itself, \
+        "*Descriptions, not tests*: one fit per replicate's curve, its peak read off that curve (the \
+         expected curves' fits and d* are in All claims). Every curve's **gain** y = gold − gold at its first point (n = 1 or PPO step 0: π_ref itself, \
          KL = 0) is fitted, so R(0) = 0 as in Gao et al. (2023), by least squares without intercept in \
          d = √KL (KL clamped at ≥ 0): best-of-n `d(α − βd)`, PPO `d(α − β ln d)`. α is in gold/√nat; \
          β in gold/nat (best-of-n) or gold/√nat (PPO). KL* = d*² (nats) is the fitted peak and \
          \"predicted\" the fitted peak gain (gold, π_ref std units); \"observed\" is the largest gain on \
          the curve ± its gold s.e. over prompts, where it is, and its KL. Interior = the observed peak is \
-         neither the first nor the last point. Clear fall = gold at the last point is below the observed \
-         peak by more than 2 paired s.e. (drop ± paired s.e. over prompts): *in-sample*, the peak chosen \
-         on the prompts that measure it, so it overstates falls (it fires on flat curves far above its \
-         nominal rate); the cross-fitted fall across replicates is in the Conclusions. † = KL* lies beyond the \
+         neither the first nor the last point. † = KL* lies beyond the \
          largest KL measured on the curve (an extrapolation); \"no peak\" = the fit never turns down.\n\n",
     );
-    let gold_columns: Vec<&str> = FIT_COLUMNS.iter().copied().chain(["clear fall (drop ± s.e.)"]).collect();
-    s.push_str(&header(&gold_columns));
+    s.push_str(&header(&FIT_COLUMNS));
     for f in a.fits.iter().filter(|f| f.target == Target::Gold) {
-        s.push_str(&fit_cells(f, true));
+        s.push_str(&fit_cells(f));
     }
     s.push_str("\n<details><summary>Proxy fits: the same form on the optimized proxy's gain</summary>\n\n");
     s.push_str(&header(&FIT_COLUMNS));
     for f in a.fits.iter().filter(|f| f.target == Target::Proxy) {
-        s.push_str(&fit_cells(f, false));
+        s.push_str(&fit_cells(f));
     }
     s.push_str("\n</details>\n\n");
     s
 }
 
-fn fit_cells(f: &FitRow, gold: bool) -> String {
+fn fit_cells(f: &FitRow) -> String {
     let fit = f.fit.as_ref();
     let observed = if f.peak.is_some() {
         let se = if f.peak_se.is_finite() {
@@ -499,7 +611,7 @@ fn fit_cells(f: &FitRow, gold: bool) -> String {
     } else {
         "—".to_string()
     };
-    let mut cells = vec![
+    let cells = vec![
         f.id.method.clone(),
         format!("`{}`", f.id.ensemble),
         f.id.aggregator_label(),
@@ -519,12 +631,6 @@ fn fit_cells(f: &FitRow, gold: bool) -> String {
         observed,
         yes_no(f.interior_peak).to_string(),
     ];
-    if gold {
-        cells.push(match (f.clear_fall, f.fall, f.fall_se) {
-            (Some(c), Some(d), Some(se)) => format!("{} ({} ± {})", yes_no(c), num(d, 3), num(se, 3)),
-            _ => "—".to_string(),
-        });
-    }
     row(&cells)
 }
 
@@ -607,11 +713,12 @@ fn scaling_section(a: &Analysis) -> String {
 }
 
 fn stopping_section(a: &Analysis) -> String {
-    let mut s = String::from("## Gold-free stopping rules\n\n");
+    let mut s = String::from("## Gold-free stopping rules on each run's curve (descriptions)\n\n");
     s.push_str(
-        "*In-sample and per curve*: each rule is graded here by gold on the same samples whose signals it \
-         read, and the observed peak is chosen on them too (the winner's curse); the cross-fitted, \
-         replicated regrets and the cross-validated choice are in the Conclusions. ",
+        "*In-sample and per curve, for reading a run*: here each rule is graded by gold on the same \
+         samples whose signals it read, against that run's own best point; which rule to use, and what it \
+         gives up, are the `stop` claims in All claims (graded on samples and replicates that did not \
+         choose). ",
     );
     s.push_str(
         "Each rule picks a point of a curve without reading gold: `heldout_peak` (the held-out proxy's \
@@ -620,50 +727,13 @@ fn stopping_section(a: &Analysis) -> String {
          value at π_ref), `proxy_peak` (the optimized proxy's peak: the naive baseline), and, on \
          single-member curves, `other_members_peak` (the peak of the mean of the members not optimized \
          against). Regret = gold at the curve's observed peak − gold at the chosen point (π_ref std units, \
-         ≥ 0); as a % of the gain = of (peak gold − gold at the first point), over curves whose gain is \
-         > 0 (0% = stopped at the peak, 100% = no better than π_ref).\n\n",
+         ≥ 0); % of gain = of (peak gold − gold at the first point).\n\n",
     );
     let present: Vec<&str> = a.stops.iter().map(|r| r.rule.as_str()).collect();
     let silent: Vec<String> = analysis::rule_names()
         .into_iter()
         .filter(|n| !present.contains(&n.as_str()))
         .collect();
-    let mut scopes: Vec<&str> = a.summary.iter().map(|r| r.scope.as_str()).collect();
-    scopes.dedup();
-    for scope in scopes {
-        let what = match scope {
-            "all" => "all curves".to_string(),
-            "bon" => "best-of-n curves".to_string(),
-            "ppo" => "PPO curves".to_string(),
-            analysis::INTERIOR_SCOPE => {
-                "the curves whose gold peaks strictly inside them (where stopping early matters)".to_string()
-            }
-            m => format!("{m} curves"),
-        };
-        let _ = writeln!(s, "Rules ranked by median regret fraction, {what}:\n");
-        s.push_str(&header(&[
-            "rank",
-            "rule",
-            "curves",
-            "curves with gain > 0",
-            "median regret (gold)",
-            "median regret (% of gain)",
-            "worst (% of gain)",
-        ]));
-        for (i, r) in a.summary.iter().filter(|r| r.scope == scope).enumerate() {
-            let x = &r.summary;
-            s.push_str(&row(&[
-                (i + 1).to_string(),
-                format!("`{}`", x.rule),
-                x.curves.to_string(),
-                x.frac_curves.to_string(),
-                num(x.median_regret, 3),
-                pct(x.median_regret_frac),
-                pct(x.worst_regret_frac),
-            ]));
-        }
-        s.push('\n');
-    }
     for name in &silent {
         let why = if name == analysis::OTHER_MEMBERS_PEAK {
             "no single-member curve of an ensemble with ≥ 2 members"
@@ -708,14 +778,14 @@ fn stopping_section(a: &Analysis) -> String {
 fn aggregators_section(a: &Analysis) -> String {
     let mut s = String::from("## Aggregators at matched KL\n\n");
     s.push_str(
-        "*Per replicate's curves, unpaired*: the paired differences across replicates are in the \
-         Conclusions. ",
+        "*Descriptions of each replicate's curves, unpaired*: the paired differences across replicates, \
+         and each aggregator's gold at the expected curve's peak, are in All claims (`gap`, `peak`). ",
     );
     let _ = write!(
         s,
         "Gold (π_ref std units) of every aggregator at KL budgets of {} nats (linear in KL between curve \
-         points; a budget is shown only where every curve of the configuration reaches it), and each \
-         aggregator's best gold with the KL (nats) where it is reached. ± is the s.e. over what the last \
+         points, at the first point that reaches the budget; a budget is shown only where every curve of \
+         the configuration reaches it). ± is the s.e. over what the last \
          column says: the evaluation prompts of one curve (interpolated at a budget), or the member \
          seeds of the single-proxy curves (`{MEMBERS_AVG}`: the average single proxy; its s.e. is \
          across seeds scored on the same prompts).\n\n",
@@ -749,7 +819,7 @@ fn aggregators_section(a: &Analysis) -> String {
         );
         let mut cols: Vec<String> = vec!["ensemble(s)".into(), "KL penalty".into(), "aggregator".into()];
         cols.extend(budgets.iter().map(|b| format!("gold at KL {b} nats")));
-        cols.extend(["best gold (KL nats)".into(), "± over".into()]);
+        cols.push("± over".into());
         s.push_str(&header(&cols.iter().map(String::as_str).collect::<Vec<_>>()));
         // Rows in order of first appearance of (cell, aggregator).
         let mut keys: Vec<(String, Option<u64>, String)> = Vec::new();
@@ -766,8 +836,7 @@ fn aggregators_section(a: &Analysis) -> String {
         for (ens, beta, agg) in keys {
             let of = |r: &&&AggRow| r.ensembles == ens && r.kl_penalty.map(f64::to_bits) == beta && r.aggregator == agg;
             let cell: Vec<&&AggRow> = mine.iter().filter(of).collect();
-            let best = cell.iter().find(|r| r.measure == Measure::Best);
-            let over = best.or(cell.first()).map_or(String::new(), |r| match r.se_over {
+            let over = cell.first().map_or(String::new(), |r| match r.se_over {
                 SeOver::Prompts => "prompts".to_string(),
                 SeOver::MemberSeeds => format!("{} member seeds", r.replicates),
             });
@@ -783,9 +852,6 @@ fn aggregators_section(a: &Analysis) -> String {
                         .map_or("—".to_string(), |r| format!("{} ± {}", num(r.gold, 3), num(r.se, 3))),
                 );
             }
-            cells.push(best.map_or("—".to_string(), |r| {
-                format!("{} ± {} ({})", num(r.gold, 3), num(r.se, 3), num(r.kl, 2))
-            }));
             cells.push(over);
             s.push_str(&row(&cells));
         }
@@ -807,107 +873,65 @@ fn figures_section(a: &Analysis) -> String {
     s
 }
 
-/// `: best-of-n 20 of 20, PPO 0 of 7` where there are several methods, else empty.
-fn r2_by_method(a: &Analysis) -> String {
-    let interior: Vec<&FitRow> = a
-        .fits
-        .iter()
-        .filter(|f| f.target == Target::Gold && f.interior_peak)
-        .collect();
-    let mut methods: Vec<&str> = interior.iter().map(|f| f.id.method.as_str()).collect();
-    methods.sort_unstable();
-    methods.dedup();
-    if methods.len() < 2 {
-        return String::new();
-    }
-    let parts: Vec<String> = methods
-        .iter()
-        .map(|m| {
-            let mine: Vec<&&FitRow> = interior.iter().filter(|f| f.id.method == *m).collect();
-            let pass = mine.iter().filter(|f| f.fit.is_some_and(|x| x.r2 >= R2_TARGET)).count();
-            let name = match *m {
-                "bon" => "best-of-n",
-                "ppo" => "PPO",
-                m => m,
-            };
-            format!("{name} {pass} of {}", mine.len())
-        })
-        .collect();
-    format!(" ({})", parts.join(", "))
-}
-
 fn acceptance_section(a: &Analysis) -> String {
     let acc = &a.acceptance;
     let mut s = String::from("## Acceptance\n\n");
-    let gold_curves = a.fits.iter().filter(|f| f.target == Target::Gold).count();
+    s.push_str(
+        "Both checks read the conclusions' statistics (expected curves across replicates, adjusted \
+         verdicts), not one run's curve.\n\n",
+    );
     match acc.r2_met {
         None => {
             let _ = writeln!(
                 s,
-                "(a) R² ≥ {R2_TARGET} on every gold curve with an interior observed peak: **not applicable** — \
-                 none of the {gold_curves} gold curves has an interior observed peak.\n"
+                "(a) R² ≥ {R2_TARGET} for the Gao form fitted to every expected gold curve whose fall from its peak \
+                 holds: **not applicable** — no fall holds.\n"
             );
         }
         Some(met) => {
             let _ = writeln!(
                 s,
-                "(a) R² ≥ {R2_TARGET} on every gold curve with an interior observed peak: **{}** — {} of {} \
-                 such curves (of {gold_curves} gold curves) fit with R² ≥ {R2_TARGET}{}.",
+                "(a) R² ≥ {R2_TARGET} for the Gao form fitted to every expected gold curve whose fall from its peak \
+                 holds: **{}** — {} of {} such curves.",
                 if met { "met" } else { "NOT met" },
-                acc.interior_curves - acc.r2_misses.len(),
-                acc.interior_curves,
-                r2_by_method(a),
+                acc.falling_curves - acc.r2_misses.len(),
+                acc.falling_curves,
             );
             if !acc.r2_misses.is_empty() {
                 s.push_str("Curves that miss:\n\n");
                 for (key, r2) in &acc.r2_misses {
-                    let _ = writeln!(
-                        s,
-                        "- `{key}`: {}",
-                        r2.map_or("no fit".to_string(), |r| format!("R² = {}", num(r, 3)))
-                    );
+                    let _ = writeln!(s, "- `{key}`: {}", r2.map_or("no fit".to_string(), |r| format!("R² = {}", num(r, 3))));
                 }
             }
             s.push('\n');
         }
     }
-    match (&acc.best_rule, acc.best_median_regret_frac, acc.regret_met) {
-        (Some(rule), Some(frac), Some(met)) => {
-            let baseline = if rule == "proxy_peak" {
-                " (the naive proxy-peak baseline ranks first: no gold-free signal beat trusting the proxy)"
-            } else if rule == OTHER_MEMBERS_PEAK {
-                " (applies to single-member curves only)"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                s,
-                "(b) The best gold-free rule's median regret ≤ {}% of the peak's gain: **{}** — `{rule}`{baseline} \
-                 has a median regret of {} of the gain over the {} curves whose gain is > 0.\n",
-                num(100.0 * REGRET_TARGET, 0),
-                if met { "met" } else { "NOT met" },
-                pct(Some(frac)),
-                acc.regret_curves,
-            );
-            if let (Some(rule), Some(frac)) = (&acc.interior_best_rule, acc.interior_median_regret_frac) {
-                let _ = writeln!(
-                    s,
-                    "For context (not the target): on the {} curves whose gold peaks strictly inside them, where \
-                     stopping early matters, the best rule is `{rule}` with a median regret of {} of the gain; a \
-                     curve that peaks at its last point gives no regret to any rule that stops last.\n",
-                    acc.interior_regret_curves,
-                    pct(Some(frac)),
-                );
+    if acc.regret.is_empty() {
+        let _ = writeln!(
+            s,
+            "(b) The cross-validated gold-free stopping rule gives up at most {}% of the gold the expected curve \
+             gains at its peak: **not applicable** — no method has a cross-validated rule (it needs 2 or more \
+             replicates and a rule that applies to every curve).\n",
+            num(100.0 * REGRET_TARGET, 0)
+        );
+    }
+    for r in &acc.regret {
+        let _ = writeln!(
+            s,
+            "(b) {}: the cross-validated stopping rule (recommended: `{}`) gives up {} gold against a stop at the \
+             expected curve's peak, {} of the {} gained there over π_ref (target ≤ {}%): **{}**.\n",
+            crate::conclusions::method_text(&r.method),
+            r.rule,
+            ci(&r.regret),
+            r.fraction.map_or("—".to_string(), |f| format!("{}%", num(100.0 * f, 1))),
+            ci(&r.gain),
+            num(100.0 * REGRET_TARGET, 0),
+            match r.met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "not applicable (no gain)",
             }
-        }
-        _ => {
-            let _ = writeln!(
-                s,
-                "(b) The best gold-free rule's median regret ≤ {}% of the peak's gain: **not applicable** — no \
-                 curve has a gold gain > 0 over π_ref (or no rule picked a point).\n",
-                num(100.0 * REGRET_TARGET, 0)
-            );
-        }
+        );
     }
     s
 }

@@ -5,9 +5,9 @@
 //! damaged input before writing anything (`inputs.rs`); then writes
 //! - `fits.{parquet,csv}`: a Gao et al. fit of every curve's gold gain and proxy gain;
 //! - `scaling.{parquet,csv}` and, where there are ≥ 2 proxy sizes, `scaling.{png,svg}`;
-//! - `stopping.{parquet,csv}` (every gold-free rule on every curve) and
-//!   `stopping_summary.{parquet,csv}` (rules ranked by median regret fraction);
-//! - `aggregators.{parquet,csv}`: aggregators at matched KL budgets and at their best;
+//! - `stopping.{parquet,csv}`: every gold-free rule on every curve, in-sample (a description
+//!   of each run's curve; the honest regrets are the `stop` claims);
+//! - `aggregators.{parquet,csv}`: aggregators at matched KL budgets, per curve;
 //! - the best-of-n and PPO figures `bon_*.{png,svg}` and `ppo_*.{png,svg}`;
 //! - `conclusions.{parquet,csv}`: the study's claims with 95% intervals across replicates,
 //!   from the per-unit tables (`bon_units`, `ppo_units`; see [`crate::conclusions`]);
@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::analysis::{self, AggRow, Curve, FitRow, ScalingRow, StopRow, SummaryRow};
+use crate::analysis::{self, AggRow, Curve, FitRow, ScalingRow, StopRow};
 use crate::cell::store::write_atomic;
-use crate::conclusions::{self, Claim, DstarRow, PeakFit};
+use crate::conclusions::{self, Claim, Cost, DstarRow, Settings};
 use crate::error::{Error, Result};
 use crate::output::table::{self, CurveRow, RmRow};
 
@@ -53,6 +53,8 @@ pub struct ReportSummary {
     /// Whether `scaling.{png,svg}` was drawn.
     pub scaling_figure: bool,
     pub acceptance: Acceptance,
+    /// The primary questions' verdicts, one line each (what a run prints at its end).
+    pub answer: Vec<String>,
 }
 
 /// Everything the writer needs, computed once.
@@ -65,7 +67,6 @@ struct Analysis {
     fits: Vec<FitRow>,
     scaling: Vec<ScalingRow>,
     stops: Vec<StopRow>,
-    summary: Vec<SummaryRow>,
     aggs: Vec<AggRow>,
     acceptance: Acceptance,
     scaling_figure: bool,
@@ -74,23 +75,77 @@ struct Analysis {
     /// The conclusions (from the unit tables) and d* by proxy size across replicates.
     claims: Vec<Claim>,
     dstar: Vec<DstarRow>,
+    settings: Settings,
 }
 
-/// The single members' gold fits, for d* by proxy size.
-fn peak_fits(fits: &[FitRow]) -> Vec<PeakFit> {
-    fits.iter()
-        .filter(|f| f.target == analysis::Target::Gold && f.id.single_member().is_some())
-        .map(|f| PeakFit {
-            method: f.id.method.clone(),
-            proxy_size: f.id.proxy_size.clone(),
-            proxy_params: f.id.proxy_params,
-            data_size: f.id.data_size,
-            kl_penalty: f.id.kl_penalty,
-            replicate: f.id.replicate,
-            // A fitted peak beyond the measured KL range is an extrapolation, not a location.
-            d_star: f.fit.and_then(|x| x.d_star).filter(|&d| d * d <= f.last_kl.max(0.0)),
+/// The primary questions' verdicts as terminal lines: `holds  best-of-n: gold falls … 0.21
+/// [0.08, 0.33], p (Holm) 0.004, 12 replicates`.
+fn answer_lines(claims: &[Claim], settings: &Settings) -> Vec<String> {
+    conclusions::primary_indices(claims, &settings.primary)
+        .iter()
+        .zip(&settings.primary)
+        .map(|(i, s)| match i {
+            Some(i) => {
+                let c = &claims[*i];
+                let iv = &c.interval;
+                let range = if iv.low.is_finite() { format!(" [{:.2}, {:.2}]", iv.low, iv.high) } else { String::new() };
+                format!(
+                    "{:<12} {}: {:.2}{range}, p (Holm) {}, {} of {} replicates",
+                    c.verdict,
+                    c.claim,
+                    iv.estimate,
+                    if c.p_adjusted.is_finite() { format!("{:.3}", c.p_adjusted) } else { "—".into() },
+                    iv.replicates,
+                    c.replicates_total
+                )
+            }
+            None => format!("{:<12} {} {} {} {}: not measured", "—", s.kind, s.method, s.aggregator, s.baseline),
         })
         .collect()
+}
+
+/// How the claims are judged: `[conclusions]` of the folder's `config.resolved.toml` (the
+/// defaults without one), the cost model of its plan, the machine's cores from
+/// `manifest.json` (`jobs`), and which held-out proxy the `heldout_peak` rule read (from
+/// `rm.parquet`). A `config.resolved.toml` that does not parse is refused.
+fn settings(dir: &Path, manifest: Option<&Value>, rm: &[RmRow]) -> Result<Settings> {
+    let mut s = Settings::default();
+    let heldout: Vec<&RmRow> = rm.iter().filter(|r| r.role == "heldout").collect();
+    s.heldout = match heldout.len() {
+        0 => String::new(),
+        1 => "one held-out proxy shared by every replicate".to_string(),
+        _ if heldout.iter().all(|r| r.replicate.is_some()) => "each replicate's own held-out proxy".to_string(),
+        n => format!("{n} held-out proxies (see rm.csv)"),
+    };
+    let path = dir.join("config.resolved.toml");
+    if !path.exists() {
+        return Ok(s);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let exp = crate::Experiment::from_toml(&text, &path)?;
+    s.primary = exp.conclusions.primary.clone();
+    s.smallest_effect = exp.conclusions.smallest_effect;
+    s.power = exp.conclusions.power;
+    // The cost model: a plan of two replicates prices replicate 1 (and its world, when
+    // worlds are redrawn); the rest is replicate 0 and what every replicate shares.
+    let mut two = exp.clone();
+    two.replicates = 2;
+    let plan = crate::cell::plan::Plan::new(&two);
+    let per: f64 = plan.cells.iter().filter(|c| c.id.ends_with("/r1")).map(|c| c.cost_cpu_s).sum();
+    let total: f64 = plan.cells.iter().map(|c| c.cost_cpu_s).sum();
+    let chain: f64 = (0..plan.levels())
+        .map(|l| plan.level(l).iter().map(|&i| plan.cells[i].cost_cpu_s).fold(0.0, f64::max))
+        .sum();
+    s.cost = Some(Cost {
+        shared_cpu_s: (total - 2.0 * per).max(0.0),
+        per_replicate_cpu_s: per,
+        chain_s: chain,
+        cores_here: manifest.and_then(|m| m.get("jobs")).and_then(Value::as_u64).unwrap_or(2) as usize,
+        cluster_nodes: exp.conclusions.cluster_nodes,
+        cluster_cores: exp.conclusions.cluster_cores,
+        unit: if exp.world.per_replicate { "worlds" } else { "replicates" }.to_string(),
+    });
+    Ok(s)
 }
 
 /// Regenerates the analysis tables, every figure and `report.md` of the results folder `dir`
@@ -111,18 +166,19 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
     let fits = analysis::fits(&curves);
     let scaling = analysis::scaling(&fits);
     let stops = analysis::stopping(&curves);
-    let summary = analysis::stopping_summary(&stops);
     let aggs = analysis::aggregators(&curves);
-    let acceptance = acceptance::acceptance(&fits, &summary);
-    let claims = conclusions::claims(&units);
-    let dstar = conclusions::dstar(&peak_fits(&fits));
+    let settings = settings(dir, manifest.as_ref(), &rm)?;
+    let claims = conclusions::conclusions(&units, &settings);
+    let dstar = conclusions::dstar(&units);
+    let expected_fits = conclusions::expected_fits(&units);
+    let acceptance = acceptance::acceptance(&claims, &expected_fits, &units);
+    let answer = answer_lines(&claims, &settings);
 
     let mut written = Vec::new();
     for (stem, mut df) in [
         ("fits", frames::fits_frame(&fits)),
         ("scaling", frames::scaling_frame(&scaling)),
         ("stopping", frames::stopping_frame(&stops)),
-        ("stopping_summary", frames::summary_frame(&summary)),
         ("aggregators", frames::aggregators_frame(&aggs)),
         ("conclusions", frames::conclusions_frame(&claims)),
     ] {
@@ -159,12 +215,12 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         fits,
         scaling,
         stops,
-        summary,
         aggs,
         acceptance,
         scaling_figure,
         claims,
         dstar,
+        settings,
     };
     write_atomic(&dir.join("report.md"), markdown::markdown(&a).as_bytes())?;
     written.push("report.md".to_string());
@@ -179,6 +235,7 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         aggregator_rows: a.aggs.len(),
         scaling_figure: a.scaling_figure,
         acceptance: a.acceptance,
+        answer,
     })
 }
 
