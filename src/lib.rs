@@ -19,6 +19,7 @@ pub mod bon;
 pub mod cell;
 pub mod conclusions;
 pub mod config;
+pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod eval;

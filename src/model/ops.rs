@@ -916,6 +916,12 @@ unsafe fn vecmat_block_avx2<const W: usize>(out: &mut [f32], a: &[f32], m: &[f32
     }
 }
 
+/// Whether the fused kernels take their AVX2+FMA versions on this CPU (else the portable
+/// ones): for the manifest.
+pub fn fused_avx2() -> bool {
+    has_avx2()
+}
+
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -84,12 +84,19 @@ fn title_section(a: &Analysis) -> String {
             let commit = get("git_commit")
                 .map(text)
                 .map(|c| c.chars().take(12).collect::<String>());
+            // On the CPU, which CPU and kernels: another instruction set or L1 cache rounds
+            // differently (src/cpu.rs).
+            let cpu = get("cpu").filter(|_| field("device") == "cpu").map(|c| {
+                let part = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("unknown");
+                format!(" ({}: {})", part("model"), part("kernels"))
+            });
             let _ = writeln!(
                 s,
-                "Experiment `{name}`, seed {}, config hash `{}`, device {}, goodhart {}{}.",
+                "Experiment `{name}`, seed {}, config hash `{}`, device {}{}, goodhart {}{}.",
                 field("seed"),
                 field("config_hash"),
                 field("device"),
+                cpu.unwrap_or_default(),
                 field("goodhart_version"),
                 commit.map(|c| format!(" (commit `{c}`)")).unwrap_or_default()
             );
