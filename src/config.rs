@@ -232,10 +232,18 @@ pub struct ProxySpec {
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
-    /// Also train one held-out proxy, never optimized against: the largest size on the
+    /// Also train a held-out proxy, never optimized against: the largest size on the
     /// largest data size at the lowest noise level, from independently sampled pairs. Its
     /// score of what the optimizers select is a gold-free signal for stopping rules.
     pub heldout: bool,
+    /// Each replicate trains its own held-out proxy on its own pairs (drawn from its own
+    /// seed), so a stopping rule's interval covers the held-out proxy's draw too. Off: one
+    /// held-out proxy per world (replicate 0's, shared by the replicates of its world).
+    pub heldout_per_replicate: bool,
+    /// The held-out proxy is like the members of the study's first ensemble (the smallest
+    /// proxies: the first size, the fewest pairs, the lowest noise) instead of the largest
+    /// and best-trained one, so that ensemble's stopping rules read a proxy like their own.
+    pub heldout_like: bool,
 }
 
 impl Default for ProxySpec {
@@ -256,6 +264,8 @@ impl Default for ProxySpec {
             batch: 64,
             lr: 3e-3,
             heldout: true,
+            heldout_per_replicate: true,
+            heldout_like: false,
         }
     }
 }
@@ -562,6 +572,32 @@ impl Experiment {
         Self::from_toml(&text, path)
     }
 
+    /// Reads a results folder's `config.resolved.toml`: the input with defaults filled in,
+    /// then the derived `[params]` table (the last one written, which no input may set).
+    /// The table is dropped and recomputed, and must agree with what was written.
+    pub fn from_resolved(text: &str, path: &Path) -> Result<Self> {
+        let cut = text
+            .lines()
+            .scan(0usize, |at, line| {
+                let start = *at;
+                *at += line.len() + 1;
+                Some((start, line))
+            })
+            .find(|(_, line)| line.trim_start().starts_with("[params"))
+            .map_or(text.len(), |(start, _)| start.min(text.len()));
+        let exp = Self::from_toml(&text[..cut], path)?;
+        let full = exp.to_toml();
+        let recomputed = full.find("\n[params").map_or("", |i| &full[i + 1..]);
+        if cut < text.len() && text[cut..].trim_end() != recomputed.trim_end() {
+            return Err(Error::Invalid {
+                path: path.to_path_buf(),
+                key: "params".to_string(),
+                msg: "the parameter counts written do not match the settings above them".to_string(),
+            });
+        }
+        Ok(exp)
+    }
+
     /// Parses and validates TOML text; `path` only labels errors. A parse error names the
     /// dotted key it is at (`proxy.sizes[1].width`), found from the error's span.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self> {
@@ -687,6 +723,9 @@ impl Experiment {
         distinct(&bad, "proxy.noise", &x.noise)?;
         noise_ids(&bad, &x.noise)?;
         count(&bad, "proxy.members", x.members, 1, limits::MEMBERS)?;
+        if x.heldout_like && !x.heldout {
+            return Err(bad("proxy.heldout_like", "needs proxy.heldout = true".to_string()));
+        }
         steps(&bad, "proxy.epochs", x.epochs)?;
         count(&bad, "proxy.batch", x.batch, 1, limits::COUNT)?;
         rate(&bad, "proxy.lr", x.lr)?;

@@ -333,10 +333,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 println!("  {} worlds: each replicate draws its own world, π_ref, gold, pairs and held-out proxy", exp.worlds());
             }
             if let Some(h) = goodhart::sweep::heldout_cell(&exp, 0) {
+                let (n, which) = if exp.proxy.heldout_per_replicate {
+                    (reps, if reps > 1 { "ies, one per replicate" } else { "y" })
+                } else {
+                    (exp.worlds(), if exp.worlds() > 1 { "ies, one per world" } else { "y" })
+                };
                 println!(
-                    "  {} held-out prox{} ({}, {} pairs of its own, noise {:.2}; never optimized against)",
-                    exp.worlds(),
-                    if exp.worlds() > 1 { "ies, one per world" } else { "y" },
+                    "  {n} held-out prox{which} ({}, {} pairs of its own, noise {:.2}; never optimized against)",
                     h.size.name,
                     h.data_size,
                     h.noise

@@ -14,8 +14,9 @@ pub struct ProxyCell {
     pub noise: f64,
     /// Ensemble member index (0-based).
     pub member: usize,
-    /// The held-out proxy (trained on its own pairs, never optimized against; one per
-    /// world: replicate 0's, and each replicate's own when `world.per_replicate`).
+    /// The held-out proxy (trained on its own pairs, never optimized against): each
+    /// replicate's own (`proxy.heldout_per_replicate`), else one per world (replicate 0's,
+    /// and each replicate's own when `world.per_replicate`).
     pub heldout: bool,
     /// The replicate this member belongs to.
     pub replicate: usize,
@@ -82,11 +83,24 @@ pub fn proxy_cells(exp: &Experiment, replicate: usize) -> Vec<ProxyCell> {
     cells
 }
 
-/// The held-out proxy of world `world`, if the study has one: the largest size (by parameters),
-/// the largest data size, the lowest noise level.
-pub fn heldout_cell(exp: &Experiment, world: usize) -> Option<ProxyCell> {
+/// The held-out proxy of replicate `r` (per replicate) or of world `r` (per world), if the
+/// study has one: the largest size (by parameters), the largest data size, the lowest noise
+/// level; with `proxy.heldout_like`, the first ensemble's size and data size at the lowest
+/// noise level.
+pub fn heldout_cell(exp: &Experiment, r: usize) -> Option<ProxyCell> {
     if !exp.proxy.heldout {
         return None;
+    }
+    let noise = exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min);
+    if exp.proxy.heldout_like {
+        return Some(ProxyCell {
+            size: exp.proxy.sizes[0].clone(),
+            data_size: *exp.proxy.data_sizes.iter().min().expect("validated non-empty"),
+            noise,
+            member: 0,
+            heldout: true,
+            replicate: r,
+        });
     }
     let size = exp
         .proxy
@@ -98,10 +112,10 @@ pub fn heldout_cell(exp: &Experiment, world: usize) -> Option<ProxyCell> {
     Some(ProxyCell {
         size,
         data_size: *exp.proxy.data_sizes.iter().max().expect("validated non-empty"),
-        noise: exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min),
+        noise,
         member: 0,
         heldout: true,
-        replicate: world,
+        replicate: r,
     })
 }
 

@@ -60,12 +60,12 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     assert_eq!(unique.len(), ids.len(), "a cell is listed twice: {ids:?}");
     // π_ref, gold, pairs shared; per replicate (12): 2 sizes × 2 data sizes × 5 members,
     // best-of-n in cells of 6 of the 12 prompts, PPO: member 0, mean, wco, uwo(0.1) at β = 0
-    // on xs/d500; and one held-out proxy.
+    // on xs/d500; and each replicate's own held-out proxy.
     assert_eq!(exp.replicates, 12);
     let count = |k: &str| plan.cells.iter().filter(|c| c.kind.name() == k).count();
     assert_eq!(
         [count("policy"), count("gold"), count("pairs"), count("proxy"), count("bon"), count("ppo")],
-        [1, 1, 1, 12 * 20 + 1, 12 * 2, 12 * 4]
+        [1, 1, 1, 12 * 20 + 12, 12 * 2, 12 * 4]
     );
     let deps = |id: &str| -> Vec<&str> {
         let c = &plan.cells[plan.find(id).unwrap_or_else(|| panic!("no cell {id}"))];
@@ -77,9 +77,10 @@ fn quick_plan_lists_every_cell_once_with_its_dependencies() {
     assert_eq!(deps("proxy/s/d4000/n0.25/k4"), ["policy", "gold", "pairs"]);
     assert_eq!(deps("proxy/s/d4000/n0.25/k4/r11"), ["policy", "gold", "pairs"]);
     assert_eq!(deps("heldout/s/d4000/n0.25"), ["policy", "gold", "pairs"]);
+    assert_eq!(deps("heldout/s/d4000/n0.25/r11"), ["policy", "gold", "pairs"]);
     let bon = deps("bon/p6-11/r1");
     assert_eq!(bon.len(), 2 + 20 + 1);
-    assert!(bon.contains(&"heldout/s/d4000/n0.25") && bon.contains(&"proxy/s/d4000/n0.25/k1/r1"));
+    assert!(bon.contains(&"heldout/s/d4000/n0.25/r1") && bon.contains(&"proxy/s/d4000/n0.25/k1/r1"));
     let members: Vec<String> = (0..5).map(|k| format!("proxy/xs/d500/n0.25/k{k}")).collect();
     let mut want = vec!["policy", "gold"];
     want.extend(members.iter().map(String::as_str));
@@ -403,11 +404,12 @@ fn adding_a_replicate_makes_only_that_replicate_and_it_draws_anew() {
     let one = goodhart::run::run(&common::tiny(), &opts("one")).unwrap();
     let two_exp = Experiment::from_toml(&common::tiny_with("seed = 7", "seed = 7\nreplicates = 2"), Path::new("t.toml")).unwrap();
     let two = goodhart::run::run(&two_exp, &opts("two")).unwrap();
-    // Replicate 1: its two proxies, its best-of-n, its six PPO runs; the rest is reused.
+    // Replicate 1: its two proxies, its held-out proxy, its best-of-n, its six PPO runs; the
+    // rest is reused.
     assert_eq!(two.reused.len(), 13, "{:?}", two.reused);
     let mut made = two.trained.clone();
     made.sort();
-    assert_eq!(made.len(), 9, "{made:?}");
+    assert_eq!(made.len(), 10, "{made:?}");
     assert!(made.iter().all(|id| id.ends_with("/r1")), "{made:?}");
     // Replicate 0 is the one-replicate study, row for row.
     let rep = |rows: &[goodhart::output::table::CurveRow], r: u64| -> Vec<goodhart::output::table::CurveRow> {
@@ -419,7 +421,7 @@ fn adding_a_replicate_makes_only_that_replicate_and_it_draws_anew() {
     assert_eq!(r1.len(), one.rows.curves.len());
     let differ = r1.iter().zip(&one.rows.curves).filter(|(a, b)| a.gold != b.gold).count();
     assert!(differ > r1.len() / 2, "{differ} of {} points differ", r1.len());
-    assert_eq!(two.rows.rm.iter().filter(|r| r.replicate == Some(1)).count(), 2);
+    assert_eq!(two.rows.rm.iter().filter(|r| r.replicate == Some(1)).count(), 3);
     // And a replicate is reproducible: the same study again makes nothing, same rows.
     let again = goodhart::run::run(&two_exp, &goodhart::run::RunOptions { force: true, ..opts("two") }).unwrap();
     assert!(again.trained.is_empty());
@@ -445,10 +447,13 @@ fn per_replicate_pairs_redraw_replicate_1s_training_pairs_and_keep_replicate_0()
     let a = goodhart::run::run(&shared, &opts("shared")).unwrap();
     let b = goodhart::run::run(&own, &opts("own")).unwrap();
     assert!(b.trained.contains(&"pairs/r1".to_string()), "{:?}", b.trained);
-    // Replicate 0 is reused as it was; replicate 1's proxies, trained on other pairs, differ.
+    // Replicate 0 is reused as it was; replicate 1's proxies, trained on other pairs, differ
+    // (its held-out proxy, trained on pairs of its own either way, does not).
     let rows = |r: &goodhart::run::RunSummary, rep: u64| -> Vec<(String, f64)> {
-        r.rows.rm.iter().filter(|x| x.replicate == Some(rep)).map(|x| (x.model.clone(), x.val_bt_loss)).collect()
+        r.rows.rm.iter().filter(|x| x.replicate == Some(rep) && x.role == "proxy").map(|x| (x.model.clone(), x.val_bt_loss)).collect()
     };
+    let held = |r: &goodhart::run::RunSummary| r.rows.rm.iter().filter(|x| x.role == "heldout").map(|x| x.val_bt_loss).collect::<Vec<_>>();
+    assert_eq!(held(&a), held(&b));
     assert_eq!(rows(&a, 0), rows(&b, 0));
     let (r1a, r1b) = (rows(&a, 1), rows(&b, 1));
     assert_eq!(r1a.len(), r1b.len());
@@ -508,9 +513,9 @@ fn per_replicate_worlds_give_replicate_1_its_own_world_and_keep_replicate_0() {
     assert!(differ > r1a.len() / 2, "{differ} of {} points differ", r1a.len());
     // The report says what its intervals cover.
     let report = std::fs::read_to_string(dir.path().join("own/report.md")).unwrap();
-    assert!(report.contains("Each replicate has its **own world** (2 worlds"), "{report}");
+    assert!(report.contains("each in its **own world** (2 worlds"), "{report}");
     let shared_report = std::fs::read_to_string(dir.path().join("shared/report.md")).unwrap();
-    assert!(shared_report.contains("are shared by all replicates"), "{shared_report}");
+    assert!(shared_report.contains("π_ref and gold shared, so the intervals do not cover another world"), "{shared_report}");
 }
 
 #[test]
@@ -557,12 +562,15 @@ fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
     // And a run's stored pairs come from their own sets.
     let dir = tempfile::tempdir().unwrap();
     let opts = common::run_options(dir.path().join("out"), dir.path().join("store"));
-    let s = goodhart::run::run(&common::tiny(), &opts).unwrap();
+    // One held-out proxy per world keeps its pairs in the pairs cell (a per-replicate one
+    // draws them in its own cell, from the same split).
+    let per_world = Experiment::from_toml(&common::tiny_with("members = 2", "members = 2\nheldout_per_replicate = false"), Path::new("t.toml")).unwrap();
+    let s = goodhart::run::run(&per_world, &opts).unwrap();
     assert!(s.trained.iter().any(|c| c == "pairs"));
     let store = dir.path().join("store");
     let pairs_dir = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pairs-")).unwrap();
     let data = goodhart::cell::make::pairs::load(&pairs_dir).unwrap();
-    let tiny = common::tiny().world();
+    let tiny = per_world.world();
     let prompt = |set: &goodhart::world::SeqSet, i: usize| set.row(i)[1..1 + tiny.prompt_len].to_vec();
     for (pairs, split) in [(&data.train, Split::Pairs), (&data.val, Split::ValidationPairs), (&data.heldout.as_ref().unwrap().0, Split::HeldoutPairs)] {
         for i in 0..pairs.len() {
@@ -570,4 +578,44 @@ fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
             assert_eq!(prompt(&pairs.a, i), prompt(&pairs.b, i), "a pair shares its prompt");
         }
     }
+}
+
+#[test]
+fn each_replicate_trains_its_own_held_out_proxy_on_its_own_pairs() {
+    let two = |extra: &str| {
+        let text = common::tiny_with("members = 2", &format!("members = 2{extra}"));
+        Experiment::from_toml(&text.replace("seed = 7", "seed = 7\nreplicates = 2"), Path::new("t.toml")).unwrap()
+    };
+    let heldout = |p: &Plan| p.proxies().iter().filter(|(_, c)| c.heldout).map(|(_, c)| c.id()).collect::<Vec<_>>();
+    let deps = |p: &Plan, id: &str| p.cells[p.find(id).unwrap()].deps.iter().map(|&d| p.cells[d].id.clone()).collect::<Vec<_>>();
+    // The default: one per replicate, each read by its own replicate's optimizers.
+    let own = two("");
+    let po = Plan::new(&own);
+    assert_eq!(heldout(&po), ["heldout/a/d40/n0.00", "heldout/a/d40/n0.00/r1"]);
+    assert!(deps(&po, "ppo/a/d40/n0.00/mean/b0/r1").contains(&"heldout/a/d40/n0.00/r1".to_string()));
+    assert!(!deps(&po, "bon/p0-2/r1").contains(&"heldout/a/d40/n0.00".to_string()));
+    // Off: one shared by both replicates.
+    let shared = two("\nheldout_per_replicate = false");
+    let ps = Plan::new(&shared);
+    assert_eq!(heldout(&ps), ["heldout/a/d40/n0.00"]);
+    assert!(deps(&ps, "ppo/a/d40/n0.00/mean/b0/r1").contains(&"heldout/a/d40/n0.00".to_string()));
+    // Like-for-like: the first size on the fewest pairs, whatever is largest.
+    let sizes = "sizes = [{ name = \"a\", layers = 1, width = 8, heads = 2 }]";
+    let wide = "sizes = [{ name = \"a\", layers = 1, width = 8, heads = 2 }, { name = \"b\", layers = 1, width = 12, heads = 2 }]";
+    let text = common::tiny_with(sizes, wide).replace("data_sizes = [40]", "data_sizes = [40, 60]");
+    let big = Experiment::from_toml(&text, Path::new("t.toml")).unwrap();
+    assert_eq!(goodhart::sweep::heldout_cell(&big, 0).unwrap().id(), "heldout/b/d60/n0.00");
+    let mut like = big.clone();
+    like.proxy.heldout_like = true;
+    assert_eq!(goodhart::sweep::heldout_cell(&like, 3).unwrap().id(), "heldout/a/d40/n0.00/r3");
+    // Run: the two held-out proxies are trained on different pairs (their validation
+    // accuracies differ), listed per replicate, and the report says which one a rule read.
+    let dir = tempfile::tempdir().unwrap();
+    let s = goodhart::run::run(&own, &common::run_options(dir.path().join("out"), dir.path().join("store"))).unwrap();
+    let rows: Vec<_> = s.rows.rm.iter().filter(|r| r.role == "heldout").collect();
+    assert_eq!(rows.iter().map(|r| r.replicate).collect::<Vec<_>>(), [Some(0), Some(1)]);
+    assert_ne!(rows[0].artifact, rows[1].artifact);
+    assert!(rows[0].val_accuracy != rows[1].val_accuracy || rows[0].val_bt_loss != rows[1].val_bt_loss, "{rows:?}");
+    let report = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    assert!(report.contains("each replicate's own held-out proxy (a, 40 pairs of its own, noise 0.00: like the members of a/d40/n0.00)"), "{report}");
 }

@@ -109,6 +109,30 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
         assert!(manifest.get(key).is_some(), "manifest lacks {key}");
     }
     assert_eq!(manifest["seed"], 7);
+    // The CPU and the kernels its arithmetic took: the same as this process would take.
+    let cpu = &manifest["cpu"];
+    let here = goodhart::cpu::describe();
+    assert_eq!(cpu["arch"], std::env::consts::ARCH);
+    assert_eq!(cpu["model"], here.model.as_str());
+    assert!(!here.model.is_empty());
+    assert_eq!(cpu["kernels"], here.kernels().as_str());
+    assert_eq!(cpu["matmul_kernel"], here.matmul);
+    let l1 = cpu["caches"]["l1d"]["bytes"].as_u64().unwrap_or(0);
+    assert!((4 << 10..=1 << 20).contains(&l1), "{cpu}");
+    #[cfg(target_arch = "x86_64")]
+    {
+        let features: Vec<&str> = cpu["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert!(features.contains(&"sse2"), "{cpu}");
+        assert_eq!(features.contains(&"avx512f"), std::is_x86_feature_detected!("avx512f"), "{cpu}");
+        let gemm = if std::is_x86_feature_detected!("fma") { "avx2+fma" } else { "scalar" };
+        assert_eq!(cpu["matmul_kernel"], gemm, "{cpu}");
+        assert!(cpu["matmul_k_block"].as_u64().unwrap_or(0) >= 512, "{cpu}");
+    }
+    if common::device_name() == "cpu" {
+        let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+        let title = report.lines().find(|l| l.starts_with("Experiment `")).unwrap_or("");
+        assert!(title.contains(&format!("device cpu ({}: {})", here.model, here.kernels())), "{title}");
+    }
     let resolved = std::fs::read_to_string(out.join("config.resolved.toml")).unwrap();
     // The resolved config is the input plus the derived `[params]` table, which no input
     // file may set; without it, it is an input that resolves to the same config.
@@ -117,6 +141,12 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     let input = &resolved[..resolved.find("[params]").expect("resolved config has [params]")];
     let again = Experiment::from_toml(input, Path::new("r.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.config_hash(), common::tiny().config_hash());
+    // What the report reads: the resolved config with its `[params]` checked and dropped.
+    let read = Experiment::from_resolved(&resolved, Path::new("r.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.config_hash(), common::tiny().config_hash());
+    let edited = resolved.replacen("[params]\npolicy = ", "[params]\npolicy = 1", 1);
+    let err = Experiment::from_resolved(&edited, Path::new("r.toml")).unwrap_err().to_string();
+    assert!(err.contains("r.toml") && err.contains("params"), "{err}");
     assert!(resolved.contains("sft_steps = 20"));
 }
 

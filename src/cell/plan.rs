@@ -134,7 +134,7 @@ impl Plan {
             let w = exp.world_index(r);
             json!({
                 "train_pairs": exp.proxy.data_sizes.iter().max(),
-                "heldout_pairs": if w == r { heldout_cell(exp, w).map(|h| h.data_size) } else { None },
+                "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { heldout_cell(exp, w).map(|h| h.data_size) } else { None },
                 "val_pairs": exp.preferences.val_pairs,
                 "label": exp.preferences.label,
                 "pair_block": PAIR_BLOCK,
@@ -150,6 +150,8 @@ impl Plan {
                 "noise": cell.noise,
                 "member": cell.member,
                 "heldout": cell.heldout,
+                // Its own pairs, drawn in the cell from the replicate's seed.
+                "own_pairs": cell.heldout && x.heldout_per_replicate,
                 "replicate": cell.replicate,
                 "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
                 "reference_samples": exp.reference.standardize_samples,
@@ -165,6 +167,7 @@ impl Plan {
         // redraw them.
         let (mut policy, mut gold) = world_cells(&mut b, 0);
         let pairs0 = b.add(pairs_id(exp, 0), Kind::Pairs(0), pairs_recipe(0), vec![policy, gold]);
+        let per_replicate = exp.proxy.heldout_per_replicate;
         let mut heldout_id = heldout_cell(exp, 0)
             .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, pairs0]));
         // Each replicate: its proxies, its best-of-n pools, its PPO runs (and, when it
@@ -176,7 +179,7 @@ impl Plan {
             }
             let pairs = if r > 0 && pairs_id(exp, r) != pairs_id(exp, 0) {
                 let own = b.add(pairs_id(exp, r), Kind::Pairs(r), pairs_recipe(r), vec![policy, gold]);
-                if exp.world_index(r) == r {
+                if exp.world_index(r) == r && !per_replicate {
                     heldout_id = heldout_cell(exp, r)
                         .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, own]));
                 }
@@ -184,6 +187,10 @@ impl Plan {
             } else {
                 pairs0
             };
+            if r > 0 && per_replicate {
+                heldout_id = heldout_cell(exp, r)
+                    .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, pairs]));
+            }
             let members: Vec<usize> = grid
                 .iter()
                 .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(cell), vec![policy, gold, pairs]))
@@ -352,13 +359,19 @@ pub fn work(exp: &Experiment, kind: &Kind) -> Work {
             w.infer((g.samples as f64 / 10.0 + reference + 4.0 * exp.preferences.val_pairs as f64) * seq, exp.params.gold);
         }
         Kind::Pairs(r) => {
-            let heldout = if exp.proxy.heldout && *r == 0 { 2 } else { 1 };
+            let heldout = if exp.proxy.heldout && !exp.proxy.heldout_per_replicate && exp.world_index(*r) == *r { 2 } else { 1 };
             let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * heldout + exp.preferences.val_pairs) as f64;
             w.infer(n * seq, policy);
             w.infer(n * seq, exp.params.gold);
         }
         Kind::Proxy(c) => {
             let params = proxy_params(&c.size.name);
+            if c.heldout && exp.proxy.heldout_per_replicate {
+                // Its own pairs: sampled with π_ref, scored with gold.
+                let n = 2.0 * c.data_size as f64;
+                w.infer(n * seq, policy);
+                w.infer(n * seq, exp.params.gold);
+            }
             w.train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params);
             w.infer((2.0 * exp.preferences.val_pairs as f64 + reference) * seq, params);
         }

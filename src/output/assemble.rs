@@ -62,7 +62,8 @@ pub fn rows(x: &Exec) -> Result<Rows> {
                 let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
                 let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
                 if c.heldout {
-                    row.replicate = x.exp.world.per_replicate.then_some(c.replicate as u64);
+                    let own = x.exp.world.per_replicate || x.exp.proxy.heldout_per_replicate;
+                    row.replicate = own.then_some(c.replicate as u64);
                     heldout.push(row);
                 } else {
                     out.rm.push(row);
@@ -441,6 +442,7 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         "seed": x.exp.seed,
         "device": crate::device::describe(&x.device),
         "jobs": rayon::current_num_threads(),
+        "cpu": crate::cpu::describe().to_json(),
         "store": absolute(x.store.root()),
         "out": absolute(ctx.out),
         "stage_seconds": x.stages(),

@@ -1,7 +1,8 @@
 //! Preference pairs: two π_ref responses per prompt, scored by gold and labelled (per
 //! `preferences.label`): the training pairs (as many as the largest data size; proxies
-//! train on nested prefixes), the held-out proxy's own independently sampled pairs, and the
-//! validation pairs. Stored as `pairs.safetensors`.
+//! train on nested prefixes), the per-world held-out proxy's own independently sampled pairs
+//! (a per-replicate one draws its own in its cell), and the validation pairs. Stored as
+//! `pairs.safetensors`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,13 +48,7 @@ pub fn make(x: &Exec, i: usize, r: usize, dir: &Path) -> Result<Value> {
     let mut rng = crate::seed::rng(seed, "pairs/labels");
     let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
     let heldout = match crate::sweep::heldout_cell(exp, w) {
-        Some(h) if r == w => {
-            let s = pair_samples(policy, world, Split::HeldoutPairs, h.data_size, world_seed, "pairs/heldout")?;
-            let pairs = scored_pairs(world, &s, gold)?;
-            let mut rng = crate::seed::rng(world_seed, "pairs/heldout/labels");
-            let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
-            Some((pairs, labels))
-        }
+        Some(h) if r == w && !exp.proxy.heldout_per_replicate => Some(heldout_pairs(exp, policy, world, gold, h.data_size, world_seed)?),
         _ => None,
     };
     let val_samples = pair_samples(policy, world, Split::ValidationPairs, exp.preferences.val_pairs, world_seed, "pairs/val")?;
@@ -70,6 +65,24 @@ pub fn make(x: &Exec, i: usize, r: usize, dir: &Path) -> Result<Value> {
         "heldout_pairs": data.heldout.as_ref().map(|h| h.0.len()),
         "val_pairs": data.val.len(),
     }))
+}
+
+/// `n` held-out pairs and their clean labels, from `seed` (the world's for a per-world
+/// held-out proxy, the replicate's for a per-replicate one): prompts of their own split, so
+/// no prompt is shared with the training or validation pairs.
+pub fn heldout_pairs(
+    exp: &crate::Experiment,
+    policy: &Policy,
+    world: &WorldConfig,
+    gold: &RewardModel,
+    n: usize,
+    seed: u64,
+) -> Result<(Pairs, Vec<bool>)> {
+    let s = pair_samples(policy, world, Split::HeldoutPairs, n, seed, "pairs/heldout")?;
+    let pairs = scored_pairs(world, &s, gold)?;
+    let mut rng = crate::seed::rng(seed, "pairs/heldout/labels");
+    let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
+    Ok((pairs, labels))
 }
 
 pub fn load(dir: &Path) -> Result<PairData> {

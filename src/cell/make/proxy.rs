@@ -1,5 +1,6 @@
 //! One proxy RM: Bradley–Terry on the first `data_size` training pairs (with label noise),
-//! or, for the held-out proxy, on its own pairs; validated on the validation pairs and
+//! or, for the held-out proxy, on its own pairs (a per-replicate one draws them here);
+//! validated on the validation pairs and
 //! standardized on the reference set.
 
 use std::path::Path;
@@ -32,8 +33,18 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
     // From the id alone (not the store key, which also hashes code and format).
     let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
     seeded_init(&varmap, member_seed, cfg.layers)?;
-    let (train, clean) = match (&data.heldout, cell.heldout) {
-        (Some((pairs, labels)), true) => (pairs, labels),
+    // A per-replicate held-out proxy's pairs: drawn here, from the replicate's seed.
+    let own = if cell.heldout && p.heldout_per_replicate {
+        let policy = x.policy_of(i)?;
+        let gold = x.gold_of(i)?;
+        let w = exp.world_index(cell.replicate);
+        let seed = crate::seed::derive(exp.replicate_seed(cell.replicate), "heldout");
+        Some(super::pairs::heldout_pairs(exp, policy.policy(), x.world(w), gold.reward(), cell.data_size, seed)?)
+    } else {
+        None
+    };
+    let (train, clean) = match (&own, &data.heldout, cell.heldout) {
+        (Some((pairs, labels)), _, true) | (None, Some((pairs, labels)), true) => (pairs, labels),
         _ => (&data.train, &data.labels),
     };
     let mut labels = clean.clone();

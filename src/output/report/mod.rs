@@ -111,18 +111,30 @@ fn answer_lines(claims: &[Claim], settings: &Settings) -> Vec<String> {
 fn settings(dir: &Path, manifest: Option<&Value>, rm: &[RmRow]) -> Result<Settings> {
     let mut s = Settings::default();
     let heldout: Vec<&RmRow> = rm.iter().filter(|r| r.role == "heldout").collect();
+    // What the held-out proxies are: their size, pairs and noise, and whether they are like
+    // an ensemble's members (the same three).
+    let what = heldout.first().map_or(String::new(), |h| {
+        let noise = h.label_noise.unwrap_or(0.0);
+        let ensemble = format!("{}/d{}/n{noise:.2}", h.size, h.train_examples);
+        let like = if rm.iter().any(|r| r.role == "proxy" && r.ensemble == ensemble) {
+            format!(": like the members of {ensemble}")
+        } else {
+            ": like no ensemble's members".to_string()
+        };
+        format!(" ({}, {} pairs of its own, noise {noise:.2}{like})", h.size, h.train_examples)
+    });
     s.heldout = match heldout.len() {
         0 => String::new(),
-        1 => "one held-out proxy shared by every replicate".to_string(),
-        _ if heldout.iter().all(|r| r.replicate.is_some()) => "each replicate's own held-out proxy".to_string(),
-        n => format!("{n} held-out proxies (see rm.csv)"),
+        1 => format!("one held-out proxy shared by every replicate{what}"),
+        _ if heldout.iter().all(|r| r.replicate.is_some()) => format!("each replicate's own held-out proxy{what}"),
+        n => format!("{n} held-out proxies, one per world{what}"),
     };
     let path = dir.join("config.resolved.toml");
     if !path.exists() {
         return Ok(s);
     }
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let exp = crate::Experiment::from_toml(&text, &path)?;
+    let exp = crate::Experiment::from_resolved(&text, &path)?;
     s.primary = exp.conclusions.primary.clone();
     s.smallest_effect = exp.conclusions.smallest_effect;
     s.power = exp.conclusions.power;
