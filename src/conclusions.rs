@@ -427,6 +427,13 @@ pub fn simultaneous(grid: &[Vec<Vec<f64>>], estimate: f64, sd: f64) -> Option<In
             spread = sq;
         }
     }
+    // The point estimate (each replicate at the other replicates' peak) can fall outside
+    // the bounds over fixed candidates; the interval is widened to hold it, which only makes
+    // it more conservative.
+    if estimate.is_finite() {
+        low = low.min(estimate);
+        high = high.max(estimate);
+    }
     Some(Interval {
         estimate,
         low,
@@ -527,6 +534,10 @@ pub struct Settings {
     /// What the `heldout_peak` rule read: `one held-out proxy per replicate`, `one held-out
     /// proxy shared by every replicate`, ….
     pub heldout: String,
+    /// The ensemble a primary question without `ensemble` is about (`SIZE/dDATA/nNOISE`): the
+    /// study's smallest proxies, from its config (the first size, the fewest pairs, the
+    /// lowest noise). Empty: guessed from the claims ([`smallest_ensemble`]).
+    pub first_ensemble: String,
 }
 
 impl Default for Settings {
@@ -538,6 +549,7 @@ impl Default for Settings {
             power: c.power,
             cost: None,
             heldout: String::new(),
+            first_ensemble: String::new(),
         }
     }
 }
@@ -1094,13 +1106,12 @@ fn selects(s: &ClaimSelector, c: &Claim, smallest: &str, least_beta: Option<f64>
     c.kind == s.kind && c.method == s.method && agg_ok && c.baseline == s.baseline && at_ok && ens_ok && beta_ok
 }
 
-/// For each selector, the index of the claim it picks (the first that matches).
-pub fn primary_indices(claims: &[Claim], primary: &[ClaimSelector]) -> Vec<Option<usize>> {
-    // The smallest ensemble: by the proxy's name order is meaningless, so by the size of the
-    // first claim's ensembles as listed (sizes then data in grid order): the one that sorts
-    // first among the ensembles a PPO claim uses, else the first listed.
-    let smallest = smallest_ensemble(claims);
-    primary
+/// For each of `settings.primary`, the index of the claim it picks (the first that matches);
+/// a selector without `ensemble` is about `settings.first_ensemble`.
+pub fn primary_indices(claims: &[Claim], settings: &Settings) -> Vec<Option<usize>> {
+    let smallest = if settings.first_ensemble.is_empty() { smallest_ensemble(claims) } else { settings.first_ensemble.clone() };
+    settings
+        .primary
         .iter()
         .map(|s| {
             let least_beta = claims
@@ -1113,9 +1124,10 @@ pub fn primary_indices(claims: &[Claim], primary: &[ClaimSelector]) -> Vec<Optio
         .collect()
 }
 
-/// The ensemble the default primary questions are about: the smallest proxies, read from
-/// the ensemble ids (`SIZE/dDATA/nNOISE`): fewest training pairs among the first size that
-/// appears, then lowest noise. Ties and unknown shapes: the first in claim order.
+/// The ensemble the default primary questions are about when the study's config is not at
+/// hand: a guess from the ensemble ids (`SIZE/dDATA/nNOISE`): the size of the first
+/// ensemble a PPO claim uses (PPO runs on the first size by default), else of the first
+/// claim; among its ensembles the fewest training pairs, then the lowest noise.
 pub fn smallest_ensemble(claims: &[Claim]) -> String {
     let mut seen: Vec<&str> = Vec::new();
     for c in claims {
@@ -1129,7 +1141,13 @@ pub fn smallest_ensemble(claims: &[Claim]) -> String {
         let n = it.next().and_then(|n| n.strip_prefix('n')).and_then(|n| n.parse().ok()).unwrap_or(f64::INFINITY);
         (d, n)
     };
-    let first_size = seen.first().map(|e| e.split('/').next().unwrap_or("")).unwrap_or("");
+    let first_size = claims
+        .iter()
+        .find(|c| c.method == "ppo" && !c.ensemble.is_empty())
+        .map(|c| c.ensemble.as_str())
+        .or(seen.first().copied())
+        .map(|e| e.split('/').next().unwrap_or(""))
+        .unwrap_or("");
     seen.iter()
         .filter(|e| e.split('/').next() == Some(first_size))
         .min_by(|a, b| {
@@ -1142,7 +1160,7 @@ pub fn smallest_ensemble(claims: &[Claim]) -> String {
 
 /// Families, p-values, adjusted verdicts and, for inconclusive primary claims, power lines.
 fn judge(claims: &mut [Claim], settings: &Settings) {
-    let primary: BTreeSet<usize> = primary_indices(claims, &settings.primary).into_iter().flatten().collect();
+    let primary: BTreeSet<usize> = primary_indices(claims, settings).into_iter().flatten().collect();
     for (i, c) in claims.iter_mut().enumerate() {
         c.family = if primary.contains(&i) { Family::Primary } else { Family::Exploratory };
         c.p_value = match &c.worst_case {
@@ -1166,9 +1184,10 @@ fn judge(claims: &mut [Claim], settings: &Settings) {
         // The side of 0 the interval lies on (its middle: the estimate for a plain t
         // interval; for one simultaneous over a peak's candidates, the side its test found).
         let side = c.interval.direction();
+        // And never a verdict its own interval contradicts.
         c.verdict = match (sig, side > 0.0) {
-            (true, true) => "holds",
-            (true, false) if side < 0.0 => "reversed",
+            (true, true) if c.interval.low > 0.0 => "holds",
+            (true, false) if side < 0.0 && c.interval.high < 0.0 => "reversed",
             _ => "inconclusive",
         }
         .to_string();

@@ -34,7 +34,7 @@ fn curve(method: &str, replicate: u64, aggregator: &str, beta: Option<f64>, gold
 }
 
 /// The shape of a synthetic study's curves.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Shape {
     /// Best-of-n: 13 points (n = 1 … 4,096), 12 prompts per replicate; a prompt's values along
     /// n are a random walk (best-of-n of one pool moves smoothly in n); the replicate's own
@@ -128,6 +128,8 @@ fn the_expected_curves_fall_is_calibrated_under_replicate_level_wiggles() {
         for (i, &wiggle) in [0.1, 0.5, 2.0].iter().enumerate() {
             for (j, &reps) in [3, 6, 12, 30].iter().enumerate() {
                 let (rate, _) = fall_rate(shape, &flat, wiggle, reps, 1000, 100 + 10 * i as u64 + j as u64);
+                // Shown with `--nocapture`: the rates the README quotes.
+                eprintln!("calibration {shape:?} wiggle {wiggle} replicates {reps}: holds {:.1}%", 100.0 * rate);
                 assert!(
                     rate <= 0.05,
                     "{} curves, wiggle {wiggle}, {reps} replicates: the fall held on {:.1}% of flat studies",
@@ -177,6 +179,8 @@ fn a_real_fall_is_found_at_the_power_the_formula_gives() {
     let formula = goodhart::stats::t_test_power(effect, sd, 12, 0.05 / 6.0);
     // The test is one-sided in effect ("holds" only), the formula two-sided: the lower tail
     // is negligible at this effect. Simulation s.e. ≈ 2 points.
+    // Shown with `--nocapture`: the numbers the README quotes.
+    eprintln!("power: found in {:.1}%; formula at the true peak {:.1}%, at the report's estimates {:.1}%", 100.0 * rate, 100.0 * truth, 100.0 * formula);
     assert!(rate > 0.3, "the fall was found in {:.1}% of studies only", 100.0 * rate);
     for (what, f) in [("at the true peak", truth), ("at the report's estimates", formula)] {
         assert!(f <= rate + 0.04 && rate - f < 0.15, "found in {:.1}%, the formula {what} says {:.1}%", 100.0 * rate, 100.0 * f);
@@ -409,17 +413,51 @@ fn primary_claims_are_holm_adjusted_and_the_rest_get_q_values() {
     for (c, q) in explore.iter().zip(q) {
         assert!(c.p_adjusted == q || (c.p_adjusted.is_nan() && q.is_nan()));
     }
-    // A verdict reads the adjusted p: holds only below 0.05 with a positive estimate.
+    // A verdict reads the adjusted p: holds only below 0.05 with a positive estimate, and an
+    // interval that agrees (the estimate always inside it).
     for c in &all {
-        let want = if c.p_adjusted < 0.05 && c.interval.direction() > 0.0 {
+        let iv = &c.interval;
+        assert!(!(iv.low.is_finite() && iv.high.is_finite()) || (iv.low <= iv.estimate && iv.estimate <= iv.high), "{}: {iv:?}", c.claim);
+        let want = if c.p_adjusted < 0.05 && iv.direction() > 0.0 && iv.low > 0.0 {
             "holds"
-        } else if c.p_adjusted < 0.05 && c.interval.direction() < 0.0 {
+        } else if c.p_adjusted < 0.05 && iv.direction() < 0.0 && iv.high < 0.0 {
             "reversed"
         } else {
             "inconclusive"
         };
         assert_eq!(c.verdict, want, "{}", c.claim);
     }
+}
+
+#[test]
+fn primary_questions_are_about_the_configs_first_ensemble_not_the_first_name_in_order() {
+    // Two sizes whose names sort the other way round from the config's order ("s" < "xs").
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let shape: Vec<f64> = (0..13).map(|k| (k as f64 / 3.0).min(1.0)).collect();
+    let mut curves: Vec<UnitCurve> = Vec::new();
+    for r in 0..4 {
+        for ensemble in ["s/d500/n0.25", "xs/d500/n0.25"] {
+            for (method, shape_of) in [("bon", Shape::Bon), ("ppo", Shape::Ppo)] {
+                if method == "ppo" && ensemble.starts_with('s') {
+                    continue; // PPO runs on the first size only, as by default
+                }
+                let mut c = replicate(&mut rng, shape_of, &shape[..points(shape_of)], 0.2, r);
+                c.ensemble = ensemble.into();
+                c.aggregator = "member0".into();
+                curves.push(c);
+            }
+        }
+    }
+    let about = |settings: &Settings| -> Vec<String> {
+        let all = conclusions(&curves, settings);
+        all.iter().filter(|c| c.family == Family::Primary).map(|c| c.ensemble.clone()).collect()
+    };
+    // Without the config: the size PPO runs on.
+    assert_eq!(about(&Settings::default()), ["xs/d500/n0.25", "xs/d500/n0.25"]);
+    // With it: its first ensemble, whatever sorts first.
+    let mut named = Settings::default();
+    named.first_ensemble = "s/d500/n0.25".into();
+    assert_eq!(about(&named), ["s/d500/n0.25"]);
 }
 
 #[test]

@@ -441,7 +441,7 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         "config_hash": ctx.config_hash,
         "seed": x.exp.seed,
         "device": crate::device::describe(&x.device),
-        "jobs": rayon::current_num_threads(),
+        "jobs": crate::parallel::jobs(),
         "cpu": crate::cpu::describe().to_json(),
         "store": absolute(x.store.root()),
         "out": absolute(ctx.out),

@@ -1,5 +1,5 @@
-//! The polars frames `report` writes: `fits`, `scaling`, `stopping`, `stopping_summary`
-//! and `aggregators`, one row per analysis row, columns as documented on each.
+//! The polars frames `report` writes: `fits`, `scaling`, `stopping`,
+//! `aggregators` and `conclusions`, one row per analysis row, columns as documented on each.
 
 use polars::prelude::*;
 

@@ -256,7 +256,7 @@ fn conclusions_section(a: &Analysis) -> String {
          `replicates` ≥ 3 for conclusions"
             .to_string()
     };
-    let primary_idx = crate::conclusions::primary_indices(&a.claims, &a.settings.primary);
+    let primary_idx = crate::conclusions::primary_indices(&a.claims, &a.settings);
     let _ = writeln!(
         s,
         "The study's primary questions, judged together: 95% intervals across {covers}. Gold is in π_ref \

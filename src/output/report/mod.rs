@@ -81,7 +81,7 @@ struct Analysis {
 /// The primary questions' verdicts as terminal lines: `holds  best-of-n: gold falls … 0.21
 /// [0.08, 0.33], p (Holm) 0.004, 12 replicates`.
 fn answer_lines(claims: &[Claim], settings: &Settings) -> Vec<String> {
-    conclusions::primary_indices(claims, &settings.primary)
+    conclusions::primary_indices(claims, settings)
         .iter()
         .zip(&settings.primary)
         .map(|(i, s)| match i {
@@ -136,6 +136,12 @@ fn settings(dir: &Path, manifest: Option<&Value>, rm: &[RmRow]) -> Result<Settin
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let exp = crate::Experiment::from_resolved(&text, &path)?;
     s.primary = exp.conclusions.primary.clone();
+    s.first_ensemble = format!(
+        "{}/d{}/n{:.2}",
+        exp.proxy.sizes[0].name,
+        exp.proxy.data_sizes.iter().min().expect("validated non-empty"),
+        exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min)
+    );
     s.smallest_effect = exp.conclusions.smallest_effect;
     s.power = exp.conclusions.power;
     // The cost model: a plan of two replicates prices replicate 1 (and its world, when
