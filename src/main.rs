@@ -47,6 +47,9 @@ enum Command {
         /// With --shard: only cells of this level of the plan (see `goodhart plan`).
         #[arg(long, requires = "shard")]
         level: Option<usize>,
+        /// Only warnings, errors and the final verdict lines: no progress bars, no log.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Show the plan: every cell, its dependencies, its estimated cost and whether the store
     /// already holds it.
@@ -125,6 +128,26 @@ enum Command {
     },
 }
 
+/// Ctrl-C (SIGINT) during a run: one line saying what is kept, then exit 130. Every finished
+/// cell is already in the store (a cell is renamed into place only when complete), and the
+/// next run removes the interrupted cells' temporaries and resumes.
+fn on_interrupt() {
+    #[cfg(unix)]
+    {
+        extern "C" fn handler(_: libc::c_int) {
+            const MSG: &[u8] = b"\ninterrupted: every finished cell is kept in the store; run the same command again to resume (cells in progress start over)\n";
+            // Only async-signal-safe calls here: write(2) and _exit(2).
+            unsafe {
+                libc::write(2, MSG.as_ptr().cast(), MSG.len());
+                libc::_exit(130);
+            }
+        }
+        unsafe {
+            libc::signal(libc::SIGINT, handler as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Output piped into `head` ends quietly, as a command-line tool's should, not in a panic.
     #[cfg(unix)]
@@ -145,14 +168,23 @@ fn main() -> ExitCode {
     if let Err(e) = goodhart::parallel::init(jobs) {
         return fail(&e.into());
     }
+    let quiet = matches!(&cli.command, Command::Run { quiet: true, .. });
+    goodhart::progress::set_quiet(quiet);
+    // Colour only on a terminal (and not under NO_COLOR): a log sent to a file, as on a
+    // cluster, is plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .init();
+    if matches!(&cli.command, Command::Run { .. }) {
+        on_interrupt();
+    }
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -186,6 +218,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             jobs: _,
             shard,
             level,
+            quiet: _,
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             let device = goodhart::device::parse(&device)?;

@@ -62,6 +62,8 @@ pub struct RunSummary {
     pub out: Option<PathBuf>,
     /// The report's primary questions, one verdict line each (empty for a shard).
     pub answer: Vec<String>,
+    /// Each group of cells this process worked through (timings, memory, progress).
+    pub stages: Vec<crate::cell::exec::Stage>,
 }
 
 /// Runs `exp` (or one shard of it).
@@ -109,6 +111,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             rows: assemble::Rows::default(),
             out: None,
             answer: Vec::new(),
+            stages: x.stages(),
         });
     }
     let rows = assemble::rows(&x)?;
@@ -118,6 +121,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         started,
     };
     assemble::write(&x, &rows, &ctx)?;
+    let stages = x.stages();
     // The loaded cells are written out: free them (and what the run freed) before the report
     // reads the tables back.
     drop(x);
@@ -142,5 +146,6 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         rows,
         out: Some(opts.out.clone()),
         answer,
+        stages,
     })
 }

@@ -273,3 +273,86 @@ fn results_do_not_depend_on_the_number_of_jobs() {
     assert!(one.len() >= 8, "{:?}", one.keys());
     assert_eq!(one, common::tables_without_timings(&dir.path().join("out2")));
 }
+
+#[test]
+fn a_log_sent_to_a_file_is_plain_text_and_quiet_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(common::bin())
+            .args(["run", toml.to_str().unwrap(), "--out", "out", "--store", "store", "--device", &common::device_name()])
+            .args(extra)
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    // stderr is a pipe here, as on a cluster: the log is there, without escape codes.
+    let (_, log) = run(&[]);
+    assert!(log.contains("INFO") && log.contains("stage: best-of-n"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a log that is not a terminal: {log:?}");
+    // --quiet: no log, no bars; the verdict lines still reach stdout.
+    let (stdout, log) = run(&["--quiet", "--force"]);
+    assert!(log.trim().is_empty(), "--quiet wrote: {log}");
+    assert!(stdout.contains("results in"), "{stdout}");
+}
+
+#[test]
+fn stage_bars_never_run_past_their_length_and_name_their_replicate() {
+    // Groups of several cells sized by their makes: two worlds' π_ref and gold, three
+    // best-of-n cells per replicate.
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::tiny_with("seed = 7", "seed = 7\nreplicates = 2\n\n[world]\nper_replicate = true\n").replace("pool = 64", "pool = 64\nprompts_per_cell = 1");
+    let exp = Experiment::from_toml(&text, Path::new("t.toml")).unwrap();
+    let s = goodhart::run::run(&exp, &common::run_options(dir.path().join("out"), dir.path().join("store"))).unwrap();
+    assert!(s.stages.iter().any(|g| g.stage == "gold RM" && g.cells == 2), "{:?}", s.stages);
+    assert!(s.stages.iter().any(|g| g.stage == "best-of-n" && g.cells == 3), "{:?}", s.stages);
+    for g in &s.stages {
+        let (pos, len) = g.progress;
+        // Every cell here was made, so every bar ends full: no more and no less.
+        assert_eq!(pos, len, "{} (r{:?}): {pos}/{len}", g.stage, g.replicate);
+        let per_replicate = ["best-of-n", "PPO"].contains(&g.stage.as_str());
+        assert_eq!(g.replicate.is_some(), per_replicate, "{g:?}");
+    }
+    let r: Vec<Option<usize>> = s.stages.iter().filter(|g| g.stage == "PPO").map(|g| g.replicate).collect();
+    assert_eq!(r, [Some(0), Some(1)]);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_says_what_is_kept_and_the_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    let cmd = || {
+        let mut c = std::process::Command::new(common::bin());
+        c.args(["run", toml.to_str().unwrap(), "--out", "out", "--store", "store", "--device", &common::device_name()])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let child = cmd().spawn().unwrap();
+    // Interrupt once the first cell (π_ref) is in the store.
+    let t = std::time::Instant::now();
+    while !std::fs::read_dir(dir.path().join("store")).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("policy-"))).unwrap_or(false) {
+        assert!(t.elapsed().as_secs() < 60, "π_ref was never made");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: every finished cell is kept in the store; run the same command again to resume"), "{err}");
+    // Again: π_ref is reused, the rest made, the results written.
+    let again = cmd().output().unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(dir.path().join("out/report.md").is_file());
+    assert!(common::leftovers(&dir.path().join("store")).is_empty());
+}

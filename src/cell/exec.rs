@@ -38,10 +38,16 @@ pub struct Event {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stage {
     pub stage: String,
+    /// The replicate every cell of the group belongs to, when they share one and the study
+    /// has several.
+    pub replicate: Option<usize>,
     pub cells: usize,
     pub seconds: f64,
     /// Peak resident memory of the process during the group, bytes (Linux; None elsewhere).
     pub peak_rss_bytes: Option<u64>,
+    /// The group's progress bar at its end: (position, length). Not in the manifest.
+    #[serde(skip)]
+    pub progress: (u64, u64),
 }
 
 /// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs` ← 5), so the
@@ -232,7 +238,17 @@ impl<'a> Exec<'a> {
                 self.reference_set(w)?;
             }
             let units: u64 = todo.iter().map(|&i| self.units(i)).sum();
-            let pb = bar(units, &format!("{stage} ({} cells)", todo.len()));
+            let first = self.plan.cells[todo[0]].kind.replicate();
+            // Best-of-n and PPO groups are per replicate (what they share, π_ref, gold and pairs,
+            // is not).
+            let per_replicate = matches!(self.plan.cells[todo[0]].kind, Kind::Bon(_) | Kind::Ppo(_) | Kind::Proxy(_));
+            let same = todo.iter().all(|&i| self.plan.cells[i].kind.replicate() == first);
+            let replicate = (per_replicate && self.exp.replicates > 1 && same).then_some(first);
+            let label = match replicate {
+                Some(r) => format!("{stage}, r{r} of {}", self.exp.replicates),
+                None => stage.to_string(),
+            };
+            let pb = bar(units, &format!("{label} ({} cells)", todo.len()));
             // Proxies and PPO runs advance the group's bar by training steps; the single-cell
             // groups (π_ref, gold, pairs, best-of-n) size it themselves.
             let run = |&i: &usize| -> Result<()> { self.load_or_make(i, &pb).map(|_| ()) };
@@ -241,14 +257,17 @@ impl<'a> Exec<'a> {
             } else {
                 todo.iter().map(run).collect()
             };
+            let progress = (pb.position(), pb.length().unwrap_or(0));
             pb.finish_and_clear();
             let secs = t.elapsed().as_secs_f64();
-            info!("stage: {stage}: {} cells in {secs:.1}s", todo.len());
+            info!("stage: {label}: {} cells in {secs:.1}s", todo.len());
             self.stages.lock().expect("stages lock").push(Stage {
                 stage: stage.to_string(),
+                replicate,
                 cells: todo.len(),
                 seconds: secs,
                 peak_rss_bytes: peak_rss(),
+                progress,
             });
             if let Some(e) = results.into_iter().find_map(|r| r.err()) {
                 return Err(e);

@@ -84,6 +84,17 @@ impl Kind {
         }
     }
 
+    /// The replicate this cell belongs to (π_ref's and gold's: their world's index, which is
+    /// the replicate that draws it).
+    pub fn replicate(&self) -> usize {
+        match self {
+            Kind::Policy(w) | Kind::Gold(w) | Kind::Pairs(w) => *w,
+            Kind::Proxy(c) => c.replicate,
+            Kind::Bon(c) => c.replicate,
+            Kind::Ppo(run) => run.replicate,
+        }
+    }
+
     /// The world this cell runs in (see [`crate::config::Experiment::world_index`]).
     pub fn world(&self, exp: &crate::config::Experiment) -> usize {
         match self {

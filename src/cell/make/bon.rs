@@ -77,7 +77,9 @@ pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::Progress
     // index in the replicate.
     let per_prompt = b.pool.div_ceil(PAIR_BLOCK);
     let blocks: Vec<(usize, usize)> = (0..np).flat_map(|p| (0..per_prompt).map(move |k| (p, k))).collect();
-    pb.set_length((blocks.len() + 2 + proxies.len()) as u64);
+    // This cell's share of its group's bar (which counts it as one unit until here): every
+    // pool block, every model scored (gold, the members, the held-out proxy), the summary.
+    pb.inc_length((blocks.len() + 2 + proxies.len() + usize::from(heldout.is_some())) as u64 - 1);
     let parts = crate::parallel::map(&blocks, |&(p, k)| {
         let mut rng = crate::seed::rng(seed, &format!("bon/pool/prompt{}/block{k}", c.start + p));
         let take = PAIR_BLOCK.min(b.pool - k * PAIR_BLOCK);

@@ -35,7 +35,8 @@ pub fn make(x: &Exec, i: usize, w: usize, dir: &Path, pb: &indicatif::ProgressBa
     let train = set.select(&(0..g.samples).collect::<Vec<_>>());
     let val = set.select(&(g.samples..g.samples + n_val).collect::<Vec<_>>());
     let t = Instant::now();
-    pb.set_length(g.steps as u64);
+    // This cell's share of its group's bar (one unit until here): one per step.
+    pb.inc_length((g.steps as u64).saturating_sub(1));
     let params = rm::GoldParams {
         steps: g.steps,
         batch: g.batch,

@@ -83,7 +83,7 @@ pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     match &x.plan.cells[i].kind {
         Kind::Policy(w) => policy::make(x, *w, dir, pb),
         Kind::Gold(w) => gold::make(x, i, *w, dir, pb),
-        Kind::Pairs(r) => pairs::make(x, i, *r, dir),
+        Kind::Pairs(r) => pairs::make(x, i, *r, dir).inspect(|_| pb.inc(1)),
         Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
         Kind::Bon(c) => bon::make(x, i, *c, dir, pb),
         Kind::Ppo(run) => ppo::make(x, i, run, dir, pb),

@@ -31,7 +31,8 @@ pub fn make(x: &Exec, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     let train = all.select(&(0..p.demonstrations).collect::<Vec<_>>());
     let val = all.select(&(p.demonstrations..p.demonstrations + n_val).collect::<Vec<_>>());
     let t = Instant::now();
-    pb.set_length(p.sft_steps as u64);
+    // This cell's share of its group's bar (one unit until here): one per step.
+    pb.inc_length((p.sft_steps as u64).saturating_sub(1));
     let report = crate::sft::train(
         &policy,
         &varmap,
