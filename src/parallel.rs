@@ -45,7 +45,8 @@ pub fn init(jobs: usize) -> Result<()> {
     Ok(())
 }
 
-fn cores() -> usize {
+/// The cores this process may use.
+pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 

@@ -365,7 +365,21 @@ fn plan_cli_lists_cells_and_what_the_store_holds() {
     let stored = v["cells"].as_array().unwrap().iter().filter(|c| c["stored"] == true).count();
     assert_eq!(stored, 1, "--level 0 made π_ref only");
     let (ok, table, _) = common::goodhart(&["plan", t, "--store", "store"], dir.path());
-    assert!(ok && table.contains("ppo/a/d40/n0.00/wco/b0.1") && table.contains("13 cells (1 stored"), "{table}");
+    assert!(ok && table.contains("ppo/a/d40/n0.00/wco/b0.1") && table.contains("13 cells, 1 stored"), "{table}");
+    // Readable at 100 columns: dependencies summarized (every id is in --json), a modelled
+    // wall time for what is left on this machine's cores, the measured cost of a stored cell starred.
+    assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
+    assert!(table.contains("policy, gold, 2 proxies, heldout") && table.contains("still to make: about"), "{table}");
+    let policy_line = table.lines().find(|l| l.split_whitespace().nth(1) == Some("policy")).unwrap();
+    assert!(policy_line.contains("* yes"), "{policy_line}");
+    // The shipped experiments too, the largest included.
+    for exp in ["experiments/quick.toml", "experiments/paper.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(exp);
+        let (ok, table, err) = common::goodhart(&["plan", path.to_str().unwrap(), "--store", "store"], dir.path());
+        assert!(ok, "{err}");
+        let wide: Vec<&str> = table.lines().filter(|l| l.chars().count() > 100).collect();
+        assert!(wide.is_empty(), "{exp}: {wide:?}");
+    }
 }
 
 #[test]
@@ -395,6 +409,16 @@ fn slurm_scripts_chain_one_array_per_level_then_assembly() {
     assert!(ok, "{err}");
     let level4 = std::fs::read_to_string(dir.path().join("res2/slurm/level-4.sbatch")).unwrap();
     assert!(level4.contains("#SBATCH --array=0-1") && level4.contains("--shard \"${SLURM_ARRAY_TASK_ID}/2\""), "{level4}");
+    // Without --time: each array's limit from the cost model, with its margin stated.
+    let plan = Plan::new(&Experiment::load(&toml).unwrap());
+    let largest = plan.shard_costs(4, 2).into_iter().fold(0.0, f64::max);
+    let want = goodhart::cell::slurm::slurm_time(goodhart::cell::slurm::modelled_limit(largest));
+    assert!(level4.contains(&format!("#SBATCH --time={want}\n")) && level4.contains("(--time overrides)"), "{level4}");
+    // 3 × 100 + 600 s = 15 min; 3 × 101 + 600 = 903 s, rounded up to 16 min.
+    assert_eq!(goodhart::cell::slurm::modelled_limit(100.0), 900.0);
+    assert_eq!(goodhart::cell::slurm::modelled_limit(101.0), 960.0);
+    assert_eq!(goodhart::cell::slurm::slurm_time(960.0), "00:16:00");
+    assert_eq!(goodhart::cell::slurm::slurm_time(90_061.0), "1-01:01:01");
 }
 
 #[test]

@@ -279,21 +279,48 @@ impl Plan {
             None => (0..self.levels()).collect(),
         };
         for l in levels {
-            let mut cells = self.level(l);
-            cells.sort_by(|&a, &b| self.cells[b].cost_cpu_s.total_cmp(&self.cells[a].cost_cpu_s).then(a.cmp(&b)));
-            let mut load = vec![0f64; shard.count];
-            for i in cells {
-                let s = (0..shard.count)
-                    .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
-                    .expect("at least one shard");
-                load[s] += self.cells[i].cost_cpu_s.max(1e-3);
-                if s == shard.index {
-                    mine.push(i);
-                }
-            }
+            mine.extend(self.deal(l, shard.count).into_iter().filter(|&(_, s)| s == shard.index).map(|(i, _)| i));
         }
         mine.sort_unstable();
         mine
+    }
+
+    /// Level `l`'s cells dealt to `count` shards: the costliest first, each to the least
+    /// loaded shard (ties: the lower index). (cell, shard) pairs.
+    fn deal(&self, l: usize, count: usize) -> Vec<(usize, usize)> {
+        let mut cells = self.level(l);
+        cells.sort_by(|&a, &b| self.cells[b].cost_cpu_s.total_cmp(&self.cells[a].cost_cpu_s).then(a.cmp(&b)));
+        let mut load = vec![0f64; count.max(1)];
+        cells
+            .into_iter()
+            .map(|i| {
+                let s = (0..load.len()).min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b))).expect("at least one shard");
+                load[s] += self.cells[i].cost_cpu_s.max(1e-3);
+                (i, s)
+            })
+            .collect()
+    }
+
+    /// The modelled CPU-seconds of each of `count` shards of level `l`.
+    pub fn shard_costs(&self, l: usize, count: usize) -> Vec<f64> {
+        let mut cost = vec![0f64; count.max(1)];
+        for (i, s) in self.deal(l, count) {
+            cost[s] += self.cells[i].cost_cpu_s;
+        }
+        cost
+    }
+
+    /// Modelled wall seconds of the plan's cells `todo` on `cores` cores: level by level,
+    /// each level's cells spread over the cores (its CPU-seconds / cores), but never less
+    /// than its costliest cell.
+    pub fn wall_seconds(&self, todo: &[usize], cores: usize) -> f64 {
+        (0..self.levels())
+            .map(|l| {
+                let costs: Vec<f64> = todo.iter().filter(|&&i| self.cells[i].level == l).map(|&i| self.cells[i].cost_cpu_s).collect();
+                let max = costs.iter().copied().fold(0.0, f64::max);
+                (costs.iter().sum::<f64>() / cores.max(1) as f64).max(max)
+            })
+            .sum()
     }
 }
 
@@ -438,42 +465,87 @@ pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Resul
             json!({ "level": l, "cells": ids.len(), "cost_cpu_s": ids.iter().map(|&i| plan.cells[i].cost_cpu_s).sum::<f64>() })
         })
         .collect();
+    let cores = crate::parallel::cores();
+    let todo: Vec<usize> = (0..plan.cells.len()).filter(|&i| cells[i]["stored"] != json!(true)).collect();
     Ok(json!({
         "store": std::path::absolute(store.root()).unwrap_or_else(|_| store.root().to_path_buf()),
         "cells": cells,
         "levels": levels,
         "total_cost_cpu_s": total,
         "missing_cost_cpu_s": missing,
+        "cores_here": cores,
+        "missing_wall_s_here": plan.wall_seconds(&todo, cores),
     }))
+}
+
+/// A cell's dependencies in a few words: each kind once, with a count where there are
+/// several (`policy, gold, 5 proxies, heldout`); the ids are in `goodhart plan --json`.
+fn deps_summary(deps: &[&str]) -> String {
+    if deps.is_empty() {
+        return "-".to_string();
+    }
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for d in deps {
+        let kind = d.split('/').next().unwrap_or(d);
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((kind, 1)),
+        }
+    }
+    kinds
+        .iter()
+        .map(|&(k, n)| match (k, n) {
+            (k, 1) => k.to_string(),
+            ("proxy", n) => format!("{n} proxies"),
+            (k, n) => format!("{n} {k}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Seconds as a short duration: `45 s`, `12 min`, `3.4 h`.
+fn duration(secs: f64) -> String {
+    if secs < 90.0 {
+        format!("{secs:.0} s")
+    } else if secs < 5400.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    }
 }
 
 /// [`describe`]'s data as a text table.
 pub fn table(d: &Value) -> String {
     use std::fmt::Write as _;
+    let cells: Vec<&Value> = d["cells"].as_array().into_iter().flatten().collect();
+    // The id column as wide as the longest id (the kind is the id's first part).
+    let w = cells.iter().filter_map(|c| c["id"].as_str()).map(|id| id.chars().count()).max().unwrap_or(4).max(4);
     let mut s = String::new();
-    let _ = writeln!(s, "{:<5} {:<34} {:<6} {:>9}  {:<8} {:<6} depends on", "level", "cell", "kind", "cpu-s", "source", "stored");
-    for c in d["cells"].as_array().into_iter().flatten() {
+    let _ = writeln!(s, "{:<3} {:<w$} {:>8} {:<6} depends on", "lvl", "cell", "cpu-s", "stored");
+    for c in &cells {
         let deps: Vec<&str> = c["deps"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let measured = c["cost_source"].as_str() == Some("measured");
         let _ = writeln!(
             s,
-            "{:<5} {:<34} {:<6} {:>9.1}  {:<8} {:<6} {}",
-            c["level"],
+            "{:<3} {:<w$} {:>7.1}{} {:<6} {}",
+            c["level"].as_u64().unwrap_or(0),
             c["id"].as_str().unwrap_or(""),
-            c["kind"].as_str().unwrap_or(""),
             c["cost_cpu_s"].as_f64().unwrap_or(f64::NAN),
-            c["cost_source"].as_str().unwrap_or(""),
+            if measured { "*" } else { " " },
             if c["stored"].as_bool() == Some(true) { "yes" } else { "no" },
-            if deps.is_empty() { "-".to_string() } else { deps.join(", ") }
+            deps_summary(&deps)
         );
     }
-    let n = d["cells"].as_array().map_or(0, Vec::len);
-    let stored = d["cells"].as_array().into_iter().flatten().filter(|c| c["stored"].as_bool() == Some(true)).count();
+    let stored = cells.iter().filter(|c| c["stored"].as_bool() == Some(true)).count();
+    let _ = writeln!(s, "cpu-s: the cost model's CPU-seconds; * the measured make time of a stored cell.");
+    let _ = writeln!(s, "{} cells, {stored} stored in {}", cells.len(), d["store"].as_str().unwrap_or(""));
     let _ = writeln!(
         s,
-        "{n} cells ({stored} stored in {}); {:.0} CPU-seconds in all, {:.0} still to make",
-        d["store"].as_str().unwrap_or(""),
+        "{:.0} CPU-s in all, {:.0} still to make: about {} on these {} cores (cost model).",
         d["total_cost_cpu_s"].as_f64().unwrap_or(0.0),
-        d["missing_cost_cpu_s"].as_f64().unwrap_or(0.0)
+        d["missing_cost_cpu_s"].as_f64().unwrap_or(0.0),
+        duration(d["missing_wall_s_here"].as_f64().unwrap_or(0.0)),
+        d["cores_here"].as_u64().unwrap_or(1)
     );
     s
 }

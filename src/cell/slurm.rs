@@ -30,7 +30,8 @@ pub struct SlurmOptions {
     /// Where the scripts and logs go.
     pub dir: PathBuf,
     pub partition: Option<String>,
-    /// Wall-time limit per task, in Slurm's format (`HH:MM:SS`, `D-HH`).
+    /// Wall-time limit per task, in Slurm's format (`HH:MM:SS`, `D-HH`); `None`: each array's
+    /// limit from the cost model ([`modelled_limit`]).
     pub time: Option<String>,
     pub cpus_per_task: usize,
     /// `cpu` or `cuda`.
@@ -58,13 +59,38 @@ fn quote(p: &Path) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The margin on the cost model's estimate in a modelled time limit: the model is fitted on
+/// one machine's cores, and a cluster's may be slower.
+pub const TIME_MARGIN: f64 = 3.0;
+/// Added to every modelled time limit: start-up, loading the dependencies, and the
+/// assembly job's whole limit.
+pub const TIME_FLOOR_S: f64 = 600.0;
+
+/// A task's time limit from the modelled CPU-seconds of its cells (as on one core):
+/// [`TIME_MARGIN`] × that + [`TIME_FLOOR_S`], rounded up to the minute.
+pub fn modelled_limit(cpu_s: f64) -> f64 {
+    ((TIME_MARGIN * cpu_s.max(0.0) + TIME_FLOOR_S) / 60.0).ceil() * 60.0
+}
+
+/// Seconds in Slurm's time format: `HH:MM:SS`, or `D-HH:MM:SS` from a day on.
+pub fn slurm_time(secs: f64) -> String {
+    let s = secs.max(0.0).ceil() as u64;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
 /// Writes the scripts of `plan` (named `name`) and returns the jobs in submission order.
 pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Job>> {
     let dir = abs(&o.dir)?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
     let (exe, exp, store, out) = (abs(&o.exe)?, abs(&o.experiment)?, abs(&o.store)?, abs(&o.out)?);
-    let header = |job: &str, array: Option<usize>, log: &str| {
+    // The limit: `--time` as given, else the cost model's for the job's largest task.
+    let header = |job: &str, array: Option<usize>, log: &str, cpu_s: f64| {
         let mut s = String::from("#!/bin/bash\n");
         let _ = writeln!(s, "#SBATCH --job-name={job}");
         if let Some(n) = array {
@@ -75,8 +101,18 @@ pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Jo
         if let Some(p) = &o.partition {
             let _ = writeln!(s, "#SBATCH --partition={p}");
         }
-        if let Some(t) = &o.time {
-            let _ = writeln!(s, "#SBATCH --time={t}");
+        match &o.time {
+            Some(t) => {
+                let _ = writeln!(s, "#SBATCH --time={t}");
+            }
+            None => {
+                let _ = writeln!(s, "#SBATCH --time={}", slurm_time(modelled_limit(cpu_s)));
+                let _ = writeln!(
+                    s,
+                    "# time limit: {TIME_MARGIN} x the cost model's {cpu_s:.0} CPU-seconds for the largest task + {:.0} min (--time overrides)",
+                    TIME_FLOOR_S / 60.0
+                );
+            }
         }
         let _ = writeln!(s, "#SBATCH --output={}", logs.join(log).display());
         s.push_str("set -euo pipefail\n");
@@ -98,7 +134,8 @@ pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Jo
         }
         let n = cells.min(o.max_array.max(1));
         let job = format!("goodhart-{name}-L{level}");
-        let mut s = header(&job, Some(n), &format!("level-{level}-%A_%a.out"));
+        let largest = plan.shard_costs(level, n).into_iter().fold(0.0, f64::max);
+        let mut s = header(&job, Some(n), &format!("level-{level}-%A_%a.out"), largest);
         let ids: Vec<&str> = plan.level(level).iter().map(|&i| plan.cells[i].id.as_str()).collect();
         let _ = writeln!(s, "# level {level}: {} cells in {n} tasks ({})", ids.len(), ids.join(", "));
         let _ = writeln!(s, "exec {common} --level {level} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"");
@@ -107,7 +144,7 @@ pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Jo
         jobs.push(Job { name: job, script, tasks: n });
     }
     let job = format!("goodhart-{name}-assemble");
-    let mut s = header(&job, None, "assemble-%j.out");
+    let mut s = header(&job, None, "assemble-%j.out", 0.0);
     let _ = writeln!(s, "exec {common} --out {}", quote(&out));
     let script = dir.join("assemble.sbatch");
     write_atomic(&script, s.as_bytes())?;
