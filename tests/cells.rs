@@ -640,6 +640,6 @@ fn each_replicate_trains_its_own_held_out_proxy_on_its_own_pairs() {
     assert_eq!(rows.iter().map(|r| r.replicate).collect::<Vec<_>>(), [Some(0), Some(1)]);
     assert_ne!(rows[0].artifact, rows[1].artifact);
     assert!(rows[0].val_accuracy != rows[1].val_accuracy || rows[0].val_bt_loss != rows[1].val_bt_loss, "{rows:?}");
-    let report = std::fs::read_to_string(dir.path().join("out/report.md")).unwrap();
+    let report = std::fs::read_to_string(dir.path().join("out/report_appendix.md")).unwrap();
     assert!(report.contains("each replicate's own held-out proxy (a, 40 pairs of its own, noise 0.00: like the members of a/d40/n0.00)"), "{report}");
 }

@@ -41,6 +41,7 @@ fn report_is_byte_for_byte_reproducible() {
     let first = report(&out, false).expect("report");
     for f in [
         "report.md",
+        "report_appendix.md",
         "fits.parquet",
         "fits.csv",
         "scaling.csv",
@@ -72,19 +73,32 @@ fn report_is_byte_for_byte_reproducible() {
     let third = report(&out, false).expect("third report");
     assert_eq!(read_all(&out, &third.written), before);
     let md = String::from_utf8(before["report.md"].clone()).unwrap();
+    let appendix = String::from_utf8(before["report_appendix.md"].clone()).unwrap();
+    // The report: the answer first, what it means and the next step, the exploratory claims
+    // in brief, the figures and acceptance; the detail in the appendix, each part once.
     for section in [
         "# goodhart report: tiny",
         "## The answer",
+        "**What was studied.**",
         "**one replicate**",
-        "## All claims",
-        "## Reward models",
-        "## Functional-form fits",
-        "## Gold-free stopping rules",
-        "## Aggregators at matched KL",
+        "**What it means.**",
+        "## Exploratory claims, in brief",
+        "## What was measured",
+        "## Figures",
         "## Acceptance",
+        "## Details",
     ] {
         assert!(md.contains(section), "report.md lacks {section:?}");
     }
+    for section in ["## All claims", "## Reward models", "## Functional-form fits", "## Gold-free stopping rules", "## Aggregators at matched KL", "## Acceptance lists"] {
+        assert!(appendix.contains(section), "report_appendix.md lacks {section:?}");
+        assert!(!md.contains(section), "report.md repeats {section:?}");
+    }
+    // It says how long it is, and the count is right to two significant figures.
+    let words = |s: &str| s.split_whitespace().count() as f64;
+    let said = md.lines().find(|l| l.starts_with("This page is about ")).expect("the length line");
+    let n: f64 = said["This page is about ".len()..].split(' ').next().unwrap().replace(',', "").parse().unwrap();
+    assert!((n - words(&md)).abs() <= 0.1 * words(&md), "{said} vs {} words", words(&md));
     assert!(md.contains("seed 7"), "manifest seed missing");
     // The conclusions come first, and every claim kind is there.
     assert!(md.find("## The answer") < md.find("## What was measured"));
@@ -362,7 +376,7 @@ fn fits_recover_known_best_of_n_coefficients_and_flag_the_interior_peak() {
     // without per-unit tables there is no expected curve for acceptance to judge.
     assert!(fits.column("clear_fall").is_err());
     assert_eq!(s.acceptance.r2_met, None);
-    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("report_appendix.md")).unwrap();
     let line = md
         .lines()
         .find(|l| l.starts_with("| bon | `a/d100/n0.00` | member0 | — | 13 |"))

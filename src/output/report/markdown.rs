@@ -56,20 +56,113 @@ fn penalty(id: &CurveId) -> String {
 }
 
 /// report.md: its sections in order.
-pub(super) fn markdown(a: &Analysis) -> String {
-    [
-        title_section(a),
-        conclusions_section(a),
-        measured_section(a),
+/// The appendix's file name, beside `report.md`.
+pub(super) const APPENDIX: &str = "report_appendix.md";
+
+/// `report.md` and its appendix. The report: the answer (what was studied, the primary
+/// verdicts, what each means, what would settle the rest), the exploratory claims in
+/// brief, what was measured, the figures and the acceptance checks. The appendix
+/// (`report_appendix.md`): every claim, the reward models, the per-curve fits, scaling,
+/// stopping rules and aggregators, the acceptance lists.
+pub(super) fn markdown(a: &Analysis) -> (String, String) {
+    let body = [conclusions_section(a), exploratory_section(a), measured_section(a), figures_section(a), acceptance_section(a), details_section()].concat();
+    let appendix = [
+        format!(
+            "# goodhart report, appendix: {}\n\nThe detail behind `report.md`, from the same tables; each section says whether and why it matters.\n\n",
+            experiment_name(a)
+        ),
+        all_claims(a),
         rm_section(a),
         fits_section(a),
         scaling_section(a),
         stopping_section(a),
         aggregators_section(a),
-        figures_section(a),
-        acceptance_section(a),
+        acceptance_lists(a),
     ]
-    .concat()
+    .concat();
+    let mut report = title_section(a);
+    let _ = writeln!(
+        report,
+        "This page is about {} words; the detail (every claim, the reward models, per-curve fits, scaling, \
+         stopping rules, aggregators) is in [`{APPENDIX}`]({APPENDIX}), about {} words.\n",
+        round_words(words(&body)),
+        round_words(words(&appendix))
+    );
+    report.push_str(&body);
+    (report, appendix)
+}
+
+fn words(s: &str) -> usize {
+    s.split_whitespace().count()
+}
+
+/// A word count to two significant figures (`1,200`).
+fn round_words(n: usize) -> String {
+    let mag = 10usize.pow((n.max(1) as f64).log10().floor().max(1.0) as u32 - 1);
+    let r = (n + mag / 2) / mag * mag;
+    let s = r.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn experiment_name(a: &Analysis) -> String {
+    a.manifest
+        .as_ref()
+        .and_then(|m| m.get("experiment"))
+        .and_then(Value::as_str)
+        .map_or_else(|| a.dir_name.clone(), str::to_string)
+}
+
+/// The exploratory claims in brief: how many hold, are reversed or are inconclusive, and
+/// the ones that hold or are reversed, a line each (every claim is in the appendix).
+fn exploratory_section(a: &Analysis) -> String {
+    let explore: Vec<&Claim> = a.claims.iter().filter(|c| c.family == crate::conclusions::Family::Exploratory).collect();
+    if explore.is_empty() {
+        return String::new();
+    }
+    let count = |v: &str| explore.iter().filter(|c| c.verdict == v).count();
+    let mut s = String::from("## Exploratory claims, in brief\n\n");
+    let _ = writeln!(
+        s,
+        "{} more claims (every method, ensemble, aggregator and β; stopping rules), each with a \
+         Benjamini–Hochberg q-value over them all: **{}** hold, **{}** are reversed, {} are inconclusive. \
+         About 5% of those called `holds` or `reversed` may be false discoveries; read them as leads, \
+         not findings. All of them, with their intervals, are in [`{APPENDIX}`]({APPENDIX}) (\"All claims\") \
+         and `conclusions.csv`.\n",
+        explore.len(),
+        count("holds"),
+        count("reversed"),
+        count("inconclusive")
+    );
+    for c in explore.iter().filter(|c| c.verdict != "inconclusive") {
+        let _ = writeln!(s, "- {} — {}: {} (q {})", c.verdict, c.claim, ci(&c.interval), pv(c.p_adjusted));
+    }
+    s.push('\n');
+    s
+}
+
+/// Where the detail is, and whether it matters.
+fn details_section() -> String {
+    format!(
+        "## Details\n\n[`{APPENDIX}`]({APPENDIX}) holds, from the same tables:\n\n\
+         - **All claims**: every claim with its interval and adjusted p; the source of the brief list above.\n\
+         - **Reward models**: each RM's validation accuracy and loss; check it when a verdict surprises you \
+         (a proxy that learned little is easy to exploit).\n\
+         - **Functional-form fits**: the Gao form fitted to each run's curve, one row per replicate; \
+         descriptions, not tests: the verdicts above do not read them.\n\
+         - **Scaling**: the fitted coefficients against proxy size and data; descriptive, as in Gao et al.\n\
+         - **Gold-free stopping rules on each run's curve**: what each rule picked on each curve; the graded \
+         rules are the `stop` claims.\n\
+         - **Aggregators at matched KL**: gold of every aggregator at KL budgets all of them reach; \
+         descriptive, per run.\n\
+         - **Acceptance lists**: the curves behind the acceptance checks above.\n\n"
+    )
 }
 
 fn title_section(a: &Analysis) -> String {
@@ -257,6 +350,7 @@ fn conclusions_section(a: &Analysis) -> String {
             .to_string()
     };
     let primary_idx = crate::conclusions::primary_indices(&a.claims, &a.settings);
+    s.push_str(&studied(a));
     let _ = writeln!(
         s,
         "The study's primary questions, judged together: 95% intervals across {covers}. Gold is in π_ref \
@@ -282,6 +376,13 @@ fn conclusions_section(a: &Analysis) -> String {
         }
     }
     s.push('\n');
+    s.push_str("**What it means.**\n\n");
+    for (sel, i) in a.settings.primary.iter().zip(&primary_idx) {
+        if let Some(c) = i.map(|i| &a.claims[i]) {
+            let _ = writeln!(s, "- {}", meaning(sel, c));
+        }
+    }
+    s.push('\n');
     if settle.is_empty() {
         s.push_str("**Next step.** Every primary question is settled at this scale.\n\n");
     } else {
@@ -303,8 +404,69 @@ fn conclusions_section(a: &Analysis) -> String {
         s.push_str(&notes.concat());
         s.push('\n');
     }
-    s.push_str(&all_claims(a));
     s
+}
+
+/// One paragraph: what was optimized against what, how often, and what the primary
+/// questions are about.
+fn studied(a: &Analysis) -> String {
+    let mut ensembles: Vec<&str> = a.rows.iter().map(|r| r.ensemble.as_str()).collect();
+    ensembles.sort_unstable();
+    ensembles.dedup();
+    let members = a.rows.iter().map(|r| r.members.len()).max().unwrap_or(0);
+    let reps_n = a.claims.iter().map(|c| c.replicates_total).max().unwrap_or(0);
+    let mut methods = Vec::new();
+    if let Some(n) = a.rows.iter().filter(|r| r.method == "bon").filter_map(|r| r.n).max() {
+        methods.push(format!("best-of-n (n up to {n})"));
+    }
+    let mut betas: Vec<f64> = a.rows.iter().filter(|r| r.method == "ppo").filter_map(|r| r.kl_penalty).collect();
+    betas.sort_by(f64::total_cmp);
+    betas.dedup();
+    if !betas.is_empty() {
+        methods.push(format!("PPO (KL penalty β = {})", betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")));
+    }
+    format!(
+        "**What was studied.** A reference policy π_ref was optimized by {} against learned proxy reward \
+         models ({} ensemble{} of up to {members} members: {}), {reps_n} time{} over (replicates), and \
+         scored by a gold reward model that stands in for people. The question is Goodhart's: as \
+         optimization pushes further from π_ref (KL), does gold rise and then fall, and do conservative \
+         ensembles (`wco`: the members' minimum; `uwo`: mean − λ·variance) keep more gold than a single \
+         proxy?\n\n",
+        methods.join(" and "),
+        ensembles.len(),
+        if ensembles.len() == 1 { "" } else { "s" },
+        ensembles.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", "),
+        if reps_n == 1 { "" } else { "s" },
+    )
+}
+
+/// A primary verdict in one sentence.
+fn meaning(sel: &crate::config::ClaimSelector, c: &Claim) -> String {
+    let method = crate::conclusions::method_text(&c.method);
+    let size = num(c.interval.estimate.abs(), 2);
+    let agg = &c.aggregator;
+    match (sel.kind.as_str(), c.verdict.as_str()) {
+        ("overopt", "holds") => format!(
+            "{method}: optimizing this proxy harder lowers true reward: stopping at the peak keeps about {size} π_ref \
+             standard deviations more gold than running to the end (Goodhart's law, measured)."
+        ),
+        ("overopt", "reversed") => format!("{method}: gold is highest at the end: no overoptimization within this KL range."),
+        ("overopt", _) => format!(
+            "{method}: a fall after the peak is not shown at this scale: the expected curve may be flat past its \
+             peak, or fall by less than the interval can resolve."
+        ),
+        ("peak", "holds") => format!("{method}: optimization first gains about {size} gold over π_ref at its peak."),
+        ("peak", _) => format!("{method}: a gain at the peak is not shown at this scale."),
+        ("gap", "holds") => format!("{method}: `{agg}` keeps about {size} more gold than `{}` — the ensemble helps.", c.baseline),
+        ("gap", "reversed") => format!("{method}: `{agg}` keeps about {size} less gold than `{}` — the ensemble hurts here.", c.baseline),
+        ("gap", _) => format!(
+            "{method}: whether `{agg}` keeps more gold than `{}` is not settled at this scale (estimate {}); see what would settle it below.",
+            c.baseline,
+            num(c.interval.estimate, 2)
+        ),
+        ("stop", "holds") => format!("{method}: stopping by `{agg}` gives up about {size} gold against a stop at the peak."),
+        (_, v) => format!("{method}: {}: {v}.", c.claim),
+    }
 }
 
 /// Every claim, by kind: the exploratory tables.
@@ -906,9 +1068,16 @@ fn acceptance_section(a: &Analysis) -> String {
             );
             if !acc.r2_misses.is_empty() {
                 s.push_str("Curves that miss:\n\n");
-                for (key, r2) in &acc.r2_misses {
+                for (key, r2) in acc.r2_misses.iter().take(5) {
                     let _ = writeln!(s, "- `{key}`: {}", r2.map_or("no fit".to_string(), |r| format!("R² = {}", num(r, 3))));
                 }
+                if acc.r2_misses.len() > 5 {
+                    let _ = writeln!(s, "- and {} more (all in [`{APPENDIX}`]({APPENDIX}))", acc.r2_misses.len() - 5);
+                }
+                s.push_str(
+                    "\nA miss means Gao's functional form describes that curve poorly, so its fitted α, β and d* \
+                     are rough; the verdicts do not read the fits.\n",
+                );
             }
             s.push('\n');
         }
@@ -940,5 +1109,22 @@ fn acceptance_section(a: &Analysis) -> String {
             }
         );
     }
+    s
+}
+
+/// The acceptance checks' full lists, for the appendix.
+fn acceptance_lists(a: &Analysis) -> String {
+    let acc = &a.acceptance;
+    let mut s = String::from("## Acceptance lists\n\n");
+    s.push_str("Why it matters: the curves behind check (a) of `report.md`'s Acceptance section.\n\n");
+    if acc.r2_misses.is_empty() {
+        let _ = writeln!(s, "No expected gold curve whose fall holds misses R² ≥ {R2_TARGET}.\n");
+        return s;
+    }
+    let _ = writeln!(s, "Expected gold curves whose fall holds and whose Gao fit has R² < {R2_TARGET}:\n");
+    for (key, r2) in &acc.r2_misses {
+        let _ = writeln!(s, "- `{key}`: {}", r2.map_or("no fit".to_string(), |r| format!("R² = {}", num(r, 3))));
+    }
+    s.push('\n');
     s
 }

@@ -240,7 +240,10 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         dstar,
         settings,
     };
-    write_atomic(&dir.join("report.md"), markdown::markdown(&a).as_bytes())?;
+    let (report_md, appendix) = markdown::markdown(&a);
+    write_atomic(&dir.join(markdown::APPENDIX), appendix.as_bytes())?;
+    written.push(markdown::APPENDIX.to_string());
+    write_atomic(&dir.join("report.md"), report_md.as_bytes())?;
     written.push("report.md".to_string());
     written.sort();
     Ok(ReportSummary {
