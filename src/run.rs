@@ -64,6 +64,8 @@ pub struct RunSummary {
     pub answer: Vec<String>,
     /// Each group of cells this process worked through (timings, memory, progress).
     pub stages: Vec<crate::cell::exec::Stage>,
+    /// The overall progress bar at its end: (position, length), in modelled milliseconds.
+    pub progress: (u64, u64),
 }
 
 /// Runs `exp` (or one shard of it).
@@ -112,6 +114,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             out: None,
             answer: Vec::new(),
             stages: x.stages(),
+            progress: x.overall_progress(),
         });
     }
     let rows = assemble::rows(&x)?;
@@ -121,7 +124,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         started,
     };
     assemble::write(&x, &rows, &ctx)?;
-    let stages = x.stages();
+    let (stages, progress) = (x.stages(), x.overall_progress());
     // The loaded cells are written out: free them (and what the run freed) before the report
     // reads the tables back.
     drop(x);
@@ -147,5 +150,6 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         out: Some(opts.out.clone()),
         answer,
         stages,
+        progress,
     })
 }

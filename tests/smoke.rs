@@ -320,6 +320,13 @@ fn stage_bars_never_run_past_their_length_and_name_their_replicate() {
     }
     let r: Vec<Option<usize>> = s.stages.iter().filter(|g| g.stage == "PPO").map(|g| g.replicate).collect();
     assert_eq!(r, [Some(0), Some(1)]);
+    // The overall bar ends full: every cell counted once, by its modelled cost.
+    let plan = goodhart::cell::plan::Plan::new(&exp);
+    let want: u64 = plan.cells.iter().map(|c| (c.cost_cpu_s * 1000.0).round() as u64 + 1).sum();
+    assert_eq!(s.progress, (want, want));
+    // A second run loads everything: the bar still ends full.
+    let again = goodhart::run::run(&exp, &common::run_options(dir.path().join("out"), dir.path().join("store"))).unwrap();
+    assert_eq!(again.progress.0, again.progress.1);
 }
 
 #[cfg(unix)]

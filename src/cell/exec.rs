@@ -78,6 +78,8 @@ pub struct Exec<'a> {
     events: Mutex<Vec<Event>>,
     /// Each group this process worked through.
     stages: Mutex<Vec<Stage>>,
+    /// The overall bar at the end of the last [`Exec::make_all`]: (position, length).
+    overall: Mutex<(u64, u64)>,
 }
 
 impl<'a> Exec<'a> {
@@ -92,6 +94,7 @@ impl<'a> Exec<'a> {
             reference: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             stages: Mutex::new(Vec::new()),
+            overall: Mutex::new((0, 0)),
         }
     }
 
@@ -203,6 +206,37 @@ impl<'a> Exec<'a> {
     /// Loads or makes every cell of `cells` (plan indices), group by group (see the module
     /// doc). Every cell is attempted; the first error is returned after the others ran.
     pub fn make_all(&self, cells: &[usize]) -> Result<()> {
+        // The overall bar: every cell still to load or make, weighted by its modelled cost.
+        let left: Vec<usize> = cells.iter().copied().filter(|&i| self.cached(i).is_none()).collect();
+        let cost_ms = |i: usize| (self.plan.cells[i].cost_cpu_s.max(0.0) * 1000.0).round() as u64 + 1;
+        let jobs = crate::parallel::jobs();
+        let overall = crate::progress::overall(
+            left.iter().map(|&i| cost_ms(i)).sum(),
+            &format!(
+                "all {} cells (modelled {} on {jobs} core{})",
+                left.len(),
+                crate::cell::plan::duration(self.plan.wall_seconds(&left, jobs)),
+                if jobs == 1 { "" } else { "s" }
+            ),
+        );
+        let counted = Mutex::new(std::collections::HashSet::new());
+        let count = |i: usize| {
+            if left.contains(&i) && counted.lock().expect("counted lock").insert(i) {
+                overall.inc(cost_ms(i));
+            }
+        };
+        let result = self.make_groups(cells, &count, &overall);
+        *self.overall.lock().expect("overall lock") = (overall.position(), overall.length().unwrap_or(0));
+        overall.finish_and_clear();
+        result
+    }
+
+    /// The overall bar at the end of the last [`Exec::make_all`]: (position, length).
+    pub fn overall_progress(&self) -> (u64, u64) {
+        *self.overall.lock().expect("overall lock")
+    }
+
+    fn make_groups(&self, cells: &[usize], count: &(dyn Fn(usize) + Sync), overall: &indicatif::ProgressBar) -> Result<()> {
         let mut groups: Vec<(usize, &'static str, Vec<usize>)> = Vec::new();
         let mut sorted = cells.to_vec();
         sorted.sort_by_key(|&i| (self.plan.cells[i].level, i));
@@ -214,7 +248,10 @@ impl<'a> Exec<'a> {
             }
         }
         for (_, _, group) in groups {
-            let todo: Vec<usize> = group.into_iter().filter(|&i| self.cached(i).is_none()).collect();
+            let todo: Vec<usize> = group.into_iter().filter(|&i| self.cached(i).is_none() || {
+                count(i);
+                false
+            }).collect();
             if todo.is_empty() {
                 continue;
             }
@@ -251,7 +288,11 @@ impl<'a> Exec<'a> {
             let pb = bar(units, &format!("{label} ({} cells)", todo.len()));
             // Proxies and PPO runs advance the group's bar by training steps; the single-cell
             // groups (π_ref, gold, pairs, best-of-n) size it themselves.
-            let run = |&i: &usize| -> Result<()> { self.load_or_make(i, &pb).map(|_| ()) };
+            let run = |&i: &usize| -> Result<()> {
+                let r = self.load_or_make(i, &pb).map(|_| ());
+                count(i);
+                r
+            };
             let results: Vec<Result<()>> = if self.device.is_cpu() && todo.len() > 1 {
                 crate::parallel::map(&todo, run)
             } else {
@@ -260,7 +301,7 @@ impl<'a> Exec<'a> {
             let progress = (pb.position(), pb.length().unwrap_or(0));
             pb.finish_and_clear();
             let secs = t.elapsed().as_secs_f64();
-            info!("stage: {label}: {} cells in {secs:.1}s", todo.len());
+            overall.suspend(|| info!("stage: {label}: {} cells in {secs:.1}s", todo.len()));
             self.stages.lock().expect("stages lock").push(Stage {
                 stage: stage.to_string(),
                 replicate,

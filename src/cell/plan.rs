@@ -504,7 +504,7 @@ fn deps_summary(deps: &[&str]) -> String {
 }
 
 /// Seconds as a short duration: `45 s`, `12 min`, `3.4 h`.
-fn duration(secs: f64) -> String {
+pub fn duration(secs: f64) -> String {
     if secs < 90.0 {
         format!("{secs:.0} s")
     } else if secs < 5400.0 {
