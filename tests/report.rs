@@ -86,6 +86,10 @@ fn report_is_byte_for_byte_reproducible() {
         assert!(md.contains(section), "report.md lacks {section:?}");
     }
     assert!(md.contains("seed 7"), "manifest seed missing");
+    // The figures section says what the curve figures draw, and over how many replicates.
+    let figs = &md[md.find("## Figures").expect("a Figures section")..];
+    assert!(figs.contains("**expected curve across replicates** (best-of-n: one replicate; PPO: one replicate)"), "{figs}");
+    assert!(figs.contains("95% Student-t interval across replicates") && figs.contains("faint"), "{figs}");
     // The conclusions come first, and every claim kind is there.
     assert!(md.find("## The answer") < md.find("## What was measured"));
     let c = table::read_parquet(&out.join("conclusions.parquet")).unwrap();
