@@ -100,6 +100,10 @@ fn report_is_byte_for_byte_reproducible() {
     let n: f64 = said["This page is about ".len()..].split(' ').next().unwrap().replace(',', "").parse().unwrap();
     assert!((n - words(&md)).abs() <= 0.1 * words(&md), "{said} vs {} words", words(&md));
     assert!(md.contains("seed 7"), "manifest seed missing");
+    // The figures section says what the curve figures draw, and over how many replicates.
+    let figs = &md[md.find("## Figures").expect("a Figures section")..];
+    assert!(figs.contains("**expected curve across replicates** (best-of-n: one replicate; PPO: one replicate)"), "{figs}");
+    assert!(figs.contains("95% Student-t interval across replicates") && figs.contains("faint"), "{figs}");
     // The conclusions come first, and every claim kind is there.
     assert!(md.find("## The answer") < md.find("## What was measured"));
     let c = table::read_parquet(&out.join("conclusions.parquet")).unwrap();
@@ -548,4 +552,66 @@ fn report_redraws_every_figure_from_the_tables() {
     for (name, bytes) in &before {
         assert!(after[name] == *bytes, "{name} redrawn differently");
     }
+}
+
+#[test]
+fn scaling_figure_shows_replicates_and_their_means_and_leaves_out_extrapolated_peaks() {
+    // Two proxy sizes × two replicates of single-proxy best-of-n curves, gold = d(α − βd)
+    // at n = 1 … 1024 (largest KL ≈ 5.93 nats). Size b's replicate 1 fits β = 0.1: KL* = 25,
+    // beyond the KL measured, so left out; the others peak at KL* = (α/2β)² ≤ 1.
+    let curve = |size: &str, params: u64, replicate: u64, alpha: f64, beta: f64| -> Vec<CurveRow> {
+        (0..=10)
+            .map(|k| {
+                let mut p = point("member0", &format!("{size}/d100/n0.00"), 1 << k, 0.0, 0.0, vec![0.0], 0.0, None);
+                let d = p.sqrt_kl;
+                p.gold = d * (alpha - beta * d);
+                p.proxy = d;
+                p.members = vec![d];
+                p.proxy_size = size.into();
+                p.proxy_params = params;
+                p.replicate = replicate;
+                p
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(
+        dir.path(),
+        &[
+            with_fall(curve("a", 1000, 0, 1.0, 0.5)),
+            with_fall(curve("a", 1000, 1, 1.2, 0.8)),
+            with_fall(curve("b", 10000, 0, 1.0, 0.6)),
+            with_fall(curve("b", 10000, 1, 1.0, 0.1)),
+        ],
+    );
+    let s = report(dir.path(), false).expect("report");
+    assert!(s.scaling_figure);
+    let svg = std::fs::read_to_string(dir.path().join("scaling.svg")).unwrap();
+    // Two replicates per size, but one KL* at size b (the other is left out).
+    assert!(svg.contains("mean of 1–2 replicates per size"), "the header does not count replicates");
+    assert!(svg.contains("95% interval across replicates"));
+    assert!(svg.contains("KL* (1 beyond measured KL left out)"), "the extrapolated KL* is not counted");
+    // No axis reaches KL* = 25: the KL* panel's ticks stay within the measured peaks.
+    let texts = svg_texts(&svg);
+    assert!(texts.iter().any(|t| t == "3.0"), "no tick 3.0: {texts:?}");
+    assert!(!texts.iter().any(|t| t == "25.0" || t == "20.0"), "{texts:?}");
+    assert!(!texts.iter().any(|t| t.starts_with("-0.0") || t == "-0"), "{texts:?}");
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("each replicate's fit a small dot"), "the caption does not say what scaling.png shows");
+    // Deterministic: drawn again, the same bytes.
+    let png = std::fs::read(dir.path().join("scaling.png")).unwrap();
+    report(dir.path(), false).expect("second report");
+    assert!(std::fs::read(dir.path().join("scaling.png")).unwrap() == png);
+    assert!(std::fs::read_to_string(dir.path().join("scaling.svg")).unwrap() == svg);
+}
+
+/// Every text an SVG figure writes (`<text …>TEXT</text>`), trimmed.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect()
 }

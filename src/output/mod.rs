@@ -9,5 +9,6 @@ pub mod assemble;
 mod check;
 pub mod plot;
 pub mod report;
+pub mod series;
 pub mod table;
 pub mod units;

@@ -9,6 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::output::series::{self, ExpectedSeries, Measure};
 use crate::output::table::CurveRow;
 
 static FONT: Once = Once::new();
@@ -25,13 +26,51 @@ fn register_font() {
     });
 }
 
-/// One line of a panel.
+/// One line of a panel: its expected (mean) curve and what is drawn around it.
 struct Line {
     label: String,
     color: RGBColor,
     width: u32,
-    /// (x, y, standard error of y)
-    points: Vec<(f64, f64, f64)>,
+    /// The mean across replicates, (x, y), in order of optimization.
+    points: Vec<(f64, f64)>,
+    /// The 95% band across replicates: (x, low, high); empty with one replicate.
+    band: Vec<(f64, f64, f64)>,
+    /// One replicate only: vertical bars (x, y, ± half-width), gold's s.e. over prompts.
+    bars: Vec<(f64, f64, f64)>,
+    /// Horizontal bars (y, x_min, x, x_max): the replicates' spread of sqrt(KL).
+    x_spread: Vec<(f64, f64, f64, f64)>,
+    /// Each replicate's own curve (drawn faint, behind); empty with one replicate.
+    faint: Vec<Vec<(f64, f64)>>,
+}
+
+impl Line {
+    /// A line drawn from `s`: with its band, bars and faint replicates when `decorate`
+    /// (single members drawn as a grey backdrop are their mean alone).
+    fn of(s: &ExpectedSeries, label: String, color: RGBColor, width: u32, decorate: bool) -> Line {
+        let many = s.replicates > 1;
+        Line {
+            label,
+            color,
+            width,
+            points: s.points.iter().map(|p| (p.x, p.mean)).collect(),
+            band: if decorate {
+                s.points.iter().filter_map(|p| p.band.map(|(lo, hi)| (p.x, lo, hi))).collect()
+            } else {
+                Vec::new()
+            },
+            bars: if decorate {
+                s.points.iter().filter_map(|p| p.prompt_se.filter(|se| *se > 0.0).map(|se| (p.x, p.mean, se))).collect()
+            } else {
+                Vec::new()
+            },
+            x_spread: if decorate {
+                s.points.iter().filter(|p| p.x_max > p.x_min).map(|p| (p.mean, p.x_min, p.x, p.x_max)).collect()
+            } else {
+                Vec::new()
+            },
+            faint: if decorate && many { s.curves.iter().map(|c| c.points.clone()).collect() } else { Vec::new() },
+        }
+    }
 }
 
 /// One panel: a title and its lines.
@@ -50,40 +89,67 @@ const PALETTE: [RGBColor; 6] = [
 ];
 const MEMBER_GREY: RGBColor = RGBColor(170, 170, 170);
 
+/// The lines of a figure's header: what it shows, how many replicates, what the band and
+/// bars are.
+fn header(what: String, series: &[&ExpectedSeries], gold: bool, kl_spread: bool, members: bool) -> Vec<String> {
+    let phrase = series::replicates_phrase(series);
+    let many = series.iter().any(|s| s.replicates > 1);
+    let mut lines = vec![format!("{what}: {phrase}")];
+    if many {
+        lines.push("shaded: 95% band across replicates (mean ± t(0.975, R−1)·sd/√R)".to_string());
+        lines.push("faint: each replicate's own curve".to_string());
+        if kl_spread {
+            lines.push("horizontal bars: min–max of the replicates' sqrt(KL) at each checkpoint".to_string());
+        }
+    } else if gold {
+        lines.push("bars: ± 1 s.e. over prompts (one run; no across-replicate band)".to_string());
+    }
+    if members {
+        lines.push("single members: grey, mean across replicates only".to_string());
+    }
+    lines
+}
+
 /// Best-of-n figures, one pair per label-noise level: `bon_gold_noiseX` (gold vs sqrt(KL))
 /// and `bon_proxy_noiseX` (aggregated proxy vs sqrt(KL)); one panel per proxy size (columns)
-/// and data size (rows), one line per aggregator (members thin and grey), gold ± 1 s.e.
-/// Replicate 0 only. Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
+/// and data size (rows), one line per aggregator (single members thin and grey). Each line is
+/// the expected curve across replicates ([`series::expected_series`], points aligned by n)
+/// with its 95% band across replicates and each replicate faint behind; with one replicate,
+/// that run's curve (gold ± 1 s.e. over prompts). Returns the stems drawn, each written as
+/// `STEM.png` and `STEM.svg`.
 pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    // One replicate drawn (replicate 0); the report's statistics span every replicate.
-    let bon: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "bon" && r.replicate == 0).collect();
+    let bon: Vec<CurveRow> = rows.iter().filter(|r| r.method == "bon").cloned().collect();
     let mut drawn = Vec::new();
     let mut noises: Vec<f64> = bon.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
     for noise in noises {
-        let sub: Vec<&CurveRow> = bon.iter().copied().filter(|r| r.label_noise == noise).collect();
+        let sub: Vec<CurveRow> = bon.iter().filter(|r| r.label_noise == noise).cloned().collect();
         let mut sizes: Vec<(u64, String)> = sub.iter().map(|r| (r.proxy_params, r.proxy_size.clone())).collect();
         sizes.sort();
         sizes.dedup();
         let mut datas: Vec<u64> = sub.iter().map(|r| r.data_size).collect();
         datas.sort();
         datas.dedup();
-        for (what, y_desc) in [
-            ("gold", "gold reward (π_ref std units)"),
-            ("proxy", "aggregated proxy reward (π_ref std units)"),
+        for (what, measure, y_desc) in [
+            ("gold", Measure::Gold, "gold reward (π_ref std units)"),
+            ("proxy", Measure::Proxy, "aggregated proxy reward (π_ref std units)"),
         ] {
+            let all = series::expected_series(&sub, measure);
             let mut panels = Vec::new();
             for &data in &datas {
                 for (params, size) in &sizes {
-                    let cell: Vec<&CurveRow> =
-                        sub.iter().copied().filter(|r| r.data_size == data && &r.proxy_size == size).collect();
+                    let cell: Vec<&ExpectedSeries> =
+                        all.iter().filter(|s| s.data_size == data && &s.proxy_size == size).collect();
                     panels.push(Panel {
                         title: format!("proxy {size} ({params} params), {data} pairs, noise {noise:.2}"),
-                        lines: lines(&cell, what == "gold", true),
+                        lines: lines(&cell, true),
                     });
                 }
             }
+            let refs: Vec<&ExpectedSeries> = all.iter().collect();
+            let members = panels.iter().flat_map(|p| &p.lines).any(|l| l.color == MEMBER_GREY);
+            let head = header(format!("Best-of-n, {what}, label noise {noise:.2}"), &refs, what == "gold", false, members);
             let stem = format!("bon_{what}_noise{noise:.2}");
             draw_grid(
                 dir,
@@ -92,6 +158,7 @@ pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                 (datas.len(), sizes.len()),
                 "sqrt(KL bound) = sqrt(ln n − (n−1)/n)   [nats^½]",
                 y_desc,
+                &head,
             )?;
             drawn.push(stem);
         }
@@ -99,42 +166,30 @@ pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
     Ok(drawn)
 }
 
-/// Lines of one panel: aggregators in colour (gold with its standard error), single members
-/// grey when `members_grey` (best-of-n draws every member; PPO optimizes few, in colour).
-fn lines(cell: &[&CurveRow], gold: bool, members_grey: bool) -> Vec<Line> {
-    let mut keys: Vec<(String, Option<f64>)> = Vec::new();
-    for r in cell {
-        let k = (r.aggregator.clone(), r.lambda);
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
+/// Lines of one panel, one per series: aggregators in colour, single members grey when
+/// `members_grey` (best-of-n draws every member; PPO optimizes few, in colour).
+fn lines(cell: &[&ExpectedSeries], members_grey: bool) -> Vec<Line> {
     // A lone proxy (ensemble of one) is the curve itself, not a grey backdrop.
-    let lone = keys.len() == 1;
+    let lone = cell.len() == 1;
     let mut colour = 0;
     let mut out = Vec::new();
-    for (agg, lambda) in keys {
-        let mut pts: Vec<&&CurveRow> = cell.iter().filter(|r| r.aggregator == agg && r.lambda == lambda).collect();
-        pts.sort_by(|a, b| a.sqrt_kl.total_cmp(&b.sqrt_kl));
-        let points = pts
-            .iter()
-            .map(|r| if gold { (r.sqrt_kl, r.gold, r.gold_se) } else { (r.sqrt_kl, r.proxy, 0.0) })
-            .collect();
+    for s in cell {
+        let agg = &s.aggregator;
         let member = agg.starts_with("member") && !lone && members_grey;
-        let label = match lambda {
-            Some(l) => crate::analysis::aggregator_label(&agg, Some(l)),
-            None if member => "single members".to_string(),
+        let label = match s.lambda {
+            Some(l) => crate::analysis::aggregator_label(agg, Some(l)),
+            None if member => "single members (mean)".to_string(),
             None if lone => "single proxy".to_string(),
             None if agg.starts_with("member") => format!("{agg} alone"),
             None => agg.clone(),
         };
-        let (color, width) = if member {
-            (MEMBER_GREY, 1)
+        let line = if member {
+            Line::of(s, label, MEMBER_GREY, 1, false)
         } else {
             colour += 1;
-            (PALETTE[(colour - 1) % PALETTE.len()], 2)
+            Line::of(s, label, PALETTE[(colour - 1) % PALETTE.len()], 2, true)
         };
-        out.push(Line { label, color, width, points });
+        out.push(line);
     }
     // Members first so aggregators draw on top; one legend entry for all members.
     out.sort_by_key(|l| l.color != MEMBER_GREY);
@@ -179,23 +234,74 @@ fn write_figure(dir: &Path, stem: &str, size: (u32, u32), fig: &impl Figure) -> 
     Ok(())
 }
 
-/// Panels sharing one range, one y description.
+/// Panels sharing one range, one y description, under a header of a few lines.
 struct Grid<'a> {
     panels: &'a [Panel],
     grid: (usize, usize),
     x_desc: &'a str,
     y_desc: &'a str,
+    header: &'a [String],
 }
 
 impl Figure for Grid<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
-        draw_panels(root, self.panels, self.grid, self.x_desc, self.y_desc)
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let body = draw_header(root, self.header)?;
+        draw_panels(&body, self.panels, self.grid, self.x_desc, self.y_desc)
     }
 }
 
-fn draw_grid(dir: &Path, stem: &str, panels: &[Panel], grid: (usize, usize), x_desc: &str, y_desc: &str) -> Result<()> {
-    let size = (520 * grid.1 as u32, 400 * grid.0 as u32);
-    write_figure(dir, stem, size, &Grid { panels, grid, x_desc, y_desc })
+/// Height of a header line, pixels.
+const HEADER_LINE: u32 = 17;
+
+fn header_height(header: &[String]) -> u32 {
+    if header.is_empty() {
+        0
+    } else {
+        HEADER_LINE * header.len() as u32 + 8
+    }
+}
+
+/// Writes `header` at the top of `root`, one text line each; returns the area below it.
+fn draw_header<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    header: &[String],
+) -> std::result::Result<DrawingArea<DB, Shift>, String> {
+    let h = header_height(header);
+    if h == 0 {
+        return Ok(root.clone());
+    }
+    let (top, body) = root.split_vertically(h);
+    for (i, line) in header.iter().enumerate() {
+        let style = if i == 0 { ("sans-serif", 15).into_font().color(&BLACK) } else { ("sans-serif", 13).into_font().color(&BLACK.mix(0.8)) };
+        top.draw(&Text::new(line.clone(), (10, 4 + HEADER_LINE as i32 * i as i32), style))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(body)
+}
+
+fn draw_grid(
+    dir: &Path,
+    stem: &str,
+    panels: &[Panel],
+    grid: (usize, usize),
+    x_desc: &str,
+    y_desc: &str,
+    header: &[String],
+) -> Result<()> {
+    let size = (520 * grid.1 as u32, 400 * grid.0 as u32 + header_height(header));
+    write_figure(dir, stem, size, &Grid { panels, grid, x_desc, y_desc, header })
+}
+
+/// Every (x, y) a line draws, for the shared range.
+fn extent(line: &Line) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = line.points.clone();
+    v.extend(line.band.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]));
+    v.extend(line.bars.iter().flat_map(|&(x, y, h)| [(x, y - h), (x, y + h)]));
+    v.extend(line.x_spread.iter().flat_map(|&(y, lo, _, hi)| [(lo, y), (hi, y)]));
+    v.extend(line.faint.iter().flatten().copied());
+    v.retain(|p| p.0.is_finite() && p.1.is_finite());
+    v
 }
 
 fn draw_panels<DB: DrawingBackend>(
@@ -205,15 +311,13 @@ fn draw_panels<DB: DrawingBackend>(
     x_desc: &str,
     y_desc: &str,
 ) -> std::result::Result<(), String> {
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
     let areas = root.split_evenly(grid);
     // One range for every panel of the figure, so panels compare at a glance.
-    let all = panels.iter().flat_map(|p| p.lines.iter()).flat_map(|l| l.points.iter());
     let (mut x1, mut y0, mut y1) = (0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y, se) in all {
+    for (x, y) in panels.iter().flat_map(|p| p.lines.iter()).flat_map(extent) {
         x1 = x1.max(x);
-        y0 = y0.min(y - se);
-        y1 = y1.max(y + se);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
     }
     if !y0.is_finite() {
         return Ok(());
@@ -234,14 +338,37 @@ fn draw_panels<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_label_formatter(&|v| series::tick_label(*v))
+            .y_label_formatter(&|v| series::tick_label(*v))
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 12))
             .draw()
             .map_err(|e| e.to_string())?;
+        // Behind everything: each replicate's curve, faint; then the bands; then the means.
+        for line in &panel.lines {
+            for curve in &line.faint {
+                chart
+                    .draw_series(LineSeries::new(curve.iter().copied(), line.color.mix(0.3).stroke_width(1)))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for line in &panel.lines {
+            if line.band.len() >= 2 {
+                let mut outline: Vec<(f64, f64)> = line.band.iter().map(|&(x, _, hi)| (x, hi)).collect();
+                outline.extend(line.band.iter().rev().map(|&(x, lo, _)| (x, lo)));
+                chart
+                    .draw_series(std::iter::once(Polygon::new(outline, line.color.mix(0.18).filled())))
+                    .map_err(|e| e.to_string())?;
+            } else if let Some(&(x, lo, hi)) = line.band.first() {
+                chart
+                    .draw_series(std::iter::once(ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, line.color.mix(0.4), 5)))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         for line in &panel.lines {
             let style = line.color.stroke_width(line.width);
             let series = chart
-                .draw_series(LineSeries::new(line.points.iter().map(|&(x, y, _)| (x, y)), style))
+                .draw_series(LineSeries::new(line.points.iter().copied(), style))
                 .map_err(|e| e.to_string())?;
             if !line.label.is_empty() {
                 let c = line.color;
@@ -249,12 +376,17 @@ fn draw_panels<DB: DrawingBackend>(
                     .label(&line.label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
             }
-            if line.points.iter().any(|p| p.2 > 0.0) && line.color != MEMBER_GREY {
+            if !line.bars.is_empty() {
                 chart
                     .draw_series(
-                        line.points
-                            .iter()
-                            .map(|&(x, y, se)| ErrorBar::new_vertical(x, y - se, y, y + se, line.color.mix(0.5), 5)),
+                        line.bars.iter().map(|&(x, y, se)| ErrorBar::new_vertical(x, y - se, y, y + se, line.color.mix(0.5), 5)),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            if !line.x_spread.is_empty() {
+                chart
+                    .draw_series(
+                        line.x_spread.iter().map(|&(y, lo, x, hi)| ErrorBar::new_horizontal(y, lo, x, hi, line.color.mix(0.6), 4)),
                     )
                     .map_err(|e| e.to_string())?;
             }
@@ -279,69 +411,67 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> std::r
 }
 
 /// PPO figures, per label-noise level:
-/// - `ppo_gold_noiseX`, `ppo_proxy_noiseX`: gold (± 1 s.e. over held-out prompts) and the
-///   aggregated proxy against sqrt(KL) measured at the evaluation checkpoints; one panel per
-///   ensemble (rows) and KL penalty β (columns), one line per aggregator;
+/// - `ppo_gold_noiseX`, `ppo_proxy_noiseX`: gold and the aggregated proxy against sqrt(KL)
+///   measured at the evaluation checkpoints; one panel per ensemble (rows) and KL penalty β
+///   (columns), one line per aggregator;
 /// - `ppo_beta_noiseX`: gold against sqrt(KL), one panel per ensemble × aggregator, one
 ///   line per β (does a KL penalty act like stopping the β = 0 run early?).
 ///
-/// Replicate 0 only. Returns the stems drawn, each written as `STEM.png` and `STEM.svg`.
+/// Each line is the expected curve across replicates ([`series::expected_series`]: points
+/// aligned by evaluation step, placed at sqrt of the replicates' mean KL, in step order) with
+/// its 95% band across replicates, a horizontal bar from the smallest to the largest
+/// replicate's sqrt(KL) at each checkpoint, and each replicate faint behind; with one
+/// replicate, that run's curve (gold ± 1 s.e. over prompts). Returns the stems drawn, each
+/// written as `STEM.png` and `STEM.svg`.
 pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    let ppo: Vec<&CurveRow> = rows.iter().filter(|r| r.method == "ppo" && r.replicate == 0).collect();
+    let ppo: Vec<CurveRow> = rows.iter().filter(|r| r.method == "ppo").cloned().collect();
     let mut drawn = Vec::new();
     let x_desc = "sqrt(KL(π‖π_ref)), k1 on fresh samples   [nats^½]";
     let mut noises: Vec<f64> = ppo.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
+    let beta_of = |s: &ExpectedSeries| s.kl_penalty.unwrap_or(0.0).to_bits();
     for noise in noises {
-        let sub: Vec<&CurveRow> = ppo.iter().copied().filter(|r| r.label_noise == noise).collect();
+        let sub: Vec<CurveRow> = ppo.iter().filter(|r| r.label_noise == noise).cloned().collect();
         let ensembles = distinct(sub.iter().map(|r| r.ensemble.clone()));
         let betas = distinct(sub.iter().map(|r| r.kl_penalty.unwrap_or(0.0).to_bits()));
-        for (what, y_desc) in [
-            ("gold", "gold reward (π_ref std units)"),
-            ("proxy", "aggregated proxy reward (π_ref std units)"),
+        let mut gold_series = Vec::new();
+        for (what, measure, y_desc) in [
+            ("gold", Measure::Gold, "gold reward (π_ref std units)"),
+            ("proxy", Measure::Proxy, "aggregated proxy reward (π_ref std units)"),
         ] {
+            let all = series::expected_series(&sub, measure);
             let mut panels = Vec::new();
             for e in &ensembles {
                 for &b in &betas {
-                    let cell: Vec<&CurveRow> = sub
-                        .iter()
-                        .copied()
-                        .filter(|r| &r.ensemble == e && r.kl_penalty.unwrap_or(0.0).to_bits() == b)
-                        .collect();
+                    let cell: Vec<&ExpectedSeries> = all.iter().filter(|s| &s.ensemble == e && beta_of(s) == b).collect();
                     panels.push(Panel {
                         title: format!("PPO vs {e}, β = {}", f64::from_bits(b)),
-                        lines: lines(&cell, what == "gold", false),
+                        lines: lines(&cell, false),
                     });
                 }
             }
+            let refs: Vec<&ExpectedSeries> = all.iter().collect();
+            let head = header(format!("PPO, {what}, label noise {noise:.2}"), &refs, what == "gold", true, false);
             let stem = format!("ppo_{what}_noise{noise:.2}");
-            draw_grid(dir, &stem, &panels, (ensembles.len(), betas.len()), x_desc, y_desc)?;
+            draw_grid(dir, &stem, &panels, (ensembles.len(), betas.len()), x_desc, y_desc, &head)?;
             drawn.push(stem);
+            if measure == Measure::Gold {
+                gold_series = all;
+            }
         }
-        let aggs = distinct(sub.iter().map(|r| (r.aggregator.clone(), r.lambda.map(f64::to_bits))));
+        let aggs = distinct(gold_series.iter().map(|s| (s.aggregator.clone(), s.lambda.map(f64::to_bits))));
         let mut panels = Vec::new();
         for e in &ensembles {
             for (agg, lambda) in &aggs {
                 let mut lines = Vec::new();
                 for (i, &b) in betas.iter().enumerate() {
-                    let mut pts: Vec<&CurveRow> = sub
-                        .iter()
-                        .copied()
-                        .filter(|r| {
-                            &r.ensemble == e
-                                && &r.aggregator == agg
-                                && r.lambda.map(f64::to_bits) == *lambda
-                                && r.kl_penalty.unwrap_or(0.0).to_bits() == b
-                        })
-                        .collect();
-                    pts.sort_by(|a, b| a.sqrt_kl.total_cmp(&b.sqrt_kl));
-                    lines.push(Line {
-                        label: format!("β = {}", f64::from_bits(b)),
-                        color: PALETTE[i % PALETTE.len()],
-                        width: 2,
-                        points: pts.iter().map(|r| (r.sqrt_kl, r.gold, r.gold_se)).collect(),
+                    let found = gold_series.iter().find(|s| {
+                        &s.ensemble == e && &s.aggregator == agg && s.lambda.map(f64::to_bits) == *lambda && beta_of(s) == b
                     });
+                    if let Some(s) = found {
+                        lines.push(Line::of(s, format!("β = {}", f64::from_bits(b)), PALETTE[i % PALETTE.len()], 2, true));
+                    }
                 }
                 let agg_label = match lambda {
                     Some(l) => crate::analysis::aggregator_label(agg, Some(f64::from_bits(*l))),
@@ -353,6 +483,8 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                 });
             }
         }
+        let refs: Vec<&ExpectedSeries> = gold_series.iter().collect();
+        let head = header(format!("PPO, gold by KL penalty β, label noise {noise:.2}"), &refs, true, true, false);
         let stem = format!("ppo_beta_noise{noise:.2}");
         draw_grid(
             dir,
@@ -361,6 +493,7 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
             (ensembles.len(), aggs.len()),
             x_desc,
             "gold reward (π_ref std units)",
+            &head,
         )?;
         drawn.push(stem);
     }
@@ -394,11 +527,17 @@ pub fn ppo_figure_paths(dir: &Path, noise: f64) -> Vec<PathBuf> {
         .collect()
 }
 
-/// One line of a figure with free axes: a label and its (x, y) points.
+/// One line of a figure with free axes: a label, its points (marked and joined), each point's
+/// interval (drawn as a vertical bar) and loose points (marked small and pale, not joined).
 #[derive(Debug, Clone, PartialEq)]
 pub struct XyLine {
     pub label: String,
+    /// (x, y), joined in this order.
     pub points: Vec<(f64, f64)>,
+    /// (x, low, high): a vertical bar each.
+    pub intervals: Vec<(f64, f64, f64)>,
+    /// (x, y): marked, not joined (e.g. each replicate's value behind the mean).
+    pub scatter: Vec<(f64, f64)>,
 }
 
 /// One panel with free axes: a title, the y-axis description and its lines.
@@ -409,73 +548,78 @@ pub struct XyPanel {
     pub lines: Vec<XyLine>,
 }
 
-/// Writes `DIR/STEM.png` and `DIR/STEM.svg`: `panels` row by row in `cols` columns, each
-/// panel with its own x and y range (from its data: scaling fits mix α, β and KL*), points
-/// marked and joined; a line's colour follows its label across panels. Used for
-/// `scaling.{png,svg}` (fitted coefficients against log10 of proxy parameters).
-pub fn xy_figure(dir: &Path, stem: &str, panels: &[XyPanel], cols: usize, x_desc: &str) -> Result<()> {
+/// Writes `DIR/STEM.png` and `DIR/STEM.svg`: `header` (one text line each) over `panels`
+/// row by row in `cols` columns, each panel with its own x and y range (from its data,
+/// intervals and scatter included: scaling fits mix α, β and KL*); a line's colour follows
+/// its label across panels. Used for `scaling.{png,svg}` (fitted coefficients against log10
+/// of proxy parameters).
+pub fn xy_figure(dir: &Path, stem: &str, panels: &[XyPanel], cols: usize, x_desc: &str, header: &[String]) -> Result<()> {
     let cols = cols.max(1);
     let grid = (panels.len().div_ceil(cols).max(1), cols);
     let labels = distinct(panels.iter().flat_map(|p| p.lines.iter().map(|l| l.label.clone())));
-    let colored: Vec<Panel> = panels
+    let y_descs: Vec<&str> = panels.iter().map(|p| p.y_desc.as_str()).collect();
+    let colors: Vec<Vec<RGBColor>> = panels
         .iter()
-        .map(|p| Panel {
-            title: p.title.clone(),
-            lines: p
-                .lines
+        .map(|p| {
+            p.lines
                 .iter()
-                .map(|l| Line {
-                    label: l.label.clone(),
-                    color: PALETTE[labels.iter().position(|x| x == &l.label).unwrap_or(0) % PALETTE.len()],
-                    width: 2,
-                    points: l.points.iter().map(|&(x, y)| (x, y, 0.0)).collect(),
-                })
-                .collect(),
+                .map(|l| PALETTE[labels.iter().position(|x| x == &l.label).unwrap_or(0) % PALETTE.len()])
+                .collect()
         })
         .collect();
-    let y_descs: Vec<&str> = panels.iter().map(|p| p.y_desc.as_str()).collect();
-    let size = (480 * grid.1 as u32, 380 * grid.0 as u32);
+    let size = (480 * grid.1 as u32, 380 * grid.0 as u32 + header_height(header));
     write_figure(
         dir,
         stem,
         size,
         &XyGrid {
-            panels: &colored,
+            panels,
+            colors: &colors,
             grid,
             x_desc,
             y_descs: &y_descs,
+            header,
         },
     )
 }
 
 /// Panels with their own ranges and y descriptions.
 struct XyGrid<'a> {
-    panels: &'a [Panel],
+    panels: &'a [XyPanel],
+    colors: &'a [Vec<RGBColor>],
     grid: (usize, usize),
     x_desc: &'a str,
     y_descs: &'a [&'a str],
+    header: &'a [String],
 }
 
 impl Figure for XyGrid<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> std::result::Result<(), String> {
-        draw_xy_panels(root, self.panels, self.grid, self.x_desc, self.y_descs)
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let body = draw_header(root, self.header)?;
+        draw_xy_panels(&body, self)
     }
 }
 
 /// Panels with per-panel ranges, points marked (see [`xy_figure`]).
-fn draw_xy_panels<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    panels: &[Panel],
-    grid: (usize, usize),
-    x_desc: &str,
-    y_descs: &[&str],
-) -> std::result::Result<(), String> {
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let areas = root.split_evenly(grid);
-    for ((area, panel), y_desc) in areas.iter().zip(panels).zip(y_descs) {
-        let pts = || panel.lines.iter().flat_map(|l| l.points.iter()).filter(|p| p.0.is_finite() && p.1.is_finite());
+fn draw_xy_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, g: &XyGrid) -> std::result::Result<(), String> {
+    let areas = root.split_evenly(g.grid);
+    let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    for (((area, panel), y_desc), colors) in areas.iter().zip(g.panels).zip(g.y_descs).zip(g.colors) {
+        let pts: Vec<(f64, f64)> = panel
+            .lines
+            .iter()
+            .flat_map(|l| {
+                l.points
+                    .iter()
+                    .chain(&l.scatter)
+                    .copied()
+                    .chain(l.intervals.iter().flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]))
+            })
+            .filter(finite)
+            .collect();
         let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
-        for &(x, y, _) in pts() {
+        for &(x, y) in &pts {
             x0 = x0.min(x);
             x1 = x1.max(x);
             y0 = y0.min(y);
@@ -495,23 +639,37 @@ fn draw_xy_panels<DB: DrawingBackend>(
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc(x_desc)
+            .x_desc(g.x_desc)
             .y_desc(*y_desc)
+            .x_label_formatter(&|v| series::tick_label(*v))
+            .y_label_formatter(&|v| series::tick_label(*v))
             .label_style(("sans-serif", 12))
             .axis_desc_style(("sans-serif", 12))
             .draw()
             .map_err(|e| e.to_string())?;
-        for line in &panel.lines {
-            let pts: Vec<(f64, f64)> =
-                line.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).map(|p| (p.0, p.1)).collect();
-            let c = line.color;
+        for (line, &c) in panel.lines.iter().zip(colors) {
+            let scatter: Vec<(f64, f64)> = line.scatter.iter().copied().filter(finite).collect();
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(line.width)))
+                .draw_series(scatter.iter().map(|&p| Circle::new(p, 2, c.mix(0.45).filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        for (line, &c) in panel.lines.iter().zip(colors) {
+            let pts: Vec<(f64, f64)> = line.points.iter().copied().filter(finite).collect();
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(&line.label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(
+                    line.intervals
+                        .iter()
+                        .filter(|i| i.0.is_finite() && i.1.is_finite() && i.2.is_finite())
+                        .map(|&(x, lo, hi)| ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, c.stroke_width(1), 6)),
+                )
                 .map_err(|e| e.to_string())?;
         }
         draw_legend(&mut chart)?;

@@ -874,7 +874,10 @@ fn scaling_section(a: &Analysis) -> String {
     if a.scaling_figure {
         s.push_str(
             "\n![scaling](scaling.png)\n\n`scaling.png` ([svg](scaling.svg)): α, β and KL* of the \
-             single-proxy (`member0`) gold fits against log10(proxy parameters), one line per data size.\n",
+             single-proxy (`member0`) gold fits against log10(proxy parameters), one line per data size: \
+             each replicate's fit a small dot, the line through the per-size means across replicates, each \
+             with its 95% Student-t interval across replicates (none with one replicate); a KL* beyond the \
+             largest KL measured on its curve (†) is left out, and its panel's title counts those.\n",
         );
     }
     s.push('\n');
@@ -1034,6 +1037,32 @@ fn figures_section(a: &Analysis) -> String {
     if a.figures.is_empty() {
         s.push_str("No figures in this folder.\n\n");
         return s;
+    }
+    // How many replicates the curve figures average, by method (lines can differ).
+    let mut counts = Vec::new();
+    for (method, name) in [("bon", "best-of-n"), ("ppo", "PPO")] {
+        let rows: Vec<_> = a.rows.iter().filter(|r| r.method == method).cloned().collect();
+        let series = crate::output::series::expected_series(&rows, crate::output::series::Measure::Gold);
+        if !series.is_empty() {
+            let refs: Vec<_> = series.iter().collect();
+            counts.push(format!("{name}: {}", crate::output::series::replicates_phrase(&refs)));
+        }
+    }
+    if !counts.is_empty() {
+        let _ = writeln!(
+            s,
+            "The best-of-n and PPO figures draw each line's **expected curve across replicates** ({}), the \
+             curve the conclusions judge: at each n (best-of-n) or evaluation step (PPO), the mean over \
+             replicates of gold (or the aggregated proxy), at x = sqrt of the replicates' mean KL, points in \
+             order of n or step. With two or more replicates, the shaded band is the 95% Student-t interval \
+             across replicates (mean ± t(0.975, R − 1)·sd/√R, the conclusions' interval), each replicate's \
+             own curve is drawn faint behind, and on PPO figures a horizontal bar spans the smallest to the \
+             largest replicate's sqrt(KL) at each checkpoint; single members (grey) are their mean alone. \
+             With one replicate a line is that run's curve, gold ± 1 s.e. over prompts, no band. A point is \
+             on the mean only where every replicate of the line has it. Each figure's header says how many \
+             replicates it shows.\n",
+            counts.join("; ")
+        );
     }
     for f in &a.figures {
         let stem = f.trim_end_matches(".png");
