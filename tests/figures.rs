@@ -2,6 +2,8 @@
 //! replicates' KL spread (`goodhart::output::series`), checked against values worked by hand;
 //! and the figures themselves: deterministic, and saying how many replicates they show.
 
+mod common;
+
 use goodhart::output::plot::{bon_figures, ppo_figures};
 use goodhart::output::series::{expected_series, replicate_interval, tick_label, Measure};
 use goodhart::output::table::CurveRow;
@@ -227,7 +229,7 @@ fn figures_say_how_many_replicates_and_draw_the_same_bytes_twice() {
         assert!(svg.contains("mean of 3 replicates"), "{stem}.svg does not say how many replicates");
         assert!(svg.contains("95% band across replicates"), "{stem}.svg does not name its band");
         assert!(svg.contains("each replicate"), "{stem}.svg does not name its faint curves");
-        let texts = svg_texts(&svg);
+        let texts = common::svg_texts(&svg);
         assert!(texts.iter().any(|t| t == "0.0"), "{stem}.svg: no tick 0.0 in {texts:?}");
         assert!(!texts.iter().any(|t| t.starts_with("-0.0")), "{stem}.svg: {texts:?}");
         assert!(!svg.contains("replicate 0"), "{stem}.svg");
@@ -243,13 +245,3 @@ fn figures_say_how_many_replicates_and_draw_the_same_bytes_twice() {
     assert!(svg.contains("one replicate") && svg.contains("s.e. over prompts") && !svg.contains("95% band"));
 }
 
-/// Every text an SVG figure writes (`<text …>TEXT</text>`), trimmed.
-fn svg_texts(svg: &str) -> Vec<String> {
-    svg.split("<text")
-        .skip(1)
-        .filter_map(|t| {
-            let body = &t[t.find('>')? + 1..];
-            Some(body[..body.find("</text>")?].trim().to_string())
-        })
-        .collect()
-}

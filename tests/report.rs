@@ -383,7 +383,7 @@ fn fits_recover_known_best_of_n_coefficients_and_flag_the_interior_peak() {
     let md = std::fs::read_to_string(dir.path().join("report_appendix.md")).unwrap();
     let line = md
         .lines()
-        .find(|l| l.starts_with("| bon | `a/d100/n0.00` | member0 | — | 13 |"))
+        .find(|l| l.starts_with("| bon | `a/d100/n0.00` | member0 | — | 0 | 13 |"))
         .expect("gold fit row");
     assert!(line.ends_with("| yes |"), "interior peak not flagged: {line}");
 }
@@ -592,11 +592,12 @@ fn scaling_figure_shows_replicates_and_their_means_and_leaves_out_extrapolated_p
     assert!(svg.contains("95% interval across replicates"));
     assert!(svg.contains("KL* (1 beyond measured KL left out)"), "the extrapolated KL* is not counted");
     // No axis reaches KL* = 25: the KL* panel's ticks stay within the measured peaks.
-    let texts = svg_texts(&svg);
+    let texts = common::svg_texts(&svg);
     assert!(texts.iter().any(|t| t == "3.0"), "no tick 3.0: {texts:?}");
     assert!(!texts.iter().any(|t| t == "25.0" || t == "20.0"), "{texts:?}");
     assert!(!texts.iter().any(|t| t.starts_with("-0.0") || t == "-0"), "{texts:?}");
-    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    // The caption is in the scaling section, in the appendix.
+    let md = std::fs::read_to_string(dir.path().join("report_appendix.md")).unwrap();
     assert!(md.contains("each replicate's fit a small dot"), "the caption does not say what scaling.png shows");
     // Deterministic: drawn again, the same bytes.
     let png = std::fs::read(dir.path().join("scaling.png")).unwrap();
@@ -605,13 +606,3 @@ fn scaling_figure_shows_replicates_and_their_means_and_leaves_out_extrapolated_p
     assert!(std::fs::read_to_string(dir.path().join("scaling.svg")).unwrap() == svg);
 }
 
-/// Every text an SVG figure writes (`<text …>TEXT</text>`), trimmed.
-fn svg_texts(svg: &str) -> Vec<String> {
-    svg.split("<text")
-        .skip(1)
-        .filter_map(|t| {
-            let body = &t[t.find('>')? + 1..];
-            Some(body[..body.find("</text>")?].trim().to_string())
-        })
-        .collect()
-}

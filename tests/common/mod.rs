@@ -111,3 +111,14 @@ pub fn leftovers(store: &Path) -> Vec<String> {
         .filter(|n| n.starts_with('.') && n != ".quarantine" || n.ends_with(".lock"))
         .collect()
 }
+
+/// Every text an SVG figure writes (`<text …>TEXT</text>`), trimmed.
+pub fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect()
+}

@@ -32,6 +32,7 @@ fn id_columns<'a>(ids: impl Iterator<Item = &'a CurveId> + Clone) -> Vec<Column>
             "kl_penalty".into(),
             ids.clone().map(|i| i.kl_penalty).collect::<Vec<_>>(),
         ),
+        Column::new("replicate".into(), ids.clone().map(|i| i.replicate).collect::<Vec<_>>()),
     ]
 }
 

@@ -727,11 +727,12 @@ fn rm_section(a: &Analysis) -> String {
 }
 
 /// Columns of the gold and proxy fit tables (gold adds whether the curve clearly falls).
-const FIT_COLUMNS: [&str; 12] = [
+const FIT_COLUMNS: [&str; 13] = [
     "method",
     "ensemble",
     "aggregator",
     "KL penalty",
+    "replicate",
     "points",
     "α",
     "β",
@@ -785,6 +786,7 @@ fn fit_cells(f: &FitRow) -> String {
         format!("`{}`", f.id.ensemble),
         f.id.aggregator_label(),
         penalty(&f.id),
+        f.id.replicate.to_string(),
         f.points.to_string(),
         onum(fit.map(|x| x.alpha), 3),
         onum(fit.map(|x| x.beta), 3),
@@ -922,6 +924,7 @@ fn stopping_section(a: &Analysis) -> String {
     s.push_str("<details><summary>Every rule on every curve</summary>\n\n");
     s.push_str(&header(&[
         "curve",
+        "replicate",
         "rule",
         "chosen (KL nats)",
         "gold there",
@@ -934,6 +937,7 @@ fn stopping_section(a: &Analysis) -> String {
         let g = &r.regret;
         s.push_str(&row(&[
             format!("`{}`", r.id.key),
+            r.id.replicate.to_string(),
             format!("`{}`", r.rule),
             format!("{} ({})", r.chosen_at, num(g.chosen_kl, 2)),
             num(g.gold_chosen, 3),
