@@ -896,6 +896,17 @@ impl Experiment {
         TransformerConfig::new(&self.world(), size.layers, size.width, size.heads)
     }
 
+    /// The study's first ensemble, the smallest proxies: the first size, the fewest pairs, the
+    /// lowest noise (what primary questions without an `ensemble` are about, and what
+    /// `proxy.heldout_like` copies). (size, data size, noise).
+    pub fn first_ensemble(&self) -> (&ProxySizeSpec, usize, f64) {
+        (
+            &self.proxy.sizes[0],
+            *self.proxy.data_sizes.iter().min().expect("validated non-empty"),
+            self.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min),
+        )
+    }
+
     /// The resolved experiment as TOML (written next to the results).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("experiment serializes")

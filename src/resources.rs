@@ -69,14 +69,20 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     // Every replicate's proxies and PPO runs are stored, and stay loaded while a run assembles.
     let reps = u(exp.replicates);
     let grid = product(&[u(x.data_sizes.len()), u(x.noise.len()), u(x.members), reps]).ok_or(memory("replicates", "proxy models"))?;
-    let heldout = if x.heldout { exp.params.proxies.iter().map(|p| u(p.1)).max().unwrap_or(0) } else { 0 };
-    // One π_ref, gold and held-out proxy per world (one world unless `world.per_replicate`).
+    // The held-out proxy's parameters (its size: the largest, or the first with
+    // `proxy.heldout_like`), and how many there are: one per replicate
+    // (`proxy.heldout_per_replicate`), else one per world.
+    let heldout = crate::sweep::heldout_cell(exp, 0)
+        .and_then(|h| exp.params.proxies.iter().find(|p| p.0 == h.size.name))
+        .map_or(0, |p| u(p.1));
+    // One π_ref and gold per world (one world unless `world.per_replicate`).
     let worlds = u(exp.worlds());
+    let heldouts = if x.heldout_per_replicate { reps } else { worlds };
     let proxy_params = exp
         .params
         .proxies
         .iter()
-        .try_fold(heldout.checked_mul(worlds).ok_or(memory("replicates", "held-out proxies"))?, |acc, p| {
+        .try_fold(heldout.checked_mul(heldouts).ok_or(memory("replicates", "held-out proxies"))?, |acc, p| {
             acc.checked_add(u(p.1).checked_mul(grid)?)
         })
         .ok_or(memory("proxy.members", "proxy models"))?;
@@ -191,7 +197,7 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let stored = sum(&[policies, golds, proxy_params, product(&[ppo_runs, policy]).unwrap_or(u64::MAX)]);
     let disk = stored
         .and_then(|n| n.checked_mul(F32))
-        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 3 * worlds + ppo_runs, META_BYTES])?))
+        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 2 * worlds + u(usize::from(x.heldout)) * heldouts + ppo_runs, META_BYTES])?))
         .ok_or(Overflow { keys: "ppo.kl_penalties", what: "stored models", resource: "disk" })?;
     Ok(Estimate {
         peak_memory_bytes: peak,

@@ -93,9 +93,10 @@ pub fn heldout_cell(exp: &Experiment, r: usize) -> Option<ProxyCell> {
     }
     let noise = exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min);
     if exp.proxy.heldout_like {
+        let (size, data_size, noise) = exp.first_ensemble();
         return Some(ProxyCell {
-            size: exp.proxy.sizes[0].clone(),
-            data_size: *exp.proxy.data_sizes.iter().min().expect("validated non-empty"),
+            size: size.clone(),
+            data_size,
             noise,
             member: 0,
             heldout: true,

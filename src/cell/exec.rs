@@ -219,9 +219,10 @@ impl<'a> Exec<'a> {
                 if jobs == 1 { "" } else { "s" }
             ),
         );
-        let counted = Mutex::new(std::collections::HashSet::new());
+        // Each of them once, when it is first found loaded.
+        let uncounted = Mutex::new(left.iter().copied().collect::<std::collections::HashSet<usize>>());
         let count = |i: usize| {
-            if left.contains(&i) && counted.lock().expect("counted lock").insert(i) {
+            if uncounted.lock().expect("uncounted lock").remove(&i) {
                 overall.inc(cost_ms(i));
             }
         };
@@ -248,10 +249,9 @@ impl<'a> Exec<'a> {
             }
         }
         for (_, _, group) in groups {
-            let todo: Vec<usize> = group.into_iter().filter(|&i| self.cached(i).is_none() || {
-                count(i);
-                false
-            }).collect();
+            // A cell already loaded (a dependency of an earlier group) is done: counted, not made.
+            let (done, todo): (Vec<usize>, Vec<usize>) = group.into_iter().partition(|&i| self.cached(i).is_some());
+            done.into_iter().for_each(count);
             if todo.is_empty() {
                 continue;
             }

@@ -503,14 +503,16 @@ fn deps_summary(deps: &[&str]) -> String {
         .join(", ")
 }
 
-/// Seconds as a short duration: `45 s`, `12 min`, `3.4 h`.
+/// Seconds as a short duration: `45 s`, `12 min`, `3.4 h`, `6.6 days`.
 pub fn duration(secs: f64) -> String {
     if secs < 90.0 {
         format!("{secs:.0} s")
     } else if secs < 5400.0 {
         format!("{:.0} min", secs / 60.0)
-    } else {
+    } else if secs < 48.0 * 3600.0 {
         format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.1} days", secs / 86_400.0)
     }
 }
 

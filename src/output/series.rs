@@ -109,20 +109,9 @@ fn at(r: &CurveRow) -> u64 {
 /// The expected series of every line of `rows` (any methods), in order of each line's first
 /// row. See the module documentation for what each number is.
 pub fn expected_series(rows: &[CurveRow], measure: Measure) -> Vec<ExpectedSeries> {
-    type Key = (String, String, String, Option<u64>, Option<u64>, u64);
-    let key = |r: &CurveRow| -> Key {
-        (
-            r.method.clone(),
-            r.ensemble.clone(),
-            r.aggregator.clone(),
-            r.lambda.map(f64::to_bits),
-            r.kl_penalty.map(f64::to_bits),
-            r.label_noise.to_bits(),
-        )
-    };
-    let mut groups: Vec<(Key, Vec<&CurveRow>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<&CurveRow>)> = Vec::new();
     for r in rows {
-        let k = key(r);
+        let k = r.line_key();
         match groups.iter_mut().find(|(g, _)| *g == k) {
             Some((_, v)) => v.push(r),
             None => groups.push((k, vec![r])),

@@ -211,10 +211,15 @@ pub struct CurveRow {
 impl CurveRow {
     /// Identifies the curve this point belongs to: method, ensemble, aggregator with λ, β.
     pub fn curve_key(&self) -> String {
+        format!("{}{}", self.line_key(), crate::sweep::replicate_suffix(self.replicate as usize))
+    }
+
+    /// The line this row belongs to across replicates: [`CurveRow::curve_key`] without the
+    /// replicate, `METHOD/ENSEMBLE/AGGREGATOR[(λ)][/bβ]` (the ensemble id holds the noise).
+    pub fn line_key(&self) -> String {
         let lambda = self.lambda.map(|l| format!("({l})")).unwrap_or_default();
         let beta = self.kl_penalty.map(|b| format!("/b{b}")).unwrap_or_default();
-        let rep = crate::sweep::replicate_suffix(self.replicate as usize);
-        format!("{}/{}/{}{lambda}{beta}{rep}", self.method, self.ensemble, self.aggregator)
+        format!("{}/{}/{}{lambda}{beta}", self.method, self.ensemble, self.aggregator)
     }
 }
 

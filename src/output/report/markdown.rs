@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::acceptance::{R2_TARGET, REGRET_TARGET};
 use super::Analysis;
 use crate::analysis::{self, AggRow, CurveId, FitRow, Measure, ScalingRow, SeOver, Target, MEMBERS_AVG};
+use crate::cell::plan::duration;
 use crate::conclusions::{Claim, Interval};
 use crate::output::table::{CurveRow, RmRow};
 
@@ -261,9 +262,9 @@ fn study_cost(a: &Analysis, n: usize, hours: Option<f64>) -> String {
             s,
             " ≈ {} CPU-hours ({} on this {}-core machine, {} on {} × {}-core Slurm nodes)",
             num(h, 1),
-            duration(here),
+            duration(3600.0 * here),
             cost.cores_here,
-            duration(cluster),
+            duration(3600.0 * cluster),
             cost.cluster_nodes,
             cost.cluster_cores
         );
@@ -271,16 +272,6 @@ fn study_cost(a: &Analysis, n: usize, hours: Option<f64>) -> String {
     s
 }
 
-/// Hours as `12 min`, `3.4 h` or `2.1 days`.
-fn duration(h: f64) -> String {
-    if h < 1.0 {
-        format!("{} min", num((60.0 * h).max(1.0), 0))
-    } else if h < 48.0 {
-        format!("{} h", num(h, 1))
-    } else {
-        format!("{} days", num(h / 24.0, 1))
-    }
-}
 
 /// What would settle an inconclusive primary claim, one line.
 fn settle_line(a: &Analysis, label: &str, c: &Claim) -> String {

@@ -136,12 +136,8 @@ fn settings(dir: &Path, manifest: Option<&Value>, rm: &[RmRow]) -> Result<Settin
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let exp = crate::Experiment::from_resolved(&text, &path)?;
     s.primary = exp.conclusions.primary.clone();
-    s.first_ensemble = format!(
-        "{}/d{}/n{:.2}",
-        exp.proxy.sizes[0].name,
-        exp.proxy.data_sizes.iter().min().expect("validated non-empty"),
-        exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min)
-    );
+    let (size, data_size, noise) = exp.first_ensemble();
+    s.first_ensemble = crate::sweep::ProxyCell { size: size.clone(), data_size, noise, member: 0, heldout: false, replicate: 0 }.ensemble_id();
     s.smallest_effect = exp.conclusions.smallest_effect;
     s.power = exp.conclusions.power;
     // The cost model: a plan of two replicates prices replicate 1 (and its world, when
