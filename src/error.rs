@@ -46,6 +46,9 @@ pub enum Error {
         source_of_limit: String,
         detail: String,
     },
+    /// The plan is larger than its limit (see [`crate::cell::plan::check`]).
+    #[error("the plan {what}, more than the limit of {limit}; {detail}")]
+    PlanTooLarge { what: String, limit: String, detail: String },
     /// The requested device cannot be used by this build or machine.
     #[error("device {name}: {reason}")]
     Device { name: String, reason: String },
@@ -90,6 +93,7 @@ impl Error {
             Error::Parse { .. }
             | Error::Invalid { .. }
             | Error::Resources { .. }
+            | Error::PlanTooLarge { .. }
             | Error::Device { .. }
             | Error::Jobs { .. }
             | Error::BadTable { .. } => 2,

@@ -50,6 +50,10 @@ enum Command {
         /// Only warnings, errors and the final verdict lines: no progress bars, no log.
         #[arg(long)]
         quiet: bool,
+        /// Refuse a plan the cost model prices above this many CPU-hours (a guard against a
+        /// typo that asks for centuries; raise it for a study that is meant to be that large).
+        #[arg(long, default_value_t = goodhart::cell::plan::MAX_CPU_HOURS)]
+        max_cpu_hours: f64,
     },
     /// Show the plan: every cell, its dependencies, its estimated cost and whether the store
     /// already holds it.
@@ -93,6 +97,10 @@ enum Command {
         /// Submit the chain with sbatch (otherwise only write the scripts).
         #[arg(long)]
         submit: bool,
+        /// Refuse a plan the cost model prices above this many CPU-hours (a guard against a
+        /// typo that asks for centuries; raise it for a study that is meant to be that large).
+        #[arg(long, default_value_t = goodhart::cell::plan::MAX_CPU_HOURS)]
+        max_cpu_hours: f64,
     },
     /// Check an experiment file and print what it would train, without running anything.
     Validate {
@@ -102,6 +110,10 @@ enum Command {
         /// `run --store` checks before any work).
         #[arg(long)]
         store: Option<PathBuf>,
+        /// Refuse a plan the cost model prices above this many CPU-hours (a guard against a
+        /// typo that asks for centuries; raise it for a study that is meant to be that large).
+        #[arg(long, default_value_t = goodhart::cell::plan::MAX_CPU_HOURS)]
+        max_cpu_hours: f64,
     },
     /// Regenerate the fits, scaling, stopping-rule and aggregator tables, every figure and
     /// report.md of a results folder from its saved tables (no models, no training).
@@ -219,6 +231,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             shard,
             level,
             quiet: _,
+            max_cpu_hours,
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             let device = goodhart::device::parse(&device)?;
@@ -230,6 +243,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 force,
                 shard,
                 level,
+                max_cpu_hours,
             };
             let summary = goodhart::run::run(&exp, &opts).with_context(|| format!("run {}", experiment.display()))?;
             let made = format!("{} cells made, {} reused", summary.trained.len(), summary.reused.len());
@@ -271,10 +285,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             device,
             max_array,
             submit,
+            max_cpu_hours,
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             goodhart::device::parse_name(&device)?;
-            let plan = goodhart::cell::plan::Plan::new(&exp);
+            let (plan, _) = goodhart::cell::plan::check(&exp, max_cpu_hours).with_context(|| experiment.display().to_string())?;
             let out = out.unwrap_or_else(|| exp.default_out());
             let opts = goodhart::cell::slurm::SlurmOptions {
                 exe: std::env::current_exe().context("the goodhart binary's path")?,
@@ -287,6 +302,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 cpus_per_task: cpus_per_task.max(1),
                 device,
                 max_array,
+                max_cpu_hours,
             };
             let jobs = goodhart::cell::slurm::write_scripts(&plan, &exp.name, &opts)?;
             for j in &jobs {
@@ -336,8 +352,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
             Ok(())
         }
-        Command::Validate { experiment, store } => {
+        Command::Validate { experiment, store, max_cpu_hours } => {
             let exp = goodhart::Experiment::load(&experiment)?;
+            let (plan, size) = goodhart::cell::plan::check(&exp, max_cpu_hours).with_context(|| experiment.display().to_string())?;
             goodhart::resources::check_resources(&exp, store.as_deref()).with_context(|| experiment.display().to_string())?;
             let cells = goodhart::sweep::proxy_cells(&exp, 0);
             let estimate = goodhart::resources::estimate(&exp);
@@ -381,8 +398,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             if exp.bon.enabled {
                 println!("  best-of-n: {} prompts x {} samples per prompt, per replicate", exp.bon.prompts, exp.bon.pool);
             }
-            let plan = goodhart::cell::plan::Plan::new(&exp);
-            println!("  {} cells in {} levels (see `goodhart plan`)", plan.cells.len(), plan.levels());
+            // What `goodhart run` uses by default: every core.
+            let jobs = goodhart::parallel::cores();
+            let all: Vec<usize> = (0..plan.cells.len()).collect();
+            println!(
+                "  {} cells in {} levels (see `goodhart plan`): {} CPU-hours modelled, about {} on these {jobs} core{} (limit {} CPU-hours, --max-cpu-hours)",
+                size.cells,
+                plan.levels(),
+                goodhart::cell::plan::hours(size.cpu_hours),
+                goodhart::cell::plan::duration(plan.wall_seconds(&all, jobs)),
+                if jobs == 1 { "" } else { "s" },
+                goodhart::cell::plan::hours(max_cpu_hours)
+            );
+            println!(
+                "  tables: {} unit rows (best-of-n per prompt and n, PPO per evaluation sample), about {} on disk",
+                size.unit_rows,
+                goodhart::resources::human(size.table_bytes)
+            );
             let runs = goodhart::sweep::ppo_cells(&exp, &cells);
             if !runs.is_empty() {
                 println!("  PPO: {} runs x {} updates per replicate:", runs.len(), exp.ppo.updates);

@@ -20,12 +20,23 @@ const F32: u64 = 4;
 /// Floats kept per position, layer and unit of width for a backward pass (residual
 /// stream, norms, q/k/v, attention output, the 4×-wide MLP and their gradients).
 const ACT_PER_WIDTH: u64 = 16;
+/// Floats live per position and unit of width in one forward-only layer (residual, q/k/v,
+/// the MLP's hidden layer).
+const ACT_INFER_PER_WIDTH: u64 = 6;
 /// Scoring and sampling batch (no gradients).
 const INFER_BATCH: u64 = 512;
 /// Metadata and safetensors header of one stored model.
 const META_BYTES: u64 = 4096;
 /// Heap overhead of one stored response (its `Vec` and flags) besides its tokens.
 const RESPONSE_OVERHEAD: u64 = 32;
+/// The code and runtime before any work (binary, libraries, allocator, thread pools).
+const RUNTIME: u64 = 12 << 20;
+/// Code paged in and allocator arenas kept after training (best-of-n, PPO, tables, figures).
+const LATE_RUNTIME: u64 = 20 << 20;
+/// Bytes per best-of-n pool sample per scoring model.
+const BON_SCORE_BYTES: u64 = 32;
+/// Bytes per value of a unit row, across its copies (cells, rows, frames written and read).
+const UNIT_VALUE_BYTES: u64 = 24;
 
 /// What a run will need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +118,11 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     };
     let p = &exp.policy;
     let g = &exp.gold;
+    // Proxies train, and sets are scored, one per core at once.
+    let cores = u(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    // A scoring batch is at most the largest set scored.
+    let scored = [g.samples, exp.bon.pool * exp.bon.prompts.min(exp.bon.prompts_per_cell), exp.reference.standardize_samples + exp.reference.diversity_pool, p.demonstrations];
+    let score_batch = INFER_BATCH.min(u(scored.into_iter().max().unwrap_or(1)));
     let largest_proxy = x
         .sizes
         .iter()
@@ -116,16 +132,18 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
         ("one SFT batch (policy.sft_batch)", "policy.sft_batch", act(p.sft_batch, p.layers, p.width, p.heads, true)),
         ("one gold batch (gold.batch)", "gold.batch", act(g.batch, g.layers, g.width, g.heads, false)),
         (
-            "one proxy batch (proxy.batch)",
+            "one proxy batch per core (proxy.batch)",
             "proxy.batch",
-            act(2 * x.batch, largest_proxy.layers, largest_proxy.width, largest_proxy.heads, false),
+            act(2 * x.batch, largest_proxy.layers, largest_proxy.width, largest_proxy.heads, false).and_then(|a| a.checked_mul(cores)),
         ),
         ("one PPO minibatch (ppo.minibatch)", "ppo.minibatch", act(exp.ppo.minibatch, p.layers, p.width, p.heads, true)),
         (
-            "one scoring batch (gold.width)",
+            "one scoring batch per core (gold.width)",
             "gold.width",
-            // Forward only: one layer's activations live at a time.
-            act(INFER_BATCH as usize, 1, g.width.max(p.width), g.heads.max(p.heads), true),
+            // Forward only, through weights that record no graph: one layer's activations
+            // live at a time, and the logits once.
+            sum(&[product(&[ACT_INFER_PER_WIDTH, u(g.width.max(p.width))]).unwrap_or(u64::MAX), product(&[u(g.heads.max(p.heads)), seq]).unwrap_or(u64::MAX)])
+                .and_then(|per_position| product(&[score_batch, seq, sum(&[per_position, vocab])?, F32, cores])),
         ),
     ];
     let mut act_max = (0u64, "");
@@ -142,8 +160,6 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     // the held-out proxy; a process makes up to one cell per core at once.
     let scorers = u(x.sizes.len()) * (grid / reps.max(1)) + 2;
     let bon_cells = u(exp.bon.prompts.div_ceil(exp.bon.prompts_per_cell.max(1))) * reps;
-    let cores = u(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let bon_prompts = u(exp.bon.prompts.min(exp.bon.prompts_per_cell)) * bon_cells.min(cores).max(1);
     let largest_data = u(*x.data_sizes.iter().max().expect("validated non-empty"));
     let b = &exp.bon;
     let ppo = &exp.ppo;
@@ -159,15 +175,6 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
             "reference samples (reference.diversity_pool)",
             "reference.diversity_pool",
             product(&[u(exp.reference.standardize_samples) + u(exp.reference.diversity_pool), sequence]),
-        ),
-        (
-            "best-of-n pools (bon.prompts_per_cell × bon.pool, one cell per core)",
-            "bon.pool",
-            if b.enabled {
-                product(&[bon_prompts, u(b.pool)]).and_then(|n| product(&[n, sum(&[sequence, product(&[scorers + 3, F32])?])?]))
-            } else {
-                Some(0)
-            },
         ),
         (
             "PPO rollouts (ppo.rollout, ppo.eval_prompts)",
@@ -186,8 +193,41 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
             data_max = (bytes, what);
         }
     }
-    let peak = sum(&[models, act_max.0, data_max.0]).ok_or(memory("proxy.members", "peak memory"))?;
-    let largest_memory_part = if models >= act_max.0 && models >= data_max.0 {
+    // Phase 1, training: the code and runtime, the models, one batch's activations, the
+    // largest data set.
+    let training = sum(&[RUNTIME, models, act_max.0, data_max.0]).ok_or(memory("proxy.members", "peak memory"))?;
+    // Later phases start from training's peak (the allocator keeps most of what training
+    // freed) plus the code they page in. Best-of-n: one cell per core holds its pool, each
+    // sample with its sequence and every scorer's score (raw, standardized, per aggregator).
+    let bon_pools = if b.enabled {
+        product(&[scorers, BON_SCORE_BYTES])
+            .and_then(|s| sum(&[seq * F32 + F32, s]))
+            .and_then(|per_sample| product(&[u(b.prompts.min(b.prompts_per_cell)), u(b.pool), bon_cells.min(cores).max(1), per_sample]))
+            .ok_or(memory("bon.pool", "best-of-n pools"))?
+    } else {
+        0
+    };
+    // Tables and report: every unit row (best-of-n per prompt and n, PPO per evaluation
+    // sample) held as cells, as rows, as a frame being written and read back.
+    let (_, unit_values) = unit_rows(exp);
+    let tables = unit_values.checked_mul(UNIT_VALUE_BYTES).filter(|_| unit_values < u64::MAX).ok_or(memory("bon.prompts", "result tables"))?;
+    // Every replicate's preference pairs stay loaded once made (training pairs of the largest
+    // data size, the held-out proxy's, validation), and every world's reference samples.
+    let heldout_data = crate::sweep::heldout_cell(exp, 0).map_or(0, |h| u(h.data_size));
+    let stored_sequence = seq * F32 + F32;
+    let pairs = sum(&[largest_data, heldout_data, u(exp.preferences.val_pairs)])
+        .and_then(|n| product(&[n, 2 * stored_sequence + 2 * F32 + 1, reps]))
+        .and_then(|b| b.checked_add(product(&[u(exp.reference.standardize_samples), stored_sequence, worlds])?))
+        .ok_or(memory("replicates", "preference pairs"))?;
+    let later = bon_pools.max(tables);
+    let peak = sum(&[training, LATE_RUNTIME, pairs, later]).ok_or(memory("proxy.members", "peak memory"))?;
+    let largest_memory_part = if later > training {
+        if bon_pools >= tables {
+            "best-of-n pools (bon.prompts_per_cell × bon.pool, one cell per core)"
+        } else {
+            "result tables (bon.prompts × bon.pool's n grid × ensembles × aggregators; PPO runs × checkpoints × ppo.eval_prompts; × replicates)"
+        }
+    } else if models >= act_max.0 && models >= data_max.0 {
         "resident models and optimizer state (proxy.sizes × proxy.data_sizes × proxy.noise × proxy.members)"
     } else if act_max.0 >= data_max.0 {
         act_max.1
@@ -204,6 +244,29 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
         disk_bytes: disk,
         largest_memory_part,
     })
+}
+
+/// The rows of the unit tables (best-of-n per replicate, ensemble, aggregator, prompt and n;
+/// PPO per replicate, run, checkpoint and evaluation prompt) and their values (rows ×
+/// columns), saturating at `u64::MAX`.
+pub fn unit_rows(exp: &Experiment) -> (u64, u64) {
+    let u = |n: usize| n as u64;
+    let (b, ppo, x) = (&exp.bon, &exp.ppo, &exp.proxy);
+    let reps = u(exp.replicates);
+    let ensembles = u(crate::sweep::ensembles(&crate::sweep::proxy_cells(exp, 0)).len());
+    let bon_rows = if b.enabled {
+        [reps, ensembles, u(b.aggregators(x.members).len()), u(b.prompts), u(crate::bon::n_grid(b.pool).len())]
+            .iter()
+            .fold(1u64, |a, &n| a.saturating_mul(n))
+    } else {
+        0
+    };
+    // Update 0, every `eval_every`-th and the last (`ppo.kl_budget` may end a run sooner).
+    let every = ppo.eval_every.max(1);
+    let checkpoints = u(1 + ppo.updates / every + usize::from(ppo.updates % every != 0));
+    let ppo_rows = [reps, u(exp.ppo_run_count()), checkpoints, u(ppo.eval_prompts)].iter().fold(1u64, |a, &n| a.saturating_mul(n));
+    let values = bon_rows.saturating_mul(10 + u(x.members)).saturating_add(ppo_rows.saturating_mul(12 + u(x.members)));
+    (bon_rows.saturating_add(ppo_rows), values)
 }
 
 /// Refuses an experiment whose estimated peak memory exceeds this machine's memory

@@ -13,7 +13,7 @@ use candle_core::Device;
 use tracing::info;
 
 use crate::cell::exec::Exec;
-use crate::cell::plan::{Plan, Shard};
+use crate::cell::plan::Shard;
 use crate::cell::store::{Origin, Store};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// With a shard: only cells of this level (a Slurm job array per level).
     pub level: Option<usize>,
+    /// The most modelled CPU-hours the plan may take ([`crate::cell::plan::check`]).
+    pub max_cpu_hours: f64,
 }
 
 impl RunOptions {
@@ -45,6 +47,7 @@ impl RunOptions {
             force: false,
             shard: None,
             level: None,
+            max_cpu_hours: crate::cell::plan::MAX_CPU_HOURS,
         }
     }
 }
@@ -79,13 +82,14 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             msg: "goes with --shard I/N".into(),
         });
     }
-    // Before any work: the machine can hold the study, the results folder can take it.
+    // Before any work: the plan is of a size that is meant, the machine can hold the study,
+    // the results folder can take it.
+    let (plan, _) = crate::cell::plan::check(exp, opts.max_cpu_hours)?;
     crate::resources::check_resources(exp, Some(&opts.store))?;
     if opts.shard.is_none() {
         assemble::check_out_dir(&opts.out, &config_hash, opts.force)?;
     }
     let store = Store::open(&opts.store)?;
-    let plan = Plan::new(exp);
     if let Some(l) = opts.level {
         if l >= plan.levels() {
             return Err(Error::Invalid {
@@ -117,6 +121,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             progress: x.overall_progress(),
         });
     }
+    crate::release_free_memory();
     let rows = assemble::rows(&x)?;
     let ctx = assemble::Context {
         out: &opts.out,
@@ -135,10 +140,16 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         // just written (the same as `goodhart report DIR`).
         answer = crate::output::report::report(&opts.out, false)?.answer;
     }
+    // The whole process's peak memory, the report included.
+    let peak = crate::cell::exec::process_peak_rss();
+    if let Some(peak) = peak {
+        assemble::record_peak_rss(&opts.out, peak)?;
+    }
     info!(
-        "run {} finished in {:.1}s: {} cells made, {} reused; results in {}",
+        "run {} finished in {:.1}s{}: {} cells made, {} reused; results in {}",
         exp.name,
         started.elapsed().as_secs_f64(),
+        peak.map(|p| format!(", peak memory {}", crate::resources::human(p))).unwrap_or_default(),
         trained.len(),
         reused.len(),
         opts.out.display()

@@ -70,7 +70,10 @@ pub fn train(
         recent.push(stats.loss);
         progress.inc(1);
     }
-    let val_loss = eval_loss(policy, val, 512)?;
+    // Evaluated through a view of the same weights that records no graph: the same
+    // arithmetic, without holding every layer's activations of a 512-sequence batch.
+    let view = policy.with_weights(crate::model::frozen(varmap, &device))?;
+    let val_loss = eval_loss(&view, val, 512)?;
     Ok(SftReport {
         steps: p.steps,
         train_loss: recent.mean(),

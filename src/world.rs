@@ -185,11 +185,6 @@ impl WorldConfig {
         }
     }
 
-    /// Distinct prompts the world can draw (saturating).
-    pub fn distinct_prompts(&self) -> u64 {
-        (self.plain() as u64).saturating_pow(self.prompt_len as u32)
-    }
-
     /// A prompt of any split (see [`Self::prompt_in`], which every use of prompts goes
     /// through): `prompt_len` plain tokens, lower ids more frequent (Zipf-like).
     pub fn sample_prompt(&self, rng: &mut impl Rng) -> Vec<u32> {

@@ -372,6 +372,23 @@ fn plan_cli_lists_cells_and_what_the_store_holds() {
     assert!(table.contains("policy, gold, 2 proxies, heldout") && table.contains("still to make: about"), "{table}");
     let policy_line = table.lines().find(|l| l.split_whitespace().nth(1) == Some("policy")).unwrap();
     assert!(policy_line.contains("* yes"), "{policy_line}");
+    // Why a cell is not stored, as cargo says why it rebuilds: against the stored cell of
+    // the same id, its settings, a cell it reads, or none of that id.
+    let (ok, _, err) = common::goodhart(&["run", t, "--store", "store", "--shard", "0/1", "--level", "1"], dir.path());
+    assert!(ok, "{err}");
+    let changed = dir.path().join("changed.toml");
+    std::fs::write(&changed, std::fs::read_to_string(&toml).unwrap().replace("sft_steps = 20", "sft_steps = 21")).unwrap();
+    let (_, out, _) = common::goodhart(&["plan", changed.to_str().unwrap(), "--store", "store", "--json"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let why = |id: &str| {
+        let c = v["cells"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap();
+        (c["why"].as_str().unwrap().to_string(), c["why_detail"].as_str().unwrap().to_string())
+    };
+    let (policy, detail) = why("policy");
+    assert!(policy == "recipe" && detail.contains("sft.steps"), "{policy}: {detail}");
+    let (gold, detail) = why("gold");
+    assert!(gold == "deps" && detail.contains("policy not stored"), "{gold}: {detail}");
+    assert_eq!(why("pairs").0, "new");
     // The shipped experiments too, the largest included.
     for exp in ["experiments/quick.toml", "experiments/paper.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(exp);

@@ -177,8 +177,12 @@ fn validate_prints_the_estimate_and_refuses_what_the_machine_cannot_hold() {
     let (code, out, err) = goodhart_code(&["validate", good.to_str().unwrap()], dir.path());
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("estimate:") && out.contains("peak memory"), "{out}");
-    // 10^8 prompts × 10^8 samples: every value within its limit, the pool far beyond any RAM.
-    let huge = common::tiny_with("prompts = 3\npool = 64", "prompts = 100000000\npool = 100000000");
+    // The plan counted: its cells, modelled CPU-hours and wall time, and its tables' rows
+    // (tiny writes 168 best-of-n and 144 PPO unit rows).
+    assert!(out.contains("13 cells in 5 levels") && out.contains("CPU-hours modelled") && out.contains("312 unit rows"), "{out}");
+    // 3 prompts × 10^8 samples: every value within its limit, a plan of few cells, the pool
+    // far beyond any RAM.
+    let huge = common::tiny_with("prompts = 3\npool = 64", "prompts = 3\npool = 100000000");
     std::fs::write(&good, huge).unwrap();
     let (code, out, err) = goodhart_code(&["validate", good.to_str().unwrap()], dir.path());
     assert_eq!(code, Some(2), "{err}");
@@ -200,6 +204,28 @@ fn estimate_counts_models_pool_and_stored_weights() {
     assert!(grown >= 3 * (1_000_000 - 64) * seq * 4, "grew by {grown}");
     let store = tempfile::tempdir().unwrap();
     goodhart::resources::check_resources(&exp, Some(&store.path().join("not/yet/made"))).unwrap();
+}
+
+/// The stated tolerance of `goodhart validate`'s memory estimate (README, "Memory and disk").
+const ESTIMATE_TOLERANCE: f64 = 0.25;
+
+#[test]
+fn the_memory_estimate_holds_for_a_measured_tiny_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(&toml, common::TINY).unwrap();
+    // A fresh store, so every cell is made (a run that only reuses needs less).
+    let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--out", "out", "--store", "store", "--quiet"], dir.path());
+    assert!(ok, "{err}");
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap()).unwrap();
+    let Some(measured) = manifest["peak_rss_bytes"].as_u64() else {
+        // No /proc/self/status here: nothing was measured to compare with.
+        eprintln!("no measured peak on this system");
+        return;
+    };
+    let estimated = goodhart::resources::estimate(&common::tiny()).peak_memory_bytes;
+    let off = estimated as f64 / measured as f64 - 1.0;
+    assert!(off.abs() <= ESTIMATE_TOLERANCE, "estimated {estimated} B, measured {measured} B: {:+.0}%", 100.0 * off);
 }
 
 #[test]

@@ -50,10 +50,21 @@ pub struct Stage {
     pub progress: (u64, u64),
 }
 
+/// The largest peak before the last [`reset_peak_rss`], bytes (0: none read yet).
+static PEAK_BEFORE_RESET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs` ← 5), so the
-/// next [`peak_rss`] reads the peak since.
+/// next [`peak_rss`] reads the peak since; the peak so far is kept for [`process_peak_rss`].
 fn reset_peak_rss() {
+    if let Some(p) = peak_rss() {
+        PEAK_BEFORE_RESET.fetch_max(p, std::sync::atomic::Ordering::Relaxed);
+    }
     let _ = std::fs::write("/proc/self/clear_refs", b"5");
+}
+
+/// Peak resident memory of this process since it started, across resets.
+pub fn process_peak_rss() -> Option<u64> {
+    peak_rss().map(|p| p.max(PEAK_BEFORE_RESET.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
 /// Peak resident memory of this process since start or the last [`reset_peak_rss`] (VmHWM).

@@ -324,6 +324,109 @@ impl Plan {
     }
 }
 
+/// Default of `--max-cpu-hours`: the most modelled CPU-hours a plan may take before a flag
+/// says it is meant (a year of one core is 8,766).
+pub const MAX_CPU_HOURS: f64 = 10_000.0;
+
+/// The most cells a plan may have: past it, even listing the plan takes long.
+pub const MAX_CELLS: u64 = 1_000_000;
+
+/// How large a plan is, before any work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Size {
+    pub cells: usize,
+    /// Modelled CPU-hours of every cell (none counted as stored).
+    pub cpu_hours: f64,
+    /// Rows of the unit tables (`bon_units`, `ppo_units`) and their bytes on disk (CSV and
+    /// parquet).
+    pub unit_rows: u64,
+    pub table_bytes: u64,
+}
+
+/// What each kind of cell is made of, for an error that names the keys to change.
+fn kind_keys(kind: &str) -> &'static str {
+    match kind {
+        "policy" => "policy.sft_steps × policy.sft_batch, reference.diversity_pool",
+        "gold" => "gold.steps × gold.batch, gold.samples",
+        "pairs" => "proxy.data_sizes, preferences.val_pairs",
+        "proxy" => "replicates × proxy.sizes × proxy.data_sizes × proxy.noise × proxy.members × proxy.epochs",
+        "bon" => "replicates × bon.prompts × bon.pool × proxy models",
+        _ => "replicates × PPO runs (ppo.kl_penalties × aggregators) × ppo.updates × ppo.rollout",
+    }
+}
+
+/// CPU-hours as a person reads them: two decimals below 10, whole hours below a million,
+/// then powers of ten.
+pub fn hours(h: f64) -> String {
+    if h < 10.0 {
+        format!("{h:.2}")
+    } else if h < 1e6 {
+        format!("{h:.0}")
+    } else {
+        format!("{h:.2e}")
+    }
+}
+
+/// Bytes on disk per value of a unit table: measured on the quick default, 14 in CSV and 4.4
+/// in parquet.
+const TABLE_VALUE_BYTES: u64 = 19;
+
+/// The plan of `exp` and its size, or the one-line error of a plan too large: more than
+/// [`MAX_CELLS`] cells (counted before the plan is built) or more than `max_cpu_hours`
+/// modelled CPU-hours, naming the kind of cell that makes it large and its keys.
+pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan, Size)> {
+    let too_large = |what: String, limit: String, kind: &str, share: f64| crate::error::Error::PlanTooLarge {
+        what,
+        limit,
+        detail: format!("{:.0}% of it in {kind} cells ({})", 100.0 * share, kind_keys(kind)),
+    };
+    let u = |n: usize| n as u64;
+    let reps = u(exp.replicates);
+    let worlds = u(exp.worlds());
+    let pairs = if exp.preferences.per_replicate || exp.world.per_replicate { reps } else { 1 };
+    let heldouts = match (exp.proxy.heldout, exp.proxy.heldout_per_replicate) {
+        (false, _) => 0,
+        (true, true) => reps,
+        (true, false) => worlds,
+    };
+    let proxies = reps.saturating_mul(u(proxy_cells(exp, 0).len())).saturating_add(heldouts);
+    let bon = if exp.bon.enabled { reps.saturating_mul(u(exp.bon.prompts.div_ceil(exp.bon.prompts_per_cell.max(1)))) } else { 0 };
+    let ppo = reps.saturating_mul(u(exp.ppo_run_count()));
+    let counts = [("policy", worlds), ("gold", worlds), ("pairs", pairs), ("proxy", proxies), ("bon", bon), ("ppo", ppo)];
+    let cells = counts.iter().fold(0u64, |a, c| a.saturating_add(c.1));
+    if cells > MAX_CELLS {
+        let (kind, n) = counts.iter().max_by_key(|c| c.1).expect("six kinds");
+        return Err(too_large(format!("has {cells} cells"), format!("{MAX_CELLS} cells"), kind, *n as f64 / cells as f64));
+    }
+    let plan = Plan::new(exp);
+    let seconds: f64 = plan.cells.iter().map(|c| c.cost_cpu_s).sum();
+    let cpu_hours = seconds / 3600.0;
+    if cpu_hours > max_cpu_hours {
+        let mut per_kind: Vec<(&str, f64)> = Vec::new();
+        for c in &plan.cells {
+            match per_kind.iter_mut().find(|k| k.0 == c.kind.name()) {
+                Some(k) => k.1 += c.cost_cpu_s,
+                None => per_kind.push((c.kind.name(), c.cost_cpu_s)),
+            }
+        }
+        let (kind, s) = per_kind.iter().copied().fold(("", 0.0), |a, k| if k.1 > a.1 { k } else { a });
+        return Err(too_large(
+            format!("models {} CPU-hours ({} of one core)", hours(cpu_hours), duration(seconds)),
+            format!("{} CPU-hours (--max-cpu-hours raises it)", hours(max_cpu_hours)),
+            kind,
+            s / seconds,
+        ));
+    }
+    let (rows, values) = crate::resources::unit_rows(exp);
+    let size = Size {
+        cells: plan.cells.len(),
+        cpu_hours,
+        unit_rows: rows,
+        table_bytes: values.saturating_mul(TABLE_VALUE_BYTES),
+    };
+    Ok((plan, size))
+}
+
 /// The work a cell does, in the units the cost model prices: tokens × parameters and
 /// tokens, for training (forward, backward, optimizer) and for inference (sampling with the
 /// KV cache, scoring).
@@ -436,10 +539,23 @@ pub fn work(exp: &Experiment, kind: &Kind) -> Work {
 /// The plan as data for `goodhart plan`: every cell with its dependencies, modelled cost,
 /// measured cost where the store holds it, and whether it does; totals per kind and level.
 pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Result<Value> {
-    let mut cells = Vec::new();
+    let mut cells: Vec<Value> = Vec::new();
     let (mut total, mut missing) = (0f64, 0f64);
+    let mut earlier: std::collections::HashMap<&str, Vec<(super::store::Meta, std::time::SystemTime)>> = std::collections::HashMap::new();
     for c in &plan.cells {
         let stored = store.contains(c.kind.name(), &c.key);
+        let why = if stored {
+            None
+        } else {
+            let metas = earlier.entry(c.kind.name()).or_insert_with(|| store.metas_of(c.kind.name()));
+            let (why, detail) = why_not_stored(&c.id, &c.recipe, metas);
+            // Name the cells it reads that are not stored either (they come first in the plan).
+            let unstored: Vec<&str> = c.deps.iter().filter(|&&d| cells[d]["stored"] != json!(true)).map(|&d| plan.cells[d].id.as_str()).collect();
+            Some(match why {
+                "deps" if !unstored.is_empty() => (why, format!("{detail}: {} not stored", unstored.join(", "))),
+                _ => (why, detail),
+            })
+        };
         let measured = if stored { store.meta(c.kind.name(), &c.key).map(|m| m.make_seconds) } else { None };
         let cost = measured.unwrap_or(c.cost_cpu_s);
         total += cost;
@@ -457,6 +573,8 @@ pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Resul
             "model_cost_cpu_s": c.cost_cpu_s,
             "work": c.work,
             "stored": stored,
+            "why": why.as_ref().map(|w| w.0),
+            "why_detail": why.map(|w| w.1),
         }));
     }
     let levels: Vec<Value> = (0..plan.levels())
@@ -476,6 +594,47 @@ pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Resul
         "cores_here": cores,
         "missing_wall_s_here": plan.wall_seconds(&todo, cores),
     }))
+}
+
+/// Why a cell the store lacks is not there, as cargo says why it rebuilds: against the
+/// stored cell of the same id that differs least (the latest of those), `new` (none of
+/// that id), `code` (its kind's code version changed), `deps` (a dependency's key
+/// changed) or `recipe` (its settings changed); with the recipe keys that differ.
+fn why_not_stored(id: &str, recipe: &Value, stored: &[(super::store::Meta, std::time::SystemTime)]) -> (&'static str, String) {
+    fn flatten(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, Value>) {
+        match v.as_object() {
+            Some(o) => o.iter().for_each(|(k, v)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out)),
+            None => {
+                out.insert(prefix.to_string(), v.clone());
+            }
+        }
+    }
+    let mut mine = std::collections::BTreeMap::new();
+    flatten("", recipe, &mut mine);
+    let closest = stored
+        .iter()
+        .filter(|(m, _)| m.id == id)
+        .map(|(m, t)| {
+            let mut theirs = std::collections::BTreeMap::new();
+            flatten("", &m.recipe, &mut theirs);
+            let keys: std::collections::BTreeSet<&String> = mine.keys().chain(theirs.keys()).collect();
+            let differ: Vec<String> = keys.into_iter().filter(|k| mine.get(*k) != theirs.get(*k)).cloned().collect();
+            (differ, *t)
+        })
+        .min_by(|a, b| a.0.len().cmp(&b.0.len()).then(b.1.cmp(&a.1)));
+    let Some((differ, _)) = closest else {
+        return ("new", format!("no stored cell {id}"));
+    };
+    let settings: Vec<&String> = differ.iter().filter(|k| *k != "code" && !k.starts_with("deps")).collect();
+    let list = |v: &[&String]| v.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+    if differ.iter().any(|k| k == "code") {
+        let also = if settings.is_empty() { String::new() } else { format!("; settings too: {}", list(&settings)) };
+        ("code", format!("the code of its kind changed since the stored {id}{also}"))
+    } else if !settings.is_empty() {
+        ("recipe", format!("its settings differ from the stored {id}: {}", list(&settings)))
+    } else {
+        ("deps", format!("a cell it reads changed since the stored {id}"))
+    }
 }
 
 /// A cell's dependencies in a few words: each kind once, with a count where there are
@@ -534,12 +693,14 @@ pub fn table(d: &Value) -> String {
             c["id"].as_str().unwrap_or(""),
             c["cost_cpu_s"].as_f64().unwrap_or(f64::NAN),
             if measured { "*" } else { " " },
-            if c["stored"].as_bool() == Some(true) { "yes" } else { "no" },
+            c["why"].as_str().unwrap_or("yes"),
             deps_summary(&deps)
         );
     }
     let stored = cells.iter().filter(|c| c["stored"].as_bool() == Some(true)).count();
     let _ = writeln!(s, "cpu-s: the cost model's CPU-seconds; * the measured make time of a stored cell.");
+    let _ = writeln!(s, "stored: yes, or why not, against the stored cell of the same id: new (none of that id),");
+    let _ = writeln!(s, "  code (its code changed), recipe (its settings), deps (a cell it reads); --json says which.");
     let _ = writeln!(s, "{} cells, {stored} stored in {}", cells.len(), d["store"].as_str().unwrap_or(""));
     let _ = writeln!(
         s,

@@ -39,6 +39,9 @@ pub struct SlurmOptions {
     /// The most tasks of one array (Slurm's MaxArraySize, 1001 by default, allows indices
     /// up to 1000): a level with more cells is dealt to this many tasks.
     pub max_array: usize,
+    /// `--max-cpu-hours` of the runs the scripts start (the plan's own size was checked
+    /// against it when the scripts were written).
+    pub max_cpu_hours: f64,
 }
 
 /// One job of the chain.
@@ -119,12 +122,13 @@ pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Jo
         s
     };
     let common = format!(
-        "{} run {} --store {} --device {} --jobs {}",
+        "{} run {} --store {} --device {} --jobs {}{}",
         quote(&exe),
         quote(&exp),
         quote(&store),
         o.device,
-        o.cpus_per_task
+        o.cpus_per_task,
+        if o.max_cpu_hours == crate::cell::plan::MAX_CPU_HOURS { String::new() } else { format!(" --max-cpu-hours {}", o.max_cpu_hours) }
     );
     let mut jobs = Vec::new();
     for level in 0..plan.levels() {

@@ -147,6 +147,23 @@ impl Store {
         serde_json::from_str(&text).ok()
     }
 
+    /// The metas of every finished cell of `kind` in the store, with their folders' times
+    /// of change (not verified; for explaining why a cell is not stored).
+    pub fn metas_of(&self, kind: &str) -> Vec<(Meta, std::time::SystemTime)> {
+        let prefix = format!("{kind}-");
+        let Ok(entries) = fs::read_dir(&self.root) else { return Vec::new() };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".lock")))
+            .filter_map(|e| {
+                let path = e.path().join(META);
+                let meta: Meta = serde_json::from_str(&fs::read_to_string(&path).ok()?).ok()?;
+                let time = fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+                Some((meta, time))
+            })
+            .collect()
+    }
+
     /// The verified meta of `kind`/`key`. `Ok(None)`: not stored. `Err(Error::Artifact)`:
     /// stored but damaged (meta edited, a file missing or changed).
     pub fn verify(&self, kind: &str, key: &str) -> Result<Option<Meta>> {

@@ -88,8 +88,3 @@ pub fn seeded_init(varmap: &VarMap, seed: u64, layers: usize) -> Result<()> {
     }
     Ok(())
 }
-
-/// Builds a `(rows, cols)` u32 tensor from a row-major slice.
-pub fn tokens_tensor(tokens: &[u32], rows: usize, cols: usize, device: &Device) -> Result<Tensor> {
-    Ok(Tensor::from_slice(tokens, (rows, cols), device)?)
-}

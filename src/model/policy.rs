@@ -46,6 +46,20 @@ impl Policy {
         self.trunk.config()
     }
 
+    /// The same policy over other weights of the same shapes (e.g. a graph-free view of its
+    /// variables, [`crate::model::frozen`]).
+    pub fn with_weights(&self, vb: VarBuilder) -> Result<Self> {
+        let cfg = self.config();
+        Ok(Self {
+            trunk: Trunk::new(cfg, vb.pp("trunk"))?,
+            lm_head: linear(cfg.width, cfg.vocab, vb.pp("lm_head"))?,
+            value_head: linear(cfg.width, 1, vb.pp("value_head"))?,
+            token_mask: self.token_mask.clone(),
+            prefix_len: self.prefix_len,
+            max_response: self.max_response,
+        })
+    }
+
     /// tokens: (b, t) → (masked logits (b, t, vocab), values (b, t)).
     pub fn forward(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Result<(Tensor, Tensor)> {
         let h = self.trunk.forward(tokens, cache)?;

@@ -319,6 +319,19 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
     )
 }
 
+/// Sets `manifest.json`'s `peak_rss_bytes` in `out` to `peak` (the whole run's, once its
+/// report is written), rewriting the file atomically.
+pub fn record_peak_rss(out: &Path, peak: u64) -> Result<()> {
+    let path = out.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut manifest: Value = serde_json::from_str(&text).map_err(|e| Error::Artifact {
+        dir: out.to_path_buf(),
+        reason: format!("manifest.json does not parse: {e}"),
+    })?;
+    manifest["peak_rss_bytes"] = Value::from(peak);
+    write_atomic(&path, serde_json::to_string_pretty(&manifest).expect("manifest serializes").as_bytes())
+}
+
 /// The `bon_units` table: best-of-n per prompt, replicate by replicate, curve by curve,
 /// prompts in order; `heldout` empty when the study has no held-out proxy.
 fn bon_units_frame(units: &[BonUnits], heldout: bool) -> Result<polars::prelude::DataFrame> {
@@ -446,7 +459,8 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         "store": absolute(x.store.root()),
         "out": absolute(ctx.out),
         "stage_seconds": x.stages(),
-        "peak_rss_bytes": x.stages().iter().filter_map(|s| s.peak_rss_bytes).max(),
+        // The process's so far; `goodhart run` rewrites it once the report is written.
+        "peak_rss_bytes": crate::cell::exec::process_peak_rss(),
         "total_seconds_before_tables": ctx.started.elapsed().as_secs_f64(),
         "models_trained": ids(Origin::Made),
         "models_reused": ids(Origin::Reused),
