@@ -37,9 +37,9 @@ impl Aggregator {
     }
 
     /// Name with λ where there is one, as every table, claim and legend writes it:
-    /// `uwo(0.5)` ([`crate::analysis::aggregator_label`]).
+    /// `uwo(0.5)` ([`label`]).
     pub fn label(&self) -> String {
-        crate::analysis::aggregator_label(&self.name(), self.lambda())
+        label(&self.name(), self.lambda())
     }
 
     /// The aggregator named `name` (as [`Aggregator::name`] writes it) with `lambda`.
@@ -109,4 +109,13 @@ pub fn mean(x: &[f32]) -> f64 {
 pub fn population_variance(x: &[f32]) -> f64 {
     let m = mean(x);
     x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / x.len() as f64
+}
+
+/// `uwo(0.5)` for an aggregator named `name` with λ, the bare name otherwise: the one label
+/// of an aggregator in tables, claims and legends.
+pub fn label(name: &str, lambda: Option<f64>) -> String {
+    match lambda {
+        Some(l) => format!("{name}({l})"),
+        None => name.to_string(),
+    }
 }

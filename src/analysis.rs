@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 
 use crate::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
-use crate::output::table::CurveRow;
+use crate::curve::CurveRow;
 use crate::stopping::{at_kl, regret, Regret, Rule, Series};
 
 /// What identifies a curve, with the proxy configuration it was optimized against.
@@ -58,7 +58,7 @@ impl CurveId {
 
     /// The aggregator with its λ: `uwo(0.5)`, `mean`.
     pub fn aggregator_label(&self) -> String {
-        aggregator_label(&self.aggregator, self.lambda)
+        crate::aggregate::label(&self.aggregator, self.lambda)
     }
 
     /// The member index of a single-member curve (`member3` → 3).
@@ -79,14 +79,6 @@ impl CurveId {
             .then(aggregator_rank(&self.aggregator).cmp(&aggregator_rank(&other.aggregator)))
             .then(cmp_opt(self.lambda, other.lambda))
             .then(self.key.cmp(&other.key))
-    }
-}
-
-/// `uwo(0.5)` for an aggregator with λ, the bare name otherwise.
-pub fn aggregator_label(aggregator: &str, lambda: Option<f64>) -> String {
-    match lambda {
-        Some(l) => format!("{aggregator}({l})"),
-        None => aggregator.to_string(),
     }
 }
 

@@ -62,7 +62,7 @@ pub struct UnitCurve {
     pub method: String,
     pub replicate: u64,
     pub ensemble: String,
-    /// `member0`, `mean`, `wco`, `uwo(0.5)`, … ([`crate::analysis::aggregator_label`]).
+    /// `member0`, `mean`, `wco`, `uwo(0.5)`, … ([`crate::aggregate::label`]).
     pub aggregator: String,
     /// PPO's β; none for best-of-n.
     pub kl_penalty: Option<f64>,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::TransformerConfig;
+pub use crate::world::WorldSpec;
 use crate::world::WorldConfig;
 
 /// Raw experiment file.
@@ -58,45 +59,6 @@ fn default_replicates() -> usize {
 
 /// The most replicates a study may ask for.
 pub const MAX_REPLICATES: usize = 1000;
-
-/// The embedded world (see `world.rs` and the README).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WorldSpec {
-    /// Number of ordinary content tokens (special and flattery tokens come on top).
-    pub content_tokens: usize,
-    /// Number of "flattery" tokens: liked in small doses by the labeler, disliked in bulk.
-    pub flattery_tokens: usize,
-    /// Prompt length in content tokens (every prompt has this length).
-    pub prompt_len: usize,
-    /// Longest response, end token included.
-    pub max_response: usize,
-    /// Mean response length (content tokens) of the demonstrator.
-    pub mean_response: f64,
-    /// Demonstrator's per-token probability of a flattery token.
-    pub flattery_rate: f64,
-    /// Demonstrator's per-token probability of echoing a prompt token.
-    pub echo_rate: f64,
-    /// Each replicate draws its own world (the labeler's affinity), π_ref, gold, preference
-    /// pairs and held-out proxy, from a seed of its own, instead of sharing replicate 0's;
-    /// replicate 0's are the same either way. Conclusions then average over worlds too.
-    pub per_replicate: bool,
-}
-
-impl Default for WorldSpec {
-    fn default() -> Self {
-        Self {
-            content_tokens: 20,
-            flattery_tokens: 2,
-            prompt_len: 4,
-            max_response: 16,
-            mean_response: 6.5,
-            flattery_rate: 0.05,
-            echo_rate: 0.2,
-            per_replicate: false,
-        }
-    }
-}
 
 /// The reference policy and its supervised fine-tuning.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -617,7 +579,8 @@ impl Experiment {
 
     /// Checks every value once and resolves derived quantities: ranges and [`limits`],
     /// distinct list entries, path-safe names, parameter counts and grid sizes by checked
-    /// arithmetic, and a memory and disk estimate that fits in 64 bits.
+    /// arithmetic. What the run needs (memory, disk, the plan's size) is checked before any
+    /// work by [`crate::resources::check_resources`] and [`crate::cell::plan::check`].
     pub fn validate(spec: ExperimentSpec, path: &Path) -> Result<Self> {
         let bad = |key: &str, msg: String| Error::Invalid {
             path: path.to_path_buf(),
@@ -811,9 +774,6 @@ impl Experiment {
             conclusions: spec.conclusions,
             params,
         };
-        crate::resources::try_estimate(&exp).map_err(|part| {
-            bad(part.keys, format!("the run's {} would need more than 2^64 bytes of {}", part.what, part.resource))
-        })?;
         Ok(exp)
     }
 
@@ -914,7 +874,7 @@ impl Experiment {
 
     /// Short hash of the resolved experiment; names what a results folder holds.
     pub fn config_hash(&self) -> String {
-        crate::cell::store::hash_hex(self.to_toml().as_bytes())[..16].to_string()
+        crate::digest::hash_hex(self.to_toml().as_bytes())[..16].to_string()
     }
 
     /// Default results folder for this experiment.

@@ -46,6 +46,13 @@ pub enum Error {
         source_of_limit: String,
         detail: String,
     },
+    /// A part of the run's memory or disk estimate does not fit in 64 bits.
+    #[error("{keys}: the run's {what} would need more than 2^64 bytes of {resource}")]
+    Overflow {
+        keys: &'static str,
+        what: &'static str,
+        resource: &'static str,
+    },
     /// The plan is larger than its limit (see [`crate::cell::plan::check`]).
     #[error("the plan {what}, more than the limit of {limit}; {detail}")]
     PlanTooLarge { what: String, limit: String, detail: String },
@@ -94,6 +101,7 @@ impl Error {
             | Error::Invalid { .. }
             | Error::Resources { .. }
             | Error::PlanTooLarge { .. }
+            | Error::Overflow { .. }
             | Error::Device { .. }
             | Error::Jobs { .. }
             | Error::BadTable { .. } => 2,

@@ -57,9 +57,14 @@ pub(crate) struct Overflow {
     pub resource: &'static str,
 }
 
-/// The estimate of a validated experiment.
+/// The estimate of an experiment; a part beyond 64 bits saturates (see [`check_resources`],
+/// which refuses such a run).
 pub fn estimate(exp: &Experiment) -> Estimate {
-    try_estimate(exp).expect("validated: the estimate fits in 64 bits")
+    try_estimate(exp).unwrap_or(Estimate {
+        peak_memory_bytes: u64::MAX,
+        disk_bytes: u64::MAX,
+        largest_memory_part: "a part beyond 2^64 bytes",
+    })
 }
 
 fn product(xs: &[u64]) -> Option<u64> {
@@ -70,7 +75,7 @@ fn sum(xs: &[u64]) -> Option<u64> {
     xs.iter().try_fold(0u64, |a, &x| a.checked_add(x))
 }
 
-/// The estimate, or the part that overflows 64 bits ([`Experiment::validate`] refuses it).
+/// The estimate, or the part that overflows 64 bits ([`check_resources`] refuses it).
 pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Overflow> {
     let u = |n: usize| n as u64;
     let memory = |keys, what| Overflow { keys, what, resource: "memory" };
@@ -274,7 +279,11 @@ pub fn unit_rows(exp: &Experiment) -> (u64, u64) {
 /// at `store` (statvfs of the store, or of its nearest existing ancestor). A limit that
 /// cannot be read (no /proc/meminfo, no statvfs) is not checked.
 pub fn check_resources(exp: &Experiment, store: Option<&Path>) -> Result<()> {
-    let e = estimate(exp);
+    let e = try_estimate(exp).map_err(|part| Error::Overflow {
+        keys: part.keys,
+        what: part.what,
+        resource: part.resource,
+    })?;
     if let Some(total) = mem_total() {
         if e.peak_memory_bytes > total {
             return Err(Error::Resources {

@@ -18,8 +18,46 @@
 
 use rand::Rng;
 use rand_distr::{Binomial, Distribution};
+use serde::{Deserialize, Serialize};
 
-use crate::config::WorldSpec;
+/// The `[world]` table of an experiment: the embedded world's shape and demonstrator.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorldSpec {
+    /// Number of ordinary content tokens (special and flattery tokens come on top).
+    pub content_tokens: usize,
+    /// Number of "flattery" tokens: liked in small doses by the labeler, disliked in bulk.
+    pub flattery_tokens: usize,
+    /// Prompt length in content tokens (every prompt has this length).
+    pub prompt_len: usize,
+    /// Longest response, end token included.
+    pub max_response: usize,
+    /// Mean response length (content tokens) of the demonstrator.
+    pub mean_response: f64,
+    /// Demonstrator's per-token probability of a flattery token.
+    pub flattery_rate: f64,
+    /// Demonstrator's per-token probability of echoing a prompt token.
+    pub echo_rate: f64,
+    /// Each replicate draws its own world (the labeler's affinity), π_ref, gold, preference
+    /// pairs and held-out proxy, from a seed of its own, instead of sharing replicate 0's;
+    /// replicate 0's are the same either way. Conclusions then average over worlds too.
+    pub per_replicate: bool,
+}
+
+impl Default for WorldSpec {
+    fn default() -> Self {
+        Self {
+            content_tokens: 20,
+            flattery_tokens: 2,
+            prompt_len: 4,
+            max_response: 16,
+            mean_response: 6.5,
+            flattery_rate: 0.05,
+            echo_rate: 0.2,
+            per_replicate: false,
+        }
+    }
+}
 
 /// Padding (after the end token).
 pub const PAD: u32 = 0;

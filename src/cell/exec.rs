@@ -114,11 +114,6 @@ impl<'a> Exec<'a> {
         &self.worlds[w]
     }
 
-    /// The world cell `i` runs in.
-    pub fn cell_world(&self, i: usize) -> &WorldConfig {
-        self.world(self.plan.cells[i].kind.world(self.exp))
-    }
-
     /// The folder of cell `i` in the store.
     pub fn cell_dir(&self, i: usize) -> PathBuf {
         let c = &self.plan.cells[i];
@@ -136,44 +131,29 @@ impl<'a> Exec<'a> {
         self.load_or_make(i, &indicatif::ProgressBar::hidden())
     }
 
-    /// Cell `i`, which must already be loaded (a dependency of the cell being made).
-    pub fn loaded(&self, i: usize) -> Result<Arc<Loaded>> {
-        match self.cached(i) {
-            Some(l) => Ok(l),
-            None => self.get(i),
-        }
-    }
-
-    /// The dependency of cell `i` whose id is `id` (e.g. `pairs/r2`).
-    pub fn dep(&self, i: usize, id: &str) -> Result<Arc<Loaded>> {
-        let d = self.plan.cells[i]
+    /// What cell `i`'s make reads: its dependencies, loaded (from this process's cache, the
+    /// store, or made first), and its world's reference set where it standardizes on it.
+    fn inputs(&self, i: usize) -> Result<make::Inputs<'_>> {
+        let cell = &self.plan.cells[i];
+        let w = cell.kind.world(self.exp);
+        let deps = cell
             .deps
             .iter()
-            .copied()
-            .find(|&d| self.plan.cells[d].id == id)
-            .unwrap_or_else(|| panic!("the plan wires {id} into {}", self.plan.cells[i].id));
-        self.loaded(d)
-    }
-
-    /// The index of cell `i`'s dependency of kind `kind` (`policy` or `gold`: a cell reads
-    /// its own world's).
-    pub fn dep_index(&self, i: usize, kind: &str) -> usize {
-        self.plan.cells[i]
-            .deps
-            .iter()
-            .copied()
-            .find(|&d| self.plan.cells[d].kind.name() == kind)
-            .unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.plan.cells[i].id))
-    }
-
-    /// Cell `i`'s π_ref (its world's).
-    pub fn policy_of(&self, i: usize) -> Result<Arc<Loaded>> {
-        self.loaded(self.dep_index(i, "policy"))
-    }
-
-    /// Cell `i`'s gold RM (its world's).
-    pub fn gold_of(&self, i: usize) -> Result<Arc<Loaded>> {
-        self.loaded(self.dep_index(i, "gold"))
+            .map(|&d| Ok((&self.plan.cells[d], self.cell_dir(d), self.get(d)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let reference = match cell.kind {
+            Kind::Gold(_) | Kind::Proxy(_) => Some(self.reference_set(w)?),
+            _ => None,
+        };
+        Ok(make::Inputs {
+            exp: self.exp,
+            cell,
+            world: self.world(w),
+            world_index: w,
+            device: &self.device,
+            deps,
+            reference,
+        })
     }
 
     fn cached(&self, i: usize) -> Option<Arc<Loaded>> {
@@ -189,17 +169,18 @@ impl<'a> Exec<'a> {
         }
         let cell = self.plan.cells.iter().position(|c| c.kind == Kind::Policy(w)).expect("every world has its π_ref");
         let policy = self.get(cell)?;
-        let r = Arc::new(make::reference_set(policy.policy(), self, w)?);
+        let r = Arc::new(make::reference_set(policy.policy(), self.exp, self.world(w), w)?);
         guard.insert(w, r.clone());
         Ok(r)
     }
 
     fn load_or_make(&self, i: usize, pb: &indicatif::ProgressBar) -> Result<Arc<Loaded>> {
         let cell = &self.plan.cells[i];
+        let w = cell.kind.world(self.exp);
         let (loaded, meta, origin) = self.store.get_or_make(
             cell.store_ref(),
-            |dir| make::make(self, i, dir, pb),
-            |dir, meta| make::load(self, i, dir, meta),
+            |dir| make::make(&self.inputs(i)?, dir, pb),
+            |dir, meta| make::load(self.exp, cell, self.world(w), &self.device, dir, meta),
         )?;
         if origin == Origin::Reused {
             pb.suspend(|| info!("{}: reused {}", cell.id, self.cell_dir(i).display()));
@@ -331,7 +312,7 @@ impl<'a> Exec<'a> {
     /// Progress units of a cell (one for the short ones).
     fn units(&self, i: usize) -> u64 {
         match &self.plan.cells[i].kind {
-            Kind::Proxy(c) => make::proxy::steps(self, c),
+            Kind::Proxy(c) => make::proxy::steps(self.exp, c),
             Kind::Ppo(_) => self.exp.ppo.updates as u64,
             _ => 1,
         }

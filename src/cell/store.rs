@@ -29,7 +29,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::error::{Error, Result};
@@ -46,15 +45,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 pub const STALE_TEMP: Duration = Duration::from_secs(6 * 3600);
 const QUARANTINE: &str = ".quarantine";
 
-/// Hex SHA-256 of `bytes`.
-pub fn hash_hex(bytes: &[u8]) -> String {
-    hex(&Sha256::digest(bytes))
-}
-
-/// Lower-case hex of `bytes` (a digest).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::digest::{hash_hex, hex};
 
 /// The key of a recipe: a hash of its canonical JSON (object keys sorted) and [`FORMAT`].
 pub fn key_of(recipe: &Value) -> String {

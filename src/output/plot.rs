@@ -177,7 +177,7 @@ fn lines(cell: &[&ExpectedSeries], members_grey: bool) -> Vec<Line> {
         let agg = &s.aggregator;
         let member = agg.starts_with("member") && !lone && members_grey;
         let label = match s.lambda {
-            Some(l) => crate::analysis::aggregator_label(agg, Some(l)),
+            Some(l) => crate::aggregate::label(agg, Some(l)),
             None if member => "single members (mean)".to_string(),
             None if lone => "single proxy".to_string(),
             None if agg.starts_with("member") => format!("{agg} alone"),
@@ -474,7 +474,7 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                     }
                 }
                 let agg_label = match lambda {
-                    Some(l) => crate::analysis::aggregator_label(agg, Some(f64::from_bits(*l))),
+                    Some(l) => crate::aggregate::label(agg, Some(f64::from_bits(*l))),
                     None => agg.clone(),
                 };
                 panels.push(Panel {

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::analysis::aggregator_label;
+use crate::aggregate::label as aggregator_label;
 use crate::conclusions::UnitCurve;
 use crate::error::Result;
 use crate::output::table::{read_parquet, Columns};

@@ -7,19 +7,19 @@
 //! ([`crate::output::assemble`]).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use polars::prelude::*;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{Loaded, PAIR_BLOCK};
+use super::{Inputs, PAIR_BLOCK};
 use crate::aggregate::Aggregator;
-use crate::cell::exec::Exec;
-use crate::cell::{BonCell, Kind};
+use crate::cell::BonCell;
+use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::RewardModel;
 use crate::sweep::ProxyCell;
+use crate::world::WorldConfig;
 
 const FILE: &str = "units.parquet";
 
@@ -42,36 +42,24 @@ pub struct BonUnits {
     pub curves: Vec<UnitCurve>,
 }
 
-/// The held-out prompts of a replicate, `0..end` (prompt i is the same whatever `end`).
-pub fn prompts(x: &Exec, replicate: usize, end: usize) -> Vec<Vec<u32>> {
-    let mut rng = crate::seed::rng(x.exp.replicate_seed(replicate), "bon/prompts");
-    let world = x.world(x.exp.world_index(replicate));
+/// The held-out prompts of a replicate (in `world`, its world), `0..end` (prompt i is the
+/// same whatever `end`).
+pub fn prompts(exp: &Experiment, world: &WorldConfig, replicate: usize, end: usize) -> Vec<Vec<u32>> {
+    let mut rng = crate::seed::rng(exp.replicate_seed(replicate), "bon/prompts");
     (0..end).map(|_| world.prompt_in(crate::world::Split::BestOfN, &mut rng)).collect()
 }
 
-pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let world = x.cell_world(i);
+    let world = x.world;
     let b = &exp.bon;
     let seed = exp.replicate_seed(c.replicate);
-    let policy = x.policy_of(i)?;
-    let policy = policy.policy();
-    let gold = x.gold_of(i)?;
-    let gold = gold.reward();
+    let policy = x.policy();
+    let gold = x.gold();
     // This replicate's proxies, in grid order, and the held-out proxy: the cell's deps.
-    let (mut grid, mut heldout_cell): (Vec<(ProxyCell, Arc<Loaded>)>, Option<Arc<Loaded>>) = (Vec::new(), None);
-    for &d in &x.plan.cells[i].deps {
-        if let Kind::Proxy(p) = &x.plan.cells[d].kind {
-            if p.heldout {
-                heldout_cell = Some(x.loaded(d)?);
-            } else {
-                grid.push((p.clone(), x.loaded(d)?));
-            }
-        }
-    }
-    let proxies: Vec<&RewardModel> = grid.iter().map(|(_, l)| l.reward()).collect();
-    let heldout: Option<&RewardModel> = heldout_cell.as_deref().map(Loaded::reward);
-    let prompts: Vec<Vec<u32>> = prompts(x, c.replicate, c.end).split_off(c.start);
+    let (grid, heldout) = x.proxies();
+    let proxies: Vec<&RewardModel> = grid.iter().map(|m| m.1).collect();
+    let prompts: Vec<Vec<u32>> = prompts(exp, world, c.replicate, c.end).split_off(c.start);
     let np = prompts.len();
     // Pool: prompt-major, `pool` samples per prompt, in seeded blocks named by the prompt's
     // index in the replicate.
@@ -94,7 +82,7 @@ pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::Progress
     let pool_prompts: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), b.pool)).collect();
     let groups = crate::bon::group_ids(&responses, b.pool);
     let dup = responses.chunks(b.pool).map(crate::sft::duplicate_fraction).sum::<f64>() / np as f64;
-    pb.suspend(|| info!("{}: {np} prompts x {} samples (duplicate fraction {dup:.4})", x.plan.cells[i].id, b.pool));
+    pb.suspend(|| info!("{}: {np} prompts x {} samples (duplicate fraction {dup:.4})", x.cell.id, b.pool));
 
     // Score once: gold and every proxy, one model per thread.
     let scorers = crate::eval::Scorers {
@@ -113,7 +101,7 @@ pub fn make(x: &Exec, i: usize, c: BonCell, dir: &Path, pb: &indicatif::Progress
         heldout: sc.heldout.as_deref(),
     };
     // Ensembles: proxies sharing size, data and noise, in grid order.
-    let cells: Vec<ProxyCell> = grid.iter().map(|(p, _)| p.clone()).collect();
+    let cells: Vec<ProxyCell> = grid.iter().map(|m| m.0.clone()).collect();
     let ns = crate::bon::n_grid(b.pool);
     let lf = crate::bon::LogFactorials::new(b.pool);
     let mut jobs = Vec::new();

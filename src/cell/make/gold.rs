@@ -10,24 +10,22 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::pairs::{pair_samples, scored_pairs, PairSamples};
-use super::{save_weights, shards, INFER_BATCH};
-use crate::cell::exec::Exec;
+use super::{save_weights, shards, Inputs, INFER_BATCH};
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm::{self, Pairs};
 use crate::world::WorldConfig;
 
-/// The gold RM of world `w`, from the world's seed.
-pub fn make(x: &Exec, i: usize, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+/// The gold RM of its world, from the world's seed.
+pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let (world, seed) = (x.world(w), exp.world_seed(w));
-    let policy = x.policy_of(i)?;
-    let policy = policy.policy();
-    let reference = x.reference_set(w)?;
+    let (world, seed) = (x.world, exp.world_seed(x.world_index));
+    let policy = x.policy();
+    let reference = x.reference();
     let cfg = exp.gold_arch();
     let g = &exp.gold;
     let varmap = VarMap::new();
-    let gold = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    let gold = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, x.device))?;
     seeded_init(&varmap, crate::seed::derive(seed, "init/gold"), cfg.layers)?;
     let mut rng = crate::seed::rng(seed, "gold/data");
     let n_val = (g.samples / 10).clamp(1, 4000);
@@ -42,16 +40,16 @@ pub fn make(x: &Exec, i: usize, w: usize, dir: &Path, pb: &indicatif::ProgressBa
         batch: g.batch,
         lr: g.lr,
         seed: crate::seed::derive(seed, "gold"),
-        shards: shards(&x.device),
+        shards: shards(x.device),
     };
     let (mean, std) = rm::gold_target_stats(&target[..g.samples]);
     let z: Vec<f32> = target.iter().map(|&u| rm::gold_target(u, mean, std)).collect();
     let train_loss = rm::train_gold(&gold, &varmap, &train, &z[..g.samples], &params, pb)?;
     let train_seconds = t.elapsed().as_secs_f64();
     // Inference from here on: the same weights, no graph.
-    let mut gold = RewardModel::new(&cfg, frozen(&varmap, &x.device))?;
+    let mut gold = RewardModel::new(&cfg, frozen(&varmap, x.device))?;
     let r2 = rm::r_squared(&gold.raw_set(&val, INFER_BATCH)?, &z[g.samples..]);
-    gold.standardize(&gold.raw_set(&reference, INFER_BATCH)?);
+    gold.standardize(&gold.raw_set(reference, INFER_BATCH)?);
     let samples = pair_samples(policy, world, crate::world::Split::ValidationPairs, exp.preferences.val_pairs, seed, "pairs/val")?;
     let pairs = scored_pairs(world, &samples, &gold)?;
     let (acc, bt, counted) = labeler_agreement(world, &gold, &samples, &pairs)?;

@@ -11,19 +11,90 @@ pub mod policy;
 pub mod ppo;
 pub mod proxy;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::Value;
 
-use super::exec::Exec;
 pub use super::plan::PAIR_BLOCK;
 use super::store::Meta;
-use super::Kind;
+use super::{Cell, Kind};
+use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel, TransformerConfig};
+use crate::sweep::ProxyCell;
 use crate::world::{Response, SeqSet, Split, WorldConfig};
+
+/// What a make reads, handed to it already loaded: the experiment, the cell's world, the
+/// device, and the cell's dependencies (a make never asks the executor for more).
+pub struct Inputs<'a> {
+    pub exp: &'a Experiment,
+    /// The cell being made (its id names it in messages).
+    pub cell: &'a Cell,
+    /// The cell's world and its index.
+    pub world: &'a WorldConfig,
+    pub world_index: usize,
+    pub device: &'a Device,
+    /// Each dependency, in the plan's order: its cell, its folder in the store, its loaded form.
+    pub deps: Vec<(&'a Cell, PathBuf, Arc<Loaded>)>,
+    /// The set every reward model of the world is standardized on (gold and proxy cells).
+    pub reference: Option<Arc<SeqSet>>,
+}
+
+impl Inputs<'_> {
+    fn dep_of(&self, kind: &str) -> &(&Cell, PathBuf, Arc<Loaded>) {
+        self.deps
+            .iter()
+            .find(|d| d.0.kind.name() == kind)
+            .unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.cell.id))
+    }
+
+    /// The world's π_ref.
+    pub fn policy(&self) -> &Policy {
+        self.dep_of("policy").2.policy()
+    }
+
+    /// The folder of the world's π_ref (its weights, for a trainable copy).
+    pub fn policy_dir(&self) -> &Path {
+        &self.dep_of("policy").1
+    }
+
+    /// The world's gold RM.
+    pub fn gold(&self) -> &RewardModel {
+        self.dep_of("gold").2.reward()
+    }
+
+    /// The preference pairs the cell reads.
+    pub fn pairs(&self) -> &pairs::PairData {
+        match &*self.dep_of("pairs").2 {
+            Loaded::Pairs(p) => p,
+            _ => unreachable!("a pairs cell loads as pairs"),
+        }
+    }
+
+    /// The reference set of the cell's world.
+    pub fn reference(&self) -> &SeqSet {
+        self.reference.as_deref().unwrap_or_else(|| panic!("{} reads no reference set", self.cell.id))
+    }
+
+    /// The proxies the cell reads, split once: ensemble members in grid order, and the
+    /// held-out proxy (never optimized against) if there is one.
+    pub fn proxies(&self) -> (Vec<(&ProxyCell, &RewardModel)>, Option<&RewardModel>) {
+        let (mut members, mut heldout) = (Vec::new(), None);
+        for (c, _, l) in &self.deps {
+            if let Kind::Proxy(p) = &c.kind {
+                if p.heldout {
+                    heldout = Some(l.reward());
+                } else {
+                    members.push((p, l.reward()));
+                }
+            }
+        }
+        (members, heldout)
+    }
+}
 
 /// Weights of a model cell.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -78,28 +149,28 @@ impl Loaded {
     }
 }
 
-/// Makes cell `i` of the plan into `dir`; its dependencies are loaded in `x`.
-pub fn make(x: &Exec, i: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
-    match &x.plan.cells[i].kind {
-        Kind::Policy(w) => policy::make(x, *w, dir, pb),
-        Kind::Gold(w) => gold::make(x, i, *w, dir, pb),
-        Kind::Pairs(r) => pairs::make(x, i, *r, dir).inspect(|_| pb.inc(1)),
-        Kind::Proxy(c) => proxy::make(x, i, c, dir, pb),
-        Kind::Bon(c) => bon::make(x, i, *c, dir, pb),
-        Kind::Ppo(run) => ppo::make(x, i, run, dir, pb),
+/// Makes the cell of `inputs` into `dir`.
+pub fn make(inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    match &inputs.cell.kind {
+        Kind::Policy(_) => policy::make(inputs, dir, pb),
+        Kind::Gold(_) => gold::make(inputs, dir, pb),
+        Kind::Pairs(r) => pairs::make(inputs, *r, dir).inspect(|_| pb.inc(1)),
+        Kind::Proxy(c) => proxy::make(inputs, c, dir, pb),
+        Kind::Bon(c) => bon::make(inputs, *c, dir, pb),
+        Kind::Ppo(run) => ppo::make(inputs, run, dir, pb),
     }
 }
 
-/// Reads cell `i` back from its folder.
-pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
-    match &x.plan.cells[i].kind {
-        Kind::Policy(w) => policy::load(x, *w, dir, meta),
+/// Reads `cell` (of world `world`) back from its folder.
+pub fn load(exp: &Experiment, cell: &Cell, world: &WorldConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+    match &cell.kind {
+        Kind::Policy(_) => policy::load(exp, world, device, dir, meta),
         Kind::Gold(_) => Ok(Loaded::Reward {
-            model: load_reward(&x.exp.gold_arch(), &x.device, dir, meta)?,
+            model: load_reward(&exp.gold_arch(), device, dir, meta)?,
             meta: meta.clone(),
         }),
         Kind::Proxy(c) => Ok(Loaded::Reward {
-            model: load_reward(&x.exp.proxy_arch(&c.size), &x.device, dir, meta)?,
+            model: load_reward(&exp.proxy_arch(&c.size), device, dir, meta)?,
             meta: meta.clone(),
         }),
         Kind::Pairs(_) => pairs::load(dir).map(Loaded::Pairs),
@@ -109,9 +180,9 @@ pub fn load(x: &Exec, i: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
 }
 
 /// A fresh policy of the experiment's shape in `world` with the weights of the folder `dir`.
-pub fn load_policy_weights(x: &Exec, world: &WorldConfig, dir: &Path) -> Result<(Policy, VarMap)> {
+pub fn load_policy_weights(exp: &Experiment, world: &WorldConfig, device: &Device, dir: &Path) -> Result<(Policy, VarMap)> {
     let mut varmap = VarMap::new();
-    let policy = Policy::new(&x.exp.policy_arch(), world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    let policy = Policy::new(&exp.policy_arch(), world, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     load_weights(&mut varmap, dir)?;
     Ok((policy, varmap))
 }
@@ -200,6 +271,6 @@ pub fn sample_set(policy: &Policy, world: &WorldConfig, split: Split, n: usize, 
 
 /// The reference set every RM of world `w` is standardized against: π_ref samples from one
 /// stream of the world's seed.
-pub fn reference_set(policy: &Policy, x: &Exec, w: usize) -> Result<SeqSet> {
-    sample_set(policy, x.world(w), Split::Reference, x.exp.reference.standardize_samples, x.exp.world_seed(w), "reference/standardize")
+pub fn reference_set(policy: &Policy, exp: &Experiment, world: &WorldConfig, w: usize) -> Result<SeqSet> {
+    sample_set(policy, world, Split::Reference, exp.reference.standardize_samples, exp.world_seed(w), "reference/standardize")
 }

@@ -10,8 +10,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use super::{INFER_BATCH, PAIR_BLOCK};
-use crate::cell::exec::Exec;
+use super::{Inputs, INFER_BATCH, PAIR_BLOCK};
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel};
 use crate::rm::{self, Pairs};
@@ -33,14 +32,12 @@ pub struct PairData {
 /// The pairs of replicate `r`: its training pairs from its own seed (replicate 0: the
 /// study's); the held-out proxy's pairs (the first replicate of a world only) and the
 /// validation pairs from its world's seed, shared by the replicates of that world.
-pub fn make(x: &Exec, i: usize, r: usize, dir: &Path) -> Result<Value> {
+pub fn make(x: &Inputs, r: usize, dir: &Path) -> Result<Value> {
     let exp = x.exp;
-    let w = exp.world_index(r);
-    let (world, world_seed) = (x.world(w), exp.world_seed(w));
-    let policy = x.policy_of(i)?;
-    let policy = policy.policy();
-    let gold = x.gold_of(i)?;
-    let gold = gold.reward();
+    let w = x.world_index;
+    let (world, world_seed) = (x.world, exp.world_seed(w));
+    let policy = x.policy();
+    let gold = x.gold();
     let max = *exp.proxy.data_sizes.iter().max().expect("validated non-empty");
     let seed = exp.replicate_seed(r);
     let samples = pair_samples(policy, world, Split::Pairs, max, seed, "pairs/train")?;

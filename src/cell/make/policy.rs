@@ -9,20 +9,21 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{frozen_weights, save_weights, shards, Loaded, PAIR_BLOCK};
-use crate::cell::exec::Exec;
+use super::{frozen_weights, save_weights, shards, Inputs, Loaded, PAIR_BLOCK};
 use crate::cell::store::Meta;
+use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, Policy};
+use crate::world::WorldConfig;
 
-/// π_ref of world `w`, from the world's seed.
-pub fn make(x: &Exec, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+/// π_ref of its world, from the world's seed.
+pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let (world, seed) = (x.world(w), exp.world_seed(w));
+    let (world, seed) = (x.world, exp.world_seed(x.world_index));
     let cfg = exp.policy_arch();
     let p = &exp.policy;
     let varmap = VarMap::new();
-    let policy = Policy::new(&cfg, world, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    let policy = Policy::new(&cfg, world, VarBuilder::from_varmap(&varmap, DType::F32, x.device))?;
     seeded_init(&varmap, crate::seed::derive(seed, "init/policy"), cfg.layers)?;
     let mut rng = crate::seed::rng(seed, "sft/demonstrations");
     let n_val = (p.demonstrations / 10).clamp(1, 2000);
@@ -43,12 +44,12 @@ pub fn make(x: &Exec, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
             batch: p.sft_batch,
             lr: p.sft_lr,
             seed: crate::seed::derive(seed, "sft"),
-            shards: shards(&x.device),
+            shards: shards(x.device),
         },
         pb,
     )?;
     let train_seconds = t.elapsed().as_secs_f64();
-    let duplicate_fraction = diversity(&Policy::new(&cfg, world, frozen(&varmap, &x.device))?, x, w)?;
+    let duplicate_fraction = diversity(&Policy::new(&cfg, world, frozen(&varmap, x.device))?, exp, world, seed)?;
     pb.suspend(|| {
         info!(
             "reference policy: {} params, SFT train loss {:.3}, val loss {:.3} nats/token; \
@@ -70,17 +71,17 @@ pub fn make(x: &Exec, w: usize, dir: &Path, pb: &indicatif::ProgressBar) -> Resu
     }))
 }
 
-pub fn load(x: &Exec, w: usize, dir: &Path, meta: &Meta) -> Result<Loaded> {
-    let policy = frozen_weights(dir, &x.device, |vb| Policy::new(&x.exp.policy_arch(), x.world(w), vb))?;
+pub fn load(exp: &Experiment, world: &WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+    let policy = frozen_weights(dir, device, |vb| Policy::new(&exp.policy_arch(), world, vb))?;
     Ok(Loaded::Policy { policy, meta: meta.clone() })
 }
 
-/// Duplicate fraction of `reference.diversity_pool` π_ref samples of world `w` for one prompt
-/// (sampled in seeded blocks).
-fn diversity(policy: &Policy, x: &Exec, w: usize) -> Result<f64> {
-    let (seed, n) = (x.exp.world_seed(w), x.exp.reference.diversity_pool);
+/// Duplicate fraction of `reference.diversity_pool` π_ref samples of `world` (seed `seed`) for
+/// one prompt (sampled in seeded blocks).
+fn diversity(policy: &Policy, exp: &Experiment, world: &WorldConfig, seed: u64) -> Result<f64> {
+    let n = exp.reference.diversity_pool;
     let mut rng = crate::seed::rng(seed, "reference/diversity");
-    let prompt = x.world(w).prompt_in(crate::world::Split::Reference, &mut rng);
+    let prompt = world.prompt_in(crate::world::Split::Reference, &mut rng);
     let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
     let parts = crate::parallel::map(&blocks, |&block| {
         let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));

@@ -4,34 +4,21 @@
 //! failure naming run and update: with the same code and settings it would diverge again.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{load_policy_weights, save_weights, Loaded};
-use crate::cell::exec::Exec;
+use super::{load_policy_weights, save_weights, Inputs, Loaded};
 use crate::cell::store::Meta;
 use crate::error::{Error, Result};
 use crate::sweep::PpoCell;
 
-pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
     let seed = exp.replicate_seed(run.replicate);
-    let world = x.cell_world(i);
-    let reference = x.policy_of(i)?;
-    let gold = x.gold_of(i)?;
-    let member_cells: Vec<Arc<Loaded>> = x.plan.cells[i]
-        .deps
-        .iter()
-        .filter(|&&d| matches!(&x.plan.cells[d].kind, crate::cell::Kind::Proxy(c) if !c.heldout))
-        .map(|&d| x.loaded(d))
-        .collect::<Result<_>>()?;
-    let heldout = match x.plan.cells[i].deps.iter().find(|&&d| matches!(&x.plan.cells[d].kind, crate::cell::Kind::Proxy(c) if c.heldout)) {
-        Some(&j) => Some(x.loaded(j)?),
-        None => None,
-    };
+    let world = x.world;
+    let (members, heldout) = x.proxies();
     let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
     let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
     let spec = crate::ppo::RunSpec {
@@ -40,13 +27,13 @@ pub fn make(x: &Exec, i: usize, run: &PpoCell, dir: &Path, pb: &indicatif::Progr
         beta: run.beta,
     };
     // A trainable copy of π_ref, from the policy cell's weights.
-    let (policy, varmap) = load_policy_weights(x, world, &x.cell_dir(x.dep_index(i, "policy")))?;
+    let (policy, varmap) = load_policy_weights(exp, world, x.device, x.policy_dir())?;
     let ctx = crate::ppo::Context {
         world,
-        reference: reference.policy(),
-        gold: gold.reward(),
-        members: member_cells.iter().map(|l| l.reward()).collect(),
-        heldout: heldout.as_deref().map(Loaded::reward),
+        reference: x.policy(),
+        gold: x.gold(),
+        members: members.iter().map(|m| m.1).collect(),
+        heldout,
         spec: &exp.ppo,
         seed,
         eval_prompts: &eval_prompts,

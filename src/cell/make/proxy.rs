@@ -11,35 +11,29 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{save_weights, Loaded, INFER_BATCH};
-use crate::cell::exec::Exec;
+use super::{save_weights, Inputs, INFER_BATCH};
+use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm;
 use crate::sweep::ProxyCell;
 
-pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
     let p = &exp.proxy;
     let id = cell.id();
-    let dep = x.dep(i, &crate::cell::plan::pairs_id(exp, cell.replicate))?;
-    let Loaded::Pairs(data) = &*dep else {
-        unreachable!("the plan wires the pairs here")
-    };
-    let reference = x.reference_set(exp.world_index(cell.replicate))?;
+    let data = x.pairs();
+    let reference = x.reference();
     let cfg = exp.proxy_arch(&cell.size);
     let varmap = VarMap::new();
-    let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &x.device))?;
+    let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, x.device))?;
     // From the id alone (not the store key, which also hashes code and format).
     let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
     seeded_init(&varmap, member_seed, cfg.layers)?;
     // A per-replicate held-out proxy's pairs: drawn here, from the replicate's seed.
     let own = if cell.heldout && p.heldout_per_replicate {
-        let policy = x.policy_of(i)?;
-        let gold = x.gold_of(i)?;
-        let w = exp.world_index(cell.replicate);
         let seed = crate::seed::derive(exp.replicate_seed(cell.replicate), "heldout");
-        Some(super::pairs::heldout_pairs(exp, policy.policy(), x.world(w), gold.reward(), cell.data_size, seed)?)
+        Some(super::pairs::heldout_pairs(exp, x.policy(), x.world, x.gold(), cell.data_size, seed)?)
     } else {
         None
     };
@@ -67,9 +61,9 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
     let steps = rm::train_proxy(&model, &varmap, train, &labels, cell.data_size, &params, &id, pb)?;
     let train_seconds = t.elapsed().as_secs_f64();
     // Inference from here on: the same weights, no graph.
-    let mut model = RewardModel::new(&cfg, frozen(&varmap, &x.device))?;
+    let mut model = RewardModel::new(&cfg, frozen(&varmap, x.device))?;
     let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
-    model.standardize(&model.raw_set(&reference, INFER_BATCH)?);
+    model.standardize(&model.raw_set(reference, INFER_BATCH)?);
     pb.suspend(|| {
         info!(
             "{id}: {} params, {} pairs ({n_flip} labels flipped), val accuracy {:.1}%, val BT loss {:.3}",
@@ -90,6 +84,6 @@ pub fn make(x: &Exec, i: usize, cell: &ProxyCell, dir: &Path, pb: &indicatif::Pr
 }
 
 /// Training steps of a proxy (for progress).
-pub fn steps(x: &Exec, cell: &ProxyCell) -> u64 {
-    (cell.data_size.div_ceil(x.exp.proxy.batch) * x.exp.proxy.epochs) as u64
+pub fn steps(exp: &Experiment, cell: &ProxyCell) -> u64 {
+    (cell.data_size.div_ceil(exp.proxy.batch) * exp.proxy.epochs) as u64
 }

@@ -845,7 +845,7 @@ fn scaling_section(a: &Analysis) -> String {
         };
         let mut cells = vec![
             first.method.clone(),
-            analysis::aggregator_label(&first.aggregator, first.lambda),
+            crate::aggregate::label(&first.aggregator, first.lambda),
             first.kl_penalty.map_or("—".to_string(), |b| b.to_string()),
             num(first.label_noise, 2),
             first.axis.x_name().to_string(),

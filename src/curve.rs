@@ -1,0 +1,78 @@
+//! The curve point: the one record of a point of an optimization curve that the methods'
+//! results become, the statistics read and the curve table writes.
+
+/// One point of an optimization curve, best-of-n or PPO: a row of `results/NAME/curves.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveRow {
+    /// `bon` (or `ppo`).
+    pub method: String,
+    /// Aggregator name (`member0`, `mean`, `wco`, `uwo`, `median`, `mean_std`).
+    pub aggregator: String,
+    /// The aggregator's λ, where it has one.
+    pub lambda: Option<f64>,
+    pub proxy_size: String,
+    pub proxy_params: u64,
+    /// Training pairs of the ensemble's proxies.
+    pub data_size: u64,
+    pub label_noise: f64,
+    /// `SIZE/dDATA/nNOISE`.
+    pub ensemble: String,
+    /// Best-of-n: n.
+    pub n: Option<u64>,
+    /// PPO: updates done at this checkpoint, and the run's KL-penalty coefficient β.
+    pub step: Option<u64>,
+    pub kl_penalty: Option<f64>,
+    /// The KL (nats) the curve is drawn against, and what it is (`bon_bound`: ln n − (n−1)/n,
+    /// an upper bound on the true KL; `ppo_k1`: KL(π‖π_ref) of the sequence, the mean of the
+    /// summed per-token k1 over fresh samples, which can dip below 0 by sampling noise).
+    pub kl: f64,
+    pub kl_kind: String,
+    /// PPO: the same KL by the k3 estimator (never negative).
+    pub kl_k3: Option<f64>,
+    /// Best-of-n: the analytic bound and the exact KL of the pool's discrete best-of-n
+    /// distribution (equal to the bound when the pool has no repeated response).
+    pub kl_bound: Option<f64>,
+    pub kl_exact: Option<f64>,
+    /// sqrt(max(kl, 0)), nats^½.
+    pub sqrt_kl: f64,
+    /// Gold (standardized: π_ref mean 0, π_ref std 1): mean over prompts and its standard error.
+    pub gold: f64,
+    pub gold_se: f64,
+    /// The aggregated proxy score (standardized units).
+    pub proxy: f64,
+    /// Each member's score of the selected samples (standardized units).
+    pub members: Vec<f64>,
+    /// Mean population variance of the member scores of the selected samples.
+    pub disagreement: f64,
+    /// Response length (content tokens) and distinct-token ratio of the selected samples:
+    /// what the optimizer exploits.
+    pub length: f64,
+    pub distinct_ratio: f64,
+    /// The held-out proxy's score of the selected samples (standardized units): trained on
+    /// independently sampled pairs and never optimized against, so a gold-free signal.
+    pub heldout: Option<f64>,
+    /// Gold at the curve's peak minus gold here (standardized units), and its standard error
+    /// paired over prompts. A fall is significant when this exceeds a few of its s.e.
+    pub gold_below_peak: f64,
+    pub gold_below_peak_se: f64,
+    pub prompts: u64,
+    /// Best-of-n: samples per prompt.
+    pub pool: Option<u64>,
+    /// The replicate (0 in a study of one).
+    pub replicate: u64,
+}
+
+impl CurveRow {
+    /// Identifies the curve this point belongs to: method, ensemble, aggregator with λ, β.
+    pub fn curve_key(&self) -> String {
+        format!("{}{}", self.line_key(), crate::sweep::replicate_suffix(self.replicate as usize))
+    }
+
+    /// The line this row belongs to across replicates: [`CurveRow::curve_key`] without the
+    /// replicate, `METHOD/ENSEMBLE/AGGREGATOR[(λ)][/bβ]` (the ensemble id holds the noise).
+    pub fn line_key(&self) -> String {
+        let lambda = self.lambda.map(|l| format!("({l})")).unwrap_or_default();
+        let beta = self.kl_penalty.map(|b| format!("/b{b}")).unwrap_or_default();
+        format!("{}/{}/{}{lambda}{beta}", self.method, self.ensemble, self.aggregator)
+    }
+}
