@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-/// Files every kind reads: the world, the models, seeding, the shared make helpers.
+/// Files every kind reads: the world, the models and their fused kernels, seeding, the
+/// aggregator (reward models standardize through it), the shared make helpers.
 const COMMON: &[&str] = &[
     "src/world.rs",
     "src/seed.rs",
@@ -13,6 +14,8 @@ const COMMON: &[&str] = &[
     "src/model/transformer.rs",
     "src/model/policy.rs",
     "src/model/reward.rs",
+    "src/model/ops.rs",
+    "src/aggregate.rs",
     "src/cell/make/mod.rs",
 ];
 
@@ -22,7 +25,7 @@ const KINDS: &[(&str, &[&str])] = &[
     ("GOLD", &["src/rm.rs", "src/optim.rs", "src/cell/make/gold.rs"]),
     ("PAIRS", &["src/rm.rs", "src/cell/make/pairs.rs"]),
     ("PROXY", &["src/rm.rs", "src/optim.rs", "src/cell/make/proxy.rs"]),
-    ("BON", &["src/bon.rs", "src/aggregate.rs", "src/sft.rs", "src/eval.rs", "src/cell/make/bon.rs"]),
+    ("BON", &["src/bon.rs", "src/sft.rs", "src/eval.rs", "src/sweep.rs", "src/cell/make/bon.rs"]),
     (
         "PPO",
         &[
@@ -31,10 +34,10 @@ const KINDS: &[(&str, &[&str])] = &[
             "src/ppo/kl.rs",
             "src/ppo/loss.rs",
             "src/ppo/rollout.rs",
-            "src/aggregate.rs",
             "src/optim.rs",
             "src/bon.rs",
             "src/eval.rs",
+            "src/sweep.rs",
             "src/cell/make/ppo.rs",
         ],
     ),

@@ -123,7 +123,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
         assert_eq!(code, goodhart::cell::code_version(&cell.kind));
         assert_eq!(code.len(), 16);
     }
-    assert_ne!(goodhart::cell::code_version(&Kind::Policy(0)), goodhart::cell::code_version(&Kind::Bon(goodhart::cell::BonCell { replicate: 0, start: 0, end: 1 })));
+    assert_ne!(goodhart::cell::code_version(&Kind::Policy(goodhart::cell::PolicyCell { world: 0 })), goodhart::cell::code_version(&Kind::Bon(goodhart::cell::BonCell { replicate: 0, start: 0, end: 1 })));
 }
 
 #[test]

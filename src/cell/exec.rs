@@ -141,9 +141,9 @@ impl<'a> Exec<'a> {
             .iter()
             .map(|&d| Ok((&self.plan.cells[d], self.cell_dir(d), self.get(d)?)))
             .collect::<Result<Vec<_>>>()?;
-        let reference = match cell.kind {
-            Kind::Gold(_) | Kind::Proxy(_) => Some(self.reference_set(w)?),
-            _ => None,
+        let reference = match cell.kind.spec().standardizes() {
+            true => Some(self.reference_set(w)?),
+            false => None,
         };
         Ok(make::Inputs {
             exp: self.exp,
@@ -167,7 +167,7 @@ impl<'a> Exec<'a> {
         if let Some(r) = guard.get(&w) {
             return Ok(r.clone());
         }
-        let cell = self.plan.cells.iter().position(|c| c.kind == Kind::Policy(w)).expect("every world has its π_ref");
+        let cell = self.plan.cells.iter().position(|c| matches!(&c.kind, Kind::Policy(p) if p.world == w)).expect("every world has its π_ref");
         let policy = self.get(cell)?;
         let r = Arc::new(make::reference_set(policy.policy(), self.exp, self.world(w), w)?);
         guard.insert(w, r.clone());
@@ -259,7 +259,7 @@ impl<'a> Exec<'a> {
             }
             let mut worlds: Vec<usize> = todo
                 .iter()
-                .filter(|&&i| matches!(self.plan.cells[i].kind, Kind::Gold(_) | Kind::Proxy(_)))
+                .filter(|&&i| self.plan.cells[i].kind.spec().standardizes())
                 .map(|&i| self.plan.cells[i].kind.world(self.exp))
                 .collect();
             worlds.dedup();
@@ -270,7 +270,7 @@ impl<'a> Exec<'a> {
             let first = self.plan.cells[todo[0]].kind.replicate();
             // Best-of-n and PPO groups are per replicate (what they share, π_ref, gold and pairs,
             // is not).
-            let per_replicate = matches!(self.plan.cells[todo[0]].kind, Kind::Bon(_) | Kind::Ppo(_) | Kind::Proxy(_));
+            let per_replicate = self.plan.cells[todo[0]].kind.spec().per_replicate();
             let same = todo.iter().all(|&i| self.plan.cells[i].kind.replicate() == first);
             let replicate = (per_replicate && self.exp.replicates > 1 && same).then_some(first);
             let label = match replicate {
@@ -311,11 +311,7 @@ impl<'a> Exec<'a> {
 
     /// Progress units of a cell (one for the short ones).
     fn units(&self, i: usize) -> u64 {
-        match &self.plan.cells[i].kind {
-            Kind::Proxy(c) => make::proxy::steps(self.exp, c),
-            Kind::Ppo(_) => self.exp.ppo.updates as u64,
-            _ => 1,
-        }
+        self.plan.cells[i].kind.spec().units(self.exp)
     }
 
     /// Every cell this process loaded or made, in the order it happened.

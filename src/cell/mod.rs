@@ -7,8 +7,8 @@
 //!
 //! - [`plan`]: the DAG of an experiment's cells, their levels, cost estimates and shards;
 //! - [`store`]: the folder of made cells, safe for many processes and hosts at once;
-//! - [`make`]: one function per kind that makes a cell from its dependencies, and the
-//!   loader that reads it back;
+//! - [`kind`]: what every kind of cell provides ([`CellKind`]); each kind implements it in its
+//!   own file of [`make`] (recipe, code version, cost, make from its inputs, load);
 //! - [`exec`]: makes (or loads) a set of cells in dependency order, on this process's cores;
 //! - [`slurm`]: sbatch scripts that make a plan's levels as job arrays on a cluster.
 //!
@@ -27,7 +27,9 @@
 //! Not in the key: the device, `--jobs`, the store or results paths (results do not depend
 //! on them), and the run's name.
 
+pub mod cost;
 pub mod exec;
+pub mod kind;
 pub mod make;
 pub mod plan;
 pub mod slurm;
@@ -35,21 +37,25 @@ pub mod store;
 
 use serde_json::Value;
 
+pub use kind::CellKind;
+pub use make::bon::BonCell;
+pub use make::gold::GoldCell;
+pub use make::pairs::PairsCell;
+pub use make::policy::PolicyCell;
 use crate::sweep::{PpoCell, ProxyCell};
 
-/// What a cell makes.
+/// The kinds of cell, each implemented in its own file behind [`CellKind`]: the one list
+/// of them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// π_ref of a world (0 unless `world.per_replicate`): SFT on demonstrations (and the
-    /// duplicate fraction of its samples).
-    Policy(usize),
+    /// π_ref of a world: SFT on demonstrations (and the duplicate fraction of its samples).
+    Policy(PolicyCell),
     /// The gold RM of a world, distilled from the labeler utility and standardized on π_ref
     /// samples.
-    Gold(usize),
-    /// Preference pairs labelled by gold: training, validation and the held-out proxy's own.
-    /// The preference pairs of a replicate (0 unless `preferences.per_replicate` or
-    /// `world.per_replicate`).
-    Pairs(usize),
+    Gold(GoldCell),
+    /// The preference pairs of a replicate, labelled by gold: training, validation and the
+    /// held-out proxy's own.
+    Pairs(PairsCell),
     /// One proxy RM (an ensemble member, or the held-out proxy).
     Proxy(ProxyCell),
     /// Best-of-n for a range of held-out prompts of one replicate: their pools, scored once
@@ -60,71 +66,42 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// What this kind of cell does (see [`CellKind`]).
+    pub fn spec(&self) -> &dyn CellKind {
+        match self {
+            Kind::Policy(c) => c,
+            Kind::Gold(c) => c,
+            Kind::Pairs(c) => c,
+            Kind::Proxy(c) => c,
+            Kind::Bon(c) => c,
+            Kind::Ppo(c) => c,
+        }
+    }
+
     /// The folder prefix in the store and the name in plans.
     pub fn name(&self) -> &'static str {
-        match self {
-            Kind::Policy(_) => "policy",
-            Kind::Gold(_) => "gold",
-            Kind::Pairs(_) => "pairs",
-            Kind::Proxy(_) => "proxy",
-            Kind::Bon(_) => "bon",
-            Kind::Ppo(_) => "ppo",
-        }
+        self.spec().name()
     }
 
     /// The stage this kind belongs to, for timings and progress.
     pub fn stage(&self) -> &'static str {
-        match self {
-            Kind::Policy(_) => "reference policy",
-            Kind::Gold(_) => "gold RM",
-            Kind::Pairs(_) => "preference pairs",
-            Kind::Proxy(_) => "proxy RMs",
-            Kind::Bon(_) => "best-of-n",
-            Kind::Ppo(_) => "PPO",
-        }
+        self.spec().stage()
     }
 
-    /// The replicate this cell belongs to (π_ref's and gold's: their world's index, which is
-    /// the replicate that draws it).
+    /// The replicate this cell belongs to (a world's cells: the replicate that draws it).
     pub fn replicate(&self) -> usize {
-        match self {
-            Kind::Policy(w) | Kind::Gold(w) | Kind::Pairs(w) => *w,
-            Kind::Proxy(c) => c.replicate,
-            Kind::Bon(c) => c.replicate,
-            Kind::Ppo(run) => run.replicate,
-        }
+        self.spec().replicate()
     }
 
     /// The world this cell runs in (see [`crate::config::Experiment::world_index`]).
     pub fn world(&self, exp: &crate::config::Experiment) -> usize {
-        match self {
-            Kind::Policy(w) | Kind::Gold(w) => *w,
-            Kind::Pairs(r) => exp.world_index(*r),
-            Kind::Proxy(c) => exp.world_index(c.replicate),
-            Kind::Bon(c) => exp.world_index(c.replicate),
-            Kind::Ppo(run) => exp.world_index(run.replicate),
-        }
+        self.spec().world(exp)
     }
-}
-
-/// A best-of-n cell: prompts `start..end` of replicate `replicate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BonCell {
-    pub replicate: usize,
-    pub start: usize,
-    pub end: usize,
 }
 
 /// The code version of a kind of cell (see the module doc).
 pub fn code_version(kind: &Kind) -> &'static str {
-    match kind {
-        Kind::Policy(_) => env!("GOODHART_CODE_POLICY"),
-        Kind::Gold(_) => env!("GOODHART_CODE_GOLD"),
-        Kind::Pairs(_) => env!("GOODHART_CODE_PAIRS"),
-        Kind::Proxy(_) => env!("GOODHART_CODE_PROXY"),
-        Kind::Bon(_) => env!("GOODHART_CODE_BON"),
-        Kind::Ppo(_) => env!("GOODHART_CODE_PPO"),
-    }
+    kind.spec().code_version()
 }
 
 /// One cell of a plan.

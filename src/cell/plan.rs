@@ -9,10 +9,11 @@
 
 use serde_json::{json, Value};
 
+pub use super::cost::{Work, RATES};
 use super::store::key_of;
-use super::{code_version, BonCell, Cell, Kind};
+use super::{code_version, BonCell, Cell, GoldCell, Kind, PairsCell, PolicyCell};
 use crate::config::Experiment;
-use crate::sweep::{ensembles, heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
+use crate::sweep::{heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
 
 /// The id of replicate `r`'s preference-pairs cell: `pairs`, or `pairs/rR` for R > 0 when
 /// `preferences.per_replicate` or `world.per_replicate` redraws them.
@@ -24,9 +25,6 @@ pub fn pairs_id(exp: &Experiment, r: usize) -> String {
     }
 }
 
-/// Pairs and samples are generated in blocks of this many, each block from its own seed,
-/// so the first n pairs are the same whatever the largest data size is.
-pub const PAIR_BLOCK: usize = 512;
 
 /// An experiment's cells in dependency order.
 #[derive(Debug, Clone)]
@@ -68,8 +66,10 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// Adds a cell; its key covers `recipe`, its dependencies' keys and its code version.
-    fn add(&mut self, id: String, kind: Kind, mut recipe: Value, deps: Vec<usize>) -> usize {
+    /// Adds a cell; its key covers its kind's recipe, its dependencies' keys and its code
+    /// version.
+    fn add(&mut self, id: String, kind: Kind, deps: Vec<usize>) -> usize {
+        let mut recipe = kind.spec().recipe(self.exp);
         let obj = recipe.as_object_mut().expect("a recipe is a JSON object");
         obj.insert("code".into(), json!(code_version(&kind)));
         obj.insert(
@@ -78,7 +78,7 @@ impl Builder<'_> {
         );
         let key = key_of(&recipe);
         let level = deps.iter().map(|&d| self.cells[d].level + 1).max().unwrap_or(0);
-        let work = work(self.exp, &kind);
+        let work = kind.spec().work(self.exp);
         let cost_cpu_s = work.seconds();
         self.cells.push(Cell {
             id,
@@ -98,78 +98,19 @@ impl Plan {
     /// Every cell `exp` needs, in dependency order.
     pub fn new(exp: &Experiment) -> Plan {
         let mut b = Builder { exp, cells: Vec::new() };
-        let p = &exp.policy;
-        let x = &exp.proxy;
         // The cells of world `w`'s own: π_ref and gold, in the world's seed.
         let world_cells = |b: &mut Builder, w: usize| -> (usize, usize) {
-            let policy = b.add(
-                format!("policy{}", replicate_suffix(w)),
-                Kind::Policy(w),
-                json!({
-                    "world": exp.world_recipe(),
-                    "arch": exp.policy_arch(),
-                    "sft": { "demonstrations": p.demonstrations, "steps": p.sft_steps, "batch": p.sft_batch, "lr": p.sft_lr },
-                    "diversity_pool": exp.reference.diversity_pool,
-                    "seed": exp.world_seed(w),
-                }),
-                vec![],
-            );
-            let gold = b.add(
-                format!("gold{}", replicate_suffix(w)),
-                Kind::Gold(w),
-                json!({
-                    "world": exp.world_recipe(),
-                    "utility": crate::world::utility::recipe(),
-                    "arch": exp.gold_arch(),
-                    "distill": exp.gold,
-                    "seed": exp.world_seed(w),
-                    "reference_samples": exp.reference.standardize_samples,
-                    "val_pairs": exp.preferences.val_pairs,
-                }),
-                vec![policy],
-            );
+            let policy = b.add(format!("policy{}", replicate_suffix(w)), Kind::Policy(PolicyCell { world: w }), vec![]);
+            let gold = b.add(format!("gold{}", replicate_suffix(w)), Kind::Gold(GoldCell { world: w }), vec![policy]);
             (policy, gold)
         };
-        let pairs_recipe = |r: usize| {
-            let w = exp.world_index(r);
-            json!({
-                "train_pairs": exp.proxy.data_sizes.iter().max(),
-                "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { heldout_cell(exp, w).map(|h| h.data_size) } else { None },
-                "val_pairs": exp.preferences.val_pairs,
-                "label": exp.preferences.label,
-                "pair_block": PAIR_BLOCK,
-                "seed": exp.world_seed(w),
-                "train_seed": exp.replicate_seed(r),
-            })
-        };
-        let proxy_recipe = |cell: &ProxyCell| {
-            json!({
-                "id": cell.id(),
-                "arch": exp.proxy_arch(&cell.size),
-                "data_size": cell.data_size,
-                "noise": cell.noise,
-                "member": cell.member,
-                "heldout": cell.heldout,
-                // Its own pairs, drawn in the cell from the replicate's seed.
-                "own_pairs": cell.heldout && x.heldout_per_replicate,
-                "replicate": cell.replicate,
-                "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
-                "reference_samples": exp.reference.standardize_samples,
-                "seed": exp.replicate_seed(cell.replicate),
-            })
-        };
-        // The run's settings, without the lists that only choose which runs exist.
-        let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
-        for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
-            settings.as_object_mut().expect("ppo spec is a table").remove(k);
-        }
         // World 0's π_ref, gold, pairs and held-out proxy; replicates share them unless they
         // redraw them.
         let (mut policy, mut gold) = world_cells(&mut b, 0);
-        let pairs0 = b.add(pairs_id(exp, 0), Kind::Pairs(0), pairs_recipe(0), vec![policy, gold]);
+        let pairs0 = b.add(pairs_id(exp, 0), Kind::Pairs(PairsCell { replicate: 0 }), vec![policy, gold]);
         let per_replicate = exp.proxy.heldout_per_replicate;
         let mut heldout_id = heldout_cell(exp, 0)
-            .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, pairs0]));
+            .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, pairs0]));
         // Each replicate: its proxies, its best-of-n pools, its PPO runs (and, when it
         // redraws them, its own world's cells and pairs).
         for r in 0..exp.replicates {
@@ -178,10 +119,10 @@ impl Plan {
                 (policy, gold) = world_cells(&mut b, r);
             }
             let pairs = if r > 0 && pairs_id(exp, r) != pairs_id(exp, 0) {
-                let own = b.add(pairs_id(exp, r), Kind::Pairs(r), pairs_recipe(r), vec![policy, gold]);
+                let own = b.add(pairs_id(exp, r), Kind::Pairs(PairsCell { replicate: r }), vec![policy, gold]);
                 if exp.world_index(r) == r && !per_replicate {
                     heldout_id = heldout_cell(exp, r)
-                        .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, own]));
+                        .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, own]));
                 }
                 own
             } else {
@@ -189,11 +130,11 @@ impl Plan {
             };
             if r > 0 && per_replicate {
                 heldout_id = heldout_cell(exp, r)
-                    .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(&cell), vec![policy, gold, pairs]));
+                    .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, pairs]));
             }
             let members: Vec<usize> = grid
                 .iter()
-                .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), proxy_recipe(cell), vec![policy, gold, pairs]))
+                .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, pairs]))
                 .collect();
             let reads = |extra: &[usize]| -> Vec<usize> {
                 let mut d = vec![policy, gold];
@@ -202,40 +143,19 @@ impl Plan {
                 d
             };
             if exp.bon.enabled {
-                let groups: Vec<Value> = ensembles(&grid)
-                    .into_iter()
-                    .map(|(id, m)| json!({ "ensemble": id, "members": m }))
-                    .collect();
                 let bon = &exp.bon;
                 for start in (0..bon.prompts).step_by(bon.prompts_per_cell) {
                     let end = (start + bon.prompts_per_cell).min(bon.prompts);
-                    // Prompt i is the i-th draw of the replicate's prompt stream whatever the
-                    // total, so more prompts (or another split) reuse the cells that exist.
                     b.add(
                         format!("bon/p{start}-{}{}", end - 1, replicate_suffix(r)),
                         Kind::Bon(BonCell { replicate: r, start, end }),
-                        json!({
-                            "prompts": [start, end], "pool": bon.pool,
-                            "aggregators": { "uwo": bon.uwo_lambdas, "mean_std": bon.mean_std_lambdas, "median": bon.median },
-                            "ensembles": groups, "pair_block": PAIR_BLOCK,
-                            "replicate": r, "seed": exp.replicate_seed(r),
-                        }),
                         reads(&members),
                     );
                 }
             }
             for run in ppo_cells(exp, &grid) {
                 let run_members: Vec<usize> = run.members.iter().map(|&i| members[i]).collect();
-                let recipe = json!({
-                    "run": run.id(),
-                    "aggregator": run.aggregator,
-                    "kl_penalty": run.beta,
-                    "settings": settings,
-                    "world": exp.world_recipe(),
-                    "replicate": r,
-                    "seed": exp.replicate_seed(r),
-                });
-                b.add(run.id(), Kind::Ppo(run.clone()), recipe, reads(&run_members));
+                b.add(run.id(), Kind::Ppo(run.clone()), reads(&run_members));
             }
         }
         Plan { cells: b.cells }
@@ -425,115 +345,6 @@ pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan
         table_bytes: values.saturating_mul(TABLE_VALUE_BYTES),
     };
     Ok((plan, size))
-}
-
-/// The work a cell does, in the units the cost model prices: tokens × parameters and
-/// tokens, for training (forward, backward, optimizer) and for inference (sampling with the
-/// KV cache, scoring).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct Work {
-    pub train_param_tokens: f64,
-    pub train_tokens: f64,
-    pub infer_param_tokens: f64,
-    pub infer_tokens: f64,
-}
-
-/// Seconds per unit of [`Work`] on one core: fitted by least squares (non-negative) to the
-/// per-cell make times of one replicate of the quick default run with `--jobs 1` on a 2-core
-/// laptop-class x86-64 CPU (README, "Scaling out"). The per-token terms are the per-op
-/// overhead that dominates the smallest models.
-pub const RATES: Work = Work {
-    train_param_tokens: 9.6e-11,
-    train_tokens: 8.3e-7,
-    infer_param_tokens: 2.9e-11,
-    infer_tokens: 4.8e-7,
-};
-
-impl Work {
-    /// Modelled CPU-seconds: this work priced at [`RATES`].
-    pub fn seconds(&self) -> f64 {
-        self.train_param_tokens * RATES.train_param_tokens
-            + self.train_tokens * RATES.train_tokens
-            + self.infer_param_tokens * RATES.infer_param_tokens
-            + self.infer_tokens * RATES.infer_tokens
-    }
-
-    fn train(&mut self, tokens: f64, params: usize) {
-        self.train_param_tokens += tokens * params as f64;
-        self.train_tokens += tokens;
-    }
-
-    fn infer(&mut self, tokens: f64, params: usize) {
-        self.infer_param_tokens += tokens * params as f64;
-        self.infer_tokens += tokens;
-    }
-}
-
-/// The work of a cell, from its sizes.
-pub fn work(exp: &Experiment, kind: &Kind) -> Work {
-    let seq = exp.world().seq_len() as f64;
-    let mut w = Work::default();
-    let proxy_params = |name: &str| exp.params.proxies.iter().find(|(n, _)| n == name).map(|p| p.1).unwrap_or(0);
-    let policy = exp.params.policy;
-    let reference = exp.reference.standardize_samples as f64;
-    match kind {
-        Kind::Policy(_) => {
-            let p = &exp.policy;
-            w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);
-            w.infer((reference + exp.reference.diversity_pool as f64) * seq, policy);
-        }
-        Kind::Gold(_) => {
-            let g = &exp.gold;
-            w.train((g.steps * g.batch) as f64 * seq, exp.params.gold);
-            w.infer((reference + 2.0 * exp.preferences.val_pairs as f64) * seq, policy);
-            w.infer((g.samples as f64 / 10.0 + reference + 4.0 * exp.preferences.val_pairs as f64) * seq, exp.params.gold);
-        }
-        Kind::Pairs(r) => {
-            let heldout = if exp.proxy.heldout && !exp.proxy.heldout_per_replicate && exp.world_index(*r) == *r { 2 } else { 1 };
-            let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * heldout + exp.preferences.val_pairs) as f64;
-            w.infer(n * seq, policy);
-            w.infer(n * seq, exp.params.gold);
-        }
-        Kind::Proxy(c) => {
-            let params = proxy_params(&c.size.name);
-            if c.heldout && exp.proxy.heldout_per_replicate {
-                // Its own pairs: sampled with π_ref, scored with gold.
-                let n = 2.0 * c.data_size as f64;
-                w.infer(n * seq, policy);
-                w.infer(n * seq, exp.params.gold);
-            }
-            w.train((2 * exp.proxy.epochs * c.data_size) as f64 * seq, params);
-            w.infer((2.0 * exp.preferences.val_pairs as f64 + reference) * seq, params);
-        }
-        Kind::Bon(c) => {
-            let n = ((c.end - c.start) * exp.bon.pool) as f64;
-            w.infer(n * seq, policy);
-            w.infer(n * seq, exp.params.gold);
-            let grid = exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members;
-            for (_, p) in &exp.params.proxies {
-                for _ in 0..grid {
-                    w.infer(n * seq, *p);
-                }
-            }
-        }
-        Kind::Ppo(run) => {
-            let p = &exp.ppo;
-            let evals = (p.updates / p.eval_every + 2) as f64 * p.eval_prompts as f64;
-            let size = exp.proxy.sizes.iter().find(|s| run.ensemble.starts_with(&format!("{}/", s.name)));
-            let member = size.map(|s| proxy_params(&s.name)).unwrap_or(0);
-            let rollouts = (p.updates * p.rollout) as f64;
-            // Sampling (policy), π_ref's log-probs, scoring by every member (and gold and the
-            // held-out proxy at evaluations), then epochs of minibatch training.
-            w.infer((rollouts + evals) * seq, policy);
-            w.infer((rollouts + evals) * seq, policy);
-            for _ in 0..run.members.len() {
-                w.infer((rollouts + evals) * seq, member);
-            }
-            w.infer(evals * seq, exp.params.gold);
-            w.train((p.updates * p.epochs * p.rollout) as f64 * seq, policy);
-        }
-    }
-    w
 }
 
 /// The plan as data for `goodhart plan`: every cell with its dependencies, modelled cost,

@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 
 use crate::cell::exec::{Event, Exec};
 use crate::cell::make::bon::BonUnits;
-use crate::cell::make::Loaded;
 use crate::cell::store::{write_atomic, Meta, Origin};
 use crate::cell::Kind;
 use crate::error::{Error, Result};
@@ -47,18 +46,19 @@ pub fn rows(x: &Exec) -> Result<Rows> {
     let mut bon_units: Vec<&BonUnits> = Vec::new();
     for (i, cell) in x.plan.cells.iter().enumerate() {
         let l = &*loaded[i];
-        match (&cell.kind, l) {
+        let meta = &l.meta;
+        match &cell.kind {
             // π_ref's diagnostics are replicate 0's world's.
-            (Kind::Policy(0), Loaded::Policy { meta, .. }) => {
+            Kind::Policy(crate::cell::PolicyCell { world: 0 }) => {
                 out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
             }
-            (Kind::Gold(w), Loaded::Reward { meta, .. }) => {
+            Kind::Gold(g) => {
                 let mut row = rm_row(&cell.id, "gold", "gold", "", &x.exp.gold_arch(), None, meta);
                 row.distill_r2 = meta.info.get("distill_r2").and_then(Value::as_f64);
-                row.replicate = x.exp.world.per_replicate.then_some(*w as u64);
+                row.replicate = x.exp.world.per_replicate.then_some(g.world as u64);
                 golds.push(row);
             }
-            (Kind::Proxy(c), Loaded::Reward { meta, .. }) => {
+            Kind::Proxy(c) => {
                 let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
                 let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
                 if c.heldout {
@@ -69,8 +69,9 @@ pub fn rows(x: &Exec) -> Result<Rows> {
                     out.rm.push(row);
                 }
             }
-            (Kind::Bon(_), Loaded::Bon(units)) => bon_units.push(units),
-            (Kind::Ppo(run), Loaded::Ppo { outcome, .. }) => {
+            Kind::Bon(_) => bon_units.push(l.get::<BonUnits>()),
+            Kind::Ppo(run) => {
+                let outcome = l.get::<crate::cell::make::ppo::PpoOutcome>();
                 let status = match (outcome, made.contains(&i)) {
                     (Err(_), _) => "failed",
                     (Ok(_), true) => "trained",
@@ -469,7 +470,7 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         "worlds": x.exp.worlds(),
         "reference_policy": {
             "artifact": x.plan.find("policy").map(|i| format!("policy-{}", x.plan.cells[i].key)),
-            "sft": policy.as_ref().and_then(|p| p.meta().and_then(|m| m.info.get("sft").cloned())),
+            "sft": policy.as_ref().and_then(|p| p.meta.info.get("sft").cloned()),
             "diversity_pool_samples": x.exp.reference.diversity_pool,
             "duplicate_fraction": rows.duplicate_fraction,
         },

@@ -12,9 +12,11 @@ use polars::prelude::*;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{Inputs, PAIR_BLOCK};
+use super::PAIR_BLOCK;
 use crate::aggregate::Aggregator;
-use crate::cell::BonCell;
+use crate::cell::kind::{CellKind, Inputs, Loaded};
+use crate::cell::cost::Work;
+use crate::cell::store::Meta;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::RewardModel;
@@ -22,6 +24,67 @@ use crate::sweep::ProxyCell;
 use crate::world::WorldConfig;
 
 const FILE: &str = "units.parquet";
+
+/// A best-of-n cell: prompts `start..end` of replicate `replicate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BonCell {
+    pub replicate: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl CellKind for BonCell {
+    fn name(&self) -> &'static str {
+        "bon"
+    }
+    fn stage(&self) -> &'static str {
+        "best-of-n"
+    }
+    fn replicate(&self) -> usize {
+        self.replicate
+    }
+    fn recipe(&self, exp: &Experiment) -> Value {
+        let (bon, r) = (&exp.bon, self.replicate);
+        let groups: Vec<Value> = crate::sweep::ensembles(&crate::sweep::proxy_cells(exp, r))
+            .into_iter()
+            .map(|(id, m)| json!({ "ensemble": id, "members": m }))
+            .collect();
+        // Prompt i is the i-th draw of the replicate's prompt stream whatever the total, so
+        // more prompts (or another split) reuse the cells that exist.
+        json!({
+            "prompts": [self.start, self.end], "pool": bon.pool,
+            "aggregators": { "uwo": bon.uwo_lambdas, "mean_std": bon.mean_std_lambdas, "median": bon.median },
+            "ensembles": groups, "pair_block": PAIR_BLOCK,
+            "replicate": r, "seed": exp.replicate_seed(r),
+        })
+    }
+    fn code_version(&self) -> &'static str {
+        env!("GOODHART_CODE_BON")
+    }
+    fn work(&self, exp: &Experiment) -> Work {
+        let seq = exp.world().seq_len() as f64;
+        let n = ((self.end - self.start) * exp.bon.pool) as f64;
+        let mut w = Work::default();
+        w.infer(n * seq, exp.params.policy);
+        w.infer(n * seq, exp.params.gold);
+        let grid = exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members;
+        for (_, p) in &exp.params.proxies {
+            for _ in 0..grid {
+                w.infer(n * seq, *p);
+            }
+        }
+        w
+    }
+    fn per_replicate(&self) -> bool {
+        true
+    }
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+        make(inputs, *self, dir, pb)
+    }
+    fn load(&self, _exp: &Experiment, _world: &WorldConfig, _device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        load(dir, *self).map(|u| Loaded::new(u, meta))
+    }
+}
 
 /// One ensemble × aggregator over a cell's prompts.
 #[derive(Debug, Clone, PartialEq)]

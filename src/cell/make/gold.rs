@@ -10,11 +10,68 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::pairs::{pair_samples, scored_pairs, PairSamples};
-use super::{save_weights, shards, Inputs, INFER_BATCH};
+use super::{load_reward, save_weights, shards, INFER_BATCH};
+use crate::cell::kind::{CellKind, Inputs, Loaded};
+use crate::cell::cost::Work;
+use crate::cell::store::Meta;
+use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm::{self, Pairs};
 use crate::world::WorldConfig;
+
+/// The gold RM of world `world`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoldCell {
+    pub world: usize,
+}
+
+impl CellKind for GoldCell {
+    fn name(&self) -> &'static str {
+        "gold"
+    }
+    fn stage(&self) -> &'static str {
+        "gold RM"
+    }
+    fn replicate(&self) -> usize {
+        self.world
+    }
+    fn world(&self, _exp: &Experiment) -> usize {
+        self.world
+    }
+    fn recipe(&self, exp: &Experiment) -> Value {
+        json!({
+            "world": exp.world_recipe(),
+            "utility": crate::world::utility::recipe(),
+            "arch": exp.gold_arch(),
+            "distill": exp.gold,
+            "seed": exp.world_seed(self.world),
+            "reference_samples": exp.reference.standardize_samples,
+            "val_pairs": exp.preferences.val_pairs,
+        })
+    }
+    fn code_version(&self) -> &'static str {
+        env!("GOODHART_CODE_GOLD")
+    }
+    fn work(&self, exp: &Experiment) -> Work {
+        let seq = exp.world().seq_len() as f64;
+        let (g, reference, val) = (&exp.gold, exp.reference.standardize_samples as f64, exp.preferences.val_pairs as f64);
+        let mut w = Work::default();
+        w.train((g.steps * g.batch) as f64 * seq, exp.params.gold);
+        w.infer((reference + 2.0 * val) * seq, exp.params.policy);
+        w.infer((g.samples as f64 / 10.0 + reference + 4.0 * val) * seq, exp.params.gold);
+        w
+    }
+    fn standardizes(&self) -> bool {
+        true
+    }
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+        make(inputs, dir, pb)
+    }
+    fn load(&self, exp: &Experiment, _world: &WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        Ok(Loaded::new(load_reward(&exp.gold_arch(), device, dir, meta)?, meta))
+    }
+}
 
 /// The gold RM of its world, from the world's seed.
 pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {

@@ -11,90 +11,23 @@ pub mod policy;
 pub mod ppo;
 pub mod proxy;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::Value;
 
-pub use super::plan::PAIR_BLOCK;
+pub use super::kind::{Inputs, Loaded};
 use super::store::Meta;
-use super::{Cell, Kind};
+use super::Cell;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel, TransformerConfig};
-use crate::sweep::ProxyCell;
 use crate::world::{Response, SeqSet, Split, WorldConfig};
 
-/// What a make reads, handed to it already loaded: the experiment, the cell's world, the
-/// device, and the cell's dependencies (a make never asks the executor for more).
-pub struct Inputs<'a> {
-    pub exp: &'a Experiment,
-    /// The cell being made (its id names it in messages).
-    pub cell: &'a Cell,
-    /// The cell's world and its index.
-    pub world: &'a WorldConfig,
-    pub world_index: usize,
-    pub device: &'a Device,
-    /// Each dependency, in the plan's order: its cell, its folder in the store, its loaded form.
-    pub deps: Vec<(&'a Cell, PathBuf, Arc<Loaded>)>,
-    /// The set every reward model of the world is standardized on (gold and proxy cells).
-    pub reference: Option<Arc<SeqSet>>,
-}
-
-impl Inputs<'_> {
-    fn dep_of(&self, kind: &str) -> &(&Cell, PathBuf, Arc<Loaded>) {
-        self.deps
-            .iter()
-            .find(|d| d.0.kind.name() == kind)
-            .unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.cell.id))
-    }
-
-    /// The world's π_ref.
-    pub fn policy(&self) -> &Policy {
-        self.dep_of("policy").2.policy()
-    }
-
-    /// The folder of the world's π_ref (its weights, for a trainable copy).
-    pub fn policy_dir(&self) -> &Path {
-        &self.dep_of("policy").1
-    }
-
-    /// The world's gold RM.
-    pub fn gold(&self) -> &RewardModel {
-        self.dep_of("gold").2.reward()
-    }
-
-    /// The preference pairs the cell reads.
-    pub fn pairs(&self) -> &pairs::PairData {
-        match &*self.dep_of("pairs").2 {
-            Loaded::Pairs(p) => p,
-            _ => unreachable!("a pairs cell loads as pairs"),
-        }
-    }
-
-    /// The reference set of the cell's world.
-    pub fn reference(&self) -> &SeqSet {
-        self.reference.as_deref().unwrap_or_else(|| panic!("{} reads no reference set", self.cell.id))
-    }
-
-    /// The proxies the cell reads, split once: ensemble members in grid order, and the
-    /// held-out proxy (never optimized against) if there is one.
-    pub fn proxies(&self) -> (Vec<(&ProxyCell, &RewardModel)>, Option<&RewardModel>) {
-        let (mut members, mut heldout) = (Vec::new(), None);
-        for (c, _, l) in &self.deps {
-            if let Kind::Proxy(p) = &c.kind {
-                if p.heldout {
-                    heldout = Some(l.reward());
-                } else {
-                    members.push((p, l.reward()));
-                }
-            }
-        }
-        (members, heldout)
-    }
-}
+/// Pairs and samples are generated in blocks of this many, each block from its own seed,
+/// so the first n pairs are the same whatever the largest data size is.
+pub const PAIR_BLOCK: usize = 512;
 
 /// Weights of a model cell.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -113,70 +46,14 @@ pub fn shards(device: &Device) -> usize {
     }
 }
 
-/// A cell read back from the store.
-pub enum Loaded {
-    Policy { policy: Policy, meta: Meta },
-    /// Gold or a proxy, standardized.
-    Reward { model: RewardModel, meta: Meta },
-    Pairs(pairs::PairData),
-    /// Best-of-n per prompt of every ensemble × aggregator, for a range of prompts.
-    Bon(bon::BonUnits),
-    /// A PPO run's outcome, or the one-line error that ended it (a diverged run is a
-    /// result too: stored, so it is not retried with the same code).
-    Ppo { outcome: std::result::Result<crate::ppo::Outcome, String>, meta: Meta },
-}
-
-impl Loaded {
-    pub fn policy(&self) -> &Policy {
-        match self {
-            Loaded::Policy { policy, .. } => policy,
-            _ => unreachable!("the plan wires a policy here"),
-        }
-    }
-
-    pub fn reward(&self) -> &RewardModel {
-        match self {
-            Loaded::Reward { model, .. } => model,
-            _ => unreachable!("the plan wires a reward model here"),
-        }
-    }
-
-    pub fn meta(&self) -> Option<&Meta> {
-        match self {
-            Loaded::Policy { meta, .. } | Loaded::Reward { meta, .. } | Loaded::Ppo { meta, .. } => Some(meta),
-            _ => None,
-        }
-    }
-}
-
 /// Makes the cell of `inputs` into `dir`.
 pub fn make(inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
-    match &inputs.cell.kind {
-        Kind::Policy(_) => policy::make(inputs, dir, pb),
-        Kind::Gold(_) => gold::make(inputs, dir, pb),
-        Kind::Pairs(r) => pairs::make(inputs, *r, dir).inspect(|_| pb.inc(1)),
-        Kind::Proxy(c) => proxy::make(inputs, c, dir, pb),
-        Kind::Bon(c) => bon::make(inputs, *c, dir, pb),
-        Kind::Ppo(run) => ppo::make(inputs, run, dir, pb),
-    }
+    inputs.cell.kind.spec().make(inputs, dir, pb)
 }
 
 /// Reads `cell` (of world `world`) back from its folder.
 pub fn load(exp: &Experiment, cell: &Cell, world: &WorldConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
-    match &cell.kind {
-        Kind::Policy(_) => policy::load(exp, world, device, dir, meta),
-        Kind::Gold(_) => Ok(Loaded::Reward {
-            model: load_reward(&exp.gold_arch(), device, dir, meta)?,
-            meta: meta.clone(),
-        }),
-        Kind::Proxy(c) => Ok(Loaded::Reward {
-            model: load_reward(&exp.proxy_arch(&c.size), device, dir, meta)?,
-            meta: meta.clone(),
-        }),
-        Kind::Pairs(_) => pairs::load(dir).map(Loaded::Pairs),
-        Kind::Bon(c) => bon::load(dir, *c).map(Loaded::Bon),
-        Kind::Ppo(_) => ppo::load(meta),
-    }
+    cell.kind.spec().load(exp, world, device, dir, meta)
 }
 
 /// A fresh policy of the experiment's shape in `world` with the weights of the folder `dir`.
@@ -188,7 +65,7 @@ pub fn load_policy_weights(exp: &Experiment, world: &WorldConfig, device: &Devic
 }
 
 /// A reward model of shape `cfg` with the weights of `dir` and the standardization in `meta`.
-fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
+pub(super) fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
     let mut model = frozen_weights(dir, device, |vb| RewardModel::new(cfg, vb))?;
     let get = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
     match (get("offset"), get("scale")) {

@@ -10,7 +10,11 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use super::{Inputs, INFER_BATCH, PAIR_BLOCK};
+use super::{INFER_BATCH, PAIR_BLOCK};
+use crate::cell::kind::{CellKind, Inputs, Loaded};
+use crate::cell::cost::Work;
+use crate::cell::store::Meta;
+use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel};
 use crate::rm::{self, Pairs};
@@ -27,6 +31,57 @@ pub struct PairData {
     /// The held-out proxy's own pairs and clean labels, sampled independently of `train`.
     pub heldout: Option<(Pairs, Vec<bool>)>,
     pub val: Pairs,
+}
+
+/// The preference pairs of replicate `replicate` (0 unless `preferences.per_replicate` or
+/// `world.per_replicate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairsCell {
+    pub replicate: usize,
+}
+
+impl CellKind for PairsCell {
+    fn name(&self) -> &'static str {
+        "pairs"
+    }
+    fn stage(&self) -> &'static str {
+        "preference pairs"
+    }
+    fn replicate(&self) -> usize {
+        self.replicate
+    }
+    fn recipe(&self, exp: &Experiment) -> Value {
+        let r = self.replicate;
+        let w = exp.world_index(r);
+        json!({
+            "train_pairs": exp.proxy.data_sizes.iter().max(),
+            "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { crate::sweep::heldout_cell(exp, w).map(|h| h.data_size) } else { None },
+            "val_pairs": exp.preferences.val_pairs,
+            "label": exp.preferences.label,
+            "pair_block": PAIR_BLOCK,
+            "seed": exp.world_seed(w),
+            "train_seed": exp.replicate_seed(r),
+        })
+    }
+    fn code_version(&self) -> &'static str {
+        env!("GOODHART_CODE_PAIRS")
+    }
+    fn work(&self, exp: &Experiment) -> Work {
+        let seq = exp.world().seq_len() as f64;
+        let r = self.replicate;
+        let heldout = if exp.proxy.heldout && !exp.proxy.heldout_per_replicate && exp.world_index(r) == r { 2 } else { 1 };
+        let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * heldout + exp.preferences.val_pairs) as f64;
+        let mut w = Work::default();
+        w.infer(n * seq, exp.params.policy);
+        w.infer(n * seq, exp.params.gold);
+        w
+    }
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+        make(inputs, self.replicate, dir).inspect(|_| pb.inc(1))
+    }
+    fn load(&self, _exp: &Experiment, _world: &WorldConfig, _device: &Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        load(dir).map(|p| Loaded::new(p, meta))
+    }
 }
 
 /// The pairs of replicate `r`: its training pairs from its own seed (replicate 0: the

@@ -9,12 +9,62 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{frozen_weights, save_weights, shards, Inputs, Loaded, PAIR_BLOCK};
+use super::{frozen_weights, save_weights, shards, PAIR_BLOCK};
 use crate::cell::store::Meta;
+use crate::cell::kind::{CellKind, Inputs, Loaded};
+use crate::cell::cost::Work;
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, Policy};
 use crate::world::WorldConfig;
+
+/// π_ref of world `world` (0 unless `world.per_replicate`; then the replicate that draws it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyCell {
+    pub world: usize,
+}
+
+impl CellKind for PolicyCell {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+    fn stage(&self) -> &'static str {
+        "reference policy"
+    }
+    fn replicate(&self) -> usize {
+        self.world
+    }
+    fn world(&self, _exp: &Experiment) -> usize {
+        self.world
+    }
+    fn recipe(&self, exp: &Experiment) -> Value {
+        let p = &exp.policy;
+        json!({
+            "world": exp.world_recipe(),
+            "arch": exp.policy_arch(),
+            "sft": { "demonstrations": p.demonstrations, "steps": p.sft_steps, "batch": p.sft_batch, "lr": p.sft_lr },
+            "diversity_pool": exp.reference.diversity_pool,
+            "seed": exp.world_seed(self.world),
+        })
+    }
+    fn code_version(&self) -> &'static str {
+        env!("GOODHART_CODE_POLICY")
+    }
+    fn work(&self, exp: &Experiment) -> Work {
+        let seq = exp.world().seq_len() as f64;
+        let (p, policy) = (&exp.policy, exp.params.policy);
+        let mut w = Work::default();
+        w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);
+        w.infer((exp.reference.standardize_samples + exp.reference.diversity_pool) as f64 * seq, policy);
+        w
+    }
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+        make(inputs, dir, pb)
+    }
+    fn load(&self, exp: &Experiment, world: &WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        load(exp, world, device, dir, meta)
+    }
+}
 
 /// π_ref of its world, from the world's seed.
 pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
@@ -73,7 +123,7 @@ pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value
 
 pub fn load(exp: &Experiment, world: &WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
     let policy = frozen_weights(dir, device, |vb| Policy::new(&exp.policy_arch(), world, vb))?;
-    Ok(Loaded::Policy { policy, meta: meta.clone() })
+    Ok(Loaded::new(policy, meta))
 }
 
 /// Duplicate fraction of `reference.diversity_pool` π_ref samples of `world` (seed `seed`) for

@@ -9,10 +9,76 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{load_policy_weights, save_weights, Inputs, Loaded};
+use super::{load_policy_weights, save_weights};
+use crate::cell::kind::{CellKind, Inputs, Loaded};
+use crate::cell::cost::Work;
+use crate::config::Experiment;
 use crate::cell::store::Meta;
 use crate::error::{Error, Result};
 use crate::sweep::PpoCell;
+
+impl CellKind for PpoCell {
+    fn name(&self) -> &'static str {
+        "ppo"
+    }
+    fn stage(&self) -> &'static str {
+        "PPO"
+    }
+    fn replicate(&self) -> usize {
+        self.replicate
+    }
+    fn recipe(&self, exp: &Experiment) -> Value {
+        // The run's settings, without the lists that only choose which runs exist.
+        let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
+        for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
+            settings.as_object_mut().expect("ppo spec is a table").remove(k);
+        }
+        json!({
+            "run": self.id(),
+            "aggregator": self.aggregator,
+            "kl_penalty": self.beta,
+            "settings": settings,
+            "world": exp.world_recipe(),
+            "replicate": self.replicate,
+            "seed": exp.replicate_seed(self.replicate),
+        })
+    }
+    fn code_version(&self) -> &'static str {
+        env!("GOODHART_CODE_PPO")
+    }
+    fn work(&self, exp: &Experiment) -> Work {
+        let seq = exp.world().seq_len() as f64;
+        let p = &exp.ppo;
+        let policy = exp.params.policy;
+        let evals = (p.updates / p.eval_every + 2) as f64 * p.eval_prompts as f64;
+        let size = exp.proxy.sizes.iter().find(|s| self.ensemble.starts_with(&format!("{}/", s.name)));
+        let member = size.and_then(|s| exp.params.proxies.iter().find(|(n, _)| *n == s.name)).map(|p| p.1).unwrap_or(0);
+        let rollouts = (p.updates * p.rollout) as f64;
+        // Sampling (policy), π_ref's log-probs, scoring by every member (and gold and the
+        // held-out proxy at evaluations), then epochs of minibatch training.
+        let mut w = Work::default();
+        w.infer((rollouts + evals) * seq, policy);
+        w.infer((rollouts + evals) * seq, policy);
+        for _ in 0..self.members.len() {
+            w.infer((rollouts + evals) * seq, member);
+        }
+        w.infer(evals * seq, exp.params.gold);
+        w.train((p.updates * p.epochs * p.rollout) as f64 * seq, policy);
+        w
+    }
+    fn units(&self, exp: &Experiment) -> u64 {
+        exp.ppo.updates as u64
+    }
+    fn per_replicate(&self) -> bool {
+        true
+    }
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+        make(inputs, self, dir, pb)
+    }
+    fn load(&self, _exp: &Experiment, _world: &crate::world::WorldConfig, _device: &candle_core::Device, _dir: &Path, meta: &Meta) -> Result<Loaded> {
+        load(meta)
+    }
+}
 
 pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
@@ -64,6 +130,10 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
     Ok(json!({ "outcome": outcome, "train_seconds": t.elapsed().as_secs_f64() }))
 }
 
+/// A PPO cell read back: the run's outcome, or the one-line error that ended it (a diverged
+/// run is a result too: stored, so it is not retried with the same code).
+pub type PpoOutcome = std::result::Result<crate::ppo::Outcome, String>;
+
 pub fn load(meta: &Meta) -> Result<Loaded> {
     let outcome = match meta.info.get("failed").and_then(|f| f.as_str()) {
         Some(msg) => Err(msg.to_string()),
@@ -72,5 +142,5 @@ pub fn load(meta: &Meta) -> Result<Loaded> {
             reason: format!("meta.json outcome: {e}"),
         })?),
     };
-    Ok(Loaded::Ppo { outcome, meta: meta.clone() })
+    Ok(Loaded::new(outcome, meta))
 }

@@ -11,18 +11,82 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{save_weights, Inputs, INFER_BATCH};
+use super::{load_reward, save_weights, INFER_BATCH};
+use crate::cell::kind::{CellKind, Inputs, Loaded};
+use crate::cell::cost::Work;
+use crate::cell::store::Meta;
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
 use crate::rm;
 use crate::sweep::ProxyCell;
 
+impl CellKind for ProxyCell {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+    fn stage(&self) -> &'static str {
+        "proxy RMs"
+    }
+    fn replicate(&self) -> usize {
+        self.replicate
+    }
+    fn recipe(&self, exp: &Experiment) -> Value {
+        let x = &exp.proxy;
+        json!({
+            "id": self.id(),
+            "arch": exp.proxy_arch(&self.size),
+            "data_size": self.data_size,
+            "noise": self.noise,
+            "member": self.member,
+            "heldout": self.heldout,
+            // Its own pairs, drawn in the cell from the replicate's seed.
+            "own_pairs": self.heldout && x.heldout_per_replicate,
+            "replicate": self.replicate,
+            "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
+            "reference_samples": exp.reference.standardize_samples,
+            "seed": exp.replicate_seed(self.replicate),
+        })
+    }
+    fn code_version(&self) -> &'static str {
+        env!("GOODHART_CODE_PROXY")
+    }
+    fn work(&self, exp: &Experiment) -> Work {
+        let seq = exp.world().seq_len() as f64;
+        let params = exp.params.proxies.iter().find(|(n, _)| *n == self.size.name).map(|p| p.1).unwrap_or(0);
+        let mut w = Work::default();
+        if self.heldout && exp.proxy.heldout_per_replicate {
+            // Its own pairs: sampled with π_ref, scored with gold.
+            let n = 2.0 * self.data_size as f64;
+            w.infer(n * seq, exp.params.policy);
+            w.infer(n * seq, exp.params.gold);
+        }
+        w.train((2 * exp.proxy.epochs * self.data_size) as f64 * seq, params);
+        w.infer((2.0 * exp.preferences.val_pairs as f64 + exp.reference.standardize_samples as f64) * seq, params);
+        w
+    }
+    fn units(&self, exp: &Experiment) -> u64 {
+        steps(exp, self)
+    }
+    fn standardizes(&self) -> bool {
+        true
+    }
+    fn per_replicate(&self) -> bool {
+        true
+    }
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+        make(inputs, self, dir, pb)
+    }
+    fn load(&self, exp: &Experiment, _world: &crate::world::WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        Ok(Loaded::new(load_reward(&exp.proxy_arch(&self.size), device, dir, meta)?, meta))
+    }
+}
+
 pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
     let p = &exp.proxy;
     let id = cell.id();
-    let data = x.pairs();
+    let data: &super::pairs::PairData = x.dep("pairs");
     let reference = x.reference();
     let cfg = exp.proxy_arch(&cell.size);
     let varmap = VarMap::new();

@@ -1,0 +1,155 @@
+//! What the plan, the executor and the store ask of one kind of cell. Each kind implements
+//! it in its own file (`make/<kind>.rs`): its name and stage, whose replicate and world it
+//! is, its code version, its cost model, its progress units, its make and its load.
+//! [`super::Kind`] lists the kinds.
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Device;
+use serde_json::Value;
+
+use super::cost::Work;
+use super::store::Meta;
+use super::{Cell, Kind};
+use crate::config::Experiment;
+use crate::error::Result;
+use crate::model::{Policy, RewardModel};
+use crate::sweep::ProxyCell;
+use crate::world::{SeqSet, WorldConfig};
+
+pub trait CellKind {
+    /// The folder prefix in the store and the name in plans (`policy`, `bon`, …).
+    fn name(&self) -> &'static str;
+    /// The stage it belongs to, for timings and progress.
+    fn stage(&self) -> &'static str;
+    /// The replicate it belongs to (a world's cells: the replicate that draws the world).
+    fn replicate(&self) -> usize;
+    /// The world it runs in.
+    fn world(&self, exp: &Experiment) -> usize {
+        exp.world_index(self.replicate())
+    }
+    /// What decides its bytes, besides its dependencies' keys and its code version: the
+    /// slice of the experiment its make reads (see the module doc of [`super`]).
+    fn recipe(&self, exp: &Experiment) -> Value;
+    /// Its code version (see the module doc of [`super`]).
+    fn code_version(&self) -> &'static str;
+    /// The work it does, which the cost model prices.
+    fn work(&self, exp: &Experiment) -> Work;
+    /// Progress units of its make (training steps, updates; one for the short ones).
+    fn units(&self, _exp: &Experiment) -> u64 {
+        1
+    }
+    /// It standardizes a reward model on its world's reference set.
+    fn standardizes(&self) -> bool {
+        false
+    }
+    /// Its stage runs per replicate (best-of-n, PPO, proxies), not once per world.
+    fn per_replicate(&self) -> bool {
+        false
+    }
+    /// Makes it into `dir` from `inputs`; returns its `info`.
+    fn make(&self, inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value>;
+    /// Reads it back from `dir` (a cell of `world`).
+    fn load(&self, exp: &Experiment, world: &WorldConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<Loaded>;
+}
+
+/// A cell read back from the store: its meta and its value, of the type its kind loads
+/// (π_ref: [`Policy`]; gold and proxies: [`RewardModel`]; pairs, best-of-n and PPO: their
+/// kind's own type).
+pub struct Loaded {
+    pub meta: Meta,
+    value: Box<dyn Any + Send + Sync>,
+}
+
+impl Loaded {
+    pub fn new<T: Any + Send + Sync>(value: T, meta: &Meta) -> Self {
+        Self {
+            meta: meta.clone(),
+            value: Box::new(value),
+        }
+    }
+
+    /// The value as `T`; the plan wires each cell to the kinds it reads, so another type is
+    /// a bug.
+    pub fn get<T: 'static>(&self) -> &T {
+        self.value
+            .downcast_ref()
+            .unwrap_or_else(|| panic!("cell {} is not a {}", self.meta.id, std::any::type_name::<T>()))
+    }
+
+    pub fn policy(&self) -> &Policy {
+        self.get()
+    }
+
+    pub fn reward(&self) -> &RewardModel {
+        self.get()
+    }
+}
+
+/// What a make reads, handed to it already loaded: the experiment, the cell's world, the
+/// device, and the cell's dependencies (a make never asks the executor for more).
+pub struct Inputs<'a> {
+    pub exp: &'a Experiment,
+    /// The cell being made (its id names it in messages).
+    pub cell: &'a Cell,
+    /// The cell's world and its index.
+    pub world: &'a WorldConfig,
+    pub world_index: usize,
+    pub device: &'a Device,
+    /// Each dependency, in the plan's order: its cell, its folder in the store, its loaded form.
+    pub deps: Vec<(&'a Cell, PathBuf, Arc<Loaded>)>,
+    /// The set every reward model of the world is standardized on (gold and proxy cells).
+    pub reference: Option<Arc<SeqSet>>,
+}
+
+impl Inputs<'_> {
+    fn dep_of(&self, kind: &str) -> &(&Cell, PathBuf, Arc<Loaded>) {
+        self.deps
+            .iter()
+            .find(|d| d.0.kind.name() == kind)
+            .unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.cell.id))
+    }
+
+    /// The world's π_ref.
+    pub fn policy(&self) -> &Policy {
+        self.dep_of("policy").2.policy()
+    }
+
+    /// The folder of the world's π_ref (its weights, for a trainable copy).
+    pub fn policy_dir(&self) -> &Path {
+        &self.dep_of("policy").1
+    }
+
+    /// The world's gold RM.
+    pub fn gold(&self) -> &RewardModel {
+        self.dep_of("gold").2.reward()
+    }
+
+    /// The loaded value of the cell's dependency of kind `kind` (e.g. its pairs).
+    pub fn dep<T: 'static>(&self, kind: &str) -> &T {
+        self.dep_of(kind).2.get()
+    }
+
+    /// The reference set of the cell's world.
+    pub fn reference(&self) -> &SeqSet {
+        self.reference.as_deref().unwrap_or_else(|| panic!("{} reads no reference set", self.cell.id))
+    }
+
+    /// The proxies the cell reads, split once: ensemble members in grid order, and the
+    /// held-out proxy (never optimized against) if there is one.
+    pub fn proxies(&self) -> (Vec<(&ProxyCell, &RewardModel)>, Option<&RewardModel>) {
+        let (mut members, mut heldout) = (Vec::new(), None);
+        for (c, _, l) in &self.deps {
+            if let Kind::Proxy(p) = &c.kind {
+                if p.heldout {
+                    heldout = Some(l.reward());
+                } else {
+                    members.push((p, l.reward()));
+                }
+            }
+        }
+        (members, heldout)
+    }
+}
