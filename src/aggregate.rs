@@ -50,7 +50,7 @@ impl Aggregator {
             ("median", None) => Aggregator::Median,
             ("uwo", Some(l)) => Aggregator::Uwo(l),
             ("mean_std", Some(l)) => Aggregator::MeanStd(l),
-            (m, None) => Aggregator::Member(m.strip_prefix("member")?.parse().ok()?),
+            (m, None) => Aggregator::Member(member_index(m)?),
             _ => return None,
         })
     }
@@ -118,4 +118,27 @@ pub fn label(name: &str, lambda: Option<f64>) -> String {
         Some(l) => format!("{name}({l})"),
         None => name.to_string(),
     }
+}
+
+/// The member index of a single member's name (`member3` → 3); `None` for every other
+/// aggregator.
+pub fn member_index(name: &str) -> Option<usize> {
+    name.strip_prefix("member")?.parse().ok()
+}
+
+/// The order aggregators are listed in, by name: the single members (by index), then mean,
+/// median, wco, uwo, mean_std, then others by name.
+pub fn order(name: &str) -> (u8, usize, String) {
+    if let Some(k) = member_index(name) {
+        return (0, k, String::new());
+    }
+    let rank = match name {
+        "mean" => 1,
+        "median" => 2,
+        "wco" => 3,
+        "uwo" => 4,
+        "mean_std" => 5,
+        _ => 6,
+    };
+    (rank, 0, name.to_string())
 }

@@ -63,7 +63,7 @@ impl CurveId {
 
     /// The member index of a single-member curve (`member3` → 3).
     pub fn single_member(&self) -> Option<usize> {
-        self.aggregator.strip_prefix("member")?.parse().ok()
+        crate::aggregate::member_index(&self.aggregator)
     }
 
     /// The sort order of the module doc.
@@ -76,26 +76,10 @@ impl CurveId {
             .then(self.data_size.cmp(&other.data_size))
             .then(self.ensemble.cmp(&other.ensemble))
             .then(cmp_opt(self.kl_penalty, other.kl_penalty))
-            .then(aggregator_rank(&self.aggregator).cmp(&aggregator_rank(&other.aggregator)))
+            .then(crate::aggregate::order(&self.aggregator).cmp(&crate::aggregate::order(&other.aggregator)))
             .then(cmp_opt(self.lambda, other.lambda))
             .then(self.key.cmp(&other.key))
     }
-}
-
-/// Members first (by index), then mean, median, wco, uwo, mean_std, then others by name.
-fn aggregator_rank(a: &str) -> (u8, u64, String) {
-    if let Some(k) = a.strip_prefix("member").and_then(|k| k.parse::<u64>().ok()) {
-        return (0, k, String::new());
-    }
-    let rank = match a {
-        "mean" => 1,
-        "median" => 2,
-        "wco" => 3,
-        "uwo" => 4,
-        "mean_std" => 5,
-        _ => 6,
-    };
-    (rank, 0, a.to_string())
 }
 
 /// None first, then by value.
@@ -422,7 +406,7 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
             a.0.method
                 .cmp(&b.0.method)
                 .then(a.0.label_noise.total_cmp(&b.0.label_noise))
-                .then(aggregator_rank(&a.0.aggregator).cmp(&aggregator_rank(&b.0.aggregator)))
+                .then(crate::aggregate::order(&a.0.aggregator).cmp(&crate::aggregate::order(&b.0.aggregator)))
                 .then(cmp_opt(a.0.lambda, b.0.lambda))
                 .then(cmp_opt(a.0.kl_penalty, b.0.kl_penalty))
                 .then(a.1.cmp(&b.1))

@@ -93,7 +93,7 @@ impl UnitCurve {
 
     /// Whether this is one member optimized alone.
     pub fn is_single(&self) -> bool {
-        self.aggregator.starts_with("member")
+        crate::aggregate::member_index(&self.aggregator).is_some()
     }
 }
 

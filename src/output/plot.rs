@@ -175,12 +175,13 @@ fn lines(cell: &[&ExpectedSeries], members_grey: bool) -> Vec<Line> {
     let mut out = Vec::new();
     for s in cell {
         let agg = &s.aggregator;
-        let member = agg.starts_with("member") && !lone && members_grey;
+        let single = crate::aggregate::member_index(agg).is_some();
+        let member = single && !lone && members_grey;
         let label = match s.lambda {
             Some(l) => crate::aggregate::label(agg, Some(l)),
             None if member => "single members (mean)".to_string(),
             None if lone => "single proxy".to_string(),
-            None if agg.starts_with("member") => format!("{agg} alone"),
+            None if single => format!("{agg} alone"),
             None => agg.clone(),
         };
         let line = if member {

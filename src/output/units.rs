@@ -84,7 +84,7 @@ pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
 
 fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Points) -> std::result::Result<UnitCurve, String> {
     let name = format!("curve {method}/{ensemble}/{aggregator} of replicate {replicate}");
-    let single: Option<usize> = aggregator.strip_prefix("member").and_then(|m| m.parse().ok());
+    let single: Option<usize> = crate::aggregate::member_index(&aggregator);
     let mut prompts: Option<Vec<u64>> = None;
     let mut c = UnitCurve {
         method: method.to_string(),
