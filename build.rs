@@ -19,13 +19,14 @@ const COMMON: &[&str] = &[
     "src/cell/make/mod.rs",
 ];
 
-/// Per kind, the files beyond [`COMMON`].
+/// Per kind, the files beyond [`COMMON`]. `tests/code_version.rs` walks each kind's make
+/// through the imports and fails on a file it reaches that is not listed here.
 const KINDS: &[(&str, &[&str])] = &[
-    ("POLICY", &["src/sft.rs", "src/optim.rs", "src/cell/make/policy.rs"]),
-    ("GOLD", &["src/rm.rs", "src/optim.rs", "src/cell/make/gold.rs"]),
-    ("PAIRS", &["src/rm.rs", "src/cell/make/pairs.rs"]),
-    ("PROXY", &["src/rm.rs", "src/optim.rs", "src/cell/make/proxy.rs"]),
-    ("BON", &["src/bon.rs", "src/sft.rs", "src/eval.rs", "src/sweep.rs", "src/cell/make/bon.rs"]),
+    ("POLICY", &["src/sft.rs", "src/optim.rs", "src/rm.rs", "src/cell/make/policy.rs"]),
+    ("GOLD", &["src/rm.rs", "src/optim.rs", "src/sweep.rs", "src/cell/make/pairs.rs", "src/cell/make/gold.rs"]),
+    ("PAIRS", &["src/rm.rs", "src/optim.rs", "src/sweep.rs", "src/cell/make/pairs.rs"]),
+    ("PROXY", &["src/rm.rs", "src/optim.rs", "src/sweep.rs", "src/cell/make/pairs.rs", "src/cell/make/proxy.rs"]),
+    ("BON", &["src/bon.rs", "src/sft.rs", "src/eval.rs", "src/sweep.rs", "src/rm.rs", "src/optim.rs", "src/cell/make/bon.rs"]),
     (
         "PPO",
         &[
@@ -38,6 +39,8 @@ const KINDS: &[(&str, &[&str])] = &[
             "src/bon.rs",
             "src/eval.rs",
             "src/sweep.rs",
+            "src/rm.rs",
+            "src/sft.rs",
             "src/cell/make/ppo.rs",
         ],
     ),

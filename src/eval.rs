@@ -7,8 +7,7 @@ use crate::error::Result;
 use crate::model::RewardModel;
 use crate::world::{Response, SeqSet, WorldConfig};
 
-/// Batch size for scoring (no gradients).
-pub const SCORE_BATCH: usize = 512;
+pub use crate::model::SCORE_BATCH;
 
 /// The reward models a set of samples is scored by.
 pub struct Scorers<'a> {

@@ -13,6 +13,9 @@ pub mod policy;
 pub mod reward;
 pub mod transformer;
 
+/// Batch size for scoring and other inference without gradients.
+pub const SCORE_BATCH: usize = 512;
+
 pub use policy::Policy;
 pub use reward::RewardModel;
 pub use transformer::{KvCache, TransformerConfig, Trunk};

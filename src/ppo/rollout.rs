@@ -11,7 +11,7 @@ use crate::model::{Policy, RewardModel};
 use crate::world::{Response, SeqSet, WorldConfig};
 
 /// Batch size for scoring (no gradients).
-use crate::eval::SCORE_BATCH;
+use crate::model::SCORE_BATCH;
 
 /// One rollout of `b` responses. Per-token fields are `(b, width)` row-major, width =
 /// the world's `max_response`; positions past a response's end have mask 0.

@@ -31,8 +31,8 @@ pub const PAIR_BLOCK: usize = 512;
 
 /// Weights of a model cell.
 pub const WEIGHTS: &str = "model.safetensors";
-/// Batch size for scoring (no gradients): the one of [`crate::eval`].
-pub const INFER_BATCH: usize = crate::eval::SCORE_BATCH;
+/// Batch size for scoring (no gradients).
+pub const INFER_BATCH: usize = crate::model::SCORE_BATCH;
 /// Data-parallel shards per SFT and gold batch on the CPU. Fixed (not the core count) so
 /// that the same config gives the same models on any CPU.
 const CPU_SHARDS: usize = 2;
