@@ -206,7 +206,7 @@ fn estimate_counts_models_pool_and_stored_weights() {
     goodhart::resources::check_resources(&exp, Some(&store.path().join("not/yet/made"))).unwrap();
 }
 
-/// The stated tolerance of `goodhart validate`'s memory estimate (README, "Memory and disk").
+/// The stated tolerance of `goodhart validate`'s memory estimate (README, "Experiment files").
 const ESTIMATE_TOLERANCE: f64 = 0.25;
 
 #[test]
