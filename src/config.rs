@@ -367,6 +367,13 @@ impl Default for PpoSpec {
 }
 
 impl PpoSpec {
+    /// Evaluation checkpoints of a run that is not stopped early (`kl_budget`): update 0,
+    /// every `eval_every`-th update and the last ([`crate::ppo::train`]).
+    pub fn checkpoints(&self) -> usize {
+        let every = self.eval_every.max(1);
+        1 + self.updates / every + usize::from(self.updates % every != 0)
+    }
+
     /// Aggregators of a PPO sweep over an ensemble of `k`: the single members asked for,
     /// then the named aggregates (only when k > 1: one model has nothing to aggregate).
     pub fn aggregator_list(&self, k: usize) -> Vec<crate::aggregate::Aggregator> {

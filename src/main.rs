@@ -265,7 +265,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plan { experiment, store, json } => {
             let exp = goodhart::Experiment::load(&experiment)?;
-            let plan = goodhart::cell::plan::Plan::new(&exp);
+            // Every cost is listed, however large; only a plan too long to list is refused.
+            let (plan, _) = goodhart::cell::plan::check(&exp, f64::INFINITY).with_context(|| experiment.display().to_string())?;
             let store = goodhart::cell::store::Store::open(&store)?;
             let report = goodhart::cell::plan::describe(&plan, &store)?;
             if json {

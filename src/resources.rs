@@ -23,8 +23,6 @@ const ACT_PER_WIDTH: u64 = 16;
 /// Floats live per position and unit of width in one forward-only layer (residual, q/k/v,
 /// the MLP's hidden layer).
 const ACT_INFER_PER_WIDTH: u64 = 6;
-/// Scoring and sampling batch (no gradients).
-const INFER_BATCH: u64 = 512;
 /// Metadata and safetensors header of one stored model.
 const META_BYTES: u64 = 4096;
 /// Heap overhead of one stored response (its `Vec` and flags) besides its tokens.
@@ -127,7 +125,7 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let cores = u(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     // A scoring batch is at most the largest set scored.
     let scored = [g.samples, exp.bon.pool * exp.bon.prompts.min(exp.bon.prompts_per_cell), exp.reference.standardize_samples + exp.reference.diversity_pool, p.demonstrations];
-    let score_batch = INFER_BATCH.min(u(scored.into_iter().max().unwrap_or(1)));
+    let score_batch = (crate::model::SCORE_BATCH as u64).min(u(scored.into_iter().max().unwrap_or(1)));
     let largest_proxy = x
         .sizes
         .iter()
@@ -266,9 +264,8 @@ pub fn unit_rows(exp: &Experiment) -> (u64, u64) {
     } else {
         0
     };
-    // Update 0, every `eval_every`-th and the last (`ppo.kl_budget` may end a run sooner).
-    let every = ppo.eval_every.max(1);
-    let checkpoints = u(1 + ppo.updates / every + usize::from(ppo.updates % every != 0));
+    // `ppo.kl_budget` may end a run sooner.
+    let checkpoints = u(ppo.checkpoints());
     let ppo_rows = [reps, u(exp.ppo_run_count()), checkpoints, u(ppo.eval_prompts)].iter().fold(1u64, |a, &n| a.saturating_mul(n));
     let values = bon_rows.saturating_mul(10 + u(x.members)).saturating_add(ppo_rows.saturating_mul(12 + u(x.members)));
     (bon_rows.saturating_add(ppo_rows), values)

@@ -180,6 +180,15 @@ fn validate_prints_the_estimate_and_refuses_what_the_machine_cannot_hold() {
     // The plan counted: its cells, modelled CPU-hours and wall time, and its tables' rows
     // (tiny writes 168 best-of-n and 144 PPO unit rows).
     assert!(out.contains("13 cells in 5 levels") && out.contains("CPU-hours modelled") && out.contains("312 unit rows"), "{out}");
+    // The limit on the plan's CPU-hours is a positive number, or a one-line error naming it.
+    for bad in ["--max-cpu-hours=0", "--max-cpu-hours=NaN"] {
+        let (code, _, err) = goodhart_code(&["validate", good.to_str().unwrap(), bad], dir.path());
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.lines().count() == 1 && err.contains("--max-cpu-hours") && err.contains("positive"), "{bad}: {err}");
+    }
+    let (code, _, err) = goodhart_code(&["validate", good.to_str().unwrap(), "--max-cpu-hours=0.000001"], dir.path());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CPU-hours (--max-cpu-hours raises it)"), "{err}");
     // 3 prompts × 10^8 samples: every value within its limit, a plan of few cells, the pool
     // far beyond any RAM.
     let huge = common::tiny_with("prompts = 3\npool = 64", "prompts = 3\npool = 100000000");

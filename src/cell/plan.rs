@@ -295,6 +295,13 @@ const TABLE_VALUE_BYTES: u64 = 19;
 /// [`MAX_CELLS`] cells (counted before the plan is built) or more than `max_cpu_hours`
 /// modelled CPU-hours, naming the kind of cell that makes it large and its keys.
 pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan, Size)> {
+    if max_cpu_hours.is_nan() || max_cpu_hours <= 0.0 {
+        return Err(crate::error::Error::Invalid {
+            path: "--max-cpu-hours".into(),
+            key: max_cpu_hours.to_string(),
+            msg: "must be a positive number of hours".into(),
+        });
+    }
     let too_large = |what: String, limit: String, kind: &str, share: f64| crate::error::Error::PlanTooLarge {
         what,
         limit,
