@@ -6,7 +6,7 @@
 mod common;
 
 use criterion::{criterion_group, Criterion};
-use goodhart::bon::{ascending_order, expect, n_grid, weights, LogFactorials};
+use goodhart::methods::bon::{ascending_order, expect, n_grid, weights, LogFactorials};
 use rand::{Rng, SeedableRng};
 
 fn bench(c: &mut Criterion) {

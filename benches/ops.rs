@@ -93,14 +93,14 @@ fn bench_steps(c: &mut Criterion) {
     let m_size = exp.proxy.sizes.iter().find(|s| s.name == "m").expect("proxy size m").clone();
     let cfg = exp.proxy_arch(&m_size);
     let (varmap, m) = common::reward_model(&cfg, 1);
-    let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
+    let mut t = goodhart::train::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
     let batch = 64;
     let idx: Vec<usize> = (0..2 * batch).collect();
     let mut step = 0;
     let mut bt_step = || {
         let s = m.raw_rows(&set, &idx).unwrap();
         let (a, r) = (s.narrow(0, 0, batch).unwrap(), s.narrow(0, batch, batch).unwrap());
-        let loss = goodhart::rm::bt_loss(&a, &r).unwrap();
+        let loss = goodhart::train::rm::bt_loss(&a, &r).unwrap();
         t.step(&loss, step).unwrap();
         step += 1;
     };
@@ -111,12 +111,12 @@ fn bench_steps(c: &mut Criterion) {
     // SFT step of the policy, batch 64.
     let cfg = exp.policy_arch();
     let (varmap, p) = common::policy(&cfg, &world, 1);
-    let mut t = goodhart::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
+    let mut t = goodhart::train::optim::Trainer::new(&varmap, 1e-3, 1_000_000, 1.0, "bench").unwrap();
     let sub = set.select(&(0..64).collect::<Vec<_>>());
     let tokens = Tensor::from_slice(&sub.tokens, (sub.len(), sub.seq_len), &Device::Cpu).unwrap();
     let mut step = 0;
     let mut sft_step = || {
-        let loss = goodhart::sft::sft_loss(&p, &tokens).unwrap();
+        let loss = goodhart::train::sft::sft_loss(&p, &tokens).unwrap();
         t.step(&loss, step).unwrap();
         step += 1;
     };

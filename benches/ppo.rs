@@ -1,4 +1,4 @@
-//! PPO at the default sizes (src/config.rs) (policy 2×48, rollout 64, 4 epochs of minibatches of
+//! PPO at the default sizes (src/config/mod.rs) (policy 2×48, rollout 64, 4 epochs of minibatches of
 //! 32, an ensemble of three xs proxies, mean aggregator, β = 0.1):
 //! - `ppo_rollout`: `ppo::rollout::collect`: sampling 64 responses at temperature 1 with the
 //!   KV cache, the policy's and π_ref's log-probs, scoring by the three members;
@@ -16,11 +16,11 @@ mod common;
 
 use candle_core::Tensor;
 use criterion::{criterion_group, Criterion};
-use goodhart::aggregate::{mean, Aggregator};
+use goodhart::stats::aggregate::{mean, Aggregator};
 use goodhart::model::{Policy, RewardModel};
-use goodhart::optim::Trainer;
-use goodhart::ppo::loss::{ppo_loss, LossConfig, Targets};
-use goodhart::ppo::rollout::Rollout;
+use goodhart::train::optim::Trainer;
+use goodhart::methods::ppo::loss::{ppo_loss, LossConfig, Targets};
+use goodhart::methods::ppo::rollout::Rollout;
 use rand::seq::SliceRandom;
 
 struct Fixture {
@@ -77,8 +77,8 @@ struct Prepared {
 }
 
 fn prepare(ro: &Rollout, policy: &Policy, s: &goodhart::config::PpoSpec, beta: f64) -> Prepared {
-    let rewards = goodhart::ppo::rollout::rewards(ro, beta);
-    let (adv, ret) = goodhart::ppo::advantages(ro, &rewards, s.gamma, s.gae_lambda);
+    let rewards = goodhart::methods::ppo::rollout::rewards(ro, beta);
+    let (adv, ret) = goodhart::methods::ppo::advantages(ro, &rewards, s.gamma, s.gae_lambda);
     let (b, w) = (ro.len(), ro.width);
     let t = |x: &[f32]| Tensor::from_slice(x, (b, w), policy.device()).unwrap();
     Prepared {
@@ -117,12 +117,12 @@ fn bench(c: &mut Criterion) {
     let f = fixture();
     let s = &f.exp.ppo;
     let members: Vec<&RewardModel> = f.members.iter().collect();
-    let run = goodhart::ppo::RunSpec {
+    let run = goodhart::methods::ppo::RunSpec {
         id: "bench".into(),
         aggregator: Aggregator::Mean,
         beta: 0.1,
     };
-    let ctx = goodhart::ppo::Context {
+    let ctx = goodhart::methods::ppo::Context {
         world: &f.world,
         reference: &f.reference,
         gold: &f.gold,
@@ -135,7 +135,7 @@ fn bench(c: &mut Criterion) {
     let mut rng = goodhart::seed::rng(1, "bench/rollout");
     let prompts: Vec<Vec<u32>> = (0..s.rollout).map(|_| f.world.sample_prompt(&mut rng)).collect();
     let collect = |rng: &mut rand::rngs::StdRng| {
-        goodhart::ppo::rollout::collect(&f.world, &f.view, &f.reference, &members, run.aggregator, &prompts, rng).unwrap()
+        goodhart::methods::ppo::rollout::collect(&f.world, &f.view, &f.reference, &members, run.aggregator, &prompts, rng).unwrap()
     };
     let ro = collect(&mut rng);
     let prep = prepare(&ro, &f.policy, s, run.beta);
@@ -167,8 +167,8 @@ fn bench(c: &mut Criterion) {
                     count += 1;
                 }
             }
-            let (k1s, _) = goodhart::ppo::kl::sequence_kl(&ro.logp, &ro.ref_logp, &ro.mask, ro.width);
-            let ev = goodhart::ppo::explained_variance(&ro.values, &prep.ret, &ro.mask);
+            let (k1s, _) = goodhart::methods::ppo::kl::sequence_kl(&ro.logp, &ro.ref_logp, &ro.mask, ro.width);
+            let ev = goodhart::methods::ppo::explained_variance(&ro.values, &prep.ret, &ro.mask);
             (sums, count, grad_norm, mean(&ro.score), k1s, ev, prep.rewards.len())
         })
     });
@@ -177,7 +177,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("ppo_update_full", |b| {
         b.iter(|| {
             u += 1;
-            goodhart::ppo::update(&ctx, &run, &f.policy, &f.view, &mut trainer, u).unwrap()
+            goodhart::methods::ppo::update(&ctx, &run, &f.policy, &f.view, &mut trainer, u).unwrap()
         })
     });
     g.finish();

@@ -1,4 +1,4 @@
-//! Reward-model workloads at the default sizes (src/config.rs), each the body of the loop that runs it:
+//! Reward-model workloads at the default sizes (src/config/mod.rs), each the body of the loop that runs it:
 //! - `bt_step_xs`, `bt_step_m`: one Bradley–Terry step of a proxy (64 pairs, one forward
 //!   over both sides, as `rm::train_proxy` does);
 //! - `score_proxy`, `score_gold`: the m proxy and gold scoring 2,048 pool sequences in
@@ -14,7 +14,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, Criterion, Throughput};
-use goodhart::optim::Trainer;
+use goodhart::train::optim::Trainer;
 use goodhart::world::SeqSet;
 use rand::Rng;
 
@@ -54,7 +54,7 @@ fn bt_steps(c: &mut Criterion) {
                 let sign: Vec<f32> = chunk.iter().map(|&i| if labels[i] { 1.0 } else { -1.0 }).collect();
                 let sign = Tensor::from_vec(sign, n, sa.device()).unwrap();
                 let margin = ((sa - sb).unwrap() * sign).unwrap();
-                let loss = goodhart::rm::bt_loss(&margin, &margin.zeros_like().unwrap()).unwrap();
+                let loss = goodhart::train::rm::bt_loss(&margin, &margin.zeros_like().unwrap()).unwrap();
                 let st = trainer.step(&loss, step).unwrap();
                 step += 1;
                 st
@@ -88,9 +88,9 @@ fn gold_step(c: &mut Criterion) {
     let world = exp.world();
     let batch = exp.gold.batch;
     let mut rng = goodhart::seed::rng(1, "bench/gold");
-    let (set, utility) = goodhart::rm::gold_dataset(&world, batch, &mut rng);
-    let (mean, std) = goodhart::rm::gold_target_stats(&utility);
-    let z: Vec<f32> = utility.iter().map(|&u| goodhart::rm::gold_target(u, mean, std)).collect();
+    let (set, utility) = goodhart::train::rm::gold_dataset(&world, batch, &mut rng);
+    let (mean, std) = goodhart::train::rm::gold_target_stats(&utility);
+    let z: Vec<f32> = utility.iter().map(|&u| goodhart::train::rm::gold_target(u, mean, std)).collect();
     common::export("gold_step", &set);
     let (varmap, gold) = common::reward_model(&exp.gold_arch(), 2);
     let device = Device::Cpu;

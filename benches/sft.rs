@@ -1,5 +1,5 @@
 //! `sft_step`: one supervised fine-tuning step of the reference policy at the
-//! default sizes (src/config.rs; batch 64, cross-entropy on response tokens, sharded as `sft::train`).
+//! default sizes (src/config/mod.rs; batch 64, cross-entropy on response tokens, sharded as `sft::train`).
 //! Run with `GOODHART_BENCH_THREADS=1 cargo bench --bench sft`.
 
 #[macro_use]
@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, Criterion};
-use goodhart::optim::Trainer;
+use goodhart::train::optim::Trainer;
 
 fn sft_step(c: &mut Criterion) {
     let exp = common::defaults();
@@ -30,7 +30,7 @@ fn sft_step(c: &mut Criterion) {
                 .step_sharded(sub.len(), shards, step, |r| {
                     let part = sub.select(&r.collect::<Vec<_>>());
                     let tokens = Tensor::from_slice(&part.tokens, (part.len(), part.seq_len), &device)?;
-                    goodhart::sft::sft_loss(&policy, &tokens)
+                    goodhart::train::sft::sft_loss(&policy, &tokens)
                 })
                 .unwrap();
             step += 1;

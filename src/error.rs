@@ -37,7 +37,7 @@ pub enum Error {
     #[error("artifact {dir}: {reason}")]
     Artifact { dir: PathBuf, reason: String },
     /// The experiment needs more memory or disk than this machine has (see
-    /// [`crate::resources::check_resources`]).
+    /// [`crate::plan::resources::check_resources`]).
     #[error("needs about {needed} of {what} ({detail}), more than the {available} {source_of_limit}")]
     Resources {
         what: &'static str,
@@ -53,7 +53,7 @@ pub enum Error {
         what: &'static str,
         resource: &'static str,
     },
-    /// The plan is larger than its limit (see [`crate::cell::plan::check`]).
+    /// The plan is larger than its limit (see [`crate::plan::check`]).
     #[error("the plan {what}, more than the limit of {limit}; {detail}")]
     PlanTooLarge { what: String, limit: String, detail: String },
     /// The requested device cannot be used by this build or machine.

@@ -6,40 +6,36 @@
 //! against the proxies with best-of-n and PPO, and tabulates, fits and reports the
 //! gold-versus-proxy curves.
 //!
-//! Data flows one way: [`config`] → [`world`] → [`sft`] (π_ref) → [`rm`] (gold, pairs,
-//! proxies) → [`bon`] and [`ppo`] (through one [`aggregate::Aggregator`]) → [`output`]
-//! (tables, figures) → [`fit`], [`stopping`] → report. [`sweep`] expands the grid; [`cell`]
-//! turns an experiment into a plan of cells, each made once into a store that many processes
-//! share (`cell::make` is where each is made, `cell::store` where it lives); [`run`] is plan →
-//! execute → assemble.
+//! The layers, each importing only those listed before it (data flows one way):
+//! 1. the foundation: [`error`], [`seed`], [`digest`], [`progress`], [`parallel`], [`device`];
+//! 2. [`stats`]: aggregators, the curve point, fits, stopping rules, analysis, conclusions —
+//!    pure functions and records;
+//! 3. [`world`]: the synthetic task, the only place that knows the token layout;
+//! 4. [`model`]: the transformer, policy and reward model, and their fused kernels;
+//! 5. [`config`]: the experiment schema, its validation and error location;
+//! 6. [`cell`]: the contract every kind of cell implements, its cost and the store;
+//! 7. [`train`]: SFT, reward-model training, the optimizer, and their cells (π_ref, gold,
+//!    pairs, proxies);
+//! 8. [`methods`]: one folder per optimizer (best-of-n, PPO) with its cells;
+//! 9. [`plan`]: the registry of kinds, the plan, its execution and Slurm arrays;
+//! 10. [`output`]: tables, figures and the report, assembled from cells;
+//! 11. [`run`]: plan → execute → assemble, for the binary.
 
-pub mod aggregate;
-pub mod analysis;
-pub mod bon;
 pub mod cell;
-pub mod conclusions;
 pub mod config;
-pub mod curve;
-pub mod cpu;
 pub mod device;
 pub mod digest;
 pub mod error;
-pub mod eval;
-pub mod fit;
+pub mod methods;
 pub mod model;
-pub mod optim;
 pub mod output;
 pub mod parallel;
-pub mod ppo;
+pub mod plan;
 pub mod progress;
-pub mod resources;
-pub mod rm;
 pub mod run;
 pub mod seed;
-pub mod sft;
 pub mod stats;
-pub mod stopping;
-pub mod sweep;
+pub mod train;
 pub mod world;
 
 pub use config::Experiment;

@@ -43,7 +43,7 @@ enum Command {
         /// making) the dependencies other shards own; writes no tables. Shards may run in
         /// any order, at once or not, on one host or many sharing the store.
         #[arg(long, value_name = "I/N")]
-        shard: Option<goodhart::cell::plan::Shard>,
+        shard: Option<goodhart::plan::Shard>,
         /// With --shard: only cells of this level of the plan (see `goodhart plan`).
         #[arg(long, requires = "shard")]
         level: Option<usize>,
@@ -52,7 +52,7 @@ enum Command {
         quiet: bool,
         /// Refuse a plan the cost model prices above this many CPU-hours (a guard against a
         /// typo that asks for centuries; raise it for a study that is meant to be that large).
-        #[arg(long, default_value_t = goodhart::cell::plan::MAX_CPU_HOURS)]
+        #[arg(long, default_value_t = goodhart::plan::MAX_CPU_HOURS)]
         max_cpu_hours: f64,
     },
     /// Show the plan: every cell, its dependencies, its estimated cost and whether the store
@@ -99,7 +99,7 @@ enum Command {
         submit: bool,
         /// Refuse a plan the cost model prices above this many CPU-hours (a guard against a
         /// typo that asks for centuries; raise it for a study that is meant to be that large).
-        #[arg(long, default_value_t = goodhart::cell::plan::MAX_CPU_HOURS)]
+        #[arg(long, default_value_t = goodhart::plan::MAX_CPU_HOURS)]
         max_cpu_hours: f64,
     },
     /// Check an experiment file and print what it would train, without running anything.
@@ -112,7 +112,7 @@ enum Command {
         store: Option<PathBuf>,
         /// Refuse a plan the cost model prices above this many CPU-hours (a guard against a
         /// typo that asks for centuries; raise it for a study that is meant to be that large).
-        #[arg(long, default_value_t = goodhart::cell::plan::MAX_CPU_HOURS)]
+        #[arg(long, default_value_t = goodhart::plan::MAX_CPU_HOURS)]
         max_cpu_hours: f64,
     },
     /// Regenerate the fits, scaling, stopping-rule and aggregator tables, every figure and
@@ -266,13 +266,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Plan { experiment, store, json } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             // Every cost is listed, however large; only a plan too long to list is refused.
-            let (plan, _) = goodhart::cell::plan::check(&exp, f64::INFINITY).with_context(|| experiment.display().to_string())?;
+            let (plan, _) = goodhart::plan::check(&exp, f64::INFINITY).with_context(|| experiment.display().to_string())?;
             let store = goodhart::cell::store::Store::open(&store)?;
-            let report = goodhart::cell::plan::describe(&plan, &store)?;
+            let report = goodhart::plan::describe(&plan, &store)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("plan serializes"));
             } else {
-                print!("{}", goodhart::cell::plan::table(&report));
+                print!("{}", goodhart::plan::table(&report));
             }
             Ok(())
         }
@@ -290,9 +290,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             goodhart::device::parse_name(&device)?;
-            let (plan, _) = goodhart::cell::plan::check(&exp, max_cpu_hours).with_context(|| experiment.display().to_string())?;
+            let (plan, _) = goodhart::plan::check(&exp, max_cpu_hours).with_context(|| experiment.display().to_string())?;
             let out = out.unwrap_or_else(|| exp.default_out());
-            let opts = goodhart::cell::slurm::SlurmOptions {
+            let opts = goodhart::plan::slurm::SlurmOptions {
                 exe: std::env::current_exe().context("the goodhart binary's path")?,
                 experiment,
                 store,
@@ -305,13 +305,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 max_array,
                 max_cpu_hours,
             };
-            let jobs = goodhart::cell::slurm::write_scripts(&plan, &exp.name, &opts)?;
+            let jobs = goodhart::plan::slurm::write_scripts(&plan, &exp.name, &opts)?;
             for j in &jobs {
                 let what = if j.tasks > 0 { format!("array of {} tasks", j.tasks) } else { "one task".into() };
                 println!("{}: {} ({what})", j.name, j.script.display());
             }
             if submit {
-                let ids = goodhart::cell::slurm::submit(&jobs)?;
+                let ids = goodhart::plan::slurm::submit(&jobs)?;
                 for (j, id) in jobs.iter().zip(&ids) {
                     println!("submitted {} as job {id}", j.name);
                 }
@@ -338,7 +338,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             let exp = goodhart::Experiment::load(&experiment)?;
             let dev = goodhart::device::parse(&device)?;
-            let rates = goodhart::eval::bench_scoring(&exp, &dev, samples)?;
+            let rates = goodhart::methods::eval::bench_scoring(&exp, &dev, samples)?;
             // One best-of-n cell scores its pool with every model: its rate is the harmonic
             // combination of the measured ones, models of a shape taken one after another.
             let per_sample: f64 = rates.iter().map(|r| r.per_bon_cell as f64 / r.samples_per_s).sum();
@@ -355,16 +355,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Validate { experiment, store, max_cpu_hours } => {
             let exp = goodhart::Experiment::load(&experiment)?;
-            let (plan, size) = goodhart::cell::plan::check(&exp, max_cpu_hours).with_context(|| experiment.display().to_string())?;
-            goodhart::resources::check_resources(&exp, store.as_deref()).with_context(|| experiment.display().to_string())?;
-            let cells = goodhart::sweep::proxy_cells(&exp, 0);
-            let estimate = goodhart::resources::estimate(&exp);
+            let (plan, size) = goodhart::plan::check(&exp, max_cpu_hours).with_context(|| experiment.display().to_string())?;
+            goodhart::plan::resources::check_resources(&exp, store.as_deref()).with_context(|| experiment.display().to_string())?;
+            let cells = goodhart::train::proxy::proxy_cells(&exp, 0);
+            let estimate = goodhart::plan::resources::estimate(&exp);
             println!("{}: valid", experiment.display());
             println!(
                 "  estimate: {} peak memory (largest part: {}), {} of stored models",
-                goodhart::resources::human(estimate.peak_memory_bytes),
+                goodhart::plan::resources::human(estimate.peak_memory_bytes),
                 estimate.largest_memory_part,
-                goodhart::resources::human(estimate.disk_bytes)
+                goodhart::plan::resources::human(estimate.disk_bytes)
             );
             println!("  reference policy: {} params", exp.params.policy);
             println!("  gold RM: {} params", exp.params.gold);
@@ -383,7 +383,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             if exp.worlds() > 1 {
                 println!("  {} worlds: each replicate draws its own world, π_ref, gold, pairs and held-out proxy", exp.worlds());
             }
-            if let Some(h) = goodhart::sweep::heldout_cell(&exp, 0) {
+            if let Some(h) = goodhart::train::proxy::heldout_cell(&exp, 0) {
                 let (n, which) = if exp.proxy.heldout_per_replicate {
                     (reps, if reps > 1 { "ies, one per replicate" } else { "y" })
                 } else {
@@ -406,17 +406,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 "  {} cells in {} levels (see `goodhart plan`): {} CPU-hours modelled, about {} on these {jobs} core{} (limit {} CPU-hours, --max-cpu-hours)",
                 size.cells,
                 plan.levels(),
-                goodhart::cell::plan::hours(size.cpu_hours),
-                goodhart::cell::plan::duration(plan.wall_seconds(&all, jobs)),
+                goodhart::plan::hours(size.cpu_hours),
+                goodhart::plan::duration(plan.wall_seconds(&all, jobs)),
                 if jobs == 1 { "" } else { "s" },
-                goodhart::cell::plan::hours(max_cpu_hours)
+                goodhart::plan::hours(max_cpu_hours)
             );
             println!(
                 "  tables: {} unit rows (best-of-n per prompt and n, PPO per evaluation sample), about {} on disk",
                 size.unit_rows,
-                goodhart::resources::human(size.table_bytes)
+                goodhart::plan::resources::human(size.table_bytes)
             );
-            let runs = goodhart::sweep::ppo_cells(&exp, &cells);
+            let runs = goodhart::methods::ppo::cell::ppo_cells(&exp, &cells);
             if !runs.is_empty() {
                 println!("  PPO: {} runs x {} updates per replicate:", runs.len(), exp.ppo.updates);
                 for r in &runs {

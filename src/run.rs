@@ -12,8 +12,8 @@ use std::time::Instant;
 use candle_core::Device;
 use tracing::info;
 
-use crate::cell::exec::Exec;
-use crate::cell::plan::Shard;
+use crate::plan::exec::Exec;
+use crate::plan::Shard;
 use crate::cell::store::{Origin, Store};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
@@ -33,7 +33,7 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
     /// With a shard: only cells of this level (a Slurm job array per level).
     pub level: Option<usize>,
-    /// The most modelled CPU-hours the plan may take ([`crate::cell::plan::check`]).
+    /// The most modelled CPU-hours the plan may take ([`crate::plan::check`]).
     pub max_cpu_hours: f64,
 }
 
@@ -47,7 +47,7 @@ impl RunOptions {
             force: false,
             shard: None,
             level: None,
-            max_cpu_hours: crate::cell::plan::MAX_CPU_HOURS,
+            max_cpu_hours: crate::plan::MAX_CPU_HOURS,
         }
     }
 }
@@ -66,7 +66,7 @@ pub struct RunSummary {
     /// The report's primary questions, one verdict line each (empty for a shard).
     pub answer: Vec<String>,
     /// Each group of cells this process worked through (timings, memory, progress).
-    pub stages: Vec<crate::cell::exec::Stage>,
+    pub stages: Vec<crate::plan::exec::Stage>,
     /// The overall progress bar at its end: (position, length), in modelled milliseconds.
     pub progress: (u64, u64),
 }
@@ -84,8 +84,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     }
     // Before any work: the plan is of a size that is meant, the machine can hold the study,
     // the results folder can take it.
-    let (plan, _) = crate::cell::plan::check(exp, opts.max_cpu_hours)?;
-    crate::resources::check_resources(exp, Some(&opts.store))?;
+    let (plan, _) = crate::plan::check(exp, opts.max_cpu_hours)?;
+    crate::plan::resources::check_resources(exp, Some(&opts.store))?;
     if opts.shard.is_none() {
         assemble::check_out_dir(&opts.out, &config_hash, opts.force)?;
     }
@@ -141,7 +141,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         answer = crate::output::report::report(&opts.out, false)?.answer;
     }
     // The whole process's peak memory, the report included.
-    let peak = crate::cell::exec::process_peak_rss();
+    let peak = crate::plan::exec::process_peak_rss();
     if let Some(peak) = peak {
         assemble::record_peak_rss(&opts.out, peak)?;
     }
@@ -149,7 +149,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         "run {} finished in {:.1}s{}: {} cells made, {} reused; results in {}",
         exp.name,
         started.elapsed().as_secs_f64(),
-        peak.map(|p| format!(", peak memory {}", crate::resources::human(p))).unwrap_or_default(),
+        peak.map(|p| format!(", peak memory {}", crate::plan::resources::human(p))).unwrap_or_default(),
         trained.len(),
         reused.len(),
         opts.out.display()

@@ -1,8 +1,8 @@
 //! The analysis math: Gao et al. functional-form fits, scaling fits, gold-free stopping
 //! rules and their regret, each pinned to a hand calculation kept in a comment.
 
-use goodhart::fit::{fit_form, linear_fit, log_linear_fit, Form, FormFit, LinearFit};
-use goodhart::stopping::{at_kl, regret, Rule, Series};
+use goodhart::stats::fit::{fit_form, linear_fit, log_linear_fit, Form, FormFit, LinearFit};
+use goodhart::stats::stopping::{at_kl, regret, Rule, Series};
 use rand_distr::{Distribution, Normal};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {

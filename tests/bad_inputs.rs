@@ -207,8 +207,8 @@ proptest! {
         let start = Instant::now();
         let result = std::panic::catch_unwind(|| {
             Experiment::from_toml(&text, Path::new("m.toml")).map(|exp| {
-                let _ = goodhart::resources::estimate(&exp);
-                let _ = goodhart::cell::plan::Plan::new(&exp);
+                let _ = goodhart::plan::resources::estimate(&exp);
+                let _ = goodhart::plan::Plan::new(&exp);
                 exp.ppo_run_count()
             })
         });

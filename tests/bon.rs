@@ -1,7 +1,7 @@
 //! Best-of-n and aggregation pinned to brute force and hand values.
 
-use goodhart::aggregate::{population_variance, Aggregator};
-use goodhart::bon::{ascending_order, expect, kl_bound, kl_exact, n_grid, weights, LogFactorials};
+use goodhart::stats::aggregate::{population_variance, Aggregator};
+use goodhart::methods::bon::{ascending_order, expect, kl_bound, kl_exact, n_grid, weights, LogFactorials};
 use rand::{Rng, SeedableRng};
 
 /// Mean over all size-n subsets of the value of the subset's highest-scoring sample.
@@ -184,7 +184,7 @@ fn aggregators_match_hand_values() {
 fn response_stats_hand_values() {
     use goodhart::world::Response;
     let r = |t: &[u32]| Response { tokens: t.to_vec(), finished: true };
-    let (len, ratio) = goodhart::bon::response_stats(&[r(&[4, 4, 5, 6]), r(&[])]);
+    let (len, ratio) = goodhart::methods::eval::response_stats(&[r(&[4, 4, 5, 6]), r(&[])]);
     assert_eq!(len, vec![4.0, 0.0]);
     assert_eq!(ratio, vec![0.75, 1.0]);
 }
@@ -201,9 +201,9 @@ fn drop_below_peak_is_paired_over_prompts() {
     let proxy = [0.0f32, 1.0, 0.0, 1.0];
     let groups = [0u32, 1, 0, 1];
     let ones = [1.0f32; 4];
-    let view = goodhart::bon::PoolView { prompts: 2, size: 2, gold: &gold, groups: &groups, length: &ones, distinct_ratio: &ones, heldout: None };
+    let view = goodhart::methods::bon::PoolView { prompts: 2, size: 2, gold: &gold, groups: &groups, length: &ones, distinct_ratio: &ones, heldout: None };
     let lf = LogFactorials::new(2);
-    let c = goodhart::bon::curve(goodhart::aggregate::Aggregator::Member(0), &[&proxy], view, &[1, 2], &lf);
+    let c = goodhart::methods::bon::curve(goodhart::stats::aggregate::Aggregator::Member(0), &[&proxy], view, &[1, 2], &lf);
     assert!((c[0].gold - 4.75).abs() < 1e-9 && (c[1].gold - 4.5).abs() < 1e-9);
     assert_eq!(c[0].gold_below_peak, 0.0);
     assert!((c[1].gold_below_peak - 0.25).abs() < 1e-9);

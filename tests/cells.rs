@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use goodhart::cell::plan::{Plan, Shard};
-use goodhart::cell::Kind;
+use goodhart::plan::{Plan, Shard};
+use goodhart::plan::Kind;
 use goodhart::Experiment;
 
 fn write_tiny(dir: &Path) -> PathBuf {
@@ -120,10 +120,10 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
     // Every recipe names its kind's code version, a hash of the source that makes it.
     for cell in &a.cells {
         let code = cell.recipe["code"].as_str().expect("recipe has a code version");
-        assert_eq!(code, goodhart::cell::code_version(&cell.kind));
+        assert_eq!(code, cell.kind.spec().code_version());
         assert_eq!(code.len(), 16);
     }
-    assert_ne!(goodhart::cell::code_version(&Kind::Policy(goodhart::cell::PolicyCell { world: 0 })), goodhart::cell::code_version(&Kind::Bon(goodhart::cell::BonCell { replicate: 0, start: 0, end: 1 })));
+    assert_ne!(Kind::Policy(goodhart::train::policy::PolicyCell { world: 0 }).spec().code_version(), Kind::Bon(goodhart::methods::bon::cell::BonCell { replicate: 0, start: 0, end: 1 }).spec().code_version());
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn a_full_store_disk_fails_naming_the_path_and_leaves_nothing_half_written() {
     let toml = write_tiny(dir.path());
     // A disk that passes the up-front estimate (the weights) but not what the store really
     // takes (metadata, pairs, pools, whole filesystem blocks), so a write fails mid-run.
-    let estimate = goodhart::resources::estimate(&common::tiny()).disk_bytes as usize / 1024;
+    let estimate = goodhart::plan::resources::estimate(&common::tiny()).disk_bytes as usize / 1024;
     let Some(_m) = small_disk(&dir.path().join("store"), estimate + 24) else { return };
     let (ok, _, err) = common::goodhart(&["run", toml.to_str().unwrap(), "--store", "store", "--out", "out"], dir.path());
     assert!(!ok, "a full disk must fail the run: {err}");
@@ -429,13 +429,13 @@ fn slurm_scripts_chain_one_array_per_level_then_assembly() {
     // Without --time: each array's limit from the cost model, with its margin stated.
     let plan = Plan::new(&Experiment::load(&toml).unwrap());
     let largest = plan.shard_costs(4, 2).into_iter().fold(0.0, f64::max);
-    let want = goodhart::cell::slurm::slurm_time(goodhart::cell::slurm::modelled_limit(largest));
+    let want = goodhart::plan::slurm::slurm_time(goodhart::plan::slurm::modelled_limit(largest));
     assert!(level4.contains(&format!("#SBATCH --time={want}\n")) && level4.contains("(--time overrides)"), "{level4}");
     // 3 × 100 + 600 s = 15 min; 3 × 101 + 600 = 903 s, rounded up to 16 min.
-    assert_eq!(goodhart::cell::slurm::modelled_limit(100.0), 900.0);
-    assert_eq!(goodhart::cell::slurm::modelled_limit(101.0), 960.0);
-    assert_eq!(goodhart::cell::slurm::slurm_time(960.0), "00:16:00");
-    assert_eq!(goodhart::cell::slurm::slurm_time(90_061.0), "1-01:01:01");
+    assert_eq!(goodhart::plan::slurm::modelled_limit(100.0), 900.0);
+    assert_eq!(goodhart::plan::slurm::modelled_limit(101.0), 960.0);
+    assert_eq!(goodhart::plan::slurm::slurm_time(960.0), "00:16:00");
+    assert_eq!(goodhart::plan::slurm::slurm_time(90_061.0), "1-01:01:01");
 }
 
 #[test]
@@ -610,7 +610,7 @@ fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
     assert!(s.trained.iter().any(|c| c == "pairs"));
     let store = dir.path().join("store");
     let pairs_dir = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pairs-")).unwrap();
-    let data = goodhart::cell::make::pairs::load(&pairs_dir).unwrap();
+    let data = goodhart::train::pairs::load(&pairs_dir).unwrap();
     let tiny = per_world.world();
     let prompt = |set: &goodhart::world::SeqSet, i: usize| set.row(i)[1..1 + tiny.prompt_len].to_vec();
     for (pairs, split) in [(&data.train, Split::Pairs), (&data.val, Split::ValidationPairs), (&data.heldout.as_ref().unwrap().0, Split::HeldoutPairs)] {
@@ -645,10 +645,10 @@ fn each_replicate_trains_its_own_held_out_proxy_on_its_own_pairs() {
     let wide = "sizes = [{ name = \"a\", layers = 1, width = 8, heads = 2 }, { name = \"b\", layers = 1, width = 12, heads = 2 }]";
     let text = common::tiny_with(sizes, wide).replace("data_sizes = [40]", "data_sizes = [40, 60]");
     let big = Experiment::from_toml(&text, Path::new("t.toml")).unwrap();
-    assert_eq!(goodhart::sweep::heldout_cell(&big, 0).unwrap().id(), "heldout/b/d60/n0.00");
+    assert_eq!(goodhart::train::proxy::heldout_cell(&big, 0).unwrap().id(), "heldout/b/d60/n0.00");
     let mut like = big.clone();
     like.proxy.heldout_like = true;
-    assert_eq!(goodhart::sweep::heldout_cell(&like, 3).unwrap().id(), "heldout/a/d40/n0.00/r3");
+    assert_eq!(goodhart::train::proxy::heldout_cell(&like, 3).unwrap().id(), "heldout/a/d40/n0.00/r3");
     // Run: the two held-out proxies are trained on different pairs (their validation
     // accuracies differ), listed per replicate, and the report says which one a rule read.
     let dir = tempfile::tempdir().unwrap();

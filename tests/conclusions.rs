@@ -5,7 +5,7 @@
 //! intervals and the worst case for a failed run against hand values; the stopping rule chosen
 //! by cross-validation graded on the replicate left out; families and adjusted verdicts.
 
-use goodhart::conclusions::{
+use goodhart::stats::conclusions::{
     across, claims, conclusions, cross_validate, fall_in_sample, fall_units, regret_units, stop_claims, t_interval, Family, Over,
     Settings, StopRule, UnitCurve,
 };

@@ -23,9 +23,9 @@ fn the_tiny_config_and_every_shipped_experiment_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            let cells = goodhart::sweep::proxy_cells(&exp, 0);
-            assert_eq!(exp.ppo_run_count(), goodhart::sweep::ppo_cells(&exp, &cells).len(), "{}", path.display());
-            goodhart::resources::check_resources(&exp, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let cells = goodhart::train::proxy::proxy_cells(&exp, 0);
+            assert_eq!(exp.ppo_run_count(), goodhart::methods::ppo::cell::ppo_cells(&exp, &cells).len(), "{}", path.display());
+            goodhart::plan::resources::check_resources(&exp, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
     }
 }
@@ -202,17 +202,17 @@ fn validate_prints_the_estimate_and_refuses_what_the_machine_cannot_hold() {
 #[test]
 fn estimate_counts_models_pool_and_stored_weights() {
     let exp = common::tiny();
-    let e = goodhart::resources::estimate(&exp);
+    let e = goodhart::plan::resources::estimate(&exp);
     // Stored: policy, gold, 2 proxies + the held-out one, 6 PPO policies, in f32, plus metadata.
     let weights = 4 * (exp.params.policy * 7 + exp.params.gold + 3 * exp.params.proxies[0].1) as u64;
     assert!(e.disk_bytes >= weights && e.disk_bytes < weights + 12 * 4096 + 1, "{} vs {weights}", e.disk_bytes);
     // A bigger best-of-n pool raises the peak by at least its tokens.
     let big = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 1000000"), Path::new("b.toml")).unwrap();
     let seq = exp.world().seq_len() as u64;
-    let grown = goodhart::resources::estimate(&big).peak_memory_bytes - e.peak_memory_bytes;
+    let grown = goodhart::plan::resources::estimate(&big).peak_memory_bytes - e.peak_memory_bytes;
     assert!(grown >= 3 * (1_000_000 - 64) * seq * 4, "grew by {grown}");
     let store = tempfile::tempdir().unwrap();
-    goodhart::resources::check_resources(&exp, Some(&store.path().join("not/yet/made"))).unwrap();
+    goodhart::plan::resources::check_resources(&exp, Some(&store.path().join("not/yet/made"))).unwrap();
 }
 
 /// The stated tolerance of `goodhart validate`'s memory estimate (README, "Experiment files").
@@ -232,7 +232,7 @@ fn the_memory_estimate_holds_for_a_measured_tiny_run() {
         eprintln!("no measured peak on this system");
         return;
     };
-    let estimated = goodhart::resources::estimate(&common::tiny()).peak_memory_bytes;
+    let estimated = goodhart::plan::resources::estimate(&common::tiny()).peak_memory_bytes;
     let off = estimated as f64 / measured as f64 - 1.0;
     assert!(off.abs() <= ESTIMATE_TOLERANCE, "estimated {estimated} B, measured {measured} B: {:+.0}%", 100.0 * off);
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Tensor;
-use goodhart::rm::{apply_label_noise, bt_loss, label_pairs, r_squared};
+use goodhart::train::rm::{apply_label_noise, bt_loss, label_pairs, r_squared};
 use goodhart::config::LabelMode;
 use rand::SeedableRng;
 
@@ -77,7 +77,7 @@ fn duplicate_fraction_counts_repeats() {
     let r = |t: &[u32], f: bool| Response { tokens: t.to_vec(), finished: f };
     let pool = vec![r(&[4, 5], true), r(&[4, 5], true), r(&[4, 5], false), r(&[6], true)];
     // distinct: [4,5]+end, [4,5] unfinished, [6] → 3 of 4 → duplicate fraction 0.25.
-    assert!((goodhart::sft::duplicate_fraction(&pool) - 0.25).abs() < 1e-12);
+    assert!((goodhart::train::sft::duplicate_fraction(&pool) - 0.25).abs() < 1e-12);
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn affinity_is_seeded_standard_normal() {
     let w3 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 4", std::path::Path::new("u.toml")).unwrap().world();
     assert_eq!(w1.affinity, w2.affinity);
     assert_ne!(w1.affinity, w3.affinity);
-    let (m, s) = goodhart::rm::mean_std(&w1.affinity);
+    let (m, s) = goodhart::model::reward::mean_std(&w1.affinity);
     // 360 draws: mean within 4/sqrt(360) ≈ 0.21, std within 0.2 of 1.
     assert!(m.abs() < 0.21 && (s - 1.0).abs() < 0.2, "mean {m} std {s}");
 }
@@ -131,7 +131,7 @@ fn encode_decode_and_end_index_agree() {
 
 #[test]
 fn gold_target_is_a_monotone_soft_clip() {
-    use goodhart::rm::gold_target;
+    use goodhart::train::rm::gold_target;
     // python3: 3*math.tanh(((u-1)/2)/3) for u in (1, 3, -9): 0, 0.964538, -2.793329
     assert!(gold_target(1.0, 1.0, 2.0).abs() < 1e-7);
     assert!((gold_target(3.0, 1.0, 2.0) - 0.964_538).abs() < 1e-4);

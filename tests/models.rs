@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use goodhart::model::{param_count, seeded_init, Policy, RewardModel, TransformerConfig};
-use goodhart::rm::{self, Pairs};
+use goodhart::train::rm::{self, Pairs};
 use goodhart::world::{SeqSet, WorldConfig};
 use rand::SeedableRng;
 
@@ -37,7 +37,7 @@ fn reward(seed: u64, width: usize) -> (VarMap, RewardModel, TransformerConfig) {
 fn demo_set(n: usize, seed: u64) -> (Vec<Vec<u32>>, SeqSet) {
     let w = world();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (prompts, responses) = goodhart::sft::demonstrations(&w, n, &mut rng);
+    let (prompts, responses) = goodhart::train::sft::demonstrations(&w, n, &mut rng);
     let set = goodhart::model::policy::encode_all(&w, &prompts, &responses);
     (prompts, set)
 }
@@ -75,7 +75,7 @@ fn every_policy_parameter_receives_a_gradient() {
     let (_, set) = demo_set(16, 1);
     let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &common::device()).unwrap();
     let (_, values) = p.forward(&tokens, None).unwrap();
-    let loss = (goodhart::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
+    let loss = (goodhart::train::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
     let grads = loss.backward().unwrap();
     let data = vm.data().lock().unwrap();
     for (name, var) in data.iter() {
@@ -214,10 +214,10 @@ fn sft_changes_parameters_and_lowers_loss() {
     let (vm, p, _) = policy(6);
     let (_, train) = demo_set(256, 4);
     let (_, val) = demo_set(64, 5);
-    let before_loss = goodhart::sft::eval_loss(&p, &val, 64).unwrap();
+    let before_loss = goodhart::train::sft::eval_loss(&p, &val, 64).unwrap();
     let before = snapshot(&vm);
-    let params = goodhart::sft::SftParams { steps: 30, batch: 32, lr: 3e-3, seed: 1, shards: 2 };
-    let report = goodhart::sft::train(&p, &vm, &train, &val, &params, &indicatif::ProgressBar::hidden()).unwrap();
+    let params = goodhart::train::sft::SftParams { steps: 30, batch: 32, lr: 3e-3, seed: 1, shards: 2 };
+    let report = goodhart::train::sft::train(&p, &vm, &train, &val, &params, &indicatif::ProgressBar::hidden()).unwrap();
     let after = snapshot(&vm);
     // Everything but the value head (which SFT's loss does not reach) must move.
     let mut still: Vec<String> = before.iter().map(|b| b.0.clone()).filter(|n| !changed(&before, &after).contains(n)).collect();
@@ -285,7 +285,7 @@ fn standardization_gives_mean_zero_and_unit_std_on_the_reference_set() {
     let raw = m.raw_set(&set, 128).unwrap();
     m.standardize(&raw);
     let z = m.score_set(&set, 128).unwrap();
-    let (mean, std) = rm::mean_std(&z);
+    let (mean, std) = goodhart::model::reward::mean_std(&z);
     assert!(mean.abs() < 1e-4, "mean {mean}");
     assert!((std - 1.0).abs() < 1e-4, "std {std}");
 }
@@ -293,7 +293,7 @@ fn standardization_gives_mean_zero_and_unit_std_on_the_reference_set() {
 #[test]
 fn non_finite_loss_stops_training_naming_model_and_step() {
     let (vm, _, _) = reward(41, 8);
-    let mut t = goodhart::optim::Trainer::new(&vm, 1e-3, 10, 1.0, "proxy/a/d40/n0.00/k0").unwrap();
+    let mut t = goodhart::train::optim::Trainer::new(&vm, 1e-3, 10, 1.0, "proxy/a/d40/n0.00/k0").unwrap();
     let nan = Tensor::new(f32::NAN, &common::device()).unwrap();
     let err = t.step(&nan, 7).unwrap_err().to_string();
     assert!(err.contains("proxy/a/d40/n0.00/k0") && err.contains("step 7"), "{err}");
@@ -307,9 +307,9 @@ fn gradient_clipping_bounds_the_global_norm() {
     let loss = (m.raw_rows(&set, &(0..8).collect::<Vec<_>>()).unwrap() * 1000.0).unwrap().sum_all().unwrap();
     let mut grads = loss.backward().unwrap();
     let vars = vm.all_vars();
-    let before = goodhart::optim::clip_grad_norm(&mut grads, &vars, 0.5).unwrap();
+    let before = goodhart::train::optim::clip_grad_norm(&mut grads, &vars, 0.5).unwrap();
     assert!(before > 0.5);
-    let after = goodhart::optim::clip_grad_norm(&mut grads, &vars, 1e9).unwrap();
+    let after = goodhart::train::optim::clip_grad_norm(&mut grads, &vars, 1e9).unwrap();
     assert!((after - 0.5).abs() < 1e-3, "norm after clipping {after}");
 }
 
@@ -325,7 +325,7 @@ fn sharded_step_matches_the_whole_batch_step() {
     let update = |shards: usize| {
         let (vm, m, _) = reward(61, 8);
         let target = Tensor::arange(0f32, 30f32, &common::device()).unwrap();
-        let mut t = goodhart::optim::Trainer::new(&vm, 1e-2, 10, 1e9, "shards").unwrap();
+        let mut t = goodhart::train::optim::Trainer::new(&vm, 1e-2, 10, 1e9, "shards").unwrap();
         for step in 0..3 {
             t.step_sharded(30, shards, step, |r| {
                 let s = m.raw_rows(&set, &idx[r.clone()])?;
@@ -400,7 +400,7 @@ fn frozen_views_score_as_the_variables_do_record_no_graph_and_follow_updates() {
     assert!(m.raw_batch(&set).unwrap().track_op(), "the trainable model records a graph");
     assert!(!f.raw_batch(&set).unwrap().track_op(), "a frozen view must record no graph");
     // An optimizer step on the variables moves the view too (it shares their storage).
-    let mut t = goodhart::optim::Trainer::new(&vm, 1e-2, 10, 1e9, "frozen").unwrap();
+    let mut t = goodhart::train::optim::Trainer::new(&vm, 1e-2, 10, 1e9, "frozen").unwrap();
     let loss = m.raw_batch(&set).unwrap().sqr().unwrap().mean_all().unwrap();
     t.step(&loss, 0).unwrap();
     let after = f.raw_set(&set, 16).unwrap();

@@ -238,7 +238,7 @@ fn models_on_the_fused_path_match_the_composed_path_with_gradients() {
     let exp = common::tiny();
     let world = exp.world();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let (prompts, responses) = goodhart::sft::demonstrations(&world, 24, &mut rng);
+    let (prompts, responses) = goodhart::train::sft::demonstrations(&world, 24, &mut rng);
     let set = goodhart::model::policy::encode_all(&world, &prompts, &responses);
     let tokens_on = |d: &Device| Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), d).unwrap();
 
@@ -250,7 +250,7 @@ fn models_on_the_fused_path_match_the_composed_path_with_gradients() {
         seeded_init(&vm, 3, cfg.layers).unwrap();
         let tokens = tokens_on(d);
         let (logits, values) = p.forward(&tokens, None).unwrap();
-        let loss = (goodhart::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
+        let loss = (goodhart::train::sft::sft_loss(&p, &tokens).unwrap() + values.sqr().unwrap().mean_all().unwrap()).unwrap();
         (logits, values, grads_by_name(&vm, &loss))
     };
     let (lf, vf, gf) = run(&Device::Cpu);

@@ -6,10 +6,10 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use goodhart::aggregate::Aggregator;
+use goodhart::stats::aggregate::Aggregator;
 use goodhart::config::PpoSpec;
 use goodhart::model::{seeded_init, Policy, RewardModel, TransformerConfig};
-use goodhart::ppo::{self, gae, kl, loss};
+use goodhart::methods::ppo::{self, gae, kl, loss};
 use goodhart::world::WorldConfig;
 use rand::SeedableRng;
 

@@ -1,7 +1,7 @@
 //! One test per known slip of the ensemble paper's public code (DESIGN.md), named after it.
 
-use goodhart::aggregate::Aggregator;
-use goodhart::bon::{curve, n_grid, LogFactorials, PoolView};
+use goodhart::stats::aggregate::Aggregator;
+use goodhart::methods::bon::{curve, n_grid, LogFactorials, PoolView};
 use goodhart::config::BonSpec;
 
 #[test]

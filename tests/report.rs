@@ -484,12 +484,12 @@ fn aggregators_compare_each_ensemble_only_at_budgets_all_its_curves_reach() {
     };
     let long = curve("wco", "a/d100/n0.00", 0.1);
     let other = curve("mean", "a/d100/n0.00/seed2", 0.2);
-    let curves = goodhart::analysis::group_curves(&[short, long, other].concat());
-    let rows = goodhart::analysis::aggregators(&curves);
-    assert!(rows.iter().all(|r| (r.replicates, r.se_over) == (1, goodhart::analysis::SeOver::Prompts)));
-    let at = |ensemble: &str| -> Vec<&goodhart::analysis::AggRow> {
+    let curves = goodhart::stats::analysis::group_curves(&[short, long, other].concat());
+    let rows = goodhart::stats::analysis::aggregators(&curves);
+    assert!(rows.iter().all(|r| (r.replicates, r.se_over) == (1, goodhart::stats::analysis::SeOver::Prompts)));
+    let at = |ensemble: &str| -> Vec<&goodhart::stats::analysis::AggRow> {
         rows.iter()
-            .filter(|r| r.measure == goodhart::analysis::Measure::AtKl && r.ensembles == ensemble)
+            .filter(|r| r.measure == goodhart::stats::analysis::Measure::AtKl && r.ensembles == ensemble)
             .collect()
     };
     let first = at("a/d100/n0.00");

@@ -111,7 +111,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     assert_eq!(manifest["seed"], 7);
     // The CPU and the kernels its arithmetic took: the same as this process would take.
     let cpu = &manifest["cpu"];
-    let here = goodhart::cpu::describe();
+    let here = goodhart::model::cpu::describe();
     assert_eq!(cpu["arch"], std::env::consts::ARCH);
     assert_eq!(cpu["model"], here.model.as_str());
     assert!(!here.model.is_empty());
@@ -321,7 +321,7 @@ fn stage_bars_never_run_past_their_length_and_name_their_replicate() {
     let r: Vec<Option<usize>> = s.stages.iter().filter(|g| g.stage == "PPO").map(|g| g.replicate).collect();
     assert_eq!(r, [Some(0), Some(1)]);
     // The overall bar ends full: every cell counted once, by its modelled cost.
-    let plan = goodhart::cell::plan::Plan::new(&exp);
+    let plan = goodhart::plan::Plan::new(&exp);
     let want: u64 = plan.cells.iter().map(|c| (c.cost_cpu_s * 1000.0).round() as u64 + 1).sum();
     assert_eq!(s.progress, (want, want));
     // A second run loads everything: the bar still ends full.

@@ -48,10 +48,10 @@ fn t_critical_values_match_mpmath_and_the_table() {
         assert!((got - want).abs() < 1e-8, "t crit({alpha}, {df}) = {got}, want {want}");
     }
     // The conclusions' t975 is this function at 0.05: the printed table to 3 decimals.
-    assert!((goodhart::conclusions::t975(2) - 4.303).abs() < 5e-4);
-    assert!((goodhart::conclusions::t975(30) - 2.042).abs() < 5e-4);
-    assert!((goodhart::conclusions::t975(1000) - 1.962).abs() < 5e-4);
-    assert!(goodhart::conclusions::t975(0).is_nan());
+    assert!((goodhart::stats::conclusions::t975(2) - 4.303).abs() < 5e-4);
+    assert!((goodhart::stats::conclusions::t975(30) - 2.042).abs() < 5e-4);
+    assert!((goodhart::stats::conclusions::t975(1000) - 1.962).abs() < 5e-4);
+    assert!(goodhart::stats::conclusions::t975(0).is_nan());
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn power_formula_agrees_with_simulated_t_tests() {
         let mut rejected = 0;
         for _ in 0..trials {
             let xs: Vec<f64> = (0..n).map(|_| normal.sample(&mut rng)).collect();
-            let (m, se) = goodhart::bon::mean_se(&xs);
+            let (m, se) = goodhart::stats::mean_se(&xs);
             if (m / se).abs() >= crit {
                 rejected += 1;
             }

@@ -1,7 +1,7 @@
 //! What the plan, the executor and the store ask of one kind of cell. Each kind implements
 //! it in its own file (`make/<kind>.rs`): its name and stage, whose replicate and world it
 //! is, its code version, its cost model, its progress units, its make and its load.
-//! [`super::Kind`] lists the kinds.
+//! `crate::plan::Kind` lists the kinds.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -12,14 +12,23 @@ use serde_json::Value;
 
 use super::cost::Work;
 use super::store::Meta;
-use super::{Cell, Kind};
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{Policy, RewardModel};
-use crate::sweep::ProxyCell;
 use crate::world::{SeqSet, WorldConfig};
 
-pub trait CellKind {
+/// A cell of any kind as [`Any`], so that a make can read the kind of a dependency.
+pub trait AsAny {
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+pub trait CellKind: AsAny {
     /// The folder prefix in the store and the name in plans (`policy`, `bon`, …).
     fn name(&self) -> &'static str;
     /// The stage it belongs to, for timings and progress.
@@ -92,64 +101,54 @@ impl Loaded {
 /// device, and the cell's dependencies (a make never asks the executor for more).
 pub struct Inputs<'a> {
     pub exp: &'a Experiment,
-    /// The cell being made (its id names it in messages).
-    pub cell: &'a Cell,
-    /// The cell's world and its index.
+    /// The cell's id in the plan, for messages.
+    pub id: &'a str,
     pub world: &'a WorldConfig,
+    /// The index of `world` in the experiment (see [`Experiment::world_index`]).
     pub world_index: usize,
     pub device: &'a Device,
-    /// Each dependency, in the plan's order: its cell, its folder in the store, its loaded form.
-    pub deps: Vec<(&'a Cell, PathBuf, Arc<Loaded>)>,
-    /// The set every reward model of the world is standardized on (gold and proxy cells).
+    /// The cells it depends on, in the plan's order, each loaded.
+    pub deps: Vec<Dep<'a>>,
+    /// The world's reference set, for the kinds that standardize on it.
     pub reference: Option<Arc<SeqSet>>,
 }
 
+/// One dependency of a cell: its kind's name, the cell itself (to read which one it is),
+/// its folder in the store and its loaded form.
+pub struct Dep<'a> {
+    pub name: &'static str,
+    pub cell: &'a dyn CellKind,
+    pub dir: PathBuf,
+    pub loaded: Arc<Loaded>,
+}
+
 impl Inputs<'_> {
-    fn dep_of(&self, kind: &str) -> &(&Cell, PathBuf, Arc<Loaded>) {
-        self.deps
-            .iter()
-            .find(|d| d.0.kind.name() == kind)
-            .unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.cell.id))
+    fn dep_of(&self, kind: &str) -> &Dep<'_> {
+        self.deps.iter().find(|d| d.name == kind).unwrap_or_else(|| panic!("the plan wires a {kind} cell into {}", self.id))
     }
 
     /// The world's π_ref.
     pub fn policy(&self) -> &Policy {
-        self.dep_of("policy").2.policy()
+        self.dep_of("policy").loaded.policy()
     }
 
     /// The folder of the world's π_ref (its weights, for a trainable copy).
     pub fn policy_dir(&self) -> &Path {
-        &self.dep_of("policy").1
+        &self.dep_of("policy").dir
     }
 
     /// The world's gold RM.
     pub fn gold(&self) -> &RewardModel {
-        self.dep_of("gold").2.reward()
+        self.dep_of("gold").loaded.reward()
     }
 
     /// The loaded value of the cell's dependency of kind `kind` (e.g. its pairs).
     pub fn dep<T: 'static>(&self, kind: &str) -> &T {
-        self.dep_of(kind).2.get()
+        self.dep_of(kind).loaded.get()
     }
 
     /// The reference set of the cell's world.
     pub fn reference(&self) -> &SeqSet {
-        self.reference.as_deref().unwrap_or_else(|| panic!("{} reads no reference set", self.cell.id))
-    }
-
-    /// The proxies the cell reads, split once: ensemble members in grid order, and the
-    /// held-out proxy (never optimized against) if there is one.
-    pub fn proxies(&self) -> (Vec<(&ProxyCell, &RewardModel)>, Option<&RewardModel>) {
-        let (mut members, mut heldout) = (Vec::new(), None);
-        for (c, _, l) in &self.deps {
-            if let Kind::Proxy(p) = &c.kind {
-                if p.heldout {
-                    heldout = Some(l.reward());
-                } else {
-                    members.push((p, l.reward()));
-                }
-            }
-        }
-        (members, heldout)
+        self.reference.as_deref().unwrap_or_else(|| panic!("{} reads no reference set", self.id))
     }
 }

@@ -4,10 +4,13 @@
 //!   a differentiable layer norm, a KV cache for generation).
 //! - [`policy`]: the causal LM policy with a value head (PPO uses it).
 //! - [`reward`]: the reward model, a trunk with a scalar head read at the response's end.
+//! - [`ops`]: the fused forward and backward kernels every model trains and scores through;
+//!   [`cpu`]: the CPU's vector extensions they dispatch on.
 //!
 //! Weights are initialized from the experiment seed (candle's CPU RNG cannot be seeded),
 //! so the same config on the same device gives the same model.
 
+pub mod cpu;
 pub mod ops;
 pub mod policy;
 pub mod reward;

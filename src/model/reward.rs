@@ -92,6 +92,12 @@ impl RewardModel {
     /// Sets offset and scale so that `raw_reference` (raw scores of π_ref samples) has
     /// mean 0 and population standard deviation 1.
     pub fn standardize(&mut self, raw_reference: &[f32]) {
-        (self.offset, self.scale) = crate::rm::mean_std(raw_reference);
+        (self.offset, self.scale) = mean_std(raw_reference);
     }
+}
+
+/// Mean and population standard deviation (floored at 1e-12 so it can divide).
+pub fn mean_std(x: &[f32]) -> (f32, f32) {
+    use crate::stats::aggregate::{mean, population_variance};
+    (mean(x) as f32, population_variance(x).sqrt().max(1e-12) as f32)
 }

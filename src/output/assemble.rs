@@ -7,13 +7,14 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::cell::exec::{Event, Exec};
-use crate::cell::make::bon::BonUnits;
+use crate::plan::exec::{Event, Exec};
+use crate::methods::bon::cell::BonUnits;
 use crate::cell::store::{write_atomic, Meta, Origin};
-use crate::cell::Kind;
+use crate::plan::Kind;
 use crate::error::{Error, Result};
 use crate::output::table::{self, CurveRow, RmRow, TrainRow};
-use crate::sweep::{PpoCell, ProxyCell};
+use crate::methods::ppo::cell::PpoCell;
+use crate::train::proxy::ProxyCell;
 
 /// The rows of a results folder.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,7 @@ pub struct Rows {
     pub bon_units: Vec<BonUnits>,
     /// Every finished PPO run with its outcome (the `ppo_units` table: per evaluation
     /// sample of every checkpoint).
-    pub ppo_units: Vec<(PpoCell, crate::ppo::Outcome)>,
+    pub ppo_units: Vec<(PpoCell, crate::methods::ppo::Outcome)>,
 }
 
 /// Every table's rows, from the plan's cells (all loaded in `x`).
@@ -49,7 +50,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
         let meta = &l.meta;
         match &cell.kind {
             // π_ref's diagnostics are replicate 0's world's.
-            Kind::Policy(crate::cell::PolicyCell { world: 0 }) => {
+            Kind::Policy(crate::train::policy::PolicyCell { world: 0 }) => {
                 out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
             }
             Kind::Gold(g) => {
@@ -71,7 +72,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
             }
             Kind::Bon(_) => bon_units.push(l.get::<BonUnits>()),
             Kind::Ppo(run) => {
-                let outcome = l.get::<crate::cell::make::ppo::PpoOutcome>();
+                let outcome = l.get::<crate::methods::ppo::cell::PpoOutcome>();
                 let status = match (outcome, made.contains(&i)) {
                     (Err(_), _) => "failed",
                     (Ok(_), true) => "trained",
@@ -113,7 +114,6 @@ pub fn rows(x: &Exec) -> Result<Rows> {
 /// split into cells).
 fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnits>)> {
     let b = &x.exp.bon;
-    let heldout = x.plan.proxies().iter().any(|(_, c)| c.heldout);
     let mut rows = Vec::new();
     let mut merged = Vec::new();
     for r in 0..x.exp.replicates {
@@ -131,12 +131,12 @@ fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnit
         }
         let ns = &cells[0].ns;
         let mut all = BonUnits {
-            cell: crate::cell::BonCell { replicate: r, start: 0, end: b.prompts },
+            cell: crate::methods::bon::cell::BonCell { replicate: r, start: 0, end: b.prompts },
             ns: ns.clone(),
             curves: Vec::new(),
         };
         for (j, c) in cells[0].curves.iter().enumerate() {
-            let per: Vec<Vec<Vec<f64>>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
+            let per: Vec<Vec<crate::methods::bon::Selection>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
             let proxy = x
                 .plan
                 .proxies()
@@ -145,7 +145,7 @@ fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnit
                 .map(|(_, p)| p.clone())
                 .expect("a curve's ensemble is in the grid");
             let params = x.exp.proxy_arch(&proxy.size).reward_params() as u64;
-            for pt in crate::bon::summarize(&per, ns, c.members, heldout) {
+            for pt in crate::methods::bon::summarize(&per, ns) {
                 rows.push(CurveRow {
                     method: "bon".into(),
                     aggregator: c.aggregator.name(),
@@ -179,7 +179,7 @@ fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnit
                     replicate: r as u64,
                 });
             }
-            all.curves.push(crate::cell::make::bon::UnitCurve { per, ..c.clone() });
+            all.curves.push(crate::methods::bon::cell::PromptCurves { per, ..c.clone() });
         }
         merged.push(all);
     }
@@ -187,15 +187,15 @@ fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnit
 }
 
 /// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
-fn ppo_rows(x: &Exec, run: &PpoCell, cell: &ProxyCell, o: &crate::ppo::Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
+fn ppo_rows(x: &Exec, run: &PpoCell, cell: &ProxyCell, o: &crate::methods::ppo::Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
     let params = x.exp.proxy_arch(&cell.size).reward_params() as u64;
-    let below = crate::ppo::below_peak(&o.evaluations);
+    let below = crate::methods::ppo::below_peak(&o.evaluations);
     let rows = o
         .evaluations
         .iter()
         .zip(below)
         .map(|(e, (gold_below_peak, gold_below_peak_se))| {
-            let (gold, gold_se) = crate::bon::mean_se(&e.gold_by_prompt);
+            let (gold, gold_se) = crate::stats::mean_se(&e.gold_by_prompt);
             CurveRow {
                 method: "ppo".into(),
                 aggregator: run.aggregator.name(),
@@ -306,8 +306,7 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
         record(table::write(&mut table::train_frame(&rows.train)?, out, "ppo_train")?);
     }
     if !rows.bon_units.is_empty() {
-        let heldout = x.plan.proxies().iter().any(|(_, c)| c.heldout);
-        record(table::write(&mut bon_units_frame(&rows.bon_units, heldout)?, out, "bon_units")?);
+        record(table::write(&mut bon_units_frame(&rows.bon_units)?, out, "bon_units")?);
     }
     if !rows.ppo_units.is_empty() {
         record(table::write(&mut ppo_units_frame(&rows.ppo_units)?, out, "ppo_units")?);
@@ -335,19 +334,15 @@ pub fn record_peak_rss(out: &Path, peak: u64) -> Result<()> {
 
 /// The `bon_units` table: best-of-n per prompt, replicate by replicate, curve by curve,
 /// prompts in order; `heldout` empty when the study has no held-out proxy.
-fn bon_units_frame(units: &[BonUnits], heldout: bool) -> Result<polars::prelude::DataFrame> {
+fn bon_units_frame(units: &[BonUnits]) -> Result<polars::prelude::DataFrame> {
     use polars::prelude::*;
     let mut sorted: Vec<&BonUnits> = units.iter().collect();
     sorted.sort_by_key(|u| (u.cell.replicate, u.cell.start));
     let mut all: Option<DataFrame> = None;
     for u in sorted {
-        let mut df = crate::cell::make::bon::frame(u)?;
+        let mut df = crate::methods::bon::cell::frame(u)?;
         let reps = Column::new("replicate".into(), vec![u.cell.replicate as u64; df.height()]);
         df.insert_column(0, reps).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
-        if !heldout {
-            let none = Column::new("heldout".into(), vec![None::<f64>; df.height()]);
-            df.with_column(none).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
-        }
         all = Some(match all {
             None => df,
             Some(a) => a.vstack(&df).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?,
@@ -361,7 +356,7 @@ fn bon_units_frame(units: &[BonUnits], heldout: bool) -> Result<polars::prelude:
 /// λ, β), the checkpoint (`step`, its mean k1 `kl`), the `prompt` index, the sample's gold,
 /// aggregated proxy, member scores (`member_M`, empty past the ensemble's size), held-out
 /// proxy score (empty without one) and summed k1 (`kl_k1`).
-fn ppo_units_frame(runs: &[(PpoCell, crate::ppo::Outcome)]) -> Result<polars::prelude::DataFrame> {
+fn ppo_units_frame(runs: &[(PpoCell, crate::methods::ppo::Outcome)]) -> Result<polars::prelude::DataFrame> {
     use polars::prelude::*;
     let k_max = runs
         .iter()
@@ -456,12 +451,12 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         "seed": x.exp.seed,
         "device": crate::device::describe(&x.device),
         "jobs": crate::parallel::jobs(),
-        "cpu": crate::cpu::describe().to_json(),
+        "cpu": crate::model::cpu::describe().to_json(),
         "store": absolute(x.store.root()),
         "out": absolute(ctx.out),
         "stage_seconds": x.stages(),
         // The process's so far; `goodhart run` rewrites it once the report is written.
-        "peak_rss_bytes": crate::cell::exec::process_peak_rss(),
+        "peak_rss_bytes": crate::plan::exec::process_peak_rss(),
         "total_seconds_before_tables": ctx.started.elapsed().as_secs_f64(),
         "models_trained": ids(Origin::Made),
         "models_reused": ids(Origin::Reused),

@@ -175,10 +175,10 @@ fn lines(cell: &[&ExpectedSeries], members_grey: bool) -> Vec<Line> {
     let mut out = Vec::new();
     for s in cell {
         let agg = &s.aggregator;
-        let single = crate::aggregate::member_index(agg).is_some();
+        let single = crate::stats::aggregate::member_index(agg).is_some();
         let member = single && !lone && members_grey;
         let label = match s.lambda {
-            Some(l) => crate::aggregate::label(agg, Some(l)),
+            Some(l) => crate::stats::aggregate::label(agg, Some(l)),
             None if member => "single members (mean)".to_string(),
             None if lone => "single proxy".to_string(),
             None if single => format!("{agg} alone"),
@@ -475,7 +475,7 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                     }
                 }
                 let agg_label = match lambda {
-                    Some(l) => crate::aggregate::label(agg, Some(f64::from_bits(*l))),
+                    Some(l) => crate::stats::aggregate::label(agg, Some(f64::from_bits(*l))),
                     None => agg.clone(),
                 };
                 panels.push(Panel {

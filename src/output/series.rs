@@ -12,7 +12,7 @@
 //!   Best-of-n's KL is the analytic bound of n, the same in every replicate;
 //! - **mean** = the mean over replicates of the value (gold or the aggregated proxy);
 //! - **band** = mean ± t(0.975, R − 1) · sd / √R, sd the sample deviation across the R
-//!   replicates (the Student-t interval of [`crate::conclusions::t975`]); none with R = 1;
+//!   replicates (the Student-t interval of [`crate::stats::conclusions::t975`]); none with R = 1;
 //! - **x spread** = the smallest and largest of the replicates' sqrt(max(KL, 0)).
 //!
 //! Points are in the order of optimization (n or step), so a line follows the optimizer and
@@ -97,7 +97,7 @@ pub fn replicate_interval(values: &[f64]) -> (f64, Option<(f64, f64)>) {
     if values.len() < 2 {
         return (mean, None);
     }
-    let half = crate::conclusions::t975(values.len() - 1) * sd / (values.len() as f64).sqrt();
+    let half = crate::stats::conclusions::t975(values.len() - 1) * sd / (values.len() as f64).sqrt();
     (mean, Some((mean - half, mean + half)))
 }
 

@@ -147,7 +147,7 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     })
 }
 
-pub use crate::curve::CurveRow;
+pub use crate::stats::curve::CurveRow;
 
 /// The curve table, one row per point; member scores as `member_0`, `member_1`, ….
 pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
@@ -212,7 +212,7 @@ pub struct TrainRow {
     pub ensemble: String,
     pub kl_penalty: f64,
     pub replicate: u64,
-    pub stats: crate::ppo::UpdateStats,
+    pub stats: crate::methods::ppo::UpdateStats,
 }
 
 /// The PPO training table, one row per update.

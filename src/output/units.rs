@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::aggregate::label as aggregator_label;
-use crate::conclusions::UnitCurve;
+use crate::stats::aggregate::label as aggregator_label;
+use crate::stats::conclusions::UnitCurve;
 use crate::error::Result;
 use crate::output::table::{read_parquet, Columns};
 
@@ -49,7 +49,7 @@ pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
     let heldout = c.maybe_f64("heldout")?;
     let (point, kl, beta, disagreement) = if method == "bon" {
         let n = c.u64("n")?;
-        let kl = n.iter().map(|&n| crate::bon::kl_bound(n as usize)).collect::<Vec<_>>();
+        let kl = n.iter().map(|&n| crate::methods::bon::kl_bound(n as usize)).collect::<Vec<_>>();
         (n, kl, vec![None; h], Some(c.f64("disagreement")?))
     } else {
         (c.u64("step")?, c.f64("kl")?, c.opt_f64("kl_penalty")?, None)
@@ -59,7 +59,7 @@ pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
         let m: Vec<f64> = members.iter().filter_map(|col| col[i]).collect();
         let dis = match &disagreement {
             Some(d) => d[i],
-            None => crate::aggregate::population_variance(&m.iter().map(|&v| v as f32).collect::<Vec<_>>()),
+            None => crate::stats::aggregate::population_variance(&m.iter().map(|&v| v as f32).collect::<Vec<_>>()),
         };
         let row = Row {
             prompt: prompt[i],
@@ -84,7 +84,7 @@ pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
 
 fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Points) -> std::result::Result<UnitCurve, String> {
     let name = format!("curve {method}/{ensemble}/{aggregator} of replicate {replicate}");
-    let single: Option<usize> = crate::aggregate::member_index(&aggregator);
+    let single: Option<usize> = crate::stats::aggregate::member_index(&aggregator);
     let mut prompts: Option<Vec<u64>> = None;
     let mut c = UnitCurve {
         method: method.to_string(),
@@ -116,7 +116,7 @@ fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Poi
         c.at.push(if method == "bon" { format!("n={p}") } else { format!("step {p}") });
         c.gold.push(rows.iter().map(|r| r.gold).collect());
         c.proxy.push(rows.iter().map(|r| r.proxy).collect());
-        c.member_mean.push(rows.iter().map(|r| crate::bon::mean_se(&r.members).0).collect());
+        c.member_mean.push(rows.iter().map(|r| crate::stats::mean_se(&r.members).0).collect());
         c.disagreement.push(rows.iter().map(|r| r.disagreement).collect());
         if let (Some(o), Some(m)) = (c.other_members.as_mut(), single) {
             o.push(
@@ -126,7 +126,7 @@ fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Poi
                         if others.is_empty() {
                             f64::NAN
                         } else {
-                            crate::bon::mean_se(&others).0
+                            crate::stats::mean_se(&others).0
                         }
                     })
                     .collect(),

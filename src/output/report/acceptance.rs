@@ -5,7 +5,7 @@
 //! cross-validation gives up at most [`REGRET_TARGET`] of the gold the expected curves gain
 //! at their peak.
 
-use crate::conclusions::{self, Claim, ExpectedFit, Interval, UnitCurve};
+use crate::stats::conclusions::{self, Claim, ExpectedFit, Interval, UnitCurve};
 
 /// Acceptance threshold: R² of the Gao fit of every expected gold curve whose fall holds.
 pub const R2_TARGET: f64 = 0.9;

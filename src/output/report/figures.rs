@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::analysis::{FitRow, Target};
+use crate::stats::analysis::{FitRow, Target};
 use crate::error::{Error, Result};
-use crate::fit::Form;
+use crate::stats::fit::Form;
 use crate::output::plot;
 use crate::output::series;
 use crate::output::table::CurveRow;

@@ -3,7 +3,7 @@
 
 use polars::prelude::*;
 
-use crate::analysis::{AggRow, CurveId, FitRow, ScalingRow, StopRow};
+use crate::stats::analysis::{AggRow, CurveId, FitRow, ScalingRow, StopRow};
 
 fn frame(name: &str, height: usize, columns: Vec<Column>) -> DataFrame {
     DataFrame::new(height, columns).unwrap_or_else(|e| panic!("{name}: columns are built with one length: {e}"))
@@ -204,12 +204,12 @@ pub(super) fn aggregators_frame(rows: &[AggRow]) -> DataFrame {
 }
 
 
-/// `conclusions`: one row per claim (see [`crate::conclusions`]).
-pub(super) fn conclusions_frame(claims: &[crate::conclusions::Claim]) -> DataFrame {
-    let s = |f: fn(&crate::conclusions::Claim) -> String| claims.iter().map(f).collect::<Vec<_>>();
-    let x = |f: fn(&crate::conclusions::Claim) -> f64| claims.iter().map(f).collect::<Vec<_>>();
-    let u = |f: fn(&crate::conclusions::Claim) -> Option<usize>| claims.iter().map(|c| f(c).map(|v| v as u64)).collect::<Vec<_>>();
-    let o = |f: fn(&crate::conclusions::Claim) -> Option<f64>| claims.iter().map(f).collect::<Vec<_>>();
+/// `conclusions`: one row per claim (see [`crate::stats::conclusions`]).
+pub(super) fn conclusions_frame(claims: &[crate::stats::conclusions::Claim]) -> DataFrame {
+    let s = |f: fn(&crate::stats::conclusions::Claim) -> String| claims.iter().map(f).collect::<Vec<_>>();
+    let x = |f: fn(&crate::stats::conclusions::Claim) -> f64| claims.iter().map(f).collect::<Vec<_>>();
+    let u = |f: fn(&crate::stats::conclusions::Claim) -> Option<usize>| claims.iter().map(|c| f(c).map(|v| v as u64)).collect::<Vec<_>>();
+    let o = |f: fn(&crate::stats::conclusions::Claim) -> Option<f64>| claims.iter().map(f).collect::<Vec<_>>();
     frame(
         "conclusions",
         claims.len(),

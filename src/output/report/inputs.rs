@@ -19,7 +19,7 @@ pub(super) struct Inputs {
     pub rm: Vec<RmRow>,
     pub rows: Vec<CurveRow>,
     /// Per-unit curves from `bon_units.parquet` and `ppo_units.parquet`, where present.
-    pub units: Vec<crate::conclusions::UnitCurve>,
+    pub units: Vec<crate::stats::conclusions::UnitCurve>,
 }
 
 /// Reads and checks the inputs in `dir`. Unless `allow_edited`, a table whose bytes differ

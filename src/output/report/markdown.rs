@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::acceptance::{R2_TARGET, REGRET_TARGET};
 use super::Analysis;
-use crate::analysis::{self, AggRow, CurveId, FitRow, Measure, ScalingRow, SeOver, Target, MEMBERS_AVG};
-use crate::cell::plan::duration;
-use crate::conclusions::{Claim, Interval};
+use crate::stats::analysis::{self, AggRow, CurveId, FitRow, Measure, ScalingRow, SeOver, Target, MEMBERS_AVG};
+use crate::plan::duration;
+use crate::stats::conclusions::{Claim, Interval};
 use crate::output::table::{CurveRow, RmRow};
 
 /// A float with `d` decimals; "—" for NaN or infinite; never "-0.00".
@@ -123,7 +123,7 @@ fn experiment_name(a: &Analysis) -> String {
 /// The exploratory claims in brief: how many hold, are reversed or are inconclusive, and
 /// the ones that hold or are reversed, a line each (every claim is in the appendix).
 fn exploratory_section(a: &Analysis) -> String {
-    let explore: Vec<&Claim> = a.claims.iter().filter(|c| c.family == crate::conclusions::Family::Exploratory).collect();
+    let explore: Vec<&Claim> = a.claims.iter().filter(|c| c.family == crate::stats::conclusions::Family::Exploratory).collect();
     if explore.is_empty() {
         return String::new();
     }
@@ -179,7 +179,7 @@ fn title_section(a: &Analysis) -> String {
                 .map(text)
                 .map(|c| c.chars().take(12).collect::<String>());
             // On the CPU, which CPU and kernels: another instruction set or L1 cache rounds
-            // differently (src/cpu.rs).
+            // differently (src/model/cpu.rs).
             let cpu = get("cpu").filter(|_| field("device") == "cpu").map(|c| {
                 let part = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("unknown");
                 format!(" ({}: {})", part("model"), part("kernels"))
@@ -234,7 +234,7 @@ fn reps(c: &Claim) -> String {
 
 /// The question a primary selector asks, in words.
 fn question(s: &crate::config::ClaimSelector, c: Option<&Claim>) -> String {
-    let method = crate::conclusions::method_text(&s.method);
+    let method = crate::stats::conclusions::method_text(&s.method);
     let beta = c.and_then(|c| c.kl_penalty).or(s.kl_penalty).map(|b| format!(", β = {b}")).unwrap_or_default();
     let agg = c.map_or(s.aggregator.clone(), |c| c.aggregator.clone());
     let ens = c.map(|c| format!(" (`{}`)", c.ensemble)).filter(|_| s.kind != "stop").unwrap_or_default();
@@ -276,11 +276,11 @@ fn study_cost(a: &Analysis, n: usize, hours: Option<f64>) -> String {
 /// What would settle an inconclusive primary claim, one line.
 fn settle_line(a: &Analysis, label: &str, c: &Claim) -> String {
     let mut s = format!("- {label}: inconclusive, {} over {} replicates", ci(&c.interval), reps(c));
-    if c.interval.over != crate::conclusions::Over::Replicates || !c.interval.sd.is_finite() {
+    if c.interval.over != crate::stats::conclusions::Over::Replicates || !c.interval.sd.is_finite() {
         s.push_str("; with one replicate no spread across replicates is known: set `replicates` ≥ 3 to learn what would settle it.\n");
         return s;
     }
-    let m = a.claims.iter().filter(|c| c.family == crate::conclusions::Family::Primary && c.p_value.is_finite()).count().max(1);
+    let m = a.claims.iter().filter(|c| c.family == crate::stats::conclusions::Family::Primary && c.p_value.is_finite()).count().max(1);
     let _ = write!(
         s,
         "; at this spread (sd {} across replicates), for {}% power at Holm's strictest level (0.05/{m}): ",
@@ -340,7 +340,7 @@ fn conclusions_section(a: &Analysis) -> String {
          `replicates` ≥ 3 for conclusions"
             .to_string()
     };
-    let primary_idx = crate::conclusions::primary_indices(&a.claims, &a.settings);
+    let primary_idx = crate::stats::conclusions::primary_indices(&a.claims, &a.settings);
     s.push_str(&studied(a));
     let _ = writeln!(
         s,
@@ -433,7 +433,7 @@ fn studied(a: &Analysis) -> String {
 
 /// A primary verdict in one sentence.
 fn meaning(sel: &crate::config::ClaimSelector, c: &Claim) -> String {
-    let method = crate::conclusions::method_text(&c.method);
+    let method = crate::stats::conclusions::method_text(&c.method);
     let size = num(c.interval.estimate.abs(), 2);
     let agg = &c.aggregator;
     match (sel.kind.as_str(), c.verdict.as_str()) {
@@ -474,7 +474,7 @@ fn all_claims(a: &Analysis) -> String {
          out, and the verdict must also hold with it counted at the worst gold any run reached).\n\n",
     );
     let beta = |b: Option<f64>| b.map_or("—".to_string(), |b| b.to_string());
-    let fam = |c: &Claim| if c.family == crate::conclusions::Family::Primary { "**primary**" } else { "exploratory" };
+    let fam = |c: &Claim| if c.family == crate::stats::conclusions::Family::Primary { "**primary**" } else { "exploratory" };
     s.push_str(
         "**Fall from the peak** (`overopt`: the expected curve's gold at its peak − at its last point, the peak \
          chosen on the other replicates; positive = gold fell) and **gold gained at the peak** (`peak`: over \
@@ -534,7 +534,7 @@ fn all_claims(a: &Analysis) -> String {
             c.note.clone(),
         ]));
     }
-    let dstar: Vec<&crate::conclusions::DstarRow> = a.dstar.iter().collect();
+    let dstar: Vec<&crate::stats::conclusions::DstarRow> = a.dstar.iter().collect();
     if !dstar.is_empty() {
         s.push_str(
             "\n**Peak location d\\* by proxy** (single members: d* = √KL at the peak of the Gao form fitted to \
@@ -845,7 +845,7 @@ fn scaling_section(a: &Analysis) -> String {
         };
         let mut cells = vec![
             first.method.clone(),
-            crate::aggregate::label(&first.aggregator, first.lambda),
+            crate::stats::aggregate::label(&first.aggregator, first.lambda),
             first.kl_penalty.map_or("—".to_string(), |b| b.to_string()),
             num(first.label_noise, 2),
             first.axis.x_name().to_string(),
@@ -1120,7 +1120,7 @@ fn acceptance_section(a: &Analysis) -> String {
             s,
             "(b) {}: the cross-validated stopping rule (recommended: `{}`) gives up {} gold against a stop at the \
              expected curve's peak, {} of the {} gained there over π_ref (target ≤ {}%): **{}**.\n",
-            crate::conclusions::method_text(&r.method),
+            crate::stats::conclusions::method_text(&r.method),
             r.rule,
             ci(&r.regret),
             r.fraction.map_or("—".to_string(), |f| format!("{}%", num(100.0 * f, 1))),

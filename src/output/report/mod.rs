@@ -10,7 +10,7 @@
 //! - `aggregators.{parquet,csv}`: aggregators at matched KL budgets, per curve;
 //! - the best-of-n and PPO figures `bon_*.{png,svg}` and `ppo_*.{png,svg}`;
 //! - `conclusions.{parquet,csv}`: the study's claims with 95% intervals across replicates,
-//!   from the per-unit tables (`bon_units`, `ppo_units`; see [`crate::conclusions`]);
+//!   from the per-unit tables (`bon_units`, `ppo_units`; see [`crate::stats::conclusions`]);
 //! - `report.md`, which opens with the conclusions and states the acceptance checks plainly.
 //!
 //! Submodules by idea: `inputs` (what is read, and refused), `frames` (the tables written),
@@ -19,7 +19,7 @@
 //! The output is a function of the input tables only: no timestamps, a fixed order and fixed
 //! float formatting, so a second report on the same tables is byte-for-byte the same. Every
 //! file goes through a temporary name renamed into place. The analysis itself is in
-//! [`crate::analysis`].
+//! [`crate::stats::analysis`].
 
 mod acceptance;
 mod figures;
@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::analysis::{self, AggRow, Curve, FitRow, ScalingRow, StopRow};
+use crate::stats::analysis::{self, AggRow, Curve, FitRow, ScalingRow, StopRow};
 use crate::cell::store::write_atomic;
-use crate::conclusions::{self, Claim, Cost, DstarRow, Settings};
+use crate::stats::conclusions::{self, Claim, Cost, DstarRow, Settings};
 use crate::error::{Error, Result};
 use crate::output::table::{self, CurveRow, RmRow};
 
@@ -137,14 +137,14 @@ fn settings(dir: &Path, manifest: Option<&Value>, rm: &[RmRow]) -> Result<Settin
     let exp = crate::Experiment::from_resolved(&text, &path)?;
     s.primary = exp.conclusions.primary.clone();
     let (size, data_size, noise) = exp.first_ensemble();
-    s.first_ensemble = crate::sweep::ProxyCell { size: size.clone(), data_size, noise, member: 0, heldout: false, replicate: 0 }.ensemble_id();
+    s.first_ensemble = crate::train::proxy::ProxyCell { size: size.clone(), data_size, noise, member: 0, heldout: false, replicate: 0 }.ensemble_id();
     s.smallest_effect = exp.conclusions.smallest_effect;
     s.power = exp.conclusions.power;
     // The cost model: a plan of two replicates prices replicate 1 (and its world, when
     // worlds are redrawn); the rest is replicate 0 and what every replicate shares.
     let mut two = exp.clone();
     two.replicates = 2;
-    let plan = crate::cell::plan::Plan::new(&two);
+    let plan = crate::plan::Plan::new(&two);
     let per: f64 = plan.cells.iter().filter(|c| c.id.ends_with("/r1")).map(|c| c.cost_cpu_s).sum();
     let total: f64 = plan.cells.iter().map(|c| c.cost_cpu_s).sum();
     let chain: f64 = (0..plan.levels())

@@ -1,25 +1,13 @@
-//! How each kind of cell is made from its dependencies, and read back from its folder.
-//!
-//! One file per kind; each has `make` (writes the cell's files into the folder it is given
-//! and returns the cell's `info`) and `load`. This file holds what several kinds share:
-//! the loaded forms of cells, seeded block sampling and the model folders' weights file.
-
-pub mod bon;
-pub mod gold;
-pub mod pairs;
-pub mod policy;
-pub mod ppo;
-pub mod proxy;
+//! What the makes of several kinds share: seeded block sampling, batch sizes and shards, and
+//! the model folders' weights file (written, read back, checked).
 
 use std::path::Path;
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use serde_json::Value;
 
 pub use super::kind::{Inputs, Loaded};
 use super::store::Meta;
-use super::Cell;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel, TransformerConfig};
@@ -46,16 +34,6 @@ pub fn shards(device: &Device) -> usize {
     }
 }
 
-/// Makes the cell of `inputs` into `dir`.
-pub fn make(inputs: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
-    inputs.cell.kind.spec().make(inputs, dir, pb)
-}
-
-/// Reads `cell` (of world `world`) back from its folder.
-pub fn load(exp: &Experiment, cell: &Cell, world: &WorldConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
-    cell.kind.spec().load(exp, world, device, dir, meta)
-}
-
 /// A fresh policy of the experiment's shape in `world` with the weights of the folder `dir`.
 pub fn load_policy_weights(exp: &Experiment, world: &WorldConfig, device: &Device, dir: &Path) -> Result<(Policy, VarMap)> {
     let mut varmap = VarMap::new();
@@ -65,7 +43,7 @@ pub fn load_policy_weights(exp: &Experiment, world: &WorldConfig, device: &Devic
 }
 
 /// A reward model of shape `cfg` with the weights of `dir` and the standardization in `meta`.
-pub(super) fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
+pub fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
     let mut model = frozen_weights(dir, device, |vb| RewardModel::new(cfg, vb))?;
     let get = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
     match (get("offset"), get("scale")) {

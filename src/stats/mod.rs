@@ -1,3 +1,16 @@
+//! Statistics: the layer that turns measurements into estimates with intervals. Below the
+//! methods (which aggregate an ensemble's scores and write curve points) and above nothing
+//! of the study's own: pure functions and records.
+//!
+//! - [`aggregate`]: the ensemble aggregators (mean, worst case, uncertainty-weighted, …);
+//! - [`curve`]: the curve point, the one record of a point of an optimization curve;
+//! - [`fit`]: Gao's functional forms fitted against √KL;
+//! - [`stopping`]: gold-free stopping rules and their regret;
+//! - [`analysis`]: curves across replicates: peaks, falls, fits, stopping;
+//! - [`claims`]: which claims a study makes (`[conclusions]`);
+//! - [`conclusions`]: the claims measured: intervals, corrections and verdicts;
+//! - this file: Student's t, p-values, Holm and Benjamini–Hochberg, power.
+//!
 //! The statistics the conclusions rest on, as pure functions: Student's t (tail
 //! probabilities, quantiles), two-sided p-values, the Holm and Benjamini–Hochberg
 //! adjustments, and the power of a one-sample t test with the replicates it needs.
@@ -6,6 +19,14 @@
 //! function (a continued fraction), the normal's from `erfc`, the noncentral t's upper tail
 //! by integrating the normal's over the χ² density of the variance estimate. The test suite
 //! pins each against independently computed values (`tests/stats.rs`).
+
+pub mod aggregate;
+pub mod analysis;
+pub mod claims;
+pub mod conclusions;
+pub mod curve;
+pub mod fit;
+pub mod stopping;
 
 /// ln Γ(x) for x > 0 (Lanczos, g = 7, n = 9: about 15 significant digits).
 pub fn ln_gamma(x: f64) -> f64 {
@@ -280,4 +301,15 @@ pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
         return (m, f64::NAN);
     }
     (m, (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)).sqrt())
+}
+
+/// Mean and standard error of the mean (sample std / sqrt(n); 0 for a single value).
+pub fn mean_se(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
 }

@@ -36,7 +36,7 @@ impl Scored {
     /// disagreement.
     pub fn disagreement(&self, i: usize, members: &[usize]) -> f64 {
         let scores: Vec<f32> = members.iter().map(|&m| self.members[m][i]).collect();
-        crate::aggregate::population_variance(&scores)
+        crate::stats::aggregate::population_variance(&scores)
     }
 }
 
@@ -67,7 +67,7 @@ pub fn score(
     let mut scores = scored.into_iter().collect::<Result<Vec<_>>>()?;
     let heldout = s.heldout.map(|_| scores.pop().expect("the held-out proxy was scored"));
     let gold = scores.remove(0);
-    let (length, distinct_ratio) = crate::bon::response_stats(responses);
+    let (length, distinct_ratio) = response_stats(responses);
     Ok(Scored {
         set,
         gold,
@@ -99,11 +99,11 @@ pub fn bench_scoring(exp: &crate::Experiment, device: &candle_core::Device, samp
     use candle_nn::{VarBuilder, VarMap};
     let world = exp.world();
     let mut rng = crate::seed::rng(exp.seed, "bench/score");
-    let (prompts, responses) = crate::sft::demonstrations(&world, samples.max(1), &mut rng);
+    let (prompts, responses) = crate::train::sft::demonstrations(&world, samples.max(1), &mut rng);
     let set = crate::model::policy::encode_all(&world, &prompts, &responses);
     let warm = set.select(&(0..set.len().min(SCORE_BATCH)).collect::<Vec<_>>());
     let grid = exp.proxy.data_sizes.len() * exp.proxy.noise.len() * exp.proxy.members;
-    let heldout = crate::sweep::heldout_cell(exp, 0).map(|c| c.size.name);
+    let heldout = crate::train::proxy::heldout_cell(exp, 0).map(|c| c.size.name);
     let mut shapes = vec![("gold".to_string(), exp.gold_arch(), 1)];
     for s in &exp.proxy.sizes {
         let n = grid + usize::from(heldout.as_deref() == Some(s.name.as_str()));
@@ -128,4 +128,18 @@ pub fn bench_scoring(exp: &crate::Experiment, device: &candle_core::Device, samp
         });
     }
     Ok(out)
+}
+
+/// Length (content tokens) and distinct-token ratio of each response.
+pub fn response_stats(responses: &[crate::world::Response]) -> (Vec<f32>, Vec<f32>) {
+    responses
+        .iter()
+        .map(|r| {
+            let mut t = r.tokens.clone();
+            t.sort_unstable();
+            t.dedup();
+            let len = r.tokens.len();
+            (len as f32, if len == 0 { 1.0 } else { t.len() as f32 / len as f32 })
+        })
+        .unzip()
 }

@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::error::Result;
 use crate::model::Policy;
-use crate::optim::{Batches, RecentMean, Trainer};
+use crate::train::optim::{Batches, RecentMean, Trainer};
 
 use crate::world::{Response, SeqSet, WorldConfig};
 

@@ -6,20 +6,38 @@
 //! held-out proxy, unless `preferences.per_replicate` (pairs) or `world.per_replicate`
 //! (π_ref, gold, pairs and held-out proxy) gives each its own. A level's cells
 //! are independent of each other, which is what a shard or a Slurm job array splits.
+//!
+//! This folder is the layer above the methods that runs cells:
+//! - [`kinds`]: the registry, the one list of the kinds a plan can hold, and the cell record;
+//! - this file: the plan, its levels, shards, cost and the check that refuses one too large;
+//! - [`resources`]: the memory and disk a run needs, checked before any work;
+//! - [`exec`]: makes (or loads) a set of cells in dependency order, on this process's cores;
+//! - [`slurm`]: sbatch scripts that make a plan's levels as job arrays on a cluster.
+
+pub mod exec;
+pub mod kinds;
+pub mod resources;
+pub mod slurm;
 
 use serde_json::{json, Value};
 
-pub use super::cost::{Work, RATES};
-use super::store::key_of;
-use super::{code_version, BonCell, Cell, GoldCell, Kind, PairsCell, PolicyCell};
+pub use crate::cell::cost::{Work, RATES};
+use crate::cell::store::key_of;
 use crate::config::Experiment;
-use crate::sweep::{heldout_cell, ppo_cells, proxy_cells, replicate_suffix, ProxyCell};
+use crate::methods::bon::cell::BonCell;
+use crate::methods::ppo::cell::ppo_cells;
+use crate::stats::curve::replicate_suffix;
+use crate::train::gold::GoldCell;
+use crate::train::pairs::PairsCell;
+use crate::train::policy::PolicyCell;
+use crate::train::proxy::{heldout_cell, proxy_cells, ProxyCell};
+pub use kinds::{Cell, Kind};
 
 /// The id of replicate `r`'s preference-pairs cell: `pairs`, or `pairs/rR` for R > 0 when
 /// `preferences.per_replicate` or `world.per_replicate` redraws them.
 pub fn pairs_id(exp: &Experiment, r: usize) -> String {
     if r > 0 && (exp.preferences.per_replicate || exp.world.per_replicate) {
-        format!("pairs{}", crate::sweep::replicate_suffix(r))
+        format!("pairs{}", replicate_suffix(r))
     } else {
         "pairs".to_string()
     }
@@ -71,7 +89,7 @@ impl Builder<'_> {
     fn add(&mut self, id: String, kind: Kind, deps: Vec<usize>) -> usize {
         let mut recipe = kind.spec().recipe(self.exp);
         let obj = recipe.as_object_mut().expect("a recipe is a JSON object");
-        obj.insert("code".into(), json!(code_version(&kind)));
+        obj.insert("code".into(), json!(kind.spec().code_version()));
         obj.insert(
             "deps".into(),
             json!(deps.iter().map(|&d| format!("{}-{}", self.cells[d].kind.name(), self.cells[d].key)).collect::<Vec<_>>()),
@@ -344,7 +362,7 @@ pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan
             s / seconds,
         ));
     }
-    let (rows, values) = crate::resources::unit_rows(exp);
+    let (rows, values) = crate::plan::resources::unit_rows(exp);
     let size = Size {
         cells: plan.cells.len(),
         cpu_hours,
@@ -356,10 +374,10 @@ pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan
 
 /// The plan as data for `goodhart plan`: every cell with its dependencies, modelled cost,
 /// measured cost where the store holds it, and whether it does; totals per kind and level.
-pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Result<Value> {
+pub fn describe(plan: &Plan, store: &crate::cell::store::Store) -> crate::error::Result<Value> {
     let mut cells: Vec<Value> = Vec::new();
     let (mut total, mut missing) = (0f64, 0f64);
-    let mut earlier: std::collections::HashMap<&str, Vec<(super::store::Meta, std::time::SystemTime)>> = std::collections::HashMap::new();
+    let mut earlier: std::collections::HashMap<&str, Vec<(crate::cell::store::Meta, std::time::SystemTime)>> = std::collections::HashMap::new();
     for c in &plan.cells {
         let stored = store.contains(c.kind.name(), &c.key);
         let why = if stored {
@@ -418,7 +436,7 @@ pub fn describe(plan: &Plan, store: &super::store::Store) -> crate::error::Resul
 /// stored cell of the same id that differs least (the latest of those), `new` (none of
 /// that id), `code` (its kind's code version changed), `deps` (a dependency's key
 /// changed) or `recipe` (its settings changed); with the recipe keys that differ.
-fn why_not_stored(id: &str, recipe: &Value, stored: &[(super::store::Meta, std::time::SystemTime)]) -> (&'static str, String) {
+fn why_not_stored(id: &str, recipe: &Value, stored: &[(crate::cell::store::Meta, std::time::SystemTime)]) -> (&'static str, String) {
     fn flatten(prefix: &str, v: &Value, out: &mut std::collections::BTreeMap<String, Value>) {
         match v.as_object() {
             Some(o) => o.iter().for_each(|(k, v)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out)),

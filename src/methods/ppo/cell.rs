@@ -1,4 +1,5 @@
-//! One PPO run against an ensemble through one aggregator at one KL penalty, from π_ref.
+//! The PPO runs of the grid (ensembles × aggregators × KL penalties), and the cell of one:
+//! one PPO run against an ensemble through one aggregator at one KL penalty, from π_ref.
 //! Stores the final policy's weights and the outcome (every evaluation checkpoint and every
 //! update's diagnostics). A run that diverges (a non-finite loss or score) is stored as a
 //! failure naming run and update: with the same code and settings it would diverge again.
@@ -9,13 +10,74 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use super::{load_policy_weights, save_weights};
+use crate::cell::make::{load_policy_weights, save_weights};
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::config::Experiment;
 use crate::cell::store::Meta;
 use crate::error::{Error, Result};
-use crate::sweep::PpoCell;
+use crate::stats::curve::replicate_suffix;
+use crate::train::proxy::{ensembles, ProxyCell};
+
+/// One PPO run of the sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PpoCell {
+    pub ensemble: String,
+    /// Indices of the ensemble's members in the proxy list.
+    pub members: Vec<usize>,
+    pub aggregator: crate::stats::aggregate::Aggregator,
+    /// KL-penalty coefficient β.
+    pub beta: f64,
+    pub replicate: usize,
+}
+
+impl PpoCell {
+    /// Stable run id: `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA[/rR]`.
+    pub fn id(&self) -> String {
+        let lambda = self.aggregator.lambda().map(|l| format!("({l})")).unwrap_or_default();
+        format!(
+            "ppo/{}/{}{lambda}/b{}{}",
+            self.ensemble,
+            self.aggregator.name(),
+            self.beta,
+            replicate_suffix(self.replicate)
+        )
+    }
+}
+
+/// Every PPO run of one replicate's proxy list `cells` (from [`proxy_cells`]): the
+/// ensembles `ppo.sizes` × `ppo.data_sizes` × `ppo.noise` select (in grid order), × the PPO
+/// aggregators × `ppo.kl_penalties`.
+pub fn ppo_cells(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
+    let p = &exp.ppo;
+    if !p.enabled {
+        return Vec::new();
+    }
+    let first_size = &exp.proxy.sizes[0].name;
+    let first_data = exp.proxy.data_sizes[0];
+    let mut out = Vec::new();
+    for (ensemble, members) in ensembles(cells) {
+        let c = &cells[members[0]];
+        let size_ok = if p.sizes.is_empty() { &c.size.name == first_size } else { p.sizes.contains(&c.size.name) };
+        let data_ok = if p.data_sizes.is_empty() { c.data_size == first_data } else { p.data_sizes.contains(&c.data_size) };
+        let noise_ok = p.noise.is_empty() || p.noise.contains(&c.noise);
+        if !(size_ok && data_ok && noise_ok) {
+            continue;
+        }
+        for aggregator in p.aggregator_list(members.len()) {
+            for &beta in &p.kl_penalties {
+                out.push(PpoCell {
+                    ensemble: ensemble.clone(),
+                    members: members.clone(),
+                    aggregator,
+                    beta,
+                    replicate: c.replicate,
+                });
+            }
+        }
+    }
+    out
+}
 
 impl CellKind for PpoCell {
     fn name(&self) -> &'static str {
@@ -84,17 +146,17 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
     let exp = x.exp;
     let seed = exp.replicate_seed(run.replicate);
     let world = x.world;
-    let (members, heldout) = x.proxies();
+    let (members, heldout) = crate::train::proxy::proxies(x);
     let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
     let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
-    let spec = crate::ppo::RunSpec {
+    let spec = crate::methods::ppo::RunSpec {
         id: run.id(),
         aggregator: run.aggregator,
         beta: run.beta,
     };
     // A trainable copy of π_ref, from the policy cell's weights.
     let (policy, varmap) = load_policy_weights(exp, world, x.device, x.policy_dir())?;
-    let ctx = crate::ppo::Context {
+    let ctx = crate::methods::ppo::Context {
         world,
         reference: x.policy(),
         gold: x.gold(),
@@ -105,7 +167,7 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
         eval_prompts: &eval_prompts,
     };
     let t = Instant::now();
-    let outcome = match crate::ppo::train(&ctx, &spec, &policy, &varmap, pb) {
+    let outcome = match crate::methods::ppo::train(&ctx, &spec, &policy, &varmap, pb) {
         Ok(o) => o,
         Err(e @ Error::NonFiniteLoss { .. }) => {
             pb.suspend(|| warn!("{}: failed, stored as a failure; the other runs carry on: {e}", spec.id));
@@ -122,7 +184,7 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
             t.elapsed().as_secs_f64(),
             last.kl_k1,
             last.proxy,
-            crate::bon::mean_se(&last.gold_by_prompt).0,
+            crate::stats::mean_se(&last.gold_by_prompt).0,
             if outcome.stopped_at_budget { " (stopped at the KL budget)" } else { "" }
         )
     });
@@ -132,12 +194,12 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
 
 /// A PPO cell read back: the run's outcome, or the one-line error that ended it (a diverged
 /// run is a result too: stored, so it is not retried with the same code).
-pub type PpoOutcome = std::result::Result<crate::ppo::Outcome, String>;
+pub type PpoOutcome = std::result::Result<crate::methods::ppo::Outcome, String>;
 
 pub fn load(meta: &Meta) -> Result<Loaded> {
     let outcome = match meta.info.get("failed").and_then(|f| f.as_str()) {
         Some(msg) => Err(msg.to_string()),
-        None => Ok(serde_json::from_value::<crate::ppo::Outcome>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
+        None => Ok(serde_json::from_value::<crate::methods::ppo::Outcome>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
             dir: std::path::PathBuf::from(format!("ppo-{}", meta.key)),
             reason: format!("meta.json outcome: {e}"),
         })?),

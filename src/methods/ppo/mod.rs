@@ -16,7 +16,10 @@
 //!    gold, the aggregated proxy, every member, disagreement, length, distinct ratio.
 //!
 //! A NaN or infinite value anywhere ends the run with an error naming the run and update.
+//!
+//! [`cell`]: the PPO runs of the grid and the cell of one.
 
+pub mod cell;
 pub mod gae;
 pub mod kl;
 pub mod loss;
@@ -27,12 +30,12 @@ use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{mean, population_variance, Aggregator};
-use crate::bon::mean_se;
+use crate::stats::aggregate::{mean, population_variance, Aggregator};
+use crate::stats::mean_se;
 use crate::config::PpoSpec;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel};
-use crate::optim::Trainer;
+use crate::train::optim::Trainer;
 use crate::world::WorldConfig;
 
 use loss::{LossConfig, Targets};
@@ -308,12 +311,12 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
     let mut rng = crate::seed::rng(ctx.seed, &format!("ppo/eval/step{step}"));
     let prompts = ctx.eval_prompts;
     let responses = policy.sample(prompts, 1.0, &mut rng)?;
-    let scorers = crate::eval::Scorers {
+    let scorers = crate::methods::eval::Scorers {
         gold: ctx.gold,
         members: ctx.members.clone(),
         heldout: ctx.heldout,
     };
-    let sc = crate::eval::score(ctx.world, prompts, &responses, &scorers, false, &|| {})?;
+    let sc = crate::methods::eval::score(ctx.world, prompts, &responses, &scorers, false, &|| {})?;
     let set = &sc.set;
     let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), policy.device())?;
     let (logp, mask) = policy.response_logprobs(&tokens)?;

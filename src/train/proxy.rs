@@ -1,4 +1,5 @@
-//! One proxy RM: Bradley–Terry on the first `data_size` training pairs (with label noise),
+//! The proxy reward-model grid (sizes × data sizes × label-noise levels × ensemble members)
+//! and the ensembles it forms; and the cell of one proxy RM: Bradley–Terry on the first `data_size` training pairs (with label noise),
 //! or, for the held-out proxy, on its own pairs (a per-replicate one draws them here);
 //! validated on the validation pairs and
 //! standardized on the reference set.
@@ -11,15 +12,148 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{load_reward, save_weights, INFER_BATCH};
+use crate::cell::make::{load_reward, save_weights, INFER_BATCH};
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::cell::store::Meta;
-use crate::config::Experiment;
+use crate::config::{Experiment, ProxySizeSpec};
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
-use crate::rm;
-use crate::sweep::ProxyCell;
+use crate::train::rm;
+use crate::stats::curve::replicate_suffix;
+
+/// One proxy reward model to train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyCell {
+    pub size: ProxySizeSpec,
+    /// Training pairs (the first `data_size` of the shared pair set).
+    pub data_size: usize,
+    /// Label-flip rate.
+    pub noise: f64,
+    /// Ensemble member index (0-based).
+    pub member: usize,
+    /// The held-out proxy (trained on its own pairs, never optimized against): each
+    /// replicate's own (`proxy.heldout_per_replicate`), else one per world (replicate 0's,
+    /// and each replicate's own when `world.per_replicate`).
+    pub heldout: bool,
+    /// The replicate this member belongs to.
+    pub replicate: usize,
+}
+
+impl ProxyCell {
+    /// Stable display id, e.g. `proxy/m/d4000/n0.25/k1` (replicate 0) or
+    /// `proxy/m/d4000/n0.25/k1/r2`.
+    pub fn id(&self) -> String {
+        if self.heldout {
+            return format!(
+                "heldout/{}/d{}/n{:.2}{}",
+                self.size.name,
+                self.data_size,
+                self.noise,
+                replicate_suffix(self.replicate)
+            );
+        }
+        format!(
+            "proxy/{}/d{}/n{:.2}/k{}{}",
+            self.size.name,
+            self.data_size,
+            self.noise,
+            self.member,
+            replicate_suffix(self.replicate)
+        )
+    }
+
+    /// The ensemble this member belongs to (the id without the member).
+    pub fn ensemble_id(&self) -> String {
+        format!("{}/d{}/n{:.2}", self.size.name, self.data_size, self.noise)
+    }
+}
+
+/// Every proxy cell of replicate `r`, in a fixed order (size, data, noise, member).
+pub fn proxy_cells(exp: &Experiment, replicate: usize) -> Vec<ProxyCell> {
+    let mut cells = Vec::new();
+    for size in &exp.proxy.sizes {
+        for &data_size in &exp.proxy.data_sizes {
+            for &noise in &exp.proxy.noise {
+                for member in 0..exp.proxy.members {
+                    cells.push(ProxyCell {
+                        size: size.clone(),
+                        data_size,
+                        noise,
+                        member,
+                        heldout: false,
+                        replicate,
+                    });
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// The held-out proxy of replicate `r` (per replicate) or of world `r` (per world), if the
+/// study has one: the largest size (by parameters), the largest data size, the lowest noise
+/// level; with `proxy.heldout_like`, the first ensemble's size and data size at the lowest
+/// noise level.
+pub fn heldout_cell(exp: &Experiment, r: usize) -> Option<ProxyCell> {
+    let data_size = super::pairs::heldout_data_size(exp)?;
+    let noise = exp.proxy.noise.iter().copied().fold(f64::INFINITY, f64::min);
+    if exp.proxy.heldout_like {
+        let (size, _, noise) = exp.first_ensemble();
+        return Some(ProxyCell {
+            size: size.clone(),
+            data_size,
+            noise,
+            member: 0,
+            heldout: true,
+            replicate: r,
+        });
+    }
+    let size = exp
+        .proxy
+        .sizes
+        .iter()
+        .max_by_key(|s| exp.proxy_arch(s).reward_params())
+        .expect("validated non-empty")
+        .clone();
+    Some(ProxyCell {
+        size,
+        data_size,
+        noise,
+        member: 0,
+        heldout: true,
+        replicate: r,
+    })
+}
+
+/// Ensembles of a proxy list: (ensemble id, indices of its members in `cells`), in order
+/// of first appearance.
+pub fn ensembles(cells: &[ProxyCell]) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, cell) in cells.iter().enumerate() {
+        match out.iter_mut().find(|(id, _)| *id == cell.ensemble_id()) {
+            Some((_, members)) => members.push(i),
+            None => out.push((cell.ensemble_id(), vec![i])),
+        }
+    }
+    out
+}
+
+/// The proxies a cell reads, split once: ensemble members in grid order, and the held-out
+/// proxy (never optimized against) if there is one.
+pub fn proxies<'a>(x: &'a Inputs) -> (Vec<(&'a ProxyCell, &'a RewardModel)>, Option<&'a RewardModel>) {
+    let (mut members, mut heldout) = (Vec::new(), None);
+    for d in &x.deps {
+        if let Some(p) = d.cell.as_any().downcast_ref::<ProxyCell>() {
+            if p.heldout {
+                heldout = Some(d.loaded.reward());
+            } else {
+                members.push((p, d.loaded.reward()));
+            }
+        }
+    }
+    (members, heldout)
+}
 
 impl CellKind for ProxyCell {
     fn name(&self) -> &'static str {

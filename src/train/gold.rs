@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::pairs::{pair_samples, scored_pairs, PairSamples};
-use super::{load_reward, save_weights, shards, INFER_BATCH};
+use crate::cell::make::{load_reward, save_weights, shards, INFER_BATCH};
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::cell::store::Meta;
 use crate::config::Experiment;
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
-use crate::rm::{self, Pairs};
+use crate::train::rm::{self, Pairs};
 use crate::world::WorldConfig;
 
 /// The gold RM of world `world`.

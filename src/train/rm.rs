@@ -9,7 +9,7 @@ use rand::Rng;
 use crate::config::LabelMode;
 use crate::error::Result;
 use crate::model::RewardModel;
-use crate::optim::{Batches, RecentMean, Trainer};
+use crate::train::optim::{Batches, RecentMean, Trainer};
 use crate::world::{SeqSet, WorldConfig};
 
 /// Bradley–Terry loss: mean of `−ln σ(chosen − rejected)` = softplus(rejected − chosen),
@@ -190,7 +190,7 @@ pub fn gold_target(utility: f32, mean: f32, std: f32) -> f32 {
 /// (indices ≢ 3 mod 4): the standardization of [`gold_target`].
 pub fn gold_target_stats(utilities: &[f32]) -> (f32, f32) {
     let demo: Vec<f32> = utilities.iter().enumerate().filter(|(i, _)| i % 4 != 3).map(|(_, &t)| t).collect();
-    mean_std(&demo)
+    crate::model::reward::mean_std(&demo)
 }
 
 /// Regresses `rm`'s raw score on `z`, the distillation targets (see [`gold_target`]), by
@@ -228,17 +228,11 @@ pub fn train_gold(
 /// negative for a predictor worse than that. NaN when the target is constant.
 pub fn r_squared(pred: &[f32], target: &[f32]) -> f64 {
     assert_eq!(pred.len(), target.len(), "r_squared of {} predictions for {} targets", pred.len(), target.len());
-    let mean = crate::aggregate::mean(target);
+    let mean = crate::stats::aggregate::mean(target);
     let sse: f64 = pred.iter().zip(target).map(|(&p, &t)| (t as f64 - p as f64).powi(2)).sum();
     let sst: f64 = target.iter().map(|&t| (t as f64 - mean).powi(2)).sum();
     if sst == 0.0 {
         return f64::NAN;
     }
     1.0 - sse / sst
-}
-
-/// Mean and population standard deviation (floored at 1e-12 so it can divide).
-pub fn mean_std(x: &[f32]) -> (f32, f32) {
-    use crate::aggregate::{mean, population_variance};
-    (mean(x) as f32, population_variance(x).sqrt().max(1e-12) as f32)
 }

@@ -9,14 +9,14 @@
 //! `submit.sh` (the same chain for submitting by hand) and `logs/`, one log per task
 //! (`level-L-JOBID_TASK.out`) beside them. Every path in them is absolute. The store must be
 //! a folder every node sees (a shared filesystem); cells made by several tasks at once are
-//! made once (see [`super::store`]). A task that fails fails its array; `afterok` then holds
+//! made once (see [`crate::cell::store`]). A task that fails fails its array; `afterok` then holds
 //! the later jobs back, and resubmitting the same scripts makes only what is missing.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::plan::Plan;
-use super::store::write_atomic;
+use super::Plan;
+use crate::cell::store::write_atomic;
 use crate::error::{Error, Result};
 
 /// What the scripts run and how they ask for resources.
@@ -128,7 +128,7 @@ pub fn write_scripts(plan: &Plan, name: &str, o: &SlurmOptions) -> Result<Vec<Jo
         quote(&store),
         o.device,
         o.cpus_per_task,
-        if o.max_cpu_hours == crate::cell::plan::MAX_CPU_HOURS { String::new() } else { format!(" --max-cpu-hours {}", o.max_cpu_hours) }
+        if o.max_cpu_hours == crate::plan::MAX_CPU_HOURS { String::new() } else { format!(" --max-cpu-hours {}", o.max_cpu_hours) }
     );
     let mut jobs = Vec::new();
     for level in 0..plan.levels() {

@@ -65,7 +65,7 @@ pub struct CurveRow {
 impl CurveRow {
     /// Identifies the curve this point belongs to: method, ensemble, aggregator with λ, β.
     pub fn curve_key(&self) -> String {
-        format!("{}{}", self.line_key(), crate::sweep::replicate_suffix(self.replicate as usize))
+        format!("{}{}", self.line_key(), replicate_suffix(self.replicate as usize))
     }
 
     /// The line this row belongs to across replicates: [`CurveRow::curve_key`] without the
@@ -74,5 +74,15 @@ impl CurveRow {
         let lambda = self.lambda.map(|l| format!("({l})")).unwrap_or_default();
         let beta = self.kl_penalty.map(|b| format!("/b{b}")).unwrap_or_default();
         format!("{}/{}/{}{lambda}{beta}", self.method, self.ensemble, self.aggregator)
+    }
+}
+
+/// `/rR` for replicate R > 0, nothing for replicate 0 (whose ids do not depend on how many
+/// replicates a study has).
+pub fn replicate_suffix(r: usize) -> String {
+    if r == 0 {
+        String::new()
+    } else {
+        format!("/r{r}")
     }
 }

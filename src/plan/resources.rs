@@ -86,7 +86,7 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     // The held-out proxy's parameters (its size: the largest, or the first with
     // `proxy.heldout_like`), and how many there are: one per replicate
     // (`proxy.heldout_per_replicate`), else one per world.
-    let heldout = crate::sweep::heldout_cell(exp, 0)
+    let heldout = crate::train::proxy::heldout_cell(exp, 0)
         .and_then(|h| exp.params.proxies.iter().find(|p| p.0 == h.size.name))
         .map_or(0, |p| u(p.1));
     // One π_ref and gold per world (one world unless `world.per_replicate`).
@@ -216,7 +216,7 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let tables = unit_values.checked_mul(UNIT_VALUE_BYTES).filter(|_| unit_values < u64::MAX).ok_or(memory("bon.prompts", "result tables"))?;
     // Every replicate's preference pairs stay loaded once made (training pairs of the largest
     // data size, the held-out proxy's, validation), and every world's reference samples.
-    let heldout_data = crate::sweep::heldout_cell(exp, 0).map_or(0, |h| u(h.data_size));
+    let heldout_data = crate::train::proxy::heldout_cell(exp, 0).map_or(0, |h| u(h.data_size));
     let stored_sequence = seq * F32 + F32;
     let pairs = sum(&[largest_data, heldout_data, u(exp.preferences.val_pairs)])
         .and_then(|n| product(&[n, 2 * stored_sequence + 2 * F32 + 1, reps]))
@@ -256,9 +256,9 @@ pub fn unit_rows(exp: &Experiment) -> (u64, u64) {
     let u = |n: usize| n as u64;
     let (b, ppo, x) = (&exp.bon, &exp.ppo, &exp.proxy);
     let reps = u(exp.replicates);
-    let ensembles = u(crate::sweep::ensembles(&crate::sweep::proxy_cells(exp, 0)).len());
+    let ensembles = u(crate::train::proxy::ensembles(&crate::train::proxy::proxy_cells(exp, 0)).len());
     let bon_rows = if b.enabled {
-        [reps, ensembles, u(b.aggregators(x.members).len()), u(b.prompts), u(crate::bon::n_grid(b.pool).len())]
+        [reps, ensembles, u(b.aggregators(x.members).len()), u(b.prompts), u(crate::methods::bon::n_grid(b.pool).len())]
             .iter()
             .fold(1u64, |a, &n| a.saturating_mul(n))
     } else {

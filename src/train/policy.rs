@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::{frozen_weights, save_weights, shards, PAIR_BLOCK};
+use crate::cell::make::{frozen_weights, save_weights, shards, PAIR_BLOCK};
 use crate::cell::store::Meta;
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
@@ -77,19 +77,19 @@ pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value
     seeded_init(&varmap, crate::seed::derive(seed, "init/policy"), cfg.layers)?;
     let mut rng = crate::seed::rng(seed, "sft/demonstrations");
     let n_val = (p.demonstrations / 10).clamp(1, 2000);
-    let (prompts, responses) = crate::sft::demonstrations(world, p.demonstrations + n_val, &mut rng);
+    let (prompts, responses) = crate::train::sft::demonstrations(world, p.demonstrations + n_val, &mut rng);
     let all = crate::model::policy::encode_all(world, &prompts, &responses);
     let train = all.select(&(0..p.demonstrations).collect::<Vec<_>>());
     let val = all.select(&(p.demonstrations..p.demonstrations + n_val).collect::<Vec<_>>());
     let t = Instant::now();
     // This cell's share of its group's bar (one unit until here): one per step.
     pb.inc_length((p.sft_steps as u64).saturating_sub(1));
-    let report = crate::sft::train(
+    let report = crate::train::sft::train(
         &policy,
         &varmap,
         &train,
         &val,
-        &crate::sft::SftParams {
+        &crate::train::sft::SftParams {
             steps: p.sft_steps,
             batch: p.sft_batch,
             lr: p.sft_lr,
@@ -142,5 +142,5 @@ fn diversity(policy: &Policy, exp: &Experiment, world: &WorldConfig, seed: u64) 
     for part in parts {
         responses.extend(part?);
     }
-    Ok(crate::sft::duplicate_fraction(&responses))
+    Ok(crate::train::sft::duplicate_fraction(&responses))
 }

@@ -44,9 +44,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::ClaimSelector;
+pub use super::claims::{ClaimSelector, ConclusionsSpec};
 use crate::stats;
-use crate::stopping::{Rule, Series};
+use crate::stats::stopping::{Rule, Series};
+
 
 /// The level every interval and test is taken at (two-sided).
 pub const ALPHA: f64 = 0.05;
@@ -62,7 +63,7 @@ pub struct UnitCurve {
     pub method: String,
     pub replicate: u64,
     pub ensemble: String,
-    /// `member0`, `mean`, `wco`, `uwo(0.5)`, … ([`crate::aggregate::label`]).
+    /// `member0`, `mean`, `wco`, `uwo(0.5)`, … ([`crate::stats::aggregate::label`]).
     pub aggregator: String,
     /// PPO's β; none for best-of-n.
     pub kl_penalty: Option<f64>,
@@ -93,7 +94,7 @@ impl UnitCurve {
 
     /// Whether this is one member optimized alone.
     pub fn is_single(&self) -> bool {
-        crate::aggregate::member_index(&self.aggregator).is_some()
+        crate::stats::aggregate::member_index(&self.aggregator).is_some()
     }
 }
 
@@ -124,14 +125,14 @@ fn half_curve(values: &[Vec<f64>], h: usize) -> Vec<f64> {
 }
 
 /// The peak of a curve of means: the index of the largest finite value, earliest on ties
-/// (the crate's one definition, [`crate::stopping::argmax`]).
+/// (the crate's one definition, [`crate::stats::stopping::argmax`]).
 pub fn peak_index(xs: &[f64]) -> Option<usize> {
-    crate::stopping::argmax(xs.iter().copied())
+    crate::stats::stopping::argmax(xs.iter().copied())
 }
 
-/// The crate's one mean ([`crate::bon::mean_se`]).
+/// The crate's one mean ([`crate::stats::mean_se`]).
 fn mean(xs: &[f64]) -> f64 {
-    crate::bon::mean_se(xs).0
+    crate::stats::mean_se(xs).0
 }
 
 /// The within-run fall (one replicate only): gold at the peak chosen on the other half of
@@ -173,7 +174,7 @@ impl StopRule {
     pub fn label(&self) -> String {
         match self {
             StopRule::Rule(r) => r.label(),
-            StopRule::OtherMembersPeak => crate::analysis::OTHER_MEMBERS_PEAK.to_string(),
+            StopRule::OtherMembersPeak => crate::stats::analysis::OTHER_MEMBERS_PEAK.to_string(),
         }
     }
 
@@ -229,17 +230,17 @@ pub fn regret_units(c: &UnitCurve, rule: StopRule) -> Option<Vec<f64>> {
     regret_units_at(c, rule, oracle)
 }
 
-/// Gold of every unit at KL `at` ([`crate::stopping::at_kl`], unit by unit); `None` if the
+/// Gold of every unit at KL `at` ([`crate::stats::stopping::at_kl`], unit by unit); `None` if the
 /// curve never reaches `at`.
 pub fn gold_at_kl(c: &UnitCurve, at: f64) -> Option<Vec<f64>> {
     units_at_kl(&c.kl, &c.gold, at)
 }
 
-/// `values[point][unit]` at KL `at`, unit by unit by [`crate::stopping::at_kl`].
+/// `values[point][unit]` at KL `at`, unit by unit by [`crate::stats::stopping::at_kl`].
 fn units_at_kl(kl: &[f64], values: &[Vec<f64>], at: f64) -> Option<Vec<f64>> {
     let units = values.first()?.len();
     (0..units)
-        .map(|u| crate::stopping::at_kl(kl, &values.iter().map(|p| p[u]).collect::<Vec<_>>(), at))
+        .map(|u| crate::stats::stopping::at_kl(kl, &values.iter().map(|p| p[u]).collect::<Vec<_>>(), at))
         .collect()
 }
 
@@ -351,7 +352,7 @@ pub fn t_interval(xs: &[f64], over: Over, replicates: usize) -> Option<Interval>
     if xs.len() < 2 || xs.iter().any(|x| !x.is_finite()) {
         return None;
     }
-    let (m, se) = crate::bon::mean_se(xs);
+    let (m, se) = crate::stats::mean_se(xs);
     let df = (xs.len() - 1) as f64;
     let half = t975(xs.len() - 1) * se;
     let p_value = if se > 0.0 {
@@ -405,7 +406,7 @@ pub fn simultaneous(grid: &[Vec<Vec<f64>>], estimate: f64, sd: f64) -> Option<In
     for row in grid {
         let (mut lo, mut hi, mut tq, mut sq) = (f64::INFINITY, f64::INFINITY, f64::INFINITY, f64::NAN);
         for v in row {
-            let (mean, se) = crate::bon::mean_se(v);
+            let (mean, se) = crate::stats::mean_se(v);
             lo = lo.min(mean - c * se);
             hi = hi.min(mean + c * se);
             let tv = if se > 0.0 {
@@ -542,7 +543,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        let c = crate::config::ConclusionsSpec::default();
+        let c = ConclusionsSpec::default();
         Settings {
             primary: c.primary,
             smallest_effect: c.smallest_effect,
@@ -1455,11 +1456,11 @@ pub struct DstarRow {
 }
 
 /// The Gao form of a method.
-fn form_of(method: &str) -> crate::fit::Form {
+fn form_of(method: &str) -> crate::stats::fit::Form {
     if method == "bon" {
-        crate::fit::Form::BestOfN
+        crate::stats::fit::Form::BestOfN
     } else {
-        crate::fit::Form::Rl
+        crate::stats::fit::Form::Rl
     }
 }
 
@@ -1478,14 +1479,14 @@ fn expected_curve(reps: &[&Pooled]) -> Option<(Vec<f64>, Vec<f64>)> {
 }
 
 /// The Gao fit of the expected curve of `reps`: (fit, largest KL measured).
-fn expected_fit(method: &str, reps: &[&Pooled]) -> Option<(crate::fit::FormFit, f64)> {
+fn expected_fit(method: &str, reps: &[&Pooled]) -> Option<(crate::stats::fit::FormFit, f64)> {
     let (kl, gold) = expected_curve(reps)?;
     let max = kl.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((crate::fit::fit_form(form_of(method), &kl, &gold)?, max))
+    Some((crate::stats::fit::fit_form(form_of(method), &kl, &gold)?, max))
 }
 
 /// A fitted peak inside the measured KL range.
-fn in_range(f: &crate::fit::FormFit, max_kl: f64) -> Option<f64> {
+fn in_range(f: &crate::stats::fit::FormFit, max_kl: f64) -> Option<f64> {
     f.d_star.filter(|d| d.is_finite() && d * d <= max_kl.max(0.0))
 }
 

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 use rand::Rng;
 
-use crate::aggregate::Aggregator;
+use crate::stats::aggregate::Aggregator;
 use crate::error::Result;
 use crate::model::policy::encode_all;
 use crate::model::{Policy, RewardModel};

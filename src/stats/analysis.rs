@@ -1,7 +1,7 @@
 //! The analysis of saved curves, from rows alone: points grouped into curves, a Gao et al.
 //! fit of every curve, scaling fits of the fitted coefficients across proxy and data size,
 //! every gold-free stopping rule with its regret, and the aggregators compared at matched KL
-//! budgets. [`crate::output::report`] turns these rows into tables, a figure and `report.md`.
+//! budgets. The report turns these rows into tables, a figure and `report.md`.
 //!
 //! Conventions shared by every function here:
 //! - a curve is every row with the same (method, ensemble, aggregator with λ, β): the key of
@@ -16,9 +16,9 @@
 
 use std::cmp::Ordering;
 
-use crate::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
-use crate::curve::CurveRow;
-use crate::stopping::{at_kl, regret, Regret, Rule, Series};
+use crate::stats::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
+use crate::stats::curve::CurveRow;
+use crate::stats::stopping::{at_kl, regret, Regret, Rule, Series};
 
 /// What identifies a curve, with the proxy configuration it was optimized against.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,12 +58,12 @@ impl CurveId {
 
     /// The aggregator with its λ: `uwo(0.5)`, `mean`.
     pub fn aggregator_label(&self) -> String {
-        crate::aggregate::label(&self.aggregator, self.lambda)
+        crate::stats::aggregate::label(&self.aggregator, self.lambda)
     }
 
     /// The member index of a single-member curve (`member3` → 3).
     pub fn single_member(&self) -> Option<usize> {
-        crate::aggregate::member_index(&self.aggregator)
+        crate::stats::aggregate::member_index(&self.aggregator)
     }
 
     /// The sort order of the module doc.
@@ -76,7 +76,7 @@ impl CurveId {
             .then(self.data_size.cmp(&other.data_size))
             .then(self.ensemble.cmp(&other.ensemble))
             .then(cmp_opt(self.kl_penalty, other.kl_penalty))
-            .then(crate::aggregate::order(&self.aggregator).cmp(&crate::aggregate::order(&other.aggregator)))
+            .then(crate::stats::aggregate::order(&self.aggregator).cmp(&crate::stats::aggregate::order(&other.aggregator)))
             .then(cmp_opt(self.lambda, other.lambda))
             .then(self.key.cmp(&other.key))
     }
@@ -199,18 +199,18 @@ impl Curve {
 }
 
 fn mean(xs: &[f64]) -> f64 {
-    crate::bon::mean_se(xs).0
+    crate::stats::mean_se(xs).0
 }
 
-/// Mean and standard error across replicates ([`crate::bon::mean_se`]); the s.e. is NaN
+/// Mean and standard error across replicates ([`crate::stats::mean_se`]); the s.e. is NaN
 /// (unknown) for fewer than 2 replicates rather than 0.
 fn replicate_mean_se(xs: &[f64]) -> (f64, f64) {
-    let (m, se) = crate::bon::mean_se(xs);
+    let (m, se) = crate::stats::mean_se(xs);
     (m, if xs.len() < 2 { f64::NAN } else { se })
 }
 
 fn argmax(xs: &[f64]) -> Option<usize> {
-    crate::stopping::argmax(xs.iter().copied())
+    crate::stats::stopping::argmax(xs.iter().copied())
 }
 
 // ------------------------------------------------------------------------------- fits
@@ -406,7 +406,7 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
             a.0.method
                 .cmp(&b.0.method)
                 .then(a.0.label_noise.total_cmp(&b.0.label_noise))
-                .then(crate::aggregate::order(&a.0.aggregator).cmp(&crate::aggregate::order(&b.0.aggregator)))
+                .then(crate::stats::aggregate::order(&a.0.aggregator).cmp(&crate::stats::aggregate::order(&b.0.aggregator)))
                 .then(cmp_opt(a.0.lambda, b.0.lambda))
                 .then(cmp_opt(a.0.kl_penalty, b.0.kl_penalty))
                 .then(a.1.cmp(&b.1))

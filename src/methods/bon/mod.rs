@@ -5,6 +5,12 @@
 //! `Σ_{i=n..N} C(i−1, n−1)/C(N, n) · v_(i)` for any per-sample value v (gold, proxy, a
 //! member's score). Weights are computed in log space. Values are looked up through the
 //! sort order, so each stays with the sample it belongs to.
+//!
+//! [`cell`]: the best-of-n cell, which draws the pools and writes each prompt's curve.
+
+pub mod cell;
+
+use crate::stats::mean_se;
 
 /// `ln k!` for k = 0..=max.
 #[derive(Debug, Clone)]
@@ -151,9 +157,28 @@ pub struct BonPoint {
     pub gold_below_peak_se: f64,
 }
 
-/// Columns of one prompt's value at one n, for an ensemble of `k` members (see
-/// [`per_prompt`]): gold, the aggregated proxy, each member, disagreement, `kl_exact`,
-/// length, distinct ratio, the held-out proxy (0 where there is none).
+/// What best-of-n selects for one prompt at one n, in expectation over the draw (each
+/// measure through the unbiased estimator): one row of the best-of-n unit tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub gold: f64,
+    /// The aggregated proxy score (what is optimized).
+    pub proxy: f64,
+    /// Each member's score.
+    pub members: Vec<f64>,
+    /// The population variance of the member scores.
+    pub disagreement: f64,
+    /// The KL of the pool's discrete best-of-n distribution ([`kl_exact`]).
+    pub kl_exact: f64,
+    /// Response length (content tokens) and distinct-token ratio.
+    pub length: f64,
+    pub distinct_ratio: f64,
+    /// The held-out proxy's score, where the experiment has one.
+    pub heldout: Option<f64>,
+}
+
+/// The unit tables' value columns of [`Selection`] for an ensemble of `k` members, in the
+/// order the tables have them.
 pub fn unit_columns(k: usize) -> Vec<String> {
     let mut c = vec!["gold".to_string(), "proxy".to_string()];
     c.extend((0..k).map(|m| format!("member_{m}")));
@@ -161,91 +186,89 @@ pub fn unit_columns(k: usize) -> Vec<String> {
     c
 }
 
-/// Best-of-n of one aggregator over one pool, per prompt: `out[prompt][j]` holds the
-/// expected values of best-of-`ns[j]` in the order of [`unit_columns`]. `members[m]` are
-/// member m's standardized scores of every pool sample. Every aggregator sorts the same
-/// pool; gold and the members' scores are read through that order, so they stay with
-/// their samples.
+/// Best-of-n of one aggregator over one pool, per prompt: `out[prompt][j]` is what
+/// best-of-`ns[j]` selects. `members[m]` are member m's standardized scores of every pool
+/// sample. Every aggregator sorts the same pool; gold and the members' scores are read
+/// through that order, so they stay with their samples.
 pub fn per_prompt(
-    agg: crate::aggregate::Aggregator,
+    agg: crate::stats::aggregate::Aggregator,
     members: &[&[f32]],
     pool: PoolView,
     ns: &[usize],
     lf: &LogFactorials,
-) -> Vec<Vec<Vec<f64>>> {
+) -> Vec<Vec<Selection>> {
     let (p, size) = (pool.prompts, pool.size);
     let k = members.len();
     let w: Vec<Vec<f64>> = ns.iter().map(|&n| weights(size, n, lf)).collect();
-    let mut per = vec![vec![vec![0f64; k + 7]; ns.len()]; p];
     let mut buf = vec![0f32; k];
-    for (prompt, out) in per.iter_mut().enumerate() {
-        let range = prompt * size..(prompt + 1) * size;
-        let agg_scores: Vec<f32> = range
-            .clone()
-            .map(|i| {
-                for (b, m) in buf.iter_mut().zip(members) {
-                    *b = m[i];
-                }
-                agg.apply(&buf)
-            })
-            .collect();
-        let var: Vec<f32> = range
-            .clone()
-            .map(|i| {
-                for (b, m) in buf.iter_mut().zip(members) {
-                    *b = m[i];
-                }
-                crate::aggregate::population_variance(&buf) as f32
-            })
-            .collect();
-        let gold = &pool.gold[range.clone()];
-        let groups = &pool.groups[range.clone()];
-        let order = ascending_order(&agg_scores);
-        for (j, (&n, wn)) in ns.iter().zip(&w).enumerate() {
-            let o = &mut out[j];
-            o[0] = expect(&order, wn, gold);
-            o[1] = expect(&order, wn, &agg_scores);
-            for (m, member) in members.iter().enumerate() {
-                o[2 + m] = expect(&order, wn, &member[range.clone()]);
-            }
-            o[2 + k] = expect(&order, wn, &var);
-            o[3 + k] = kl_exact(&order, groups, n);
-            o[4 + k] = expect(&order, wn, &pool.length[range.clone()]);
-            o[5 + k] = expect(&order, wn, &pool.distinct_ratio[range.clone()]);
-            if let Some(h) = pool.heldout {
-                o[6 + k] = expect(&order, wn, &h[range.clone()]);
-            }
-        }
-    }
-    per
+    (0..p)
+        .map(|prompt| {
+            let range = prompt * size..(prompt + 1) * size;
+            let agg_scores: Vec<f32> = range
+                .clone()
+                .map(|i| {
+                    for (b, m) in buf.iter_mut().zip(members) {
+                        *b = m[i];
+                    }
+                    agg.apply(&buf)
+                })
+                .collect();
+            let var: Vec<f32> = range
+                .clone()
+                .map(|i| {
+                    for (b, m) in buf.iter_mut().zip(members) {
+                        *b = m[i];
+                    }
+                    crate::stats::aggregate::population_variance(&buf) as f32
+                })
+                .collect();
+            let gold = &pool.gold[range.clone()];
+            let groups = &pool.groups[range.clone()];
+            let order = ascending_order(&agg_scores);
+            ns.iter()
+                .zip(&w)
+                .map(|(&n, wn)| Selection {
+                    gold: expect(&order, wn, gold),
+                    proxy: expect(&order, wn, &agg_scores),
+                    members: members.iter().map(|member| expect(&order, wn, &member[range.clone()])).collect(),
+                    disagreement: expect(&order, wn, &var),
+                    kl_exact: kl_exact(&order, groups, n),
+                    length: expect(&order, wn, &pool.length[range.clone()]),
+                    distinct_ratio: expect(&order, wn, &pool.distinct_ratio[range.clone()]),
+                    heldout: pool.heldout.map(|h| expect(&order, wn, &h[range.clone()])),
+                })
+                .collect()
+        })
+        .collect()
 }
 
-/// The curve of per-prompt values `per` (from [`per_prompt`], prompts concatenated in
+/// The curve of per-prompt selections `per` (from [`per_prompt`], prompts concatenated in
 /// order): means over prompts, gold's standard error over prompts, and the drop below the
-/// peak paired over prompts. `k` members; `heldout`: whether the last column is real.
-pub fn summarize(per: &[Vec<Vec<f64>>], ns: &[usize], k: usize, heldout: bool) -> Vec<BonPoint> {
+/// peak paired over prompts.
+pub fn summarize(per: &[Vec<Selection>], ns: &[usize]) -> Vec<BonPoint> {
     let p = per.len();
-    let mean_gold: Vec<f64> = (0..ns.len()).map(|j| per.iter().map(|o| o[j][0]).sum::<f64>() / p as f64).collect();
+    let mean_gold: Vec<f64> = (0..ns.len()).map(|j| per.iter().map(|o| o[j].gold).sum::<f64>() / p as f64).collect();
     let peak = (0..ns.len()).max_by(|&a, &b| mean_gold[a].total_cmp(&mean_gold[b])).unwrap_or(0);
     ns.iter()
         .enumerate()
         .map(|(j, &n)| {
-            let col = |c: usize| per.iter().map(|o| o[j][c]).collect::<Vec<f64>>();
-            let below: Vec<f64> = per.iter().map(|o| o[peak][0] - o[j][0]).collect();
+            let mean = |f: &dyn Fn(&Selection) -> f64| mean_se(&per.iter().map(|o| f(&o[j])).collect::<Vec<f64>>()).0;
+            let below: Vec<f64> = per.iter().map(|o| o[peak].gold - o[j].gold).collect();
             let (gold_below_peak, gold_below_peak_se) = mean_se(&below);
-            let (gold, gold_se) = mean_se(&col(0));
+            let (gold, gold_se) = mean_se(&per.iter().map(|o| o[j].gold).collect::<Vec<f64>>());
+            let k = per.first().map_or(0, |o| o[j].members.len());
             BonPoint {
                 n,
                 kl_bound: kl_bound(n),
-                kl_exact: mean_se(&col(3 + k)).0,
+                kl_exact: mean(&|s| s.kl_exact),
                 gold,
                 gold_se,
-                proxy: mean_se(&col(1)).0,
-                members: (0..k).map(|m| mean_se(&col(2 + m)).0).collect(),
-                disagreement: mean_se(&col(2 + k)).0,
-                length: mean_se(&col(4 + k)).0,
-                distinct_ratio: mean_se(&col(5 + k)).0,
-                heldout: heldout.then(|| mean_se(&col(6 + k)).0),
+                proxy: mean(&|s| s.proxy),
+                members: (0..k).map(|m| mean(&|s| s.members[m])).collect(),
+                disagreement: mean(&|s| s.disagreement),
+                length: mean(&|s| s.length),
+                distinct_ratio: mean(&|s| s.distinct_ratio),
+                heldout: per.first().and_then(|o| o[j].heldout).map(|_| mean(&|s| s.heldout.unwrap_or(f64::NAN))),
                 gold_below_peak,
                 gold_below_peak_se,
             }
@@ -255,25 +278,15 @@ pub fn summarize(per: &[Vec<Vec<f64>>], ns: &[usize], k: usize, heldout: bool) -
 
 /// Best-of-n curve of one aggregator over one pool: [`summarize`] of [`per_prompt`].
 pub fn curve(
-    agg: crate::aggregate::Aggregator,
+    agg: crate::stats::aggregate::Aggregator,
     members: &[&[f32]],
     pool: PoolView,
     ns: &[usize],
     lf: &LogFactorials,
 ) -> Vec<BonPoint> {
-    summarize(&per_prompt(agg, members, pool, ns, lf), ns, members.len(), pool.heldout.is_some())
+    summarize(&per_prompt(agg, members, pool, ns, lf), ns)
 }
 
-/// Mean and standard error of the mean (sample std / sqrt(n); 0 for a single value).
-pub fn mean_se(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let m = x.iter().sum::<f64>() / n;
-    if x.len() < 2 {
-        return (m, 0.0);
-    }
-    let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, (var / n).sqrt())
-}
 
 /// Distinct-response ids within each prompt's block of `size` responses.
 pub fn group_ids(responses: &[crate::world::Response], size: usize) -> Vec<u32> {
@@ -286,18 +299,4 @@ pub fn group_ids(responses: &[crate::world::Response], size: usize) -> Vec<u32> 
         }
     }
     out
-}
-
-/// Length (content tokens) and distinct-token ratio of each response.
-pub fn response_stats(responses: &[crate::world::Response]) -> (Vec<f32>, Vec<f32>) {
-    responses
-        .iter()
-        .map(|r| {
-            let mut t = r.tokens.clone();
-            t.sort_unstable();
-            t.dedup();
-            let len = r.tokens.len();
-            (len as f32, if len == 0 { 1.0 } else { t.len() as f32 / len as f32 })
-        })
-        .unzip()
 }

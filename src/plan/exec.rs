@@ -16,10 +16,9 @@ use std::time::Instant;
 use candle_core::Device;
 use tracing::info;
 
-use super::make::{self, Loaded};
-use super::plan::Plan;
-use super::store::{Origin, Store};
-use super::Kind;
+use super::{Kind, Plan};
+use crate::cell::kind::{Dep, Inputs, Loaded};
+use crate::cell::store::{Origin, Store};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::progress::bar;
@@ -133,21 +132,29 @@ impl<'a> Exec<'a> {
 
     /// What cell `i`'s make reads: its dependencies, loaded (from this process's cache, the
     /// store, or made first), and its world's reference set where it standardizes on it.
-    fn inputs(&self, i: usize) -> Result<make::Inputs<'_>> {
+    fn inputs(&self, i: usize) -> Result<Inputs<'_>> {
         let cell = &self.plan.cells[i];
         let w = cell.kind.world(self.exp);
         let deps = cell
             .deps
             .iter()
-            .map(|&d| Ok((&self.plan.cells[d], self.cell_dir(d), self.get(d)?)))
+            .map(|&d| {
+                let kind = &self.plan.cells[d].kind;
+                Ok(Dep {
+                    name: kind.name(),
+                    cell: kind.spec(),
+                    dir: self.cell_dir(d),
+                    loaded: self.get(d)?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         let reference = match cell.kind.spec().standardizes() {
             true => Some(self.reference_set(w)?),
             false => None,
         };
-        Ok(make::Inputs {
+        Ok(Inputs {
             exp: self.exp,
-            cell,
+            id: &cell.id,
             world: self.world(w),
             world_index: w,
             device: &self.device,
@@ -169,7 +176,7 @@ impl<'a> Exec<'a> {
         }
         let cell = self.plan.cells.iter().position(|c| matches!(&c.kind, Kind::Policy(p) if p.world == w)).expect("every world has its π_ref");
         let policy = self.get(cell)?;
-        let r = Arc::new(make::reference_set(policy.policy(), self.exp, self.world(w), w)?);
+        let r = Arc::new(crate::cell::make::reference_set(policy.policy(), self.exp, self.world(w), w)?);
         guard.insert(w, r.clone());
         Ok(r)
     }
@@ -179,8 +186,8 @@ impl<'a> Exec<'a> {
         let w = cell.kind.world(self.exp);
         let (loaded, meta, origin) = self.store.get_or_make(
             cell.store_ref(),
-            |dir| make::make(&self.inputs(i)?, dir, pb),
-            |dir, meta| make::load(self.exp, cell, self.world(w), &self.device, dir, meta),
+            |dir| cell.kind.spec().make(&self.inputs(i)?, dir, pb),
+            |dir, meta| cell.kind.spec().load(self.exp, self.world(w), &self.device, dir, meta),
         )?;
         if origin == Origin::Reused {
             pb.suspend(|| info!("{}: reused {}", cell.id, self.cell_dir(i).display()));
@@ -207,7 +214,7 @@ impl<'a> Exec<'a> {
             &format!(
                 "all {} cells (modelled {} on {jobs} core{})",
                 left.len(),
-                crate::cell::plan::duration(self.plan.wall_seconds(&left, jobs)),
+                crate::plan::duration(self.plan.wall_seconds(&left, jobs)),
                 if jobs == 1 { "" } else { "s" }
             ),
         );

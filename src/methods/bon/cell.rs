@@ -1,10 +1,10 @@
 //! Best-of-n for a range of held-out prompts of one replicate: each prompt's pool of π_ref
 //! samples, scored once by gold, every proxy of the replicate and the held-out proxy; then
 //! every ensemble × aggregator reads that same pool through the unbiased estimator
-//! ([`crate::bon::per_prompt`]). Stored as `units.parquet`: one row per (ensemble,
+//! ([`crate::methods::bon::per_prompt`]). Stored as `units.parquet`: one row per (ensemble,
 //! aggregator, prompt, n) with the expected values of best-of-n for that prompt. The curves
 //! (means over every prompt of the replicate) are assembled from all of a replicate's cells
-//! ([`crate::output::assemble`]).
+//! (the output layer).
 
 use std::path::Path;
 
@@ -12,15 +12,16 @@ use polars::prelude::*;
 use serde_json::{json, Value};
 use tracing::info;
 
-use super::PAIR_BLOCK;
-use crate::aggregate::Aggregator;
+use crate::cell::make::PAIR_BLOCK;
+use crate::stats::aggregate::Aggregator;
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::cell::store::Meta;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
+use crate::methods::bon::{unit_columns, Selection};
 use crate::model::RewardModel;
-use crate::sweep::ProxyCell;
+use crate::train::proxy::ProxyCell;
 use crate::world::WorldConfig;
 
 const FILE: &str = "units.parquet";
@@ -45,7 +46,7 @@ impl CellKind for BonCell {
     }
     fn recipe(&self, exp: &Experiment) -> Value {
         let (bon, r) = (&exp.bon, self.replicate);
-        let groups: Vec<Value> = crate::sweep::ensembles(&crate::sweep::proxy_cells(exp, r))
+        let groups: Vec<Value> = crate::train::proxy::ensembles(&crate::train::proxy::proxy_cells(exp, r))
             .into_iter()
             .map(|(id, m)| json!({ "ensemble": id, "members": m }))
             .collect();
@@ -86,15 +87,15 @@ impl CellKind for BonCell {
     }
 }
 
-/// One ensemble × aggregator over a cell's prompts.
+/// One ensemble × aggregator over a cell's prompts: what best-of-n selects, per prompt.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UnitCurve {
+pub struct PromptCurves {
     pub ensemble: String,
     pub aggregator: Aggregator,
     /// Ensemble size k.
     pub members: usize,
-    /// `per[prompt][j]`: best-of-`ns[j]` values in [`crate::bon::unit_columns`] order.
-    pub per: Vec<Vec<Vec<f64>>>,
+    /// `per[prompt][j]`: what best-of-`ns[j]` selects for that prompt.
+    pub per: Vec<Vec<Selection>>,
 }
 
 /// A best-of-n cell read back: its prompts, the n grid, and every curve's per-prompt values.
@@ -102,7 +103,7 @@ pub struct UnitCurve {
 pub struct BonUnits {
     pub cell: BonCell,
     pub ns: Vec<usize>,
-    pub curves: Vec<UnitCurve>,
+    pub curves: Vec<PromptCurves>,
 }
 
 /// The held-out prompts of a replicate (in `world`, its world), `0..end` (prompt i is the
@@ -120,7 +121,7 @@ pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
     let policy = x.policy();
     let gold = x.gold();
     // This replicate's proxies, in grid order, and the held-out proxy: the cell's deps.
-    let (grid, heldout) = x.proxies();
+    let (grid, heldout) = crate::train::proxy::proxies(x);
     let proxies: Vec<&RewardModel> = grid.iter().map(|m| m.1).collect();
     let prompts: Vec<Vec<u32>> = prompts(exp, world, c.replicate, c.end).split_off(c.start);
     let np = prompts.len();
@@ -143,18 +144,18 @@ pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
         responses.extend(part?);
     }
     let pool_prompts: Vec<Vec<u32>> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.clone(), b.pool)).collect();
-    let groups = crate::bon::group_ids(&responses, b.pool);
-    let dup = responses.chunks(b.pool).map(crate::sft::duplicate_fraction).sum::<f64>() / np as f64;
-    pb.suspend(|| info!("{}: {np} prompts x {} samples (duplicate fraction {dup:.4})", x.cell.id, b.pool));
+    let groups = crate::methods::bon::group_ids(&responses, b.pool);
+    let dup = responses.chunks(b.pool).map(crate::train::sft::duplicate_fraction).sum::<f64>() / np as f64;
+    pb.suspend(|| info!("{}: {np} prompts x {} samples (duplicate fraction {dup:.4})", x.id, b.pool));
 
     // Score once: gold and every proxy, one model per thread.
-    let scorers = crate::eval::Scorers {
+    let scorers = crate::methods::eval::Scorers {
         gold,
         members: proxies,
         heldout,
     };
-    let sc = crate::eval::score(world, &pool_prompts, &responses, &scorers, true, &|| pb.inc(1))?;
-    let view = crate::bon::PoolView {
+    let sc = crate::methods::eval::score(world, &pool_prompts, &responses, &scorers, true, &|| pb.inc(1))?;
+    let view = crate::methods::bon::PoolView {
         prompts: np,
         size: b.pool,
         gold: &sc.gold,
@@ -165,17 +166,17 @@ pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
     };
     // Ensembles: proxies sharing size, data and noise, in grid order.
     let cells: Vec<ProxyCell> = grid.iter().map(|m| m.0.clone()).collect();
-    let ns = crate::bon::n_grid(b.pool);
-    let lf = crate::bon::LogFactorials::new(b.pool);
+    let ns = crate::methods::bon::n_grid(b.pool);
+    let lf = crate::methods::bon::LogFactorials::new(b.pool);
     let mut jobs = Vec::new();
-    for (id, members) in crate::sweep::ensembles(&cells) {
+    for (id, members) in crate::train::proxy::ensembles(&cells) {
         for agg in b.aggregators(members.len()) {
             jobs.push((id.clone(), members.clone(), agg));
         }
     }
     let per = crate::parallel::map(&jobs, |(_, members, agg)| {
         let member_scores: Vec<&[f32]> = members.iter().map(|&m| sc.members[m].as_slice()).collect();
-        crate::bon::per_prompt(*agg, &member_scores, view, &ns, &lf)
+        crate::methods::bon::per_prompt(*agg, &member_scores, view, &ns, &lf)
     });
     let units = BonUnits {
         cell: c,
@@ -183,7 +184,7 @@ pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
         curves: jobs
             .into_iter()
             .zip(per)
-            .map(|((ensemble, members, aggregator), per)| UnitCurve {
+            .map(|((ensemble, members, aggregator), per)| PromptCurves {
                 ensemble,
                 aggregator,
                 members: members.len(),
@@ -203,37 +204,26 @@ pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
 }
 
 /// The per-unit frame: `ensemble`, `aggregator`, `lambda`, `prompt` (index in the
-/// replicate), `n`, then the values of [`crate::bon::unit_columns`] (member columns up to
-/// the largest ensemble; null past an ensemble's own size).
+/// replicate), `n`, then the [`Selection`] in [`unit_columns`] (member columns up to the
+/// largest ensemble, null past an ensemble's own size; `heldout` null without one).
 pub fn frame(u: &BonUnits) -> Result<DataFrame> {
     let k_max = u.curves.iter().map(|c| c.members).max().unwrap_or(0);
-    let names = crate::bon::unit_columns(k_max);
     let rows = u.curves.iter().map(|c| c.per.len() * u.ns.len()).sum::<usize>();
     let (mut ens, mut agg, mut lam, mut prompt, mut n) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
-    let mut vals: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); names.len()];
+    let mut sel: Vec<&Selection> = Vec::with_capacity(rows);
     for c in &u.curves {
-        let k = c.members;
         for (p, per_n) in c.per.iter().enumerate() {
-            for (j, v) in per_n.iter().enumerate() {
+            for (j, s) in per_n.iter().enumerate() {
                 ens.push(c.ensemble.clone());
                 agg.push(c.aggregator.name());
                 lam.push(c.aggregator.lambda());
                 prompt.push((u.cell.start + p) as u64);
                 n.push(u.ns[j] as u64);
-                // Layout of `v`: gold, proxy, k members, then 5 more; align members to k_max.
-                for (col, out) in vals.iter_mut().enumerate() {
-                    let src = if col < 2 {
-                        Some(col)
-                    } else if col < 2 + k_max {
-                        (col - 2 < k).then_some(col)
-                    } else {
-                        Some(col - k_max + k)
-                    };
-                    out.push(src.map(|s| v[s]));
-                }
+                sel.push(s);
             }
         }
     }
+    let value = |f: &dyn Fn(&Selection) -> Option<f64>| sel.iter().map(|s| f(s)).collect::<Vec<Option<f64>>>();
     let mut columns = vec![
         Column::new("ensemble".into(), ens),
         Column::new("aggregator".into(), agg),
@@ -241,7 +231,22 @@ pub fn frame(u: &BonUnits) -> Result<DataFrame> {
         Column::new("prompt".into(), prompt),
         Column::new("n".into(), n),
     ];
-    columns.extend(names.iter().zip(vals).map(|(name, v)| Column::new(name.as_str().into(), v)));
+    for name in unit_columns(k_max) {
+        let v = match name.as_str() {
+            "gold" => value(&|s| Some(s.gold)),
+            "proxy" => value(&|s| Some(s.proxy)),
+            "disagreement" => value(&|s| Some(s.disagreement)),
+            "kl_exact" => value(&|s| Some(s.kl_exact)),
+            "length" => value(&|s| Some(s.length)),
+            "distinct_ratio" => value(&|s| Some(s.distinct_ratio)),
+            "heldout" => value(&|s| s.heldout),
+            member => {
+                let m: usize = member.trim_start_matches("member_").parse().expect("unit_columns names members member_M");
+                value(&|s| s.members.get(m).copied())
+            }
+        };
+        columns.push(Column::new(name.as_str().into(), v));
+    }
     DataFrame::new(rows, columns).map_err(|e| Error::Table {
         path: FILE.into(),
         msg: e.to_string(),
@@ -272,8 +277,10 @@ pub fn load(dir: &Path, c: BonCell) -> Result<BonUnits> {
     };
     let (ens, agg, lam, n) = (strs("ensemble")?, strs("aggregator")?, f64s("lambda")?, u64s("n")?);
     let k_max = (0..).take_while(|m| df.column(&format!("member_{m}")).is_ok()).count();
-    let names = crate::bon::unit_columns(k_max);
-    let vals: Vec<Vec<Option<f64>>> = names.iter().map(|nm| f64s(nm)).collect::<Result<_>>()?;
+    let col = |name: &str| -> Result<Vec<Option<f64>>> { f64s(name) };
+    let (gold, proxy, disagreement, kl_exact) = (col("gold")?, col("proxy")?, col("disagreement")?, col("kl_exact")?);
+    let (length, distinct_ratio, heldout) = (col("length")?, col("distinct_ratio")?, col("heldout")?);
+    let members: Vec<Vec<Option<f64>>> = (0..k_max).map(|m| col(&format!("member_{m}"))).collect::<Result<_>>()?;
     // Rows come curve by curve, prompt-major, n ascending (see `frame`).
     let mut ns: Vec<usize> = Vec::new();
     for &v in &n {
@@ -286,23 +293,31 @@ pub fn load(dir: &Path, c: BonCell) -> Result<BonUnits> {
     if width == 0 || n.len() % (width * prompts) != 0 {
         return Err(bad(format!("{} rows do not make whole curves of {prompts} prompts x {width} n", n.len())));
     }
+    let value = |v: &[Option<f64>], r: usize| v[r].unwrap_or(f64::NAN);
     let mut curves = Vec::new();
     for start in (0..n.len()).step_by(width * prompts) {
         let aggregator = Aggregator::from_parts(&agg[start], lam[start]).ok_or_else(|| bad(format!("unknown aggregator {:?}", agg[start])))?;
-        let k = (0..k_max).take_while(|&m| vals[2 + m][start].is_some()).count();
-        let mut per = Vec::with_capacity(prompts);
-        for p in 0..prompts {
-            let mut row = Vec::with_capacity(width);
-            for j in 0..width {
-                let r = start + p * width + j;
-                let mut v: Vec<f64> = vec![vals[0][r].unwrap_or(f64::NAN), vals[1][r].unwrap_or(f64::NAN)];
-                v.extend((0..k).map(|m| vals[2 + m][r].unwrap_or(f64::NAN)));
-                v.extend((2 + k_max..names.len()).map(|col| vals[col][r].unwrap_or(f64::NAN)));
-                row.push(v);
-            }
-            per.push(row);
-        }
-        curves.push(UnitCurve {
+        let k = members.iter().take_while(|m| m[start].is_some()).count();
+        let per = (0..prompts)
+            .map(|p| {
+                (0..width)
+                    .map(|j| {
+                        let r = start + p * width + j;
+                        Selection {
+                            gold: value(&gold, r),
+                            proxy: value(&proxy, r),
+                            members: members[..k].iter().map(|m| value(m, r)).collect(),
+                            disagreement: value(&disagreement, r),
+                            kl_exact: value(&kl_exact, r),
+                            length: value(&length, r),
+                            distinct_ratio: value(&distinct_ratio, r),
+                            heldout: heldout[r],
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        curves.push(PromptCurves {
             ensemble: ens[start].clone(),
             aggregator,
             members: k,

@@ -10,14 +10,14 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use super::{INFER_BATCH, PAIR_BLOCK};
+use crate::cell::make::{INFER_BATCH, PAIR_BLOCK};
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::cell::store::Meta;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::model::{Policy, RewardModel};
-use crate::rm::{self, Pairs};
+use crate::train::rm::{self, Pairs};
 use crate::world::{Response, SeqSet, Split, WorldConfig};
 
 const FILE: &str = "pairs.safetensors";
@@ -40,6 +40,15 @@ pub struct PairsCell {
     pub replicate: usize,
 }
 
+/// How many pairs the held-out proxy trains on, if the experiment has one: the first
+/// ensemble's data size when it is trained like the members, else the largest.
+pub fn heldout_data_size(exp: &Experiment) -> Option<usize> {
+    if !exp.proxy.heldout {
+        return None;
+    }
+    Some(if exp.proxy.heldout_like { exp.first_ensemble().1 } else { *exp.proxy.data_sizes.iter().max().expect("validated non-empty") })
+}
+
 impl CellKind for PairsCell {
     fn name(&self) -> &'static str {
         "pairs"
@@ -55,7 +64,7 @@ impl CellKind for PairsCell {
         let w = exp.world_index(r);
         json!({
             "train_pairs": exp.proxy.data_sizes.iter().max(),
-            "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { crate::sweep::heldout_cell(exp, w).map(|h| h.data_size) } else { None },
+            "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { heldout_data_size(exp) } else { None },
             "val_pairs": exp.preferences.val_pairs,
             "label": exp.preferences.label,
             "pair_block": PAIR_BLOCK,
@@ -99,8 +108,8 @@ pub fn make(x: &Inputs, r: usize, dir: &Path) -> Result<Value> {
     let train = scored_pairs(world, &samples, gold)?;
     let mut rng = crate::seed::rng(seed, "pairs/labels");
     let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
-    let heldout = match crate::sweep::heldout_cell(exp, w) {
-        Some(h) if r == w && !exp.proxy.heldout_per_replicate => Some(heldout_pairs(exp, policy, world, gold, h.data_size, world_seed)?),
+    let heldout = match heldout_data_size(exp) {
+        Some(n) if r == w && !exp.proxy.heldout_per_replicate => Some(heldout_pairs(exp, policy, world, gold, n, world_seed)?),
         _ => None,
     };
     let val_samples = pair_samples(policy, world, Split::ValidationPairs, exp.preferences.val_pairs, world_seed, "pairs/val")?;

@@ -42,7 +42,7 @@ impl Trainer {
     }
 
     /// Plain Adam (no weight decay) at the constant rate `lr` (PPO; see
-    /// [`crate::ppo::PPO_OPTIMIZER`]).
+    /// [`crate::methods::ppo::PPO_OPTIMIZER`]).
     pub fn constant(varmap: &VarMap, lr: f64, max_grad_norm: f64, model: &str) -> Result<Self> {
         Self::build(varmap, lr, 0.0, None, max_grad_norm, model)
     }
