@@ -7,7 +7,8 @@
 //! gold-versus-proxy curves.
 //!
 //! The layers, each importing only those listed before it (data flows one way):
-//! 1. the foundation: [`error`], [`seed`], [`digest`], [`progress`], [`parallel`], [`device`];
+//! 1. the foundation: [`error`], [`seed`], [`digest`], [`progress`], [`parallel`], [`device`],
+//!    [`frame`] (the one table reader);
 //! 2. [`stats`]: aggregators, the curve point, fits, stopping rules, analysis, conclusions —
 //!    pure functions and records;
 //! 3. [`world`]: the synthetic task, the only place that knows the token layout;
@@ -16,8 +17,9 @@
 //! 6. [`cell`]: the contract every kind of cell implements, its cost and the store;
 //! 7. [`train`]: SFT, reward-model training, the optimizer, and their cells (π_ref, gold,
 //!    pairs, proxies);
-//! 8. [`methods`]: one folder per optimizer (best-of-n, PPO) with its cells;
-//! 9. [`plan`]: the registry of kinds, the plan, its execution and Slurm arrays;
+//! 8. [`methods`]: one folder per optimizer (best-of-n, PPO) with its cells and its
+//!    [`methods::Method`] (its cells in a plan, what they become);
+//! 9. [`plan`]: the registry of methods, the plan, its execution and Slurm arrays;
 //! 10. [`output`]: tables, figures and the report, assembled from cells;
 //! 11. [`run`]: plan → execute → assemble, for the binary.
 
@@ -26,6 +28,7 @@ pub mod config;
 pub mod device;
 pub mod digest;
 pub mod error;
+pub mod frame;
 pub mod methods;
 pub mod model;
 pub mod output;

@@ -253,13 +253,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 (None, None) => unreachable!("a whole run writes results"),
             }
             print_answer(&summary.answer);
-            let failures = &summary.rows.ppo_failures;
-            if !failures.is_empty() {
-                eprintln!(
-                    "warning: {} PPO run(s) failed (listed in manifest.json): {}",
-                    failures.len(),
-                    failures.iter().map(|(run, _)| run.as_str()).collect::<Vec<_>>().join(", ")
-                );
+            for (method, runs) in &summary.rows.runs {
+                let failures = &runs.failures;
+                if !failures.is_empty() {
+                    eprintln!(
+                        "warning: {} {} run(s) failed (listed in manifest.json): {}",
+                        failures.len(),
+                        method.to_uppercase(),
+                        failures.iter().map(|(run, _)| run.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
             }
             Ok(())
         }

@@ -109,7 +109,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
     let more_pool = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 128"), Path::new("t.toml")).unwrap();
     let b = Plan::new(&more_pool);
     for c in &a.cells {
-        assert_eq!(c.key == key(&b, &c.id), !matches!(c.kind, Kind::Bon(_)), "{}", c.id);
+        assert_eq!(c.key == key(&b, &c.id), c.kind.get::<goodhart::methods::bon::cell::BonCell>().is_none(), "{}", c.id);
     }
     // Another SFT length changes π_ref and, through the dependency keys, every cell.
     let longer = Experiment::from_toml(&common::tiny_with("sft_steps = 20", "sft_steps = 21"), Path::new("t.toml")).unwrap();
@@ -123,7 +123,7 @@ fn keys_cover_their_config_slice_their_dependencies_and_their_code() {
         assert_eq!(code, cell.kind.spec().code_version());
         assert_eq!(code.len(), 16);
     }
-    assert_ne!(Kind::Policy(goodhart::train::policy::PolicyCell { world: 0 }).spec().code_version(), Kind::Bon(goodhart::methods::bon::cell::BonCell { replicate: 0, start: 0, end: 1 }).spec().code_version());
+    assert_ne!(Kind::new(goodhart::train::policy::PolicyCell { world: 0 }).spec().code_version(), Kind::new(goodhart::methods::bon::cell::BonCell { replicate: 0, start: 0, end: 1 }).spec().code_version());
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn per_replicate_pairs_redraw_replicate_1s_training_pairs_and_keep_replicate_0()
     let own_text = common::tiny_with("seed = 7", "seed = 7\nreplicates = 2").replacen("[preferences]", "[preferences]\nper_replicate = true", 1);
     let own = Experiment::from_toml(&own_text, Path::new("t.toml")).unwrap();
     let (ps, po) = (Plan::new(&shared), Plan::new(&own));
-    let pairs = |p: &Plan| p.cells.iter().filter(|c| matches!(c.kind, Kind::Pairs(_))).map(|c| (c.id.clone(), c.key.clone())).collect::<Vec<_>>();
+    let pairs = |p: &Plan| p.cells.iter().filter(|c| c.kind.get::<goodhart::train::pairs::PairsCell>().is_some()).map(|c| (c.id.clone(), c.key.clone())).collect::<Vec<_>>();
     assert_eq!(pairs(&ps).len(), 1);
     assert_eq!(pairs(&po).iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["pairs", "pairs/r1"]);
     // Replicate 0's pairs are the same cell either way; replicate 1's proxies read their own.
@@ -567,7 +567,7 @@ fn best_of_n_split_into_cells_of_one_prompt_gives_the_same_tables() {
     let split = dir.path().join("split.toml");
     std::fs::write(&split, common::tiny_with("pool = 64", "pool = 64\nprompts_per_cell = 1")).unwrap();
     let plan = Plan::new(&Experiment::load(&split).unwrap());
-    assert_eq!(plan.cells.iter().filter(|c| matches!(c.kind, Kind::Bon(_))).count(), 3, "one cell per prompt");
+    assert_eq!(plan.cells.iter().filter(|c| c.kind.get::<goodhart::methods::bon::cell::BonCell>().is_some()).count(), 3, "one cell per prompt");
     let (ok, _, err) = common::goodhart(&["run", split.to_str().unwrap(), "--out", "split", "--store", "split-store"], dir.path());
     assert!(ok, "{err}");
     assert_eq!(common::tables_without_timings(&dir.path().join("split")), reference);

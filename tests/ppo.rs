@@ -229,7 +229,7 @@ fn a_few_updates_raise_the_proxy_change_parameters_and_start_at_kl_zero() {
     assert_eq!(o.evaluations.iter().map(|e| e.step).collect::<Vec<_>>(), vec![0, 6, 12]);
     assert_eq!(o.updates.len(), 12);
     // The optimized score rises, by far more than the evaluation noise (48 prompts).
-    assert!(last.proxy > first.proxy + 0.2, "proxy {} → {}", first.proxy, last.proxy);
+    assert!(last.measures.proxy > first.measures.proxy + 0.2, "proxy {} → {}", first.measures.proxy, last.measures.proxy);
     assert!(last.kl_k1 > 0.01 && last.kl_k3 > 0.01, "KL {} / {}", last.kl_k1, last.kl_k3);
     let (before, _) = trainable(&s);
     let changed = values(&before).iter().zip(values(&vm)).filter(|(a, b)| a.1 != b.1).count();

@@ -42,11 +42,11 @@ fn ensemble_resorting_carries_gold_along() {
     assert!(up.windows(2).all(|w| w[1].gold > w[0].gold));
     assert!(down.windows(2).all(|w| w[1].gold < w[0].gold));
     // Per-sample diagnostics travel with their sample too (length was set to gold here).
-    assert!((up.last().unwrap().length - 31.0 / 8.0).abs() < 1e-6);
-    assert!((down.last().unwrap().distinct_ratio - 1.0).abs() < 1e-9);
+    assert!((up.last().unwrap().measures.length - 31.0 / 8.0).abs() < 1e-6);
+    assert!((down.last().unwrap().measures.distinct_ratio - 1.0).abs() < 1e-9);
     // Each member's own score is read through the same order.
-    assert!((down.last().unwrap().members[1] - 0.0).abs() < 1e-6);
-    assert!((down.last().unwrap().members[0] - 0.0).abs() < 1e-6);
+    assert!((down.last().unwrap().measures.members[1] - 0.0).abs() < 1e-6);
+    assert!((down.last().unwrap().measures.members[0] - 0.0).abs() < 1e-6);
 }
 
 #[test]
@@ -82,12 +82,7 @@ fn results_keyed_by_n_carry_kl_columns() {
         sqrt_kl: pt.kl_bound.sqrt(),
         gold: pt.gold,
         gold_se: pt.gold_se,
-        proxy: pt.proxy,
-        members: pt.members.clone(),
-        disagreement: pt.disagreement,
-        length: pt.length,
-        distinct_ratio: pt.distinct_ratio,
-        heldout: None,
+        measures: pt.measures.clone(),
         gold_below_peak: pt.gold_below_peak,
         gold_below_peak_se: pt.gold_below_peak_se,
         prompts: 1,

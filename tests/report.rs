@@ -257,12 +257,14 @@ fn point(
         sqrt_kl: kl.sqrt(),
         gold,
         gold_se: 0.01,
-        proxy,
-        members,
-        disagreement,
-        length: 5.0,
-        distinct_ratio: 1.0,
-        heldout,
+        measures: goodhart::stats::curve::Measures {
+            proxy,
+            members,
+            disagreement,
+            length: 5.0,
+            distinct_ratio: 1.0,
+            heldout,
+        },
         gold_below_peak: 0.0,
         gold_below_peak_se: 0.0,
         prompts: 16,
@@ -350,8 +352,8 @@ fn fits_recover_known_best_of_n_coefficients_and_flag_the_interior_peak() {
             let mut p = point("member0", "a/d100/n0.00", n, 0.0, 0.0, vec![0.0, 0.0], 0.0, None);
             let d = p.kl.sqrt();
             p.gold = 0.3 + d * (1.2 - 0.3 * d) + if i == 0 { 0.0 } else { rng.random_range(-0.01..0.01) };
-            p.proxy = 1.5 * d;
-            p.members = vec![p.proxy, 0.5 * d];
+            p.measures.proxy = 1.5 * d;
+            p.measures.members = vec![p.measures.proxy, 0.5 * d];
             p
         })
         .collect();
@@ -565,8 +567,8 @@ fn scaling_figure_shows_replicates_and_their_means_and_leaves_out_extrapolated_p
                 let mut p = point("member0", &format!("{size}/d100/n0.00"), 1 << k, 0.0, 0.0, vec![0.0], 0.0, None);
                 let d = p.sqrt_kl;
                 p.gold = d * (alpha - beta * d);
-                p.proxy = d;
-                p.members = vec![d];
+                p.measures.proxy = d;
+                p.measures.members = vec![d];
                 p.proxy_size = size.into();
                 p.proxy_params = params;
                 p.replicate = replicate;

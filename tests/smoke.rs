@@ -71,7 +71,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     for col in ["method", "aggregator", "lambda", "n", "kl", "kl_kind", "kl_bound", "kl_exact", "sqrt_kl", "gold", "gold_se", "proxy", "member_0", "member_1", "disagreement", "length", "distinct_ratio", "gold_below_peak", "gold_below_peak_se"] {
         assert!(curves.column(col).is_ok(), "curves column {col} missing");
     }
-    assert!(s.rows.curves.iter().all(|r| r.heldout.is_some_and(f64::is_finite)), "held-out proxy scores every point");
+    assert!(s.rows.curves.iter().all(|r| r.measures.heldout.is_some_and(f64::is_finite)), "held-out proxy scores every point");
     for r in &ppo {
         assert_eq!(r.kl_kind, "ppo_k1");
         assert!(r.n.is_none() && r.kl_bound.is_none() && r.kl_penalty.is_some());
@@ -159,7 +159,11 @@ fn second_run_trains_nothing_and_gives_the_same_table() {
     assert_eq!(second.reused.len(), 13);
     assert_eq!(first.rows.rm, second.rows.rm);
     assert_eq!(first.rows.curves, second.rows.curves);
-    assert_eq!(first.rows.train, second.rows.train);
+    // Every method's own tables (PPO's training diagnostics and unit tables among them).
+    assert_eq!(first.rows.tables.len(), second.rows.tables.len());
+    for ((a, x), (b, y)) in first.rows.tables.iter().zip(&second.rows.tables) {
+        assert!(a == b && x.equals_missing(y), "{a} differs from {b}");
+    }
 }
 
 #[test]

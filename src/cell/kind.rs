@@ -1,7 +1,7 @@
 //! What the plan, the executor and the store ask of one kind of cell. Each kind implements
 //! it in its own file (`make/<kind>.rs`): its name and stage, whose replicate and world it
 //! is, its code version, its cost model, its progress units, its make and its load.
-//! `crate::plan::Kind` lists the kinds.
+//! `crate::plan::Kind` holds a cell of any kind.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ impl<T: Any> AsAny for T {
     }
 }
 
-pub trait CellKind: AsAny {
+pub trait CellKind: AsAny + Send + Sync + std::fmt::Debug {
     /// The folder prefix in the store and the name in plans (`policy`, `bon`, …).
     fn name(&self) -> &'static str;
     /// The stage it belongs to, for timings and progress.

@@ -38,4 +38,4 @@ pub mod kind;
 pub mod make;
 pub mod store;
 
-pub use kind::CellKind;
+pub use kind::{CellKind, Loaded};

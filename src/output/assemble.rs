@@ -1,249 +1,86 @@
 //! Assembling a results folder from made cells: the reward-model table, the curve table
-//! (best-of-n rows from the best-of-n cell, PPO rows from every run's checkpoints), the PPO
-//! training table, the resolved config and `manifest.json`; then the report.
+//! (every method's points, from its [`crate::methods::Method::assemble`]), each method's own
+//! tables, the resolved config and `manifest.json`; then the report.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::plan::exec::{Event, Exec};
-use crate::methods::bon::cell::BonUnits;
+use polars::prelude::DataFrame;
+
 use crate::cell::store::{write_atomic, Meta, Origin};
-use crate::plan::Kind;
 use crate::error::{Error, Result};
-use crate::output::table::{self, CurveRow, RmRow, TrainRow};
-use crate::methods::ppo::cell::PpoCell;
+use crate::methods::{Made, Runs};
+use crate::output::table::{self, CurveRow, RmRow};
+use crate::plan::exec::{Event, Exec};
+use crate::plan::kinds::METHODS;
+use crate::train::gold::GoldCell;
+use crate::train::policy::PolicyCell;
 use crate::train::proxy::ProxyCell;
 
 /// The rows of a results folder.
 #[derive(Debug, Clone, Default)]
 pub struct Rows {
     pub rm: Vec<RmRow>,
-    /// Best-of-n and PPO curve points.
+    /// Every method's curve points, method by method in the registry's order.
     pub curves: Vec<CurveRow>,
-    /// PPO diagnostics, one row per update of every run.
-    pub train: Vec<TrainRow>,
-    /// PPO runs that failed (run id, one-line error); the other runs carried on.
-    pub ppo_failures: Vec<(String, String)>,
-    /// (run id, trained | reused | failed)
-    pub ppo_runs: Vec<(String, &'static str)>,
+    /// Every method's own tables (stem, frame), in the registry's order.
+    pub tables: Vec<(&'static str, DataFrame)>,
+    /// The runs of each method whose runs can fail and go on without them (its name first).
+    pub runs: Vec<(&'static str, Runs)>,
     /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
     pub duplicate_fraction: f64,
-    /// Best-of-n per prompt (the `bon_units` table), every replicate's cells.
-    pub bon_units: Vec<BonUnits>,
-    /// Every finished PPO run with its outcome (the `ppo_units` table: per evaluation
-    /// sample of every checkpoint).
-    pub ppo_units: Vec<(PpoCell, crate::methods::ppo::Outcome)>,
 }
 
-/// Every table's rows, from the plan's cells (all loaded in `x`).
+/// Every table's rows, from the plan's cells (all loaded in `x`): the reward models' here,
+/// each method's from its own [`crate::methods::Method::assemble`].
 pub fn rows(x: &Exec) -> Result<Rows> {
     let loaded = x.all()?;
     let made: Vec<usize> = x.events().iter().filter(|e| e.origin == Origin::Made).map(|e| e.cell).collect();
     let mut out = Rows::default();
     // Gold first (each world's), then the proxies in plan order, the held-out proxies last.
     let (mut golds, mut heldout) = (Vec::new(), Vec::new());
-    let mut bon_units: Vec<&BonUnits> = Vec::new();
     for (i, cell) in x.plan.cells.iter().enumerate() {
-        let l = &*loaded[i];
-        let meta = &l.meta;
-        match &cell.kind {
-            // π_ref's diagnostics are replicate 0's world's.
-            Kind::Policy(crate::train::policy::PolicyCell { world: 0 }) => {
-                out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let meta = &loaded[i].meta;
+        let kind = &cell.kind;
+        // π_ref's diagnostics are replicate 0's world's.
+        if kind.get::<PolicyCell>().is_some_and(|p| p.world == 0) {
+            out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
+        } else if let Some(g) = kind.get::<GoldCell>() {
+            let mut row = rm_row(&cell.id, "gold", "gold", "", &x.exp.gold_arch(), None, meta);
+            row.distill_r2 = meta.info.get("distill_r2").and_then(Value::as_f64);
+            row.replicate = x.exp.world.per_replicate.then_some(g.world as u64);
+            golds.push(row);
+        } else if let Some(c) = kind.get::<ProxyCell>() {
+            let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
+            let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
+            if c.heldout {
+                let own = x.exp.world.per_replicate || x.exp.proxy.heldout_per_replicate;
+                row.replicate = own.then_some(c.replicate as u64);
+                heldout.push(row);
+            } else {
+                out.rm.push(row);
             }
-            Kind::Gold(g) => {
-                let mut row = rm_row(&cell.id, "gold", "gold", "", &x.exp.gold_arch(), None, meta);
-                row.distill_r2 = meta.info.get("distill_r2").and_then(Value::as_f64);
-                row.replicate = x.exp.world.per_replicate.then_some(g.world as u64);
-                golds.push(row);
-            }
-            Kind::Proxy(c) => {
-                let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
-                let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
-                if c.heldout {
-                    let own = x.exp.world.per_replicate || x.exp.proxy.heldout_per_replicate;
-                    row.replicate = own.then_some(c.replicate as u64);
-                    heldout.push(row);
-                } else {
-                    out.rm.push(row);
-                }
-            }
-            Kind::Bon(_) => bon_units.push(l.get::<BonUnits>()),
-            Kind::Ppo(run) => {
-                let outcome = l.get::<crate::methods::ppo::cell::PpoOutcome>();
-                let status = match (outcome, made.contains(&i)) {
-                    (Err(_), _) => "failed",
-                    (Ok(_), true) => "trained",
-                    (Ok(_), false) => "reused",
-                };
-                out.ppo_runs.push((run.id(), status));
-                match outcome {
-                    Ok(o) => {
-                        let first = x
-                            .plan
-                            .proxies()
-                            .into_iter()
-                            .find(|(_, c)| !c.heldout && c.replicate == run.replicate && c.ensemble_id() == run.ensemble);
-                        let proxy = first.map(|(_, c)| c.clone()).expect("a run's ensemble is in the grid");
-                        let (rows, train) = ppo_rows(x, run, &proxy, o);
-                        out.curves.extend(rows);
-                        out.train.extend(train);
-                        out.ppo_units.push((run.clone(), o.clone()));
-                    }
-                    Err(msg) => out.ppo_failures.push((run.id(), msg.clone())),
-                }
-            }
-            _ => {}
         }
     }
     out.rm.splice(0..0, golds);
     out.rm.extend(heldout);
-    // Best-of-n rows first, as the curve table has always had them.
-    let (mut curves, merged) = bon_rows(x, &bon_units)?;
-    curves.append(&mut out.curves);
-    out.curves = curves;
-    out.bon_units = merged;
-    Ok(out)
-}
-
-/// The best-of-n curves of every replicate: each ensemble × aggregator's per-prompt values
-/// from all of the replicate's cells, prompts in order, summarized over prompts; and those
-/// per-prompt values merged into one [`BonUnits`] per replicate (however the prompts were
-/// split into cells).
-fn bon_rows(x: &Exec, units: &[&BonUnits]) -> Result<(Vec<CurveRow>, Vec<BonUnits>)> {
-    let b = &x.exp.bon;
-    let mut rows = Vec::new();
-    let mut merged = Vec::new();
-    for r in 0..x.exp.replicates {
-        let mut cells: Vec<&BonUnits> = units.iter().copied().filter(|u| u.cell.replicate == r).collect();
-        if cells.is_empty() {
-            continue;
-        }
-        cells.sort_by_key(|u| u.cell.start);
-        let covered: usize = cells.iter().map(|u| u.cell.end - u.cell.start).sum();
-        if covered != b.prompts || cells.iter().any(|u| u.curves.len() != cells[0].curves.len()) {
-            return Err(Error::Artifact {
-                dir: x.store.root().to_path_buf(),
-                reason: format!("best-of-n cells of replicate {r} cover {covered} of {} prompts", b.prompts),
-            });
-        }
-        let ns = &cells[0].ns;
-        let mut all = BonUnits {
-            cell: crate::methods::bon::cell::BonCell { replicate: r, start: 0, end: b.prompts },
-            ns: ns.clone(),
-            curves: Vec::new(),
-        };
-        for (j, c) in cells[0].curves.iter().enumerate() {
-            let per: Vec<Vec<crate::methods::bon::Selection>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
-            let proxy = x
-                .plan
-                .proxies()
-                .into_iter()
-                .find(|(_, p)| !p.heldout && p.replicate == r && p.ensemble_id() == c.ensemble)
-                .map(|(_, p)| p.clone())
-                .expect("a curve's ensemble is in the grid");
-            let params = x.exp.proxy_arch(&proxy.size).reward_params() as u64;
-            for pt in crate::methods::bon::summarize(&per, ns) {
-                rows.push(CurveRow {
-                    method: "bon".into(),
-                    aggregator: c.aggregator.name(),
-                    lambda: c.aggregator.lambda(),
-                    proxy_size: proxy.size.name.clone(),
-                    proxy_params: params,
-                    data_size: proxy.data_size as u64,
-                    label_noise: proxy.noise,
-                    ensemble: c.ensemble.clone(),
-                    n: Some(pt.n as u64),
-                    step: None,
-                    kl_penalty: None,
-                    kl: pt.kl_bound,
-                    kl_kind: "bon_bound".into(),
-                    kl_k3: None,
-                    kl_bound: Some(pt.kl_bound),
-                    kl_exact: Some(pt.kl_exact),
-                    sqrt_kl: pt.kl_bound.sqrt(),
-                    gold: pt.gold,
-                    gold_se: pt.gold_se,
-                    proxy: pt.proxy,
-                    members: pt.members,
-                    disagreement: pt.disagreement,
-                    length: pt.length,
-                    distinct_ratio: pt.distinct_ratio,
-                    heldout: pt.heldout,
-                    gold_below_peak: pt.gold_below_peak,
-                    gold_below_peak_se: pt.gold_below_peak_se,
-                    prompts: b.prompts as u64,
-                    pool: Some(b.pool as u64),
-                    replicate: r as u64,
-                });
-            }
-            all.curves.push(crate::methods::bon::cell::PromptCurves { per, ..c.clone() });
-        }
-        merged.push(all);
+    let proxies: Vec<&ProxyCell> = x.plan.proxies().into_iter().map(|(_, p)| p).collect();
+    let cells: Vec<Made> = (0..x.plan.cells.len())
+        .map(|i| Made {
+            cell: x.plan.cells[i].kind.spec(),
+            loaded: &loaded[i],
+            made: made.contains(&i),
+        })
+        .collect();
+    for method in METHODS {
+        let a = method.assemble(x.exp, &proxies, &cells, x.store.root())?;
+        out.curves.extend(a.curves);
+        out.tables.extend(a.tables);
+        out.runs.extend(a.runs.map(|r| (method.name(), r)));
     }
-    Ok((rows, merged))
-}
-
-/// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
-fn ppo_rows(x: &Exec, run: &PpoCell, cell: &ProxyCell, o: &crate::methods::ppo::Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
-    let params = x.exp.proxy_arch(&cell.size).reward_params() as u64;
-    let below = crate::methods::ppo::below_peak(&o.evaluations);
-    let rows = o
-        .evaluations
-        .iter()
-        .zip(below)
-        .map(|(e, (gold_below_peak, gold_below_peak_se))| {
-            let (gold, gold_se) = crate::stats::mean_se(&e.gold_by_prompt);
-            CurveRow {
-                method: "ppo".into(),
-                aggregator: run.aggregator.name(),
-                lambda: run.aggregator.lambda(),
-                proxy_size: cell.size.name.clone(),
-                proxy_params: params,
-                data_size: cell.data_size as u64,
-                label_noise: cell.noise,
-                ensemble: run.ensemble.clone(),
-                n: None,
-                step: Some(e.step as u64),
-                kl_penalty: Some(run.beta),
-                kl: e.kl_k1,
-                kl_kind: "ppo_k1".into(),
-                kl_k3: Some(e.kl_k3),
-                kl_bound: None,
-                kl_exact: None,
-                sqrt_kl: e.kl_k1.max(0.0).sqrt(),
-                gold,
-                gold_se,
-                proxy: e.proxy,
-                members: e.members.clone(),
-                disagreement: e.disagreement,
-                length: e.length,
-                distinct_ratio: e.distinct_ratio,
-                heldout: e.heldout,
-                gold_below_peak,
-                gold_below_peak_se,
-                prompts: e.gold_by_prompt.len() as u64,
-                pool: None,
-                replicate: run.replicate as u64,
-            }
-        })
-        .collect();
-    let train = o
-        .updates
-        .iter()
-        .map(|u| TrainRow {
-            run: run.id(),
-            aggregator: run.aggregator.name(),
-            lambda: run.aggregator.lambda(),
-            ensemble: run.ensemble.clone(),
-            kl_penalty: run.beta,
-            replicate: run.replicate as u64,
-            stats: u.clone(),
-        })
-        .collect();
-    (rows, train)
+    Ok(out)
 }
 
 fn rm_row(
@@ -302,14 +139,8 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
         // Figures are drawn by the report, from this table.
         record(table::write(&mut table::curve_frame(&rows.curves)?, out, "curves")?);
     }
-    if !rows.train.is_empty() {
-        record(table::write(&mut table::train_frame(&rows.train)?, out, "ppo_train")?);
-    }
-    if !rows.bon_units.is_empty() {
-        record(table::write(&mut bon_units_frame(&rows.bon_units)?, out, "bon_units")?);
-    }
-    if !rows.ppo_units.is_empty() {
-        record(table::write(&mut ppo_units_frame(&rows.ppo_units)?, out, "ppo_units")?);
+    for (stem, frame) in &rows.tables {
+        record(table::write(&mut frame.clone(), out, stem)?);
     }
     write_atomic(&out.join("config.resolved.toml"), x.exp.to_toml().as_bytes())?;
     let manifest = manifest(x, rows, ctx, Value::Object(tables));
@@ -330,92 +161,6 @@ pub fn record_peak_rss(out: &Path, peak: u64) -> Result<()> {
     })?;
     manifest["peak_rss_bytes"] = Value::from(peak);
     write_atomic(&path, serde_json::to_string_pretty(&manifest).expect("manifest serializes").as_bytes())
-}
-
-/// The `bon_units` table: best-of-n per prompt, replicate by replicate, curve by curve,
-/// prompts in order; `heldout` empty when the study has no held-out proxy.
-fn bon_units_frame(units: &[BonUnits]) -> Result<polars::prelude::DataFrame> {
-    use polars::prelude::*;
-    let mut sorted: Vec<&BonUnits> = units.iter().collect();
-    sorted.sort_by_key(|u| (u.cell.replicate, u.cell.start));
-    let mut all: Option<DataFrame> = None;
-    for u in sorted {
-        let mut df = crate::methods::bon::cell::frame(u)?;
-        let reps = Column::new("replicate".into(), vec![u.cell.replicate as u64; df.height()]);
-        df.insert_column(0, reps).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
-        all = Some(match all {
-            None => df,
-            Some(a) => a.vstack(&df).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?,
-        });
-    }
-    Ok(all.unwrap_or_default())
-}
-
-/// The `ppo_units` table: one row per evaluation sample (one per held-out prompt) of every
-/// checkpoint of every run, runs in plan order: the run (replicate, ensemble, aggregator,
-/// λ, β), the checkpoint (`step`, its mean k1 `kl`), the `prompt` index, the sample's gold,
-/// aggregated proxy, member scores (`member_M`, empty past the ensemble's size), held-out
-/// proxy score (empty without one) and summed k1 (`kl_k1`).
-fn ppo_units_frame(runs: &[(PpoCell, crate::methods::ppo::Outcome)]) -> Result<polars::prelude::DataFrame> {
-    use polars::prelude::*;
-    let k_max = runs
-        .iter()
-        .flat_map(|(_, o)| o.evaluations.iter().map(|e| e.units.members.len()))
-        .max()
-        .unwrap_or(0);
-    let rows: usize = runs.iter().flat_map(|(_, o)| o.evaluations.iter().map(|e| e.gold_by_prompt.len())).sum();
-    let (mut rep, mut ens, mut agg, mut lam, mut beta) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
-    let (mut step, mut kl, mut prompt, mut gold, mut proxy, mut heldout, mut k1) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    let mut members: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); k_max];
-    for (run, o) in runs {
-        for e in &o.evaluations {
-            let u = &e.units;
-            for (i, &g) in e.gold_by_prompt.iter().enumerate() {
-                rep.push(run.replicate as u64);
-                ens.push(run.ensemble.clone());
-                agg.push(run.aggregator.name());
-                lam.push(run.aggregator.lambda());
-                beta.push(run.beta);
-                step.push(e.step as u64);
-                kl.push(e.kl_k1);
-                prompt.push(i as u64);
-                gold.push(g);
-                proxy.push(u.proxy[i] as f64);
-                for (m, col) in members.iter_mut().enumerate() {
-                    col.push(u.members.get(m).map(|s| s[i] as f64));
-                }
-                heldout.push(u.heldout.as_ref().map(|h| h[i] as f64));
-                k1.push(u.kl_k1[i] as f64);
-            }
-        }
-    }
-    let mut columns = vec![
-        Column::new("replicate".into(), rep),
-        Column::new("ensemble".into(), ens),
-        Column::new("aggregator".into(), agg),
-        Column::new("lambda".into(), lam),
-        Column::new("kl_penalty".into(), beta),
-        Column::new("step".into(), step),
-        Column::new("kl".into(), kl),
-        Column::new("prompt".into(), prompt),
-        Column::new("gold".into(), gold),
-        Column::new("proxy".into(), proxy),
-    ];
-    columns.extend(members.into_iter().enumerate().map(|(m, v)| Column::new(format!("member_{m}").into(), v)));
-    columns.push(Column::new("heldout".into(), heldout));
-    columns.push(Column::new("kl_k1".into(), k1));
-    DataFrame::new(rows, columns).map_err(|e| Error::Table {
-        path: "ppo_units".into(),
-        msg: e.to_string(),
-    })
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -443,7 +188,7 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         })
     };
     let policy = x.plan.find("policy").and_then(|i| x.all().ok().map(|l| l[i].clone()));
-    json!({
+    let mut m = json!({
         "goodhart_version": env!("CARGO_PKG_VERSION"),
         "git_commit": git_commit(),
         "experiment": x.exp.name,
@@ -469,10 +214,13 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
             "diversity_pool_samples": x.exp.reference.diversity_pool,
             "duplicate_fraction": rows.duplicate_fraction,
         },
-        "ppo_runs": rows.ppo_runs,
-        "ppo_failures": rows.ppo_failures.iter().map(|(run, error)| json!({ "run": run, "error": error })).collect::<Vec<_>>(),
-        "tables": tables,
-    })
+    });
+    for (method, runs) in &rows.runs {
+        m[format!("{method}_runs")] = json!(runs.status);
+        m[format!("{method}_failures")] = runs.failures.iter().map(|(run, error)| json!({ "run": run, "error": error })).collect();
+    }
+    m["tables"] = tables;
+    m
 }
 
 /// Refuses to mix results of two configs in one folder, and checks that the folder can be

@@ -13,6 +13,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::frame::one_line;
 
 /// What a column's values must be.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -303,9 +304,4 @@ impl Table<'_> {
         }
         Ok(())
     }
-}
-
-/// A (polars) message on one line.
-pub(super) fn one_line(e: impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -33,7 +33,7 @@ impl Measure {
     fn of(self, r: &CurveRow) -> f64 {
         match self {
             Measure::Gold => r.gold,
-            Measure::Proxy => r.proxy,
+            Measure::Proxy => r.measures.proxy,
         }
     }
 }

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::cell::store::{hex, write_atomic_with};
 use crate::error::{Error, Result};
-use crate::output::check::{self, one_line};
+pub use crate::frame::{read_parquet, Columns};
+use crate::output::check;
 
 /// One row of the reward-model table (`rm.parquet`, `rm.csv`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -137,16 +138,6 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Reads a parquet table back as it is, unchecked; a file that does not decode is an
-/// [`Error::BadTable`] naming it.
-pub fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetReader::new(f).finish().map_err(|e| Error::BadTable {
-        path: path.to_path_buf(),
-        msg: format!("not a readable parquet table: {}", one_line(&e)),
-    })
-}
-
 pub use crate::stats::curve::CurveRow;
 
 /// The curve table, one row per point; member scores as `member_0`, `member_1`, ….
@@ -176,20 +167,20 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         Column::new("sqrt_kl".into(), x(|r| r.sqrt_kl)),
         Column::new("gold".into(), x(|r| r.gold)),
         Column::new("gold_se".into(), x(|r| r.gold_se)),
-        Column::new("proxy".into(), x(|r| r.proxy)),
+        Column::new("proxy".into(), x(|r| r.measures.proxy)),
     ];
-    let k = rows.iter().map(|r| r.members.len()).max().unwrap_or(0);
+    let k = rows.iter().map(|r| r.measures.members.len()).max().unwrap_or(0);
     for j in 0..k {
         columns.push(Column::new(
             format!("member_{j}").into(),
-            rows.iter().map(|r| r.members.get(j).copied()).collect::<Vec<_>>(),
+            rows.iter().map(|r| r.measures.members.get(j).copied()).collect::<Vec<_>>(),
         ));
     }
     columns.extend([
-        Column::new("disagreement".into(), x(|r| r.disagreement)),
-        Column::new("length".into(), x(|r| r.length)),
-        Column::new("distinct_ratio".into(), x(|r| r.distinct_ratio)),
-        Column::new("heldout".into(), ox(|r| r.heldout)),
+        Column::new("disagreement".into(), x(|r| r.measures.disagreement)),
+        Column::new("length".into(), x(|r| r.measures.length)),
+        Column::new("distinct_ratio".into(), x(|r| r.measures.distinct_ratio)),
+        Column::new("heldout".into(), ox(|r| r.measures.heldout)),
         Column::new("gold_below_peak".into(), x(|r| r.gold_below_peak)),
         Column::new("gold_below_peak_se".into(), x(|r| r.gold_below_peak_se)),
         Column::new("prompts".into(), u(|r| r.prompts)),
@@ -200,119 +191,6 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
         path: "curves".into(),
         msg: e.to_string(),
     })
-}
-
-/// One PPO update's diagnostics, labelled with its run: `results/NAME/ppo_train.*`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainRow {
-    /// `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA`.
-    pub run: String,
-    pub aggregator: String,
-    pub lambda: Option<f64>,
-    pub ensemble: String,
-    pub kl_penalty: f64,
-    pub replicate: u64,
-    pub stats: crate::methods::ppo::UpdateStats,
-}
-
-/// The PPO training table, one row per update.
-pub fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
-    let x = |f: fn(&TrainRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
-    let columns = vec![
-        Column::new("run".into(), rows.iter().map(|r| r.run.clone()).collect::<Vec<_>>()),
-        Column::new("aggregator".into(), rows.iter().map(|r| r.aggregator.clone()).collect::<Vec<_>>()),
-        Column::new("lambda".into(), rows.iter().map(|r| r.lambda).collect::<Vec<_>>()),
-        Column::new("ensemble".into(), rows.iter().map(|r| r.ensemble.clone()).collect::<Vec<_>>()),
-        Column::new("kl_penalty".into(), x(|r| r.kl_penalty)),
-        Column::new("replicate".into(), rows.iter().map(|r| r.replicate).collect::<Vec<_>>()),
-        Column::new("update".into(), rows.iter().map(|r| r.stats.update as u64).collect::<Vec<_>>()),
-        Column::new("reward/proxy".into(), x(|r| r.stats.proxy)),
-        Column::new("kl/k1".into(), x(|r| r.stats.kl_k1)),
-        Column::new("reward/total".into(), x(|r| r.stats.reward)),
-        Column::new("ppo/policy_loss".into(), x(|r| r.stats.policy_loss)),
-        Column::new("ppo/value_loss".into(), x(|r| r.stats.value_loss)),
-        Column::new("ppo/entropy".into(), x(|r| r.stats.entropy)),
-        Column::new("ppo/approx_kl".into(), x(|r| r.stats.approx_kl)),
-        Column::new("ppo/clipfrac".into(), x(|r| r.stats.clipfrac)),
-        Column::new("ppo/explained_variance".into(), x(|r| r.stats.explained_variance)),
-        Column::new("ppo/grad_norm".into(), x(|r| r.stats.grad_norm)),
-    ];
-    DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
-        path: "ppo_train".into(),
-        msg: e.to_string(),
-    })
-}
-
-/// Typed access to the columns of a table read back from `path`; errors name the file.
-pub(crate) struct Columns<'a> {
-    pub df: &'a DataFrame,
-    pub path: &'a Path,
-}
-
-impl Columns<'_> {
-    pub(crate) fn error(&self, msg: impl std::fmt::Display) -> Error {
-        Error::BadTable {
-            path: self.path.to_path_buf(),
-            msg: one_line(msg),
-        }
-    }
-
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.df.column(name).is_ok()
-    }
-
-    pub(crate) fn cast(&self, name: &str, dtype: &DataType) -> Result<Column> {
-        let col = self.df.column(name).map_err(|_| self.error(format!("no column `{name}`")))?;
-        col.cast(dtype).map_err(|e| self.error(format!("column `{name}`: {e}")))
-    }
-
-    /// A required string column (nulls read as "").
-    pub(crate) fn str(&self, name: &str) -> Result<Vec<String>> {
-        let col = self.cast(name, &DataType::String)?;
-        let ca = col.str().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
-        Ok(ca.iter().map(|v| v.unwrap_or_default().to_string()).collect())
-    }
-
-    /// A required numeric column as f64 (nulls read as NaN).
-    pub(crate) fn f64(&self, name: &str) -> Result<Vec<f64>> {
-        Ok(self.opt_f64(name)?.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-    }
-
-    /// A required nullable numeric column as f64.
-    pub(crate) fn opt_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
-        let col = self.cast(name, &DataType::Float64)?;
-        let ca = col.f64().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
-        Ok(ca.iter().collect())
-    }
-
-    /// A required nullable unsigned integer column.
-    pub(crate) fn opt_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
-        let col = self.cast(name, &DataType::UInt64)?;
-        let ca = col.u64().map_err(|e| self.error(format!("column `{name}`: {e}")))?;
-        Ok(ca.iter().collect())
-    }
-
-    /// A required unsigned integer column (nulls read as 0).
-    pub(crate) fn u64(&self, name: &str) -> Result<Vec<u64>> {
-        Ok(self.opt_u64(name)?.into_iter().map(|v| v.unwrap_or(0)).collect())
-    }
-
-    /// A column older tables may lack: all null when absent.
-    pub(crate) fn maybe_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
-        if self.has(name) {
-            self.opt_f64(name)
-        } else {
-            Ok(vec![None; self.df.height()])
-        }
-    }
-
-    pub(crate) fn maybe_u64(&self, name: &str) -> Result<Vec<Option<u64>>> {
-        if self.has(name) {
-            self.opt_u64(name)
-        } else {
-            Ok(vec![None; self.df.height()])
-        }
-    }
 }
 
 /// Reads the curve table (`curves.parquet`) back into rows, for `goodhart report`.
@@ -394,12 +272,14 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
                 sqrt_kl: sqrt_kl[i].unwrap_or_else(|| kl[i].max(0.0).sqrt()),
                 gold: gold[i],
                 gold_se: gold_se[i],
-                proxy: proxy[i],
-                members: m.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
-                disagreement: disagreement[i],
-                length: length[i],
-                distinct_ratio: distinct_ratio[i],
-                heldout: heldout[i],
+                measures: crate::stats::curve::Measures {
+                    proxy: proxy[i],
+                    members: m.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
+                    disagreement: disagreement[i],
+                    length: length[i],
+                    distinct_ratio: distinct_ratio[i],
+                    heldout: heldout[i],
+                },
                 gold_below_peak: gold_below_peak[i],
                 gold_below_peak_se: gold_below_peak_se[i],
                 prompts: prompts[i],

@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::Device;
 use tracing::info;
 
-use super::{Kind, Plan};
+use super::Plan;
 use crate::cell::kind::{Dep, Inputs, Loaded};
 use crate::cell::store::{Origin, Store};
 use crate::config::Experiment;
@@ -174,7 +174,7 @@ impl<'a> Exec<'a> {
         if let Some(r) = guard.get(&w) {
             return Ok(r.clone());
         }
-        let cell = self.plan.cells.iter().position(|c| matches!(&c.kind, Kind::Policy(p) if p.world == w)).expect("every world has its π_ref");
+        let cell = self.plan.cells.iter().position(|c| c.kind.get::<crate::train::policy::PolicyCell>().is_some_and(|p| p.world == w)).expect("every world has its π_ref");
         let policy = self.get(cell)?;
         let r = Arc::new(crate::cell::make::reference_set(policy.policy(), self.exp, self.world(w), w)?);
         guard.insert(w, r.clone());

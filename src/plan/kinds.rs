@@ -1,50 +1,43 @@
-//! The registry of kinds: the one list of the kinds of cell a plan can hold, and the cell
-//! record a plan keeps for each.
+//! The registry: the one list of the methods a plan can hold, the handle of a cell of any
+//! kind, and the cell record a plan keeps for each.
 
 use serde_json::Value;
+
+use std::sync::Arc;
 
 use crate::cell::cost::Work;
 use crate::cell::store;
 use crate::cell::CellKind;
-use crate::methods::bon::cell::BonCell;
-use crate::methods::ppo::cell::PpoCell;
-use crate::train::gold::GoldCell;
-use crate::train::pairs::PairsCell;
-use crate::train::policy::PolicyCell;
-use crate::train::proxy::ProxyCell;
+use crate::methods::Method;
 
-/// The kinds of cell, each implemented in its own file behind [`CellKind`]: the one list
-/// of them.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Kind {
-    /// π_ref of a world: SFT on demonstrations (and the duplicate fraction of its samples).
-    Policy(PolicyCell),
-    /// The gold RM of a world, distilled from the labeler utility and standardized on π_ref
-    /// samples.
-    Gold(GoldCell),
-    /// The preference pairs of a replicate, labelled by gold: training, validation and the
-    /// held-out proxy's own.
-    Pairs(PairsCell),
-    /// One proxy RM (an ensemble member, or the held-out proxy).
-    Proxy(ProxyCell),
-    /// Best-of-n for a range of held-out prompts of one replicate: their pools, scored once
-    /// by gold and every proxy, and every ensemble × aggregator's best-of-n per prompt.
-    Bon(BonCell),
-    /// One PPO run (ensemble, aggregator, β).
-    Ppo(PpoCell),
-}
+/// The methods a plan can hold, in the order their cells are planned: the one list of them.
+/// A method is a folder of `methods/` (its maths, its cells, its [`Method`]); adding one is
+/// one line here.
+pub const METHODS: &[&dyn Method] = &[&crate::methods::bon::method::BestOfN, &crate::methods::ppo::method::Ppo];
+
+/// A cell of any kind: the kind's own type (in the folder of the code it runs: `train/`,
+/// `methods/<method>/`) behind [`CellKind`]. [`Kind::get`] reads it back as its type.
+#[derive(Clone)]
+pub struct Kind(Arc<dyn CellKind>);
 
 impl Kind {
+    pub fn new(cell: impl CellKind + 'static) -> Self {
+        Kind(Arc::new(cell))
+    }
+
+    /// The same, from a cell a method planned.
+    pub fn from_box(cell: Box<dyn CellKind>) -> Self {
+        Kind(Arc::from(cell))
+    }
+
     /// What this kind of cell does (see [`CellKind`]).
     pub fn spec(&self) -> &dyn CellKind {
-        match self {
-            Kind::Policy(c) => c,
-            Kind::Gold(c) => c,
-            Kind::Pairs(c) => c,
-            Kind::Proxy(c) => c,
-            Kind::Bon(c) => c,
-            Kind::Ppo(c) => c,
-        }
+        &*self.0
+    }
+
+    /// The cell as its own type `T`, if it is one.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_any().downcast_ref()
     }
 
     /// The folder prefix in the store and the name in plans.
@@ -65,6 +58,12 @@ impl Kind {
     /// The world this cell runs in (see [`crate::config::Experiment::world_index`]).
     pub fn world(&self, exp: &crate::config::Experiment) -> usize {
         self.spec().world(exp)
+    }
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -24,8 +24,6 @@ use serde_json::{json, Value};
 pub use crate::cell::cost::{Work, RATES};
 use crate::cell::store::key_of;
 use crate::config::Experiment;
-use crate::methods::bon::cell::BonCell;
-use crate::methods::ppo::cell::ppo_cells;
 use crate::stats::curve::replicate_suffix;
 use crate::train::gold::GoldCell;
 use crate::train::pairs::PairsCell;
@@ -118,17 +116,17 @@ impl Plan {
         let mut b = Builder { exp, cells: Vec::new() };
         // The cells of world `w`'s own: π_ref and gold, in the world's seed.
         let world_cells = |b: &mut Builder, w: usize| -> (usize, usize) {
-            let policy = b.add(format!("policy{}", replicate_suffix(w)), Kind::Policy(PolicyCell { world: w }), vec![]);
-            let gold = b.add(format!("gold{}", replicate_suffix(w)), Kind::Gold(GoldCell { world: w }), vec![policy]);
+            let policy = b.add(format!("policy{}", replicate_suffix(w)), Kind::new(PolicyCell { world: w }), vec![]);
+            let gold = b.add(format!("gold{}", replicate_suffix(w)), Kind::new(GoldCell { world: w }), vec![policy]);
             (policy, gold)
         };
         // World 0's π_ref, gold, pairs and held-out proxy; replicates share them unless they
         // redraw them.
         let (mut policy, mut gold) = world_cells(&mut b, 0);
-        let pairs0 = b.add(pairs_id(exp, 0), Kind::Pairs(PairsCell { replicate: 0 }), vec![policy, gold]);
+        let pairs0 = b.add(pairs_id(exp, 0), Kind::new(PairsCell { replicate: 0 }), vec![policy, gold]);
         let per_replicate = exp.proxy.heldout_per_replicate;
         let mut heldout_id = heldout_cell(exp, 0)
-            .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, pairs0]));
+            .map(|cell| b.add(cell.id(), Kind::new(cell.clone()), vec![policy, gold, pairs0]));
         // Each replicate: its proxies, its best-of-n pools, its PPO runs (and, when it
         // redraws them, its own world's cells and pairs).
         for r in 0..exp.replicates {
@@ -137,10 +135,10 @@ impl Plan {
                 (policy, gold) = world_cells(&mut b, r);
             }
             let pairs = if r > 0 && pairs_id(exp, r) != pairs_id(exp, 0) {
-                let own = b.add(pairs_id(exp, r), Kind::Pairs(PairsCell { replicate: r }), vec![policy, gold]);
+                let own = b.add(pairs_id(exp, r), Kind::new(PairsCell { replicate: r }), vec![policy, gold]);
                 if exp.world_index(r) == r && !per_replicate {
                     heldout_id = heldout_cell(exp, r)
-                        .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, own]));
+                        .map(|cell| b.add(cell.id(), Kind::new(cell.clone()), vec![policy, gold, own]));
                 }
                 own
             } else {
@@ -148,11 +146,11 @@ impl Plan {
             };
             if r > 0 && per_replicate {
                 heldout_id = heldout_cell(exp, r)
-                    .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, pairs]));
+                    .map(|cell| b.add(cell.id(), Kind::new(cell.clone()), vec![policy, gold, pairs]));
             }
             let members: Vec<usize> = grid
                 .iter()
-                .map(|cell| b.add(cell.id(), Kind::Proxy(cell.clone()), vec![policy, gold, pairs]))
+                .map(|cell| b.add(cell.id(), Kind::new(cell.clone()), vec![policy, gold, pairs]))
                 .collect();
             let reads = |extra: &[usize]| -> Vec<usize> {
                 let mut d = vec![policy, gold];
@@ -160,20 +158,11 @@ impl Plan {
                 d.extend(heldout_id);
                 d
             };
-            if exp.bon.enabled {
-                let bon = &exp.bon;
-                for start in (0..bon.prompts).step_by(bon.prompts_per_cell) {
-                    let end = (start + bon.prompts_per_cell).min(bon.prompts);
-                    b.add(
-                        format!("bon/p{start}-{}{}", end - 1, replicate_suffix(r)),
-                        Kind::Bon(BonCell { replicate: r, start, end }),
-                        reads(&members),
-                    );
+            for method in kinds::METHODS {
+                for planned in method.cells(exp, r, &grid) {
+                    let own: Vec<usize> = planned.members.iter().map(|&i| members[i]).collect();
+                    b.add(planned.id, Kind::from_box(planned.cell), reads(&own));
                 }
-            }
-            for run in ppo_cells(exp, &grid) {
-                let run_members: Vec<usize> = run.members.iter().map(|&i| members[i]).collect();
-                b.add(run.id(), Kind::Ppo(run.clone()), reads(&run_members));
             }
         }
         Plan { cells: b.cells }
@@ -199,10 +188,7 @@ impl Plan {
         self.cells
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| match &c.kind {
-                Kind::Proxy(p) => Some((i, p)),
-                _ => None,
-            })
+            .filter_map(|(i, c)| c.kind.get::<ProxyCell>().map(|p| (i, p)))
             .collect()
     }
 

@@ -135,21 +135,21 @@ impl Curve {
     }
 
     pub fn proxy(&self) -> Vec<f64> {
-        self.points.iter().map(|p| p.proxy).collect()
+        self.points.iter().map(|p| p.measures.proxy).collect()
     }
 
     pub fn disagreement(&self) -> Vec<f64> {
-        self.points.iter().map(|p| p.disagreement).collect()
+        self.points.iter().map(|p| p.measures.disagreement).collect()
     }
 
     /// Mean of the member scores at each point (NaN where a point has none).
     pub fn member_mean(&self) -> Vec<f64> {
-        self.points.iter().map(|p| mean(&p.members)).collect()
+        self.points.iter().map(|p| mean(&p.measures.members)).collect()
     }
 
     /// The held-out proxy's scores (NaN where null); `None` when no point has one.
     pub fn heldout(&self) -> Option<Vec<f64>> {
-        let h: Vec<f64> = self.points.iter().map(|p| p.heldout.unwrap_or(f64::NAN)).collect();
+        let h: Vec<f64> = self.points.iter().map(|p| p.measures.heldout.unwrap_or(f64::NAN)).collect();
         h.iter().any(|v| v.is_finite()).then_some(h)
     }
 
@@ -157,7 +157,7 @@ impl Curve {
     /// score of the members not optimized against (gold-free). `None` otherwise.
     pub fn other_members_mean(&self) -> Option<Vec<f64>> {
         let k = self.id.single_member()?;
-        if self.points.iter().any(|p| p.members.len() < 2 || k >= p.members.len()) {
+        if self.points.iter().any(|p| p.measures.members.len() < 2 || k >= p.measures.members.len()) {
             return None;
         }
         Some(
@@ -165,7 +165,7 @@ impl Curve {
                 .iter()
                 .map(|p| {
                     let others: Vec<f64> = p
-                        .members
+                        .measures.members
                         .iter()
                         .enumerate()
                         .filter(|(j, _)| *j != k)

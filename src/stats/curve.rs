@@ -1,6 +1,27 @@
 //! The curve point: the one record of a point of an optimization curve that the methods'
 //! results become, the statistics read and the curve table writes.
 
+use serde::{Deserialize, Serialize};
+
+/// What is measured of the samples a policy gives at one point of an optimization curve
+/// besides gold, averaged over the evaluation prompts — best-of-n's expected selection, PPO's
+/// fresh samples at a checkpoint: the one record the methods fill and every curve row carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measures {
+    /// The aggregated proxy score (what is optimized; standardized units).
+    pub proxy: f64,
+    /// Each member's score (standardized units).
+    pub members: Vec<f64>,
+    /// Mean population variance of the member scores of a sample.
+    pub disagreement: f64,
+    /// Response length (content tokens) and distinct-token ratio: what the optimizer exploits.
+    pub length: f64,
+    pub distinct_ratio: f64,
+    /// The held-out proxy's score (standardized units), where the experiment has one: trained
+    /// on independently sampled pairs and never optimized against, so a gold-free signal.
+    pub heldout: Option<f64>,
+}
+
 /// One point of an optimization curve, best-of-n or PPO: a row of `results/NAME/curves.*`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveRow {
@@ -38,19 +59,8 @@ pub struct CurveRow {
     /// Gold (standardized: π_ref mean 0, π_ref std 1): mean over prompts and its standard error.
     pub gold: f64,
     pub gold_se: f64,
-    /// The aggregated proxy score (standardized units).
-    pub proxy: f64,
-    /// Each member's score of the selected samples (standardized units).
-    pub members: Vec<f64>,
-    /// Mean population variance of the member scores of the selected samples.
-    pub disagreement: f64,
-    /// Response length (content tokens) and distinct-token ratio of the selected samples:
-    /// what the optimizer exploits.
-    pub length: f64,
-    pub distinct_ratio: f64,
-    /// The held-out proxy's score of the selected samples (standardized units): trained on
-    /// independently sampled pairs and never optimized against, so a gold-free signal.
-    pub heldout: Option<f64>,
+    /// What is measured of the selected samples besides gold.
+    pub measures: Measures,
     /// Gold at the curve's peak minus gold here (standardized units), and its standard error
     /// paired over prompts. A fall is significant when this exceeds a few of its s.e.
     pub gold_below_peak: f64,

@@ -19,6 +19,7 @@ use crate::cell::cost::Work;
 use crate::cell::store::Meta;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
+use crate::frame::{read_parquet, Columns};
 use crate::methods::bon::{unit_columns, Selection};
 use crate::model::RewardModel;
 use crate::train::proxy::ProxyCell;
@@ -259,25 +260,16 @@ pub fn load(dir: &Path, c: BonCell) -> Result<BonUnits> {
         dir: dir.to_path_buf(),
         reason: format!("{FILE}: {reason}"),
     };
-    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let df = ParquetReader::new(f).finish().map_err(|e| bad(e.to_string()))?;
-    let strs = |name: &str| -> Result<Vec<String>> {
-        let col = df.column(name).map_err(|e| bad(e.to_string()))?;
-        let ca = col.str().map_err(|e| bad(e.to_string()))?;
-        Ok(ca.iter().map(|v| v.unwrap_or("").to_string()).collect())
+    // A table that does not read back is a damaged cell (quarantined and made again).
+    let damaged = |e: Error| match e {
+        e @ Error::Io { .. } => e,
+        e => bad(e.to_string()),
     };
-    let u64s = |name: &str| -> Result<Vec<u64>> {
-        let col = df.column(name).map_err(|e| bad(e.to_string()))?;
-        let ca = col.u64().map_err(|e| bad(e.to_string()))?;
-        ca.iter().map(|v| v.ok_or_else(|| bad(format!("null in {name}")))).collect()
-    };
-    let f64s = |name: &str| -> Result<Vec<Option<f64>>> {
-        let col = df.column(name).map_err(|e| bad(e.to_string()))?;
-        Ok(col.f64().map_err(|e| bad(e.to_string()))?.iter().collect())
-    };
-    let (ens, agg, lam, n) = (strs("ensemble")?, strs("aggregator")?, f64s("lambda")?, u64s("n")?);
-    let k_max = (0..).take_while(|m| df.column(&format!("member_{m}")).is_ok()).count();
-    let col = |name: &str| -> Result<Vec<Option<f64>>> { f64s(name) };
+    let df = read_parquet(&path).map_err(damaged)?;
+    let table = Columns { df: &df, path: &path };
+    let col = |name: &str| table.opt_f64(name).map_err(damaged);
+    let (ens, agg, lam, n) = (table.str("ensemble").map_err(damaged)?, table.str("aggregator").map_err(damaged)?, col("lambda")?, table.u64("n").map_err(damaged)?);
+    let k_max = (0..).take_while(|m| table.has(&format!("member_{m}"))).count();
     let (gold, proxy, disagreement, kl_exact) = (col("gold")?, col("proxy")?, col("disagreement")?, col("kl_exact")?);
     let (length, distinct_ratio, heldout) = (col("length")?, col("distinct_ratio")?, col("heldout")?);
     let members: Vec<Vec<Option<f64>>> = (0..k_max).map(|m| col(&format!("member_{m}"))).collect::<Result<_>>()?;

@@ -6,10 +6,13 @@
 //! member's score). Weights are computed in log space. Values are looked up through the
 //! sort order, so each stays with the sample it belongs to.
 //!
-//! [`cell`]: the best-of-n cell, which draws the pools and writes each prompt's curve.
+//! [`cell`]: the best-of-n cell, which draws the pools and writes each prompt's curve;
+//! [`method`]: best-of-n in a study's plan, and its curves and unit table.
 
 pub mod cell;
+pub mod method;
 
+use crate::stats::curve::Measures;
 use crate::stats::mean_se;
 
 /// `ln k!` for k = 0..=max.
@@ -139,17 +142,8 @@ pub struct BonPoint {
     /// Gold of best-of-n: mean over prompts, and its standard error over prompts.
     pub gold: f64,
     pub gold_se: f64,
-    /// The aggregated proxy score of best-of-n (what is optimized).
-    pub proxy: f64,
-    /// Each member's score of the selected samples.
-    pub members: Vec<f64>,
-    /// Mean population variance of the member scores of the selected samples.
-    pub disagreement: f64,
-    /// Response length and distinct-token ratio of the selected samples.
-    pub length: f64,
-    pub distinct_ratio: f64,
-    /// The held-out proxy's score of the selected samples.
-    pub heldout: Option<f64>,
+    /// What best-of-n selects besides gold: means over prompts.
+    pub measures: Measures,
     /// Gold at the curve's peak n (the n with the highest mean gold) minus gold at this n,
     /// and the standard error of that difference paired over prompts (the between-prompt
     /// spread, shared by both points, cancels).
@@ -263,12 +257,14 @@ pub fn summarize(per: &[Vec<Selection>], ns: &[usize]) -> Vec<BonPoint> {
                 kl_exact: mean(&|s| s.kl_exact),
                 gold,
                 gold_se,
-                proxy: mean(&|s| s.proxy),
-                members: (0..k).map(|m| mean(&|s| s.members[m])).collect(),
-                disagreement: mean(&|s| s.disagreement),
-                length: mean(&|s| s.length),
-                distinct_ratio: mean(&|s| s.distinct_ratio),
-                heldout: per.first().and_then(|o| o[j].heldout).map(|_| mean(&|s| s.heldout.unwrap_or(f64::NAN))),
+                measures: Measures {
+                    proxy: mean(&|s| s.proxy),
+                    members: (0..k).map(|m| mean(&|s| s.members[m])).collect(),
+                    disagreement: mean(&|s| s.disagreement),
+                    length: mean(&|s| s.length),
+                    distinct_ratio: mean(&|s| s.distinct_ratio),
+                    heldout: per.first().and_then(|o| o[j].heldout).map(|_| mean(&|s| s.heldout.unwrap_or(f64::NAN))),
+                },
                 gold_below_peak,
                 gold_below_peak_se,
             }

@@ -183,7 +183,7 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
             outcome.updates.len(),
             t.elapsed().as_secs_f64(),
             last.kl_k1,
-            last.proxy,
+            last.measures.proxy,
             crate::stats::mean_se(&last.gold_by_prompt).0,
             if outcome.stopped_at_budget { " (stopped at the KL budget)" } else { "" }
         )

@@ -17,9 +17,11 @@
 //!
 //! A NaN or infinite value anywhere ends the run with an error naming the run and update.
 //!
-//! [`cell`]: the PPO runs of the grid and the cell of one.
+//! [`cell`]: the PPO runs of the grid and the cell of one; [`method`]: PPO in a study's
+//! plan, and its curves and tables.
 
 pub mod cell;
+pub mod method;
 pub mod gae;
 pub mod kl;
 pub mod loss;
@@ -31,6 +33,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::aggregate::{mean, population_variance, Aggregator};
+use crate::stats::curve::Measures;
 use crate::stats::mean_se;
 use crate::config::PpoSpec;
 use crate::error::{Error, Result};
@@ -82,17 +85,9 @@ pub struct Evaluation {
     pub kl_k3: f64,
     /// Standardized gold of each prompt's sample, in prompt order.
     pub gold_by_prompt: Vec<f64>,
-    /// The aggregated proxy (what the run optimizes), mean over samples.
-    pub proxy: f64,
-    /// Each ensemble member's mean score.
-    pub members: Vec<f64>,
-    /// Mean population variance of the member scores of a sample.
-    pub disagreement: f64,
-    /// Mean response length (content tokens) and distinct-token ratio.
-    pub length: f64,
-    pub distinct_ratio: f64,
-    /// The held-out proxy's mean score, if the experiment has one.
-    pub heldout: Option<f64>,
+    /// What is measured of the checkpoint's samples besides gold: means over samples.
+    #[serde(flatten)]
+    pub measures: Measures,
     /// Per sample, in prompt order (the `ppo_units` table): what the statistics of a
     /// report are recomputed from.
     pub units: EvalUnits,
@@ -333,12 +328,14 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
         kl_k1: mean_se(&k1s).0,
         kl_k3: mean_se(&k3s).0,
         gold_by_prompt: sc.gold.iter().map(|&g| g as f64).collect(),
-        proxy: mean(&agg),
-        members: members.iter().map(|m| mean(m)).collect(),
-        disagreement: mean_se(&var).0,
-        length: mean(&sc.length),
-        distinct_ratio: mean(&sc.distinct_ratio),
-        heldout: sc.heldout.as_deref().map(mean),
+        measures: Measures {
+            proxy: mean(&agg),
+            members: members.iter().map(|m| mean(m)).collect(),
+            disagreement: mean_se(&var).0,
+            length: mean(&sc.length),
+            distinct_ratio: mean(&sc.distinct_ratio),
+            heldout: sc.heldout.as_deref().map(mean),
+        },
         units: EvalUnits {
             proxy: agg.clone(),
             members: members.clone(),
@@ -346,8 +343,9 @@ pub fn evaluate(ctx: &Context, run: &RunSpec, policy: &Policy, step: usize) -> R
             kl_k1: k1s.iter().map(|&v| v as f32).collect(),
         },
     };
-    let scalars = [e.kl_k1, e.kl_k3, e.proxy, e.disagreement, e.length, e.distinct_ratio];
-    let mut all = scalars.iter().chain(&e.members).chain(&e.gold_by_prompt).chain(&e.heldout);
+    let m = &e.measures;
+    let scalars = [e.kl_k1, e.kl_k3, m.proxy, m.disagreement, m.length, m.distinct_ratio];
+    let mut all = scalars.iter().chain(&m.members).chain(&e.gold_by_prompt).chain(&m.heldout);
     if let Some(&v) = all.find(|v| !v.is_finite()) {
         return Err(Error::NonFiniteLoss {
             model: format!("{} (evaluation)", run.id),

@@ -404,7 +404,7 @@ fn studied(a: &Analysis) -> String {
     let mut ensembles: Vec<&str> = a.rows.iter().map(|r| r.ensemble.as_str()).collect();
     ensembles.sort_unstable();
     ensembles.dedup();
-    let members = a.rows.iter().map(|r| r.members.len()).max().unwrap_or(0);
+    let members = a.rows.iter().map(|r| r.measures.members.len()).max().unwrap_or(0);
     let reps_n = a.claims.iter().map(|c| c.replicates_total).max().unwrap_or(0);
     let mut methods = Vec::new();
     if let Some(n) = a.rows.iter().filter(|r| r.method == "bon").filter_map(|r| r.n).max() {
@@ -576,7 +576,7 @@ fn measured_section(a: &Analysis) -> String {
     let mut ensembles: Vec<&str> = a.rows.iter().map(|r| r.ensemble.as_str()).collect();
     ensembles.sort_unstable();
     ensembles.dedup();
-    let members = a.rows.iter().map(|r| r.members.len()).max().unwrap_or(0);
+    let members = a.rows.iter().map(|r| r.measures.members.len()).max().unwrap_or(0);
     let _ = write!(
         s,
         "A reference policy π_ref was optimized against proxy reward models: {} curves over {} proxy \
@@ -626,7 +626,7 @@ fn measured_section(a: &Analysis) -> String {
          baseline), `mean`, `median`, `wco` = min (worst case), `uwo(λ)` = mean − λ·variance, \
          `mean_std(λ)` = mean − λ·std.",
     );
-    let heldout = a.rows.iter().any(|r| r.heldout.is_some_and(f64::is_finite));
+    let heldout = a.rows.iter().any(|r| r.measures.heldout.is_some_and(f64::is_finite));
     s.push_str(if heldout {
         " A held-out proxy (trained on disjoint preference data, never optimized against) scored the same \
          samples.\n\n"

@@ -1,0 +1,143 @@
+//! Best-of-n as a method of a study: its cells in the plan (each replicate's held-out
+//! prompts in cells of `prompts_per_cell`, each reading every proxy of the replicate), and
+//! what they become: each ensemble × aggregator's curve, summarized over all of a
+//! replicate's prompts, and the `bon_units` table (per prompt, however the prompts were split
+//! into cells).
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::cell::{BonCell, BonUnits, PromptCurves};
+use super::Selection;
+use crate::config::Experiment;
+use crate::error::{Error, Result};
+use crate::methods::{Assembled, Made, Method, Planned};
+use crate::stats::curve::{replicate_suffix, CurveRow};
+use crate::train::proxy::ProxyCell;
+
+/// Best-of-n as a method of the plan: each replicate's held-out prompts in cells of
+/// `prompts_per_cell`, each reading every proxy of the replicate.
+pub struct BestOfN;
+
+impl Method for BestOfN {
+    fn name(&self) -> &'static str {
+        "bon"
+    }
+
+    fn cells(&self, exp: &Experiment, r: usize, grid: &[ProxyCell]) -> Vec<Planned> {
+        let bon = &exp.bon;
+        if !bon.enabled {
+            return Vec::new();
+        }
+        (0..bon.prompts)
+            .step_by(bon.prompts_per_cell)
+            .map(|start| {
+                let end = (start + bon.prompts_per_cell).min(bon.prompts);
+                Planned {
+                    id: format!("bon/p{start}-{}{}", end - 1, replicate_suffix(r)),
+                    cell: Box::new(BonCell { replicate: r, start, end }),
+                    members: (0..grid.len()).collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], store: &Path) -> Result<Assembled> {
+        let units: Vec<&BonUnits> = cells.iter().filter(|m| m.cell.as_any().is::<BonCell>()).map(|m| m.loaded.get::<BonUnits>()).collect();
+        let (curves, merged) = rows(exp, proxies, &units, store)?;
+        let mut tables = Vec::new();
+        if !merged.is_empty() {
+            tables.push(("bon_units", units_frame(&merged)?));
+        }
+        Ok(Assembled { curves, tables, runs: None })
+    }
+}
+
+/// The best-of-n curves of every replicate: each ensemble × aggregator's per-prompt values
+/// from all of the replicate's cells, prompts in order, summarized over prompts; and those
+/// per-prompt values merged into one [`BonUnits`] per replicate (however the prompts were
+/// split into cells).
+fn rows(exp: &Experiment, proxies: &[&ProxyCell], units: &[&BonUnits], store: &Path) -> Result<(Vec<CurveRow>, Vec<BonUnits>)> {
+    let b = &exp.bon;
+    let mut rows = Vec::new();
+    let mut merged = Vec::new();
+    for r in 0..exp.replicates {
+        let mut cells: Vec<&BonUnits> = units.iter().copied().filter(|u| u.cell.replicate == r).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        cells.sort_by_key(|u| u.cell.start);
+        let covered: usize = cells.iter().map(|u| u.cell.end - u.cell.start).sum();
+        if covered != b.prompts || cells.iter().any(|u| u.curves.len() != cells[0].curves.len()) {
+            return Err(Error::Artifact {
+                dir: store.to_path_buf(),
+                reason: format!("best-of-n cells of replicate {r} cover {covered} of {} prompts", b.prompts),
+            });
+        }
+        let ns = &cells[0].ns;
+        let mut all = BonUnits {
+            cell: BonCell { replicate: r, start: 0, end: b.prompts },
+            ns: ns.clone(),
+            curves: Vec::new(),
+        };
+        for (j, c) in cells[0].curves.iter().enumerate() {
+            let per: Vec<Vec<Selection>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
+            let proxy = proxies
+                .iter()
+                .find(|p| !p.heldout && p.replicate == r && p.ensemble_id() == c.ensemble)
+                .expect("a curve's ensemble is in the grid");
+            let params = exp.proxy_arch(&proxy.size).reward_params() as u64;
+            for pt in super::summarize(&per, ns) {
+                rows.push(CurveRow {
+                    method: "bon".into(),
+                    aggregator: c.aggregator.name(),
+                    lambda: c.aggregator.lambda(),
+                    proxy_size: proxy.size.name.clone(),
+                    proxy_params: params,
+                    data_size: proxy.data_size as u64,
+                    label_noise: proxy.noise,
+                    ensemble: c.ensemble.clone(),
+                    n: Some(pt.n as u64),
+                    step: None,
+                    kl_penalty: None,
+                    kl: pt.kl_bound,
+                    kl_kind: "bon_bound".into(),
+                    kl_k3: None,
+                    kl_bound: Some(pt.kl_bound),
+                    kl_exact: Some(pt.kl_exact),
+                    sqrt_kl: pt.kl_bound.sqrt(),
+                    gold: pt.gold,
+                    gold_se: pt.gold_se,
+                    measures: pt.measures,
+                    gold_below_peak: pt.gold_below_peak,
+                    gold_below_peak_se: pt.gold_below_peak_se,
+                    prompts: b.prompts as u64,
+                    pool: Some(b.pool as u64),
+                    replicate: r as u64,
+                });
+            }
+            all.curves.push(PromptCurves { per, ..c.clone() });
+        }
+        merged.push(all);
+    }
+    Ok((rows, merged))
+}
+
+/// The `bon_units` table: best-of-n per prompt, replicate by replicate, curve by curve,
+/// prompts in order; `heldout` empty when the study has no held-out proxy.
+fn units_frame(units: &[BonUnits]) -> Result<DataFrame> {
+    let mut sorted: Vec<&BonUnits> = units.iter().collect();
+    sorted.sort_by_key(|u| (u.cell.replicate, u.cell.start));
+    let mut all: Option<DataFrame> = None;
+    for u in sorted {
+        let mut df = super::cell::frame(u)?;
+        let reps = Column::new("replicate".into(), vec![u.cell.replicate as u64; df.height()]);
+        df.insert_column(0, reps).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?;
+        all = Some(match all {
+            None => df,
+            Some(a) => a.vstack(&df).map_err(|e| Error::Table { path: "bon_units".into(), msg: e.to_string() })?,
+        });
+    }
+    Ok(all.unwrap_or_default())
+}

@@ -1,0 +1,233 @@
+//! PPO as a method of a study: its cells in the plan (one per run of [`ppo_cells`], each
+//! reading its ensemble's members), and what they become: each run's checkpoints as curve
+//! points, the `ppo_train` table (one row per update), the `ppo_units` table (one row per
+//! evaluation sample), and which runs were trained, reused or failed.
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::cell::{ppo_cells, PpoCell, PpoOutcome};
+use super::{Outcome, UpdateStats};
+use crate::config::Experiment;
+use crate::error::{Error, Result};
+use crate::methods::{Assembled, Made, Method, Planned, Runs};
+use crate::stats::curve::CurveRow;
+use crate::train::proxy::ProxyCell;
+
+/// PPO as a method of the plan: one cell per run of [`ppo_cells`], each reading its
+/// ensemble's members.
+pub struct Ppo;
+
+impl Method for Ppo {
+    fn name(&self) -> &'static str {
+        "ppo"
+    }
+
+    fn cells(&self, exp: &Experiment, _r: usize, grid: &[ProxyCell]) -> Vec<Planned> {
+        ppo_cells(exp, grid)
+            .into_iter()
+            .map(|run| Planned {
+                id: run.id(),
+                members: run.members.clone(),
+                cell: Box::new(run),
+            })
+            .collect()
+    }
+
+    fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], _store: &Path) -> Result<Assembled> {
+        let mut out = Assembled::default();
+        let (mut runs, mut train, mut finished) = (Runs::default(), Vec::new(), Vec::new());
+        for m in cells {
+            let Some(run) = m.cell.as_any().downcast_ref::<PpoCell>() else { continue };
+            let outcome = m.loaded.get::<PpoOutcome>();
+            let status = match (outcome, m.made) {
+                (Err(_), _) => "failed",
+                (Ok(_), true) => "trained",
+                (Ok(_), false) => "reused",
+            };
+            runs.status.push((run.id(), status));
+            match outcome {
+                Ok(o) => {
+                    let first = proxies.iter().find(|c| !c.heldout && c.replicate == run.replicate && c.ensemble_id() == run.ensemble);
+                    let proxy = first.expect("a run's ensemble is in the grid");
+                    let (rows, updates) = rows(exp, run, proxy, o);
+                    out.curves.extend(rows);
+                    train.extend(updates);
+                    finished.push((run, o));
+                }
+                Err(msg) => runs.failures.push((run.id(), msg.clone())),
+            }
+        }
+        if !train.is_empty() {
+            out.tables.push(("ppo_train", train_frame(&train)?));
+        }
+        if !finished.is_empty() {
+            out.tables.push(("ppo_units", units_frame(&finished)?));
+        }
+        out.runs = Some(runs);
+        Ok(out)
+    }
+}
+
+/// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
+fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
+    let params = exp.proxy_arch(&cell.size).reward_params() as u64;
+    let below = super::below_peak(&o.evaluations);
+    let rows = o
+        .evaluations
+        .iter()
+        .zip(below)
+        .map(|(e, (gold_below_peak, gold_below_peak_se))| {
+            let (gold, gold_se) = crate::stats::mean_se(&e.gold_by_prompt);
+            CurveRow {
+                method: "ppo".into(),
+                aggregator: run.aggregator.name(),
+                lambda: run.aggregator.lambda(),
+                proxy_size: cell.size.name.clone(),
+                proxy_params: params,
+                data_size: cell.data_size as u64,
+                label_noise: cell.noise,
+                ensemble: run.ensemble.clone(),
+                n: None,
+                step: Some(e.step as u64),
+                kl_penalty: Some(run.beta),
+                kl: e.kl_k1,
+                kl_kind: "ppo_k1".into(),
+                kl_k3: Some(e.kl_k3),
+                kl_bound: None,
+                kl_exact: None,
+                sqrt_kl: e.kl_k1.max(0.0).sqrt(),
+                gold,
+                gold_se,
+                measures: e.measures.clone(),
+                gold_below_peak,
+                gold_below_peak_se,
+                prompts: e.gold_by_prompt.len() as u64,
+                pool: None,
+                replicate: run.replicate as u64,
+            }
+        })
+        .collect();
+    let train = o
+        .updates
+        .iter()
+        .map(|u| TrainRow {
+            run: run.id(),
+            aggregator: run.aggregator.name(),
+            lambda: run.aggregator.lambda(),
+            ensemble: run.ensemble.clone(),
+            kl_penalty: run.beta,
+            replicate: run.replicate as u64,
+            stats: u.clone(),
+        })
+        .collect();
+    (rows, train)
+}
+
+/// One PPO update's diagnostics, labelled with its run: `results/NAME/ppo_train.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainRow {
+    /// `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA`.
+    pub run: String,
+    pub aggregator: String,
+    pub lambda: Option<f64>,
+    pub ensemble: String,
+    pub kl_penalty: f64,
+    pub replicate: u64,
+    pub stats: UpdateStats,
+}
+
+/// The PPO training table, one row per update.
+fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
+    let x = |f: fn(&TrainRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let columns = vec![
+        Column::new("run".into(), rows.iter().map(|r| r.run.clone()).collect::<Vec<_>>()),
+        Column::new("aggregator".into(), rows.iter().map(|r| r.aggregator.clone()).collect::<Vec<_>>()),
+        Column::new("lambda".into(), rows.iter().map(|r| r.lambda).collect::<Vec<_>>()),
+        Column::new("ensemble".into(), rows.iter().map(|r| r.ensemble.clone()).collect::<Vec<_>>()),
+        Column::new("kl_penalty".into(), x(|r| r.kl_penalty)),
+        Column::new("replicate".into(), rows.iter().map(|r| r.replicate).collect::<Vec<_>>()),
+        Column::new("update".into(), rows.iter().map(|r| r.stats.update as u64).collect::<Vec<_>>()),
+        Column::new("reward/proxy".into(), x(|r| r.stats.proxy)),
+        Column::new("kl/k1".into(), x(|r| r.stats.kl_k1)),
+        Column::new("reward/total".into(), x(|r| r.stats.reward)),
+        Column::new("ppo/policy_loss".into(), x(|r| r.stats.policy_loss)),
+        Column::new("ppo/value_loss".into(), x(|r| r.stats.value_loss)),
+        Column::new("ppo/entropy".into(), x(|r| r.stats.entropy)),
+        Column::new("ppo/approx_kl".into(), x(|r| r.stats.approx_kl)),
+        Column::new("ppo/clipfrac".into(), x(|r| r.stats.clipfrac)),
+        Column::new("ppo/explained_variance".into(), x(|r| r.stats.explained_variance)),
+        Column::new("ppo/grad_norm".into(), x(|r| r.stats.grad_norm)),
+    ];
+    DataFrame::new(rows.len(), columns).map_err(|e| Error::Table {
+        path: "ppo_train".into(),
+        msg: e.to_string(),
+    })
+}
+
+/// The `ppo_units` table: one row per evaluation sample (one per held-out prompt) of every
+/// checkpoint of every run, runs in plan order: the run (replicate, ensemble, aggregator,
+/// λ, β), the checkpoint (`step`, its mean k1 `kl`), the `prompt` index, the sample's gold,
+/// aggregated proxy, member scores (`member_M`, empty past the ensemble's size), held-out
+/// proxy score (empty without one) and summed k1 (`kl_k1`).
+fn units_frame(runs: &[(&PpoCell, &Outcome)]) -> Result<DataFrame> {
+    let k_max = runs
+        .iter()
+        .flat_map(|(_, o)| o.evaluations.iter().map(|e| e.units.members.len()))
+        .max()
+        .unwrap_or(0);
+    let rows: usize = runs.iter().flat_map(|(_, o)| o.evaluations.iter().map(|e| e.gold_by_prompt.len())).sum();
+    let (mut rep, mut ens, mut agg, mut lam, mut beta) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let (mut step, mut kl, mut prompt, mut gold, mut proxy, mut heldout, mut k1) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let mut members: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); k_max];
+    for (run, o) in runs {
+        for e in &o.evaluations {
+            let u = &e.units;
+            for (i, &g) in e.gold_by_prompt.iter().enumerate() {
+                rep.push(run.replicate as u64);
+                ens.push(run.ensemble.clone());
+                agg.push(run.aggregator.name());
+                lam.push(run.aggregator.lambda());
+                beta.push(run.beta);
+                step.push(e.step as u64);
+                kl.push(e.kl_k1);
+                prompt.push(i as u64);
+                gold.push(g);
+                proxy.push(u.proxy[i] as f64);
+                for (m, col) in members.iter_mut().enumerate() {
+                    col.push(u.members.get(m).map(|s| s[i] as f64));
+                }
+                heldout.push(u.heldout.as_ref().map(|h| h[i] as f64));
+                k1.push(u.kl_k1[i] as f64);
+            }
+        }
+    }
+    let mut columns = vec![
+        Column::new("replicate".into(), rep),
+        Column::new("ensemble".into(), ens),
+        Column::new("aggregator".into(), agg),
+        Column::new("lambda".into(), lam),
+        Column::new("kl_penalty".into(), beta),
+        Column::new("step".into(), step),
+        Column::new("kl".into(), kl),
+        Column::new("prompt".into(), prompt),
+        Column::new("gold".into(), gold),
+        Column::new("proxy".into(), proxy),
+    ];
+    columns.extend(members.into_iter().enumerate().map(|(m, v)| Column::new(format!("member_{m}").into(), v)));
+    columns.push(Column::new("heldout".into(), heldout));
+    columns.push(Column::new("kl_k1".into(), k1));
+    DataFrame::new(rows, columns).map_err(|e| Error::Table {
+        path: "ppo_units".into(),
+        msg: e.to_string(),
+    })
+}
