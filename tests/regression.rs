@@ -64,8 +64,7 @@ fn results_keyed_by_n_carry_kl_columns() {
     assert!(pt.kl_exact > 0.0 && pt.kl_exact < pt.kl_bound, "{} vs {}", pt.kl_exact, pt.kl_bound);
     let row = goodhart::output::table::CurveRow {
         method: "bon".into(),
-        aggregator: "member0".into(),
-        lambda: None,
+        aggregator: Aggregator::Member(0),
         proxy_size: "xs".into(),
         proxy_params: 1,
         data_size: 1,

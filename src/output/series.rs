@@ -164,8 +164,8 @@ pub fn expected_series(rows: &[CurveRow], measure: Measure) -> Vec<ExpectedSerie
             ExpectedSeries {
                 method: first.method.clone(),
                 ensemble: first.ensemble.clone(),
-                aggregator: first.aggregator.clone(),
-                lambda: first.lambda,
+                aggregator: first.aggregator.name(),
+                lambda: first.aggregator.lambda(),
                 kl_penalty: first.kl_penalty,
                 proxy_size: first.proxy_size.clone(),
                 proxy_params: first.proxy_params,

@@ -12,6 +12,7 @@ use crate::cell::store::{hex, write_atomic_with};
 use crate::error::{Error, Result};
 pub use crate::frame::{read_parquet, Columns};
 use crate::output::check;
+use crate::stats::aggregate::Aggregator;
 
 /// One row of the reward-model table (`rm.parquet`, `rm.csv`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -149,8 +150,8 @@ pub fn curve_frame(rows: &[CurveRow]) -> Result<DataFrame> {
     let ou = |f: fn(&CurveRow) -> Option<u64>| rows.iter().map(f).collect::<Vec<_>>();
     let mut columns = vec![
         Column::new("method".into(), s(|r| r.method.clone())),
-        Column::new("aggregator".into(), s(|r| r.aggregator.clone())),
-        Column::new("lambda".into(), ox(|r| r.lambda)),
+        Column::new("aggregator".into(), s(|r| r.aggregator.name())),
+        Column::new("lambda".into(), ox(|r| r.aggregator.lambda())),
         Column::new("proxy_size".into(), s(|r| r.proxy_size.clone())),
         Column::new("proxy_params".into(), u(|r| r.proxy_params)),
         Column::new("data_size".into(), u(|r| r.data_size)),
@@ -216,6 +217,12 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
     let method = c.str("method")?;
     let aggregator = c.str("aggregator")?;
     let lambda = c.maybe_f64("lambda")?;
+    let aggregators = (0..aggregator.len())
+        .map(|i| {
+            Aggregator::from_parts(&aggregator[i], lambda[i])
+                .ok_or_else(|| c.error(format!("row {i}: no aggregator is named {:?} with λ {:?}", aggregator[i], lambda[i])))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let proxy_size = c.str("proxy_size")?;
     let proxy_params = c.u64("proxy_params")?;
     let data_size = c.u64("data_size")?;
@@ -254,8 +261,7 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
             }
             CurveRow {
                 method: method[i].clone(),
-                aggregator: aggregator[i].clone(),
-                lambda: lambda[i],
+                aggregator: aggregators[i],
                 proxy_size: proxy_size[i].clone(),
                 proxy_params: proxy_params[i],
                 data_size: data_size[i],

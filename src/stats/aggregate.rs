@@ -55,6 +55,21 @@ impl Aggregator {
         })
     }
 
+    /// The member's index, for a single member.
+    pub fn member(&self) -> Option<usize> {
+        match self {
+            Aggregator::Member(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The order aggregators are listed in: the single members (by index), then mean,
+    /// median, wco, uwo, mean_std, each by λ ([`order`]).
+    pub fn order(&self, other: &Self) -> std::cmp::Ordering {
+        let lambda = |a: &Self| a.lambda().unwrap_or(f64::NEG_INFINITY);
+        order(&self.name()).cmp(&order(&other.name())).then(lambda(self).total_cmp(&lambda(other)))
+    }
+
     /// The penalty weight, for the aggregators that have one.
     pub fn lambda(&self) -> Option<f64> {
         match self {

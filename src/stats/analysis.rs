@@ -17,6 +17,7 @@
 use std::cmp::Ordering;
 
 use crate::stats::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
+use crate::stats::aggregate::Aggregator;
 use crate::stats::curve::CurveRow;
 use crate::stats::stopping::{at_kl, regret, Regret, Rule, Series};
 
@@ -27,8 +28,7 @@ pub struct CurveId {
     pub key: String,
     pub method: String,
     pub ensemble: String,
-    pub aggregator: String,
-    pub lambda: Option<f64>,
+    pub aggregator: Aggregator,
     /// PPO's KL-penalty coefficient β (none for best-of-n).
     pub kl_penalty: Option<f64>,
     pub proxy_size: String,
@@ -45,8 +45,7 @@ impl CurveId {
             key: r.curve_key(),
             method: r.method.clone(),
             ensemble: r.ensemble.clone(),
-            aggregator: r.aggregator.clone(),
-            lambda: r.lambda,
+            aggregator: r.aggregator,
             kl_penalty: r.kl_penalty,
             proxy_size: r.proxy_size.clone(),
             proxy_params: r.proxy_params,
@@ -58,12 +57,12 @@ impl CurveId {
 
     /// The aggregator with its λ: `uwo(0.5)`, `mean`.
     pub fn aggregator_label(&self) -> String {
-        crate::stats::aggregate::label(&self.aggregator, self.lambda)
+        self.aggregator.label()
     }
 
     /// The member index of a single-member curve (`member3` → 3).
     pub fn single_member(&self) -> Option<usize> {
-        crate::stats::aggregate::member_index(&self.aggregator)
+        self.aggregator.member()
     }
 
     /// The sort order of the module doc.
@@ -76,8 +75,7 @@ impl CurveId {
             .then(self.data_size.cmp(&other.data_size))
             .then(self.ensemble.cmp(&other.ensemble))
             .then(cmp_opt(self.kl_penalty, other.kl_penalty))
-            .then(crate::stats::aggregate::order(&self.aggregator).cmp(&crate::stats::aggregate::order(&other.aggregator)))
-            .then(cmp_opt(self.lambda, other.lambda))
+            .then(self.aggregator.order(&other.aggregator))
             .then(self.key.cmp(&other.key))
     }
 }
@@ -347,8 +345,7 @@ fn coefficient(f: &FormFit, name: &str) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalingRow {
     pub method: String,
-    pub aggregator: String,
-    pub lambda: Option<f64>,
+    pub aggregator: Aggregator,
     pub kl_penalty: Option<f64>,
     pub label_noise: f64,
     pub axis: Axis,
@@ -391,7 +388,6 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
             let same = |g: &CurveId, gf: u64| {
                 g.method == f.id.method
                     && g.aggregator == f.id.aggregator
-                    && g.lambda == f.id.lambda
                     && g.kl_penalty == f.id.kl_penalty
                     && g.label_noise == f.id.label_noise
                     && gf == fixed
@@ -406,8 +402,7 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
             a.0.method
                 .cmp(&b.0.method)
                 .then(a.0.label_noise.total_cmp(&b.0.label_noise))
-                .then(crate::stats::aggregate::order(&a.0.aggregator).cmp(&crate::stats::aggregate::order(&b.0.aggregator)))
-                .then(cmp_opt(a.0.lambda, b.0.lambda))
+                .then(a.0.aggregator.order(&b.0.aggregator))
                 .then(cmp_opt(a.0.kl_penalty, b.0.kl_penalty))
                 .then(a.1.cmp(&b.1))
         });
@@ -426,8 +421,7 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
                 if let Some(fit) = linear_fit(&xs, &ys) {
                     out.push(ScalingRow {
                         method: id.method.clone(),
-                        aggregator: id.aggregator.clone(),
-                        lambda: id.lambda,
+                        aggregator: id.aggregator,
                         kl_penalty: id.kl_penalty,
                         label_noise: id.label_noise,
                         axis,

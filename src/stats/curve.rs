@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::Aggregator;
+
 /// What is measured of the samples a policy gives at one point of an optimization curve
 /// besides gold, averaged over the evaluation prompts — best-of-n's expected selection, PPO's
 /// fresh samples at a checkpoint: the one record the methods fill and every curve row carries.
@@ -27,10 +29,9 @@ pub struct Measures {
 pub struct CurveRow {
     /// `bon` (or `ppo`).
     pub method: String,
-    /// Aggregator name (`member0`, `mean`, `wco`, `uwo`, `median`, `mean_std`).
-    pub aggregator: String,
-    /// The aggregator's λ, where it has one.
-    pub lambda: Option<f64>,
+    /// The aggregator (written as its name, `member0`, `mean`, `wco`, `uwo`, `median`,
+    /// `mean_std`, and its λ where it has one).
+    pub aggregator: Aggregator,
     pub proxy_size: String,
     pub proxy_params: u64,
     /// Training pairs of the ensemble's proxies.
@@ -81,9 +82,8 @@ impl CurveRow {
     /// The line this row belongs to across replicates: [`CurveRow::curve_key`] without the
     /// replicate, `METHOD/ENSEMBLE/AGGREGATOR[(λ)][/bβ]` (the ensemble id holds the noise).
     pub fn line_key(&self) -> String {
-        let lambda = self.lambda.map(|l| format!("({l})")).unwrap_or_default();
         let beta = self.kl_penalty.map(|b| format!("/b{b}")).unwrap_or_default();
-        format!("{}/{}/{}{lambda}{beta}", self.method, self.ensemble, self.aggregator)
+        format!("{}/{}/{}{beta}", self.method, self.ensemble, self.aggregator.label())
     }
 }
 

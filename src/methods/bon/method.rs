@@ -91,8 +91,7 @@ fn rows(exp: &Experiment, proxies: &[&ProxyCell], units: &[&BonUnits], store: &P
             for pt in super::summarize(&per, ns) {
                 rows.push(CurveRow {
                     method: "bon".into(),
-                    aggregator: c.aggregator.name(),
-                    lambda: c.aggregator.lambda(),
+                    aggregator: c.aggregator,
                     proxy_size: proxy.size.name.clone(),
                     proxy_params: params,
                     data_size: proxy.data_size as u64,

@@ -82,8 +82,7 @@ fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<
             let (gold, gold_se) = crate::stats::mean_se(&e.gold_by_prompt);
             CurveRow {
                 method: "ppo".into(),
-                aggregator: run.aggregator.name(),
-                lambda: run.aggregator.lambda(),
+                aggregator: run.aggregator,
                 proxy_size: cell.size.name.clone(),
                 proxy_params: params,
                 data_size: cell.data_size as u64,

@@ -26,8 +26,8 @@ fn id_columns<'a>(ids: impl Iterator<Item = &'a CurveId> + Clone) -> Vec<Column>
             "label_noise".into(),
             ids.clone().map(|i| i.label_noise).collect::<Vec<_>>(),
         ),
-        Column::new("aggregator".into(), s(|i| i.aggregator.clone())),
-        Column::new("lambda".into(), ids.clone().map(|i| i.lambda).collect::<Vec<_>>()),
+        Column::new("aggregator".into(), s(|i| i.aggregator.name())),
+        Column::new("lambda".into(), ids.clone().map(|i| i.aggregator.lambda()).collect::<Vec<_>>()),
         Column::new(
             "kl_penalty".into(),
             ids.clone().map(|i| i.kl_penalty).collect::<Vec<_>>(),
@@ -93,9 +93,9 @@ pub(super) fn scaling_frame(rows: &[ScalingRow]) -> DataFrame {
         ),
         Column::new(
             "aggregator".into(),
-            rows.iter().map(|r| r.aggregator.clone()).collect::<Vec<_>>(),
+            rows.iter().map(|r| r.aggregator.name()).collect::<Vec<_>>(),
         ),
-        Column::new("lambda".into(), rows.iter().map(|r| r.lambda).collect::<Vec<_>>()),
+        Column::new("lambda".into(), rows.iter().map(|r| r.aggregator.lambda()).collect::<Vec<_>>()),
         Column::new(
             "kl_penalty".into(),
             rows.iter().map(|r| r.kl_penalty).collect::<Vec<_>>(),

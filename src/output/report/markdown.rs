@@ -828,7 +828,6 @@ fn scaling_section(a: &Analysis) -> String {
     let same = |x: &ScalingRow, y: &ScalingRow| {
         x.method == y.method
             && x.aggregator == y.aggregator
-            && x.lambda == y.lambda
             && x.kl_penalty == y.kl_penalty
             && x.label_noise == y.label_noise
             && x.axis == y.axis
@@ -845,7 +844,7 @@ fn scaling_section(a: &Analysis) -> String {
         };
         let mut cells = vec![
             first.method.clone(),
-            crate::stats::aggregate::label(&first.aggregator, first.lambda),
+            first.aggregator.label(),
             first.kl_penalty.map_or("—".to_string(), |b| b.to_string()),
             num(first.label_noise, 2),
             first.axis.x_name().to_string(),
