@@ -85,7 +85,7 @@ fn bench_ops(c: &mut Criterion) {
 
 fn bench_steps(c: &mut Criterion) {
     let exp = common::defaults();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let set = common::demonstrations(&world, 128, 1);
     let mut g = group(c, "train_step");
 

@@ -1,4 +1,4 @@
-//! PPO at the default sizes (src/config/mod.rs) (policy 2×48, rollout 64, 4 epochs of minibatches of
+//! PPO at the default sizes (src/config/) (policy 2×48, rollout 64, 4 epochs of minibatches of
 //! 32, an ensemble of three xs proxies, mean aggregator, β = 0.1):
 //! - `ppo_rollout`: `ppo::rollout::collect`: sampling 64 responses at temperature 1 with the
 //!   KV cache, the policy's and π_ref's log-probs, scoring by the three members;
@@ -37,7 +37,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let exp = common::defaults();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let cfg = exp.policy_arch();
     let (ref_vars, _) = common::policy(&cfg, &world, 1);
     let reference = common::frozen_policy(&cfg, &world, &ref_vars);

@@ -1,4 +1,4 @@
-//! Reward-model workloads at the default sizes (src/config/mod.rs), each the body of the loop that runs it:
+//! Reward-model workloads at the default sizes (src/config/), each the body of the loop that runs it:
 //! - `bt_step_xs`, `bt_step_m`: one Bradley–Terry step of a proxy (64 pairs, one forward
 //!   over both sides, as `rm::train_proxy` does);
 //! - `score_proxy`, `score_gold`: the m proxy and gold scoring 2,048 pool sequences in
@@ -20,7 +20,7 @@ use rand::Rng;
 
 fn bt_steps(c: &mut Criterion) {
     let exp = common::defaults();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let batch = exp.proxy.batch;
     // Pairs of π_ref-like responses; rows [0, b) the a sides, [b, 2b) the b sides.
     let a = common::demonstrations(&world, batch, 1);
@@ -66,7 +66,7 @@ fn bt_steps(c: &mut Criterion) {
 
 fn scoring(c: &mut Criterion) {
     let exp = common::defaults();
-    let world = exp.world();
+    let world = exp.world_config(0);
     // A slice of a best-of-n pool: four batches of 512 (INFER_BATCH), which a run scores
     // side by side on the work pool (a best-of-n cell scores 32,768 rows per model).
     let batch = 512;
@@ -85,7 +85,7 @@ fn scoring(c: &mut Criterion) {
 
 fn gold_step(c: &mut Criterion) {
     let exp = common::defaults();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let batch = exp.gold.batch;
     let mut rng = goodhart::seed::rng(1, "bench/gold");
     let (set, utility) = goodhart::train::rm::gold_dataset(&world, batch, &mut rng);

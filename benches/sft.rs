@@ -1,5 +1,5 @@
 //! `sft_step`: one supervised fine-tuning step of the reference policy at the
-//! default sizes (src/config/mod.rs; batch 64, cross-entropy on response tokens, sharded as `sft::train`).
+//! default sizes (src/config/; batch 64, cross-entropy on response tokens, sharded as `sft::train`).
 //! Run with `GOODHART_BENCH_THREADS=1 cargo bench --bench sft`.
 
 #[macro_use]
@@ -11,7 +11,7 @@ use goodhart::train::optim::Trainer;
 
 fn sft_step(c: &mut Criterion) {
     let exp = common::defaults();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let p = &exp.policy;
     let train = common::demonstrations(&world, p.sft_batch, 4);
     common::export("sft_step", &train);

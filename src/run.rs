@@ -53,7 +53,7 @@ impl RunOptions {
 }
 
 /// What a run did.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunSummary {
     /// Cells made by this process (ids).
     pub trained: Vec<String>,
@@ -122,13 +122,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         });
     }
     crate::release_free_memory();
-    let rows = assemble::rows(&x)?;
+    let mut rows = assemble::rows(&x)?;
     let ctx = assemble::Context {
         out: &opts.out,
         config_hash: &config_hash,
         started,
     };
-    assemble::write(&x, &rows, &ctx)?;
+    assemble::write(&x, &mut rows, &ctx)?;
     let (stages, progress) = (x.stages(), x.overall_progress());
     // The loaded cells are written out: free them (and what the run freed) before the report
     // reads the tables back.

@@ -510,8 +510,8 @@ fn per_replicate_worlds_give_replicate_1_its_own_world_and_keep_replicate_0() {
     let own = Experiment::from_toml(&own_text, Path::new("t.toml")).unwrap();
     assert_eq!((shared.worlds(), own.worlds()), (1, 2));
     // World 0 is the shared world; world 1 has a labeler of its own.
-    assert_eq!(own.world_of(0), shared.world());
-    assert_ne!(own.world_of(1).affinity, own.world_of(0).affinity);
+    assert_eq!(own.world_config(0), shared.world_config(0));
+    assert_ne!(own.world_config(1).affinity, own.world_config(0).affinity);
     let (ps, po) = (Plan::new(&shared), Plan::new(&own));
     let ids = |p: &Plan, kind: &str| p.cells.iter().filter(|c| c.kind.name() == kind).map(|c| c.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&po, "policy"), ["policy", "policy/r1"]);
@@ -578,7 +578,7 @@ fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
     use goodhart::world::Split;
     // The largest preset: every use of prompts, each drawn as many times as it is there.
     let exp = Experiment::load(Path::new("experiments/paper.toml")).unwrap();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let max_pairs = *exp.proxy.data_sizes.iter().max().unwrap();
     let uses = [
         (Split::Demonstrations, exp.policy.demonstrations * 11 / 10 + exp.gold.samples * 11 / 10),
@@ -611,7 +611,7 @@ fn no_prompt_is_shared_between_uses_at_the_largest_configured_sizes() {
     let store = dir.path().join("store");
     let pairs_dir = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pairs-")).unwrap();
     let data = goodhart::train::pairs::load(&pairs_dir).unwrap();
-    let tiny = per_world.world();
+    let tiny = per_world.world_config(0);
     let prompt = |set: &goodhart::world::SeqSet, i: usize| set.row(i)[1..1 + tiny.prompt_len].to_vec();
     for (pairs, split) in [(&data.train, Split::Pairs), (&data.val, Split::ValidationPairs), (&data.heldout.as_ref().unwrap().0, Split::HeldoutPairs)] {
         for i in 0..pairs.len() {

@@ -208,7 +208,7 @@ fn estimate_counts_models_pool_and_stored_weights() {
     assert!(e.disk_bytes >= weights && e.disk_bytes < weights + 12 * 4096 + 1, "{} vs {weights}", e.disk_bytes);
     // A bigger best-of-n pool raises the peak by at least its tokens.
     let big = Experiment::from_toml(&common::tiny_with("pool = 64", "pool = 1000000"), Path::new("b.toml")).unwrap();
-    let seq = exp.world().seq_len() as u64;
+    let seq = exp.world_config(0).seq_len() as u64;
     let grown = goodhart::plan::resources::estimate(&big).peak_memory_bytes - e.peak_memory_bytes;
     assert!(grown >= 3 * (1_000_000 - 64) * seq * 4, "grew by {grown}");
     let store = tempfile::tempdir().unwrap();

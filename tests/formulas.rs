@@ -91,7 +91,7 @@ fn labeler_utility_hand_example() {
     //   affinity over distinct {4, 8, 11, 22}, mean over the 4 prompt tokens: 1.5·2.0/4 = 0.75
     //   total 1.0
     let exp = goodhart::Experiment::from_toml("name = \"u\"", std::path::Path::new("u.toml")).unwrap();
-    let mut w = exp.world();
+    let mut w = exp.world_config(0);
     w.affinity.iter_mut().for_each(|a| *a = 0.0);
     w.affinity[0 * w.content + (8 - 4)] = 2.0;
     let resp = goodhart::world::Response { tokens: vec![4, 4, 22, 8, 11], finished: true };
@@ -103,9 +103,9 @@ fn labeler_utility_hand_example() {
 
 #[test]
 fn affinity_is_seeded_standard_normal() {
-    let w1 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 3", std::path::Path::new("u.toml")).unwrap().world();
-    let w2 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 3", std::path::Path::new("u.toml")).unwrap().world();
-    let w3 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 4", std::path::Path::new("u.toml")).unwrap().world();
+    let w1 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 3", std::path::Path::new("u.toml")).unwrap().world_config(0);
+    let w2 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 3", std::path::Path::new("u.toml")).unwrap().world_config(0);
+    let w3 = goodhart::Experiment::from_toml("name = \"u\"\nseed = 4", std::path::Path::new("u.toml")).unwrap().world_config(0);
     assert_eq!(w1.affinity, w2.affinity);
     assert_ne!(w1.affinity, w3.affinity);
     let (m, s) = goodhart::model::reward::mean_std(&w1.affinity);
@@ -116,7 +116,7 @@ fn affinity_is_seeded_standard_normal() {
 #[test]
 fn encode_decode_and_end_index_agree() {
     let exp = goodhart::Experiment::from_toml("name = \"u\"", std::path::Path::new("u.toml")).unwrap();
-    let w = exp.world();
+    let w = exp.world_config(0);
     let done = goodhart::world::Response { tokens: vec![9, 10, 11], finished: true };
     let seq = w.encode(&[4, 5, 6, 7], &done);
     assert_eq!(seq.len(), w.seq_len());

@@ -11,7 +11,7 @@ use goodhart::world::{SeqSet, WorldConfig};
 use rand::SeedableRng;
 
 fn world() -> WorldConfig {
-    common::tiny().world()
+    common::tiny().world_config(0)
 }
 
 fn policy(seed: u64) -> (VarMap, Policy, TransformerConfig) {

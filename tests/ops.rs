@@ -236,7 +236,7 @@ fn grads_by_name(vm: &VarMap, loss: &Tensor) -> Vec<(String, Tensor)> {
 fn models_on_the_fused_path_match_the_composed_path_with_gradients() {
     let dev = common::device();
     let exp = common::tiny();
-    let world = exp.world();
+    let world = exp.world_config(0);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let (prompts, responses) = goodhart::train::sft::demonstrations(&world, 24, &mut rng);
     let set = goodhart::model::policy::encode_all(&world, &prompts, &responses);

@@ -132,7 +132,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let world = common::tiny().world();
+    let world = common::tiny().world_config(0);
     let cfg = TransformerConfig::new(&world, 1, 16, 2);
     let vm = VarMap::new();
     let reference = Policy::new(&cfg, &world, VarBuilder::from_varmap(&vm, DType::F32, &common::device())).unwrap();
@@ -313,7 +313,7 @@ fn ppo_uwo_divides_the_variance_by_k_and_lambda_zero_is_the_mean() {
 /// the end token), row 1 an unfinished one filling the width (mask 1 1 1 1).
 #[test]
 fn rewards_match_a_hand_example() {
-    let world = common::tiny().world();
+    let world = common::tiny().world_config(0);
     let width = 4;
     let ro = ppo::rollout::Rollout {
         responses: vec![

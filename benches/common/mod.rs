@@ -67,7 +67,7 @@ pub fn group(c: &mut Criterion) -> BenchmarkGroup<'_, criterion::measurement::Wa
     g
 }
 
-/// The experiment of src/config/mod.rs's defaults: the world, models and batch sizes the
+/// The experiment of src/config/'s defaults: the world, models and batch sizes the
 /// PyTorch twin (benches/twin/twin.py) is written for, whatever experiments/quick.toml
 /// changes (its proxy sizes, replicates); the default proxy sizes include m.
 pub fn defaults() -> goodhart::Experiment {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch CPU twin of goodhart's hot workloads: what a PyTorch script of the same
-experiment (experiments/quick.toml, the defaults of src/config/mod.rs) would run, written the
+experiment (experiments/quick.toml, the defaults of src/config/) would run, written the
 idiomatic way (nn.Linear, nn.LayerNorm, scaled_dot_product_attention, torch.optim.AdamW).
 
 Same architecture (pre-norm blocks, layer-norm eps 1e-5, fused qkv, ReLU MLP of 4·width,
@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The quick world (src/world.rs, src/config/mod.rs): 20 content tokens (2 of them flattery)
+# The quick world (src/world.rs, src/config/): 20 content tokens (2 of them flattery)
 # after PAD, BOS, SEP, EOS; prompts of 4; responses of up to 16 tokens, end token included.
 PAD, BOS, SEP, EOS, FIRST_CONTENT = 0, 1, 2, 3, 4
 CONTENT = 20

@@ -36,7 +36,7 @@ pub trait CellKind: AsAny + Send + Sync + std::fmt::Debug {
     /// The replicate it belongs to (a world's cells: the replicate that draws the world).
     fn replicate(&self) -> usize;
     /// The world it runs in.
-    fn world(&self, exp: &Experiment) -> usize {
+    fn world_index(&self, exp: &Experiment) -> usize {
         exp.world_index(self.replicate())
     }
     /// What decides its bytes, besides its dependencies' keys and its code version: the

@@ -1,8 +1,13 @@
 //! Experiment configuration: raw `*Spec` structs parsed from TOML (unknown keys rejected),
 //! validated once into a resolved [`Experiment`] that the rest of the crate trusts.
 //!
-//! An experiment file states only what differs from the defaults below; the run writes
-//! the fully resolved experiment next to its results.
+//! An experiment file states only what differs from the defaults; the run writes the fully
+//! resolved experiment next to its results. The schema is split by domain, each table's spec
+//! with its defaults: `[world]` beside the world (`crate::world::WorldSpec`), `[conclusions]`
+//! beside the statistics (`crate::stats::claims`), and here [`models`] (`[policy]`,
+//! `[reference]`, `[gold]`), [`data`] (`[preferences]`, `[proxy]`), [`bon`] and [`ppo`].
+//! This file: the experiment as a whole, parsing and the accessors derived from it;
+//! [`validate`]: every value checked once; [`locate`]: the dotted key of a parse error.
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +22,17 @@ use locate::{line_col, locate};
 use validate::ppo_runs;
 pub use validate::limits;
 
+mod bon;
+mod data;
 mod locate;
+mod models;
+mod ppo;
 mod validate;
+
+pub use bon::BonSpec;
+pub use data::{LabelMode, PreferenceSpec, ProxySizeSpec, ProxySpec};
+pub use models::{GoldSpec, PolicySpec, ReferenceSpec};
+pub use ppo::PpoSpec;
 
 /// Raw experiment file.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,342 +80,6 @@ fn default_replicates() -> usize {
 
 /// The most replicates a study may ask for.
 pub const MAX_REPLICATES: usize = 1000;
-
-/// The reference policy and its supervised fine-tuning.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicySpec {
-    pub layers: usize,
-    pub width: usize,
-    pub heads: usize,
-    /// Number of demonstrations (prompt, response) in the SFT set.
-    pub demonstrations: usize,
-    pub sft_steps: usize,
-    pub sft_batch: usize,
-    pub sft_lr: f64,
-}
-
-impl Default for PolicySpec {
-    fn default() -> Self {
-        Self {
-            layers: 2,
-            width: 48,
-            heads: 4,
-            demonstrations: 20_000,
-            sft_steps: 500,
-            sft_batch: 64,
-            sft_lr: 3e-3,
-        }
-    }
-}
-
-/// What the reference samples are used for besides training data.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReferenceSpec {
-    /// π_ref samples every RM's scores are standardized against.
-    pub standardize_samples: usize,
-    /// Size of the one-prompt pool whose duplicate fraction is reported.
-    pub diversity_pool: usize,
-}
-
-impl Default for ReferenceSpec {
-    fn default() -> Self {
-        Self {
-            standardize_samples: 2048,
-            diversity_pool: 16_384,
-        }
-    }
-}
-
-/// The gold reward model: a transformer distilled from the world's labeler utility.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GoldSpec {
-    pub layers: usize,
-    pub width: usize,
-    pub heads: usize,
-    /// Labeler-scored responses the gold RM is distilled from.
-    pub samples: usize,
-    pub steps: usize,
-    pub batch: usize,
-    pub lr: f64,
-}
-
-impl Default for GoldSpec {
-    fn default() -> Self {
-        Self {
-            layers: 4,
-            width: 64,
-            heads: 4,
-            samples: 30_000,
-            steps: 1200,
-            batch: 64,
-            lr: 3e-3,
-        }
-    }
-}
-
-/// How preference pairs are labelled by gold.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LabelMode {
-    /// The response gold scores higher wins.
-    Deterministic,
-    /// Winner drawn with P(a ≻ b) = σ(gold_a − gold_b) (standardized gold).
-    BradleyTerry,
-}
-
-/// Preference data: pairs of π_ref responses to one prompt.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PreferenceSpec {
-    pub label: LabelMode,
-    /// Held-out pairs, labelled deterministically by gold without noise.
-    pub val_pairs: usize,
-    /// Each replicate draws its own training pairs (responses and labels) instead of
-    /// sharing replicate 0's; the validation pairs and the held-out proxy's pairs stay
-    /// shared. Replicate 0's pairs are the same either way.
-    pub per_replicate: bool,
-}
-
-impl Default for PreferenceSpec {
-    fn default() -> Self {
-        Self {
-            label: LabelMode::Deterministic,
-            val_pairs: 2000,
-            per_replicate: false,
-        }
-    }
-}
-
-/// One proxy size.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ProxySizeSpec {
-    pub name: String,
-    pub layers: usize,
-    pub width: usize,
-    pub heads: usize,
-}
-
-/// The proxy reward-model grid: sizes × data sizes × noise levels × ensemble members.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProxySpec {
-    pub sizes: Vec<ProxySizeSpec>,
-    /// Training-pair counts (nested subsets of one pair set).
-    pub data_sizes: Vec<usize>,
-    /// Label-flip rates in [0, 0.5].
-    pub noise: Vec<f64>,
-    /// Ensemble size k; members differ by seed (init and data order).
-    pub members: usize,
-    /// Resample each member's training set with replacement.
-    pub bootstrap: bool,
-    pub epochs: usize,
-    pub batch: usize,
-    pub lr: f64,
-    /// Also train a held-out proxy, never optimized against: the largest size on the
-    /// largest data size at the lowest noise level, from independently sampled pairs. Its
-    /// score of what the optimizers select is a gold-free signal for stopping rules.
-    pub heldout: bool,
-    /// Each replicate trains its own held-out proxy on its own pairs (drawn from its own
-    /// seed), so a stopping rule's interval covers the held-out proxy's draw too. Off: one
-    /// held-out proxy per world (replicate 0's, shared by the replicates of its world).
-    pub heldout_per_replicate: bool,
-    /// The held-out proxy is like the members of the study's first ensemble (the smallest
-    /// proxies: the first size, the fewest pairs, the lowest noise) instead of the largest
-    /// and best-trained one, so that ensemble's stopping rules read a proxy like their own.
-    pub heldout_like: bool,
-}
-
-impl Default for ProxySpec {
-    fn default() -> Self {
-        let size = |name: &str, layers, width, heads| ProxySizeSpec {
-            name: name.into(),
-            layers,
-            width,
-            heads,
-        };
-        Self {
-            sizes: vec![size("xs", 1, 8, 2), size("s", 2, 16, 2), size("m", 2, 40, 4)],
-            data_sizes: vec![2000, 8000],
-            noise: vec![0.0],
-            members: 3,
-            bootstrap: false,
-            epochs: 3,
-            batch: 64,
-            lr: 3e-3,
-            heldout: true,
-            heldout_per_replicate: true,
-            heldout_like: false,
-        }
-    }
-}
-
-/// Best-of-n against every proxy ensemble, from one pool of π_ref samples.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BonSpec {
-    pub enabled: bool,
-    /// Held-out evaluation prompts.
-    pub prompts: usize,
-    /// π_ref samples per prompt (N); n runs over powers of two up to N, and N.
-    pub pool: usize,
-    /// λ of each `uwo` aggregator (mean − λ·population variance); 0 means no penalty.
-    pub uwo_lambdas: Vec<f64>,
-    /// λ of each `mean_std` aggregator (mean − λ·std); empty for none.
-    pub mean_std_lambdas: Vec<f64>,
-    /// Add the median aggregator.
-    pub median: bool,
-    /// Prompts per best-of-n cell: each cell samples and scores the pools of this many
-    /// prompts, so a large study splits into cells a shard or an array task can take. The
-    /// results do not depend on it.
-    pub prompts_per_cell: usize,
-}
-
-impl Default for BonSpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            prompts: 32,
-            pool: 4096,
-            uwo_lambdas: vec![0.5],
-            mean_std_lambdas: vec![],
-            median: true,
-            prompts_per_cell: 8,
-        }
-    }
-}
-
-impl BonSpec {
-    /// Every aggregator of an ensemble of `k`: each member, mean, wco, uwo(λ)…, median,
-    /// mean_std(λ)…. A single model (k = 1) has only itself: every aggregate equals it.
-    pub fn aggregators(&self, k: usize) -> Vec<crate::stats::aggregate::Aggregator> {
-        use crate::stats::aggregate::Aggregator as A;
-        let mut v: Vec<A> = (0..k).map(A::Member).collect();
-        if k == 1 {
-            return v;
-        }
-        v.extend([A::Mean, A::Wco]);
-        v.extend(self.uwo_lambdas.iter().map(|&l| A::Uwo(l)));
-        if self.median {
-            v.push(A::Median);
-        }
-        v.extend(self.mean_std_lambdas.iter().map(|&l| A::MeanStd(l)));
-        v
-    }
-}
-
-/// PPO against proxy ensembles: one run per (ensemble, aggregator, β).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PpoSpec {
-    pub enabled: bool,
-    /// Proxy sizes (names) whose ensembles PPO optimizes against; empty: the first size.
-    pub sizes: Vec<String>,
-    /// Training-pair counts of those ensembles; empty: the first data size.
-    pub data_sizes: Vec<usize>,
-    /// Label-noise levels of those ensembles; empty: every level.
-    pub noise: Vec<f64>,
-    /// KL-penalty coefficients β (reward − β·k1 per response token); 0 is no penalty.
-    pub kl_penalties: Vec<f64>,
-    /// Single members optimized alone (members 0..single_members), besides the aggregates.
-    pub single_members: usize,
-    /// Ensemble aggregators: any of "mean", "wco", "uwo", "median", "mean_std".
-    pub aggregators: Vec<String>,
-    /// λ of each `uwo` (mean − λ·population variance); 0.1 is the literature's PPO value.
-    pub uwo_lambdas: Vec<f64>,
-    /// λ of each `mean_std` (mean − λ·std).
-    pub mean_std_lambdas: Vec<f64>,
-    /// PPO updates per run (one rollout each).
-    pub updates: usize,
-    /// Prompts per rollout (one response each).
-    pub rollout: usize,
-    /// Minibatch size (sequences) and passes over each rollout.
-    pub minibatch: usize,
-    pub epochs: usize,
-    /// Learning rate of PPO's optimizer ([`crate::methods::ppo::PPO_OPTIMIZER`]: plain Adam, no
-    /// weight decay), constant over the run.
-    pub lr: f64,
-    /// Clip range of the probability ratio and of the value change.
-    pub clip: f64,
-    pub value_clip: f64,
-    /// Weight of the value loss and of the entropy bonus in the total loss.
-    pub value_coef: f64,
-    pub entropy_coef: f64,
-    /// GAE λ and discount γ.
-    pub gae_lambda: f64,
-    pub gamma: f64,
-    pub max_grad_norm: f64,
-    /// Evaluate every this many updates (and at update 0 and at the end).
-    pub eval_every: usize,
-    /// Held-out prompts per evaluation (one fresh sample each, temperature 1).
-    pub eval_prompts: usize,
-    /// Stop a run once its measured KL (k1, nats) passes this budget; none by default.
-    pub kl_budget: Option<f64>,
-}
-
-impl Default for PpoSpec {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            sizes: vec![],
-            data_sizes: vec![],
-            noise: vec![],
-            kl_penalties: vec![0.0, 0.1],
-            single_members: 1,
-            aggregators: vec!["mean".into(), "wco".into(), "uwo".into()],
-            uwo_lambdas: vec![0.1],
-            mean_std_lambdas: vec![],
-            updates: 60,
-            rollout: 64,
-            minibatch: 32,
-            epochs: 4,
-            lr: 3e-4,
-            clip: 0.2,
-            value_clip: 0.2,
-            value_coef: 0.1,
-            entropy_coef: 0.0,
-            gae_lambda: 0.95,
-            gamma: 1.0,
-            max_grad_norm: 1.0,
-            eval_every: 5,
-            eval_prompts: 256,
-            kl_budget: None,
-        }
-    }
-}
-
-impl PpoSpec {
-    /// Evaluation checkpoints of a run that is not stopped early (`kl_budget`): update 0,
-    /// every `eval_every`-th update and the last ([`crate::methods::ppo::train`]).
-    pub fn checkpoints(&self) -> usize {
-        let every = self.eval_every.max(1);
-        1 + self.updates / every + usize::from(self.updates % every != 0)
-    }
-
-    /// Aggregators of a PPO sweep over an ensemble of `k`: the single members asked for,
-    /// then the named aggregates (only when k > 1: one model has nothing to aggregate).
-    pub fn aggregator_list(&self, k: usize) -> Vec<crate::stats::aggregate::Aggregator> {
-        use crate::stats::aggregate::Aggregator as A;
-        let mut v: Vec<A> = (0..self.single_members).map(A::Member).collect();
-        if k == 1 {
-            return v;
-        }
-        for name in &self.aggregators {
-            match name.as_str() {
-                "mean" => v.push(A::Mean),
-                "wco" => v.push(A::Wco),
-                "median" => v.push(A::Median),
-                "uwo" => v.extend(self.uwo_lambdas.iter().map(|&l| A::Uwo(l))),
-                "mean_std" => v.extend(self.mean_std_lambdas.iter().map(|&l| A::MeanStd(l))),
-                _ => unreachable!("validated"),
-            }
-        }
-        v
-    }
-}
 
 /// A validated experiment. Everything downstream trusts these values.
 #[derive(Debug, Clone, Serialize)]
@@ -497,12 +175,6 @@ impl Experiment {
         }
     }
 
-    /// The world of replicate 0 (every replicate's, unless `world.per_replicate`). Its shapes
-    /// (vocabulary, sequence length) are every world's.
-    pub fn world(&self) -> WorldConfig {
-        self.world_of(0)
-    }
-
     /// The world replicate `r` runs in: its own (`r`) when `world.per_replicate`, else 0.
     pub fn world_index(&self, r: usize) -> usize {
         if self.world.per_replicate {
@@ -532,8 +204,10 @@ impl Experiment {
         }
     }
 
-    /// World `w`.
-    pub fn world_of(&self, w: usize) -> WorldConfig {
+    /// World `w` (0: replicate 0's, every replicate's unless `world.per_replicate`), drawn
+    /// from the `[world]` spec (`self.world`) in its seed. Every world has world 0's shapes
+    /// (vocabulary, sequence length).
+    pub fn world_config(&self, w: usize) -> WorldConfig {
         WorldConfig::from_spec(&self.world, self.world_seed(w))
     }
 
@@ -548,17 +222,17 @@ impl Experiment {
 
     /// Transformer shape of the reference policy.
     pub fn policy_arch(&self) -> TransformerConfig {
-        TransformerConfig::new(&self.world(), self.policy.layers, self.policy.width, self.policy.heads)
+        TransformerConfig::new(&self.world_config(0), self.policy.layers, self.policy.width, self.policy.heads)
     }
 
     /// Transformer shape of the gold RM.
     pub fn gold_arch(&self) -> TransformerConfig {
-        TransformerConfig::new(&self.world(), self.gold.layers, self.gold.width, self.gold.heads)
+        TransformerConfig::new(&self.world_config(0), self.gold.layers, self.gold.width, self.gold.heads)
     }
 
     /// Transformer shape of one proxy size.
     pub fn proxy_arch(&self, size: &ProxySizeSpec) -> TransformerConfig {
-        TransformerConfig::new(&self.world(), size.layers, size.width, size.heads)
+        TransformerConfig::new(&self.world_config(0), size.layers, size.width, size.heads)
     }
 
     /// The study's first ensemble, the smallest proxies: the first size, the fewest pairs, the

@@ -97,7 +97,7 @@ pub struct ScoreRate {
 /// seeded, not trained: the rate depends on the shape alone.
 pub fn bench_scoring(exp: &crate::Experiment, device: &candle_core::Device, samples: usize) -> Result<Vec<ScoreRate>> {
     use candle_nn::{VarBuilder, VarMap};
-    let world = exp.world();
+    let world = exp.world_config(0);
     let mut rng = crate::seed::rng(exp.seed, "bench/score");
     let (prompts, responses) = crate::train::sft::demonstrations(&world, samples.max(1), &mut rng);
     let set = crate::model::policy::encode_all(&world, &prompts, &responses);

@@ -38,6 +38,33 @@ pub trait Method: Sync {
     /// What its cells among `cells` (every cell of the plan, in plan order) become; `proxies`
     /// are the plan's proxy cells, `store` the store's folder (for errors).
     fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], store: &Path) -> Result<Assembled>;
+    /// Its per-unit table, which the conclusions are recomputed from, and how it reads back.
+    fn unit_table(&self) -> UnitTable;
+}
+
+/// How a method's per-unit table reads back into curves of units: one row per unit (prompt)
+/// of a point of a curve, with the columns `replicate`, `ensemble`, `aggregator`, `lambda`,
+/// `prompt`, `gold`, `proxy`, `member_M`, `heldout`, and the ones below.
+pub struct UnitTable {
+    /// The table's stem in a results folder (`bon_units`).
+    pub stem: &'static str,
+    /// The column that orders a curve's points (`n`, `step`).
+    pub point: &'static str,
+    /// A point's name in claims (`n=4`, `step 5`).
+    pub at: fn(u64) -> String,
+    /// A point's KL (nats): read from a column, or computed from the point.
+    pub kl: PointKl,
+    /// Whether the table has a `kl_penalty` column (β of each row).
+    pub kl_penalty: bool,
+    /// Whether the table has a `disagreement` column; without one it is recomputed from
+    /// the members.
+    pub disagreement: bool,
+}
+
+/// Where a unit table's KL comes from.
+pub enum PointKl {
+    Column(&'static str),
+    Of(fn(u64) -> f64),
 }
 
 /// A cell of the plan, made or reused, for [`Method::assemble`].
@@ -49,16 +76,29 @@ pub struct Made<'a> {
 }
 
 /// What a method's cells become.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Assembled {
     /// Its curve points, in the curve table's order.
     pub curves: Vec<CurveRow>,
-    /// Its own tables (stem, frame), written beside the curve table; an empty one is left out.
-    pub tables: Vec<(&'static str, DataFrame)>,
+    /// Its own tables, written beside the curve table; an empty one is left out.
+    pub tables: Vec<Table>,
     /// For methods whose runs can fail and go on without them: each run with `trained`,
     /// `reused` or `failed`, and the failed ones' errors (`NAME_runs`, `NAME_failures` in
     /// the manifest).
     pub runs: Option<Runs>,
+}
+
+/// One of a method's own tables: its stem in a results folder, and how its frame is built —
+/// when it is written, one table at a time, so that no two tables' frames are held at once.
+pub struct Table {
+    pub stem: &'static str,
+    pub build: Box<dyn FnOnce() -> Result<DataFrame> + Send>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Table({})", self.stem)
+    }
 }
 
 /// The runs of a method and the ones that failed.

@@ -7,11 +7,9 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use polars::prelude::DataFrame;
-
 use crate::cell::store::{write_atomic, Meta, Origin};
 use crate::error::{Error, Result};
-use crate::methods::{Made, Runs};
+use crate::methods::{Made, Runs, Table};
 use crate::output::table::{self, CurveRow, RmRow};
 use crate::plan::exec::{Event, Exec};
 use crate::plan::kinds::METHODS;
@@ -20,13 +18,13 @@ use crate::train::policy::PolicyCell;
 use crate::train::proxy::ProxyCell;
 
 /// The rows of a results folder.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Rows {
     pub rm: Vec<RmRow>,
     /// Every method's curve points, method by method in the registry's order.
     pub curves: Vec<CurveRow>,
-    /// Every method's own tables (stem, frame), in the registry's order.
-    pub tables: Vec<(&'static str, DataFrame)>,
+    /// Every method's own tables, in the registry's order; empty once written.
+    pub tables: Vec<Table>,
     /// The runs of each method whose runs can fail and go on without them (its name first).
     pub runs: Vec<(&'static str, Runs)>,
     /// Fraction of a one-prompt π_ref pool that repeats an earlier sample.
@@ -125,8 +123,10 @@ pub struct Context<'a> {
     pub started: Instant,
 }
 
-/// Writes the tables, resolved config and manifest of `rows` into `ctx.out`.
-pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
+/// Writes the tables, resolved config and manifest of `rows` into `ctx.out`. Each method's
+/// own tables are written and let go (the report reads them back from disk), so that they
+/// do not stay in memory beside it.
+pub fn write(x: &Exec, rows: &mut Rows, ctx: &Context) -> Result<()> {
     let out = ctx.out;
     let mut tables = serde_json::Map::new();
     let mut record = |files: Vec<(String, String)>| {
@@ -139,8 +139,9 @@ pub fn write(x: &Exec, rows: &Rows, ctx: &Context) -> Result<()> {
         // Figures are drawn by the report, from this table.
         record(table::write(&mut table::curve_frame(&rows.curves)?, out, "curves")?);
     }
-    for (stem, frame) in &rows.tables {
-        record(table::write(&mut frame.clone(), out, stem)?);
+    for t in std::mem::take(&mut rows.tables) {
+        let mut frame = (t.build)()?;
+        record(table::write(&mut frame, out, t.stem)?);
     }
     write_atomic(&out.join("config.resolved.toml"), x.exp.to_toml().as_bytes())?;
     let manifest = manifest(x, rows, ctx, Value::Object(tables));

@@ -1,5 +1,6 @@
-//! The per-unit tables read back into [`UnitCurve`]s for the conclusions: `bon_units`
-//! (best-of-n per prompt and n) and `ppo_units` (PPO per evaluation sample and checkpoint).
+//! The per-unit tables read back into [`UnitCurve`]s for the conclusions, each as its
+//! method's [`UnitTable`] says: `bon_units` (best-of-n per prompt and n), `ppo_units` (PPO per
+//! evaluation sample and checkpoint).
 //!
 //! A curve is one replicate × ensemble × aggregator (× β); its points are ordered by n or
 //! step, its units by prompt. Every point of a curve must have the same prompts, every
@@ -12,6 +13,7 @@ use std::path::Path;
 use crate::stats::aggregate::label as aggregator_label;
 use crate::stats::conclusions::UnitCurve;
 use crate::error::Result;
+use crate::methods::{PointKl, UnitTable};
 use crate::output::table::{read_parquet, Columns};
 
 /// One row's values, before grouping.
@@ -27,8 +29,8 @@ struct Row {
 type Key = (u64, String, String, Option<u64>);
 type Points = BTreeMap<u64, (f64, Vec<Row>)>;
 
-/// Reads `bon_units.parquet` or `ppo_units.parquet` (`method` `bon` or `ppo`).
-pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
+/// Reads the unit table of `method` (named `name`) at `path`, as its [`UnitTable`] says.
+pub fn read(path: &Path, name: &str, table: &UnitTable) -> Result<Vec<UnitCurve>> {
     let df = read_parquet(path)?;
     let c = Columns { df: &df, path };
     let h = df.height();
@@ -47,13 +49,13 @@ pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
         members.push(c.opt_f64(&format!("member_{}", members.len()))?);
     }
     let heldout = c.maybe_f64("heldout")?;
-    let (point, kl, beta, disagreement) = if method == "bon" {
-        let n = c.u64("n")?;
-        let kl = n.iter().map(|&n| crate::methods::bon::kl_bound(n as usize)).collect::<Vec<_>>();
-        (n, kl, vec![None; h], Some(c.f64("disagreement")?))
-    } else {
-        (c.u64("step")?, c.f64("kl")?, c.opt_f64("kl_penalty")?, None)
+    let point = c.u64(table.point)?;
+    let kl = match table.kl {
+        PointKl::Column(name) => c.f64(name)?,
+        PointKl::Of(f) => point.iter().map(|&p| f(p)).collect(),
     };
+    let beta = if table.kl_penalty { c.opt_f64("kl_penalty")? } else { vec![None; h] };
+    let disagreement = if table.disagreement { Some(c.f64("disagreement")?) } else { None };
     let mut curves: BTreeMap<Key, Points> = BTreeMap::new();
     for i in 0..h {
         let m: Vec<f64> = members.iter().filter_map(|col| col[i]).collect();
@@ -78,11 +80,11 @@ pub fn read(path: &Path, method: &str) -> Result<Vec<UnitCurve>> {
     }
     curves
         .into_iter()
-        .map(|(key, points)| curve(method, key, points).map_err(|msg| c.error(msg)))
+        .map(|(key, points)| curve(name, table.at, key, points).map_err(|msg| c.error(msg)))
         .collect()
 }
 
-fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Points) -> std::result::Result<UnitCurve, String> {
+fn curve(method: &str, at: fn(u64) -> String, (replicate, ensemble, aggregator, beta): Key, points: Points) -> std::result::Result<UnitCurve, String> {
     let name = format!("curve {method}/{ensemble}/{aggregator} of replicate {replicate}");
     let single: Option<usize> = crate::stats::aggregate::member_index(&aggregator);
     let mut prompts: Option<Vec<u64>> = None;
@@ -113,7 +115,7 @@ fn curve(method: &str, (replicate, ensemble, aggregator, beta): Key, points: Poi
             return Err(format!("{name}: a prompt appears twice at one point"));
         }
         c.kl.push(kl);
-        c.at.push(if method == "bon" { format!("n={p}") } else { format!("step {p}") });
+        c.at.push(at(p));
         c.gold.push(rows.iter().map(|r| r.gold).collect());
         c.proxy.push(rows.iter().map(|r| r.proxy).collect());
         c.member_mean.push(rows.iter().map(|r| crate::stats::mean_se(&r.members).0).collect());

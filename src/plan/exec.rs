@@ -99,7 +99,7 @@ impl<'a> Exec<'a> {
             plan,
             store,
             device,
-            worlds: (0..exp.worlds()).map(|w| exp.world_of(w)).collect(),
+            worlds: (0..exp.worlds()).map(|w| exp.world_config(w)).collect(),
             loaded: Mutex::new(HashMap::new()),
             reference: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
@@ -134,7 +134,7 @@ impl<'a> Exec<'a> {
     /// store, or made first), and its world's reference set where it standardizes on it.
     fn inputs(&self, i: usize) -> Result<Inputs<'_>> {
         let cell = &self.plan.cells[i];
-        let w = cell.kind.world(self.exp);
+        let w = cell.kind.world_index(self.exp);
         let deps = cell
             .deps
             .iter()
@@ -183,7 +183,7 @@ impl<'a> Exec<'a> {
 
     fn load_or_make(&self, i: usize, pb: &indicatif::ProgressBar) -> Result<Arc<Loaded>> {
         let cell = &self.plan.cells[i];
-        let w = cell.kind.world(self.exp);
+        let w = cell.kind.world_index(self.exp);
         let (loaded, meta, origin) = self.store.get_or_make(
             cell.store_ref(),
             |dir| cell.kind.spec().make(&self.inputs(i)?, dir, pb),
@@ -267,7 +267,7 @@ impl<'a> Exec<'a> {
             let mut worlds: Vec<usize> = todo
                 .iter()
                 .filter(|&&i| self.plan.cells[i].kind.spec().standardizes())
-                .map(|&i| self.plan.cells[i].kind.world(self.exp))
+                .map(|&i| self.plan.cells[i].kind.world_index(self.exp))
                 .collect();
             worlds.dedup();
             for w in worlds {

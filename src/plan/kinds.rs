@@ -56,8 +56,8 @@ impl Kind {
     }
 
     /// The world this cell runs in (see [`crate::config::Experiment::world_index`]).
-    pub fn world(&self, exp: &crate::config::Experiment) -> usize {
-        self.spec().world(exp)
+    pub fn world_index(&self, exp: &crate::config::Experiment) -> usize {
+        self.spec().world_index(exp)
     }
 }
 

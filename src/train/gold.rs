@@ -36,7 +36,7 @@ impl CellKind for GoldCell {
     fn replicate(&self) -> usize {
         self.world
     }
-    fn world(&self, _exp: &Experiment) -> usize {
+    fn world_index(&self, _exp: &Experiment) -> usize {
         self.world
     }
     fn recipe(&self, exp: &Experiment) -> Value {
@@ -54,7 +54,7 @@ impl CellKind for GoldCell {
         env!("GOODHART_CODE_GOLD")
     }
     fn work(&self, exp: &Experiment) -> Work {
-        let seq = exp.world().seq_len() as f64;
+        let seq = exp.world_config(0).seq_len() as f64;
         let (g, reference, val) = (&exp.gold, exp.reference.standardize_samples as f64, exp.preferences.val_pairs as f64);
         let mut w = Work::default();
         w.train((g.steps * g.batch) as f64 * seq, exp.params.gold);

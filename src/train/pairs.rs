@@ -76,7 +76,7 @@ impl CellKind for PairsCell {
         env!("GOODHART_CODE_PAIRS")
     }
     fn work(&self, exp: &Experiment) -> Work {
-        let seq = exp.world().seq_len() as f64;
+        let seq = exp.world_config(0).seq_len() as f64;
         let r = self.replicate;
         let heldout = if exp.proxy.heldout && !exp.proxy.heldout_per_replicate && exp.world_index(r) == r { 2 } else { 1 };
         let n = 2.0 * (exp.proxy.data_sizes.iter().max().copied().unwrap_or(0) * heldout + exp.preferences.val_pairs) as f64;

@@ -34,7 +34,7 @@ impl CellKind for PolicyCell {
     fn replicate(&self) -> usize {
         self.world
     }
-    fn world(&self, _exp: &Experiment) -> usize {
+    fn world_index(&self, _exp: &Experiment) -> usize {
         self.world
     }
     fn recipe(&self, exp: &Experiment) -> Value {
@@ -51,7 +51,7 @@ impl CellKind for PolicyCell {
         env!("GOODHART_CODE_POLICY")
     }
     fn work(&self, exp: &Experiment) -> Work {
-        let seq = exp.world().seq_len() as f64;
+        let seq = exp.world_config(0).seq_len() as f64;
         let (p, policy) = (&exp.policy, exp.params.policy);
         let mut w = Work::default();
         w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);

@@ -186,7 +186,7 @@ impl CellKind for ProxyCell {
         env!("GOODHART_CODE_PROXY")
     }
     fn work(&self, exp: &Experiment) -> Work {
-        let seq = exp.world().seq_len() as f64;
+        let seq = exp.world_config(0).seq_len() as f64;
         let params = exp.params.proxies.iter().find(|(n, _)| *n == self.size.name).map(|p| p.1).unwrap_or(0);
         let mut w = Work::default();
         if self.heldout && exp.proxy.heldout_per_replicate {

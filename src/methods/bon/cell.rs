@@ -64,7 +64,7 @@ impl CellKind for BonCell {
         env!("GOODHART_CODE_BON")
     }
     fn work(&self, exp: &Experiment) -> Work {
-        let seq = exp.world().seq_len() as f64;
+        let seq = exp.world_config(0).seq_len() as f64;
         let n = ((self.end - self.start) * exp.bon.pool) as f64;
         let mut w = Work::default();
         w.infer(n * seq, exp.params.policy);

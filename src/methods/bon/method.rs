@@ -12,7 +12,7 @@ use super::cell::{BonCell, BonUnits, PromptCurves};
 use super::Selection;
 use crate::config::Experiment;
 use crate::error::{Error, Result};
-use crate::methods::{Assembled, Made, Method, Planned};
+use crate::methods::{Assembled, Made, Method, Planned, PointKl, Table, UnitTable};
 use crate::stats::curve::{replicate_suffix, CurveRow};
 use crate::train::proxy::ProxyCell;
 
@@ -48,9 +48,23 @@ impl Method for BestOfN {
         let (curves, merged) = rows(exp, proxies, &units, store)?;
         let mut tables = Vec::new();
         if !merged.is_empty() {
-            tables.push(("bon_units", units_frame(&merged)?));
+            tables.push(Table {
+                stem: "bon_units",
+                build: Box::new(move || units_frame(&merged)),
+            });
         }
         Ok(Assembled { curves, tables, runs: None })
+    }
+
+    fn unit_table(&self) -> UnitTable {
+        UnitTable {
+            stem: "bon_units",
+            point: "n",
+            at: |n| format!("n={n}"),
+            kl: PointKl::Of(|n| super::kl_bound(n as usize)),
+            kl_penalty: false,
+            disagreement: true,
+        }
     }
 }
 

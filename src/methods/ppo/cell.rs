@@ -109,7 +109,7 @@ impl CellKind for PpoCell {
         env!("GOODHART_CODE_PPO")
     }
     fn work(&self, exp: &Experiment) -> Work {
-        let seq = exp.world().seq_len() as f64;
+        let seq = exp.world_config(0).seq_len() as f64;
         let p = &exp.ppo;
         let policy = exp.params.policy;
         let evals = (p.updates / p.eval_every + 2) as f64 * p.eval_prompts as f64;

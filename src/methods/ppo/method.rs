@@ -11,7 +11,7 @@ use super::cell::{ppo_cells, PpoCell, PpoOutcome};
 use super::{Outcome, UpdateStats};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
-use crate::methods::{Assembled, Made, Method, Planned, Runs};
+use crate::methods::{Assembled, Made, Method, Planned, PointKl, Runs, Table, UnitTable};
 use crate::stats::curve::CurveRow;
 use crate::train::proxy::ProxyCell;
 
@@ -54,19 +54,36 @@ impl Method for Ppo {
                     let (rows, updates) = rows(exp, run, proxy, o);
                     out.curves.extend(rows);
                     train.extend(updates);
-                    finished.push((run, o));
+                    finished.push((run.clone(), o.clone()));
                 }
                 Err(msg) => runs.failures.push((run.id(), msg.clone())),
             }
         }
         if !train.is_empty() {
-            out.tables.push(("ppo_train", train_frame(&train)?));
+            out.tables.push(Table {
+                stem: "ppo_train",
+                build: Box::new(move || train_frame(&train)),
+            });
         }
         if !finished.is_empty() {
-            out.tables.push(("ppo_units", units_frame(&finished)?));
+            out.tables.push(Table {
+                stem: "ppo_units",
+                build: Box::new(move || units_frame(&finished)),
+            });
         }
         out.runs = Some(runs);
         Ok(out)
+    }
+
+    fn unit_table(&self) -> UnitTable {
+        UnitTable {
+            stem: "ppo_units",
+            point: "step",
+            at: |step| format!("step {step}"),
+            kl: PointKl::Column("kl"),
+            kl_penalty: true,
+            disagreement: false,
+        }
     }
 }
 
@@ -170,7 +187,7 @@ fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
 /// λ, β), the checkpoint (`step`, its mean k1 `kl`), the `prompt` index, the sample's gold,
 /// aggregated proxy, member scores (`member_M`, empty past the ensemble's size), held-out
 /// proxy score (empty without one) and summed k1 (`kl_k1`).
-fn units_frame(runs: &[(&PpoCell, &Outcome)]) -> Result<DataFrame> {
+fn units_frame(runs: &[(PpoCell, Outcome)]) -> Result<DataFrame> {
     let k_max = runs
         .iter()
         .flat_map(|(_, o)| o.evaluations.iter().map(|e| e.units.members.len()))

@@ -38,15 +38,16 @@ pub(super) fn read(dir: &Path, allow_edited: bool) -> Result<Inputs> {
         verify(&curves_path, sums)?;
     }
     let mut units = Vec::new();
-    for (file, method) in [("bon_units.parquet", "bon"), ("ppo_units.parquet", "ppo")] {
-        let path = dir.join(file);
+    for method in crate::plan::kinds::METHODS {
+        let table = method.unit_table();
+        let path = dir.join(format!("{}.parquet", table.stem));
         if !path.exists() {
             continue;
         }
         if let Some(sums) = &sums {
             verify(&path, sums)?;
         }
-        units.extend(crate::output::units::read(&path, method)?);
+        units.extend(crate::output::units::read(&path, method.name(), &table)?);
     }
     Ok(Inputs {
         rm: table::read_rm(&rm_path)?,

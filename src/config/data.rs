@@ -1,0 +1,101 @@
+//! The preference data and the proxies learnt from it: `[preferences]` (pairs of π_ref
+//! responses labelled by gold) and `[proxy]` (the grid of proxy reward models).
+
+use serde::{Deserialize, Serialize};
+
+/// How preference pairs are labelled by gold.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelMode {
+    /// The response gold scores higher wins.
+    Deterministic,
+    /// Winner drawn with P(a ≻ b) = σ(gold_a − gold_b) (standardized gold).
+    BradleyTerry,
+}
+
+/// Preference data: pairs of π_ref responses to one prompt.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreferenceSpec {
+    pub label: LabelMode,
+    /// Held-out pairs, labelled deterministically by gold without noise.
+    pub val_pairs: usize,
+    /// Each replicate draws its own training pairs (responses and labels) instead of
+    /// sharing replicate 0's; the validation pairs and the held-out proxy's pairs stay
+    /// shared. Replicate 0's pairs are the same either way.
+    pub per_replicate: bool,
+}
+
+impl Default for PreferenceSpec {
+    fn default() -> Self {
+        Self {
+            label: LabelMode::Deterministic,
+            val_pairs: 2000,
+            per_replicate: false,
+        }
+    }
+}
+
+/// One proxy size.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySizeSpec {
+    pub name: String,
+    pub layers: usize,
+    pub width: usize,
+    pub heads: usize,
+}
+
+/// The proxy reward-model grid: sizes × data sizes × noise levels × ensemble members.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySpec {
+    pub sizes: Vec<ProxySizeSpec>,
+    /// Training-pair counts (nested subsets of one pair set).
+    pub data_sizes: Vec<usize>,
+    /// Label-flip rates in [0, 0.5].
+    pub noise: Vec<f64>,
+    /// Ensemble size k; members differ by seed (init and data order).
+    pub members: usize,
+    /// Resample each member's training set with replacement.
+    pub bootstrap: bool,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Also train a held-out proxy, never optimized against: the largest size on the
+    /// largest data size at the lowest noise level, from independently sampled pairs. Its
+    /// score of what the optimizers select is a gold-free signal for stopping rules.
+    pub heldout: bool,
+    /// Each replicate trains its own held-out proxy on its own pairs (drawn from its own
+    /// seed), so a stopping rule's interval covers the held-out proxy's draw too. Off: one
+    /// held-out proxy per world (replicate 0's, shared by the replicates of its world).
+    pub heldout_per_replicate: bool,
+    /// The held-out proxy is like the members of the study's first ensemble (the smallest
+    /// proxies: the first size, the fewest pairs, the lowest noise) instead of the largest
+    /// and best-trained one, so that ensemble's stopping rules read a proxy like their own.
+    pub heldout_like: bool,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        let size = |name: &str, layers, width, heads| ProxySizeSpec {
+            name: name.into(),
+            layers,
+            width,
+            heads,
+        };
+        Self {
+            sizes: vec![size("xs", 1, 8, 2), size("s", 2, 16, 2), size("m", 2, 40, 4)],
+            data_sizes: vec![2000, 8000],
+            noise: vec![0.0],
+            members: 3,
+            bootstrap: false,
+            epochs: 3,
+            batch: 64,
+            lr: 3e-3,
+            heldout: true,
+            heldout_per_replicate: true,
+            heldout_like: false,
+        }
+    }
+}
