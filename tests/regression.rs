@@ -62,32 +62,16 @@ fn results_keyed_by_n_carry_kl_columns() {
     let pt = points.iter().find(|p| p.n == 4).unwrap();
     assert_eq!(pt.kl_bound, 4f64.ln() - 0.75);
     assert!(pt.kl_exact > 0.0 && pt.kl_exact < pt.kl_bound, "{} vs {}", pt.kl_exact, pt.kl_bound);
-    let row = goodhart::output::table::CurveRow {
-        method: "bon".into(),
-        aggregator: Aggregator::Member(0),
-        proxy_size: "xs".into(),
-        proxy_params: 1,
+    let proxy = goodhart::train::proxy::ProxyCell {
+        size: goodhart::config::ProxySizeSpec { name: "xs".into(), layers: 1, width: 8, heads: 1 },
         data_size: 1,
-        label_noise: 0.0,
-        ensemble: "xs/d1/n0.00".into(),
-        n: Some(pt.n as u64),
-        step: None,
-        kl_penalty: None,
-        kl: pt.kl_bound,
-        kl_kind: "bon_bound".into(),
-        kl_k3: None,
-        kl_bound: Some(pt.kl_bound),
-        kl_exact: Some(pt.kl_exact),
-        sqrt_kl: pt.kl_bound.sqrt(),
-        gold: pt.gold,
-        gold_se: pt.gold_se,
-        measures: pt.measures.clone(),
-        gold_below_peak: pt.gold_below_peak,
-        gold_below_peak_se: pt.gold_below_peak_se,
-        prompts: 1,
-        pool: Some(4),
+        noise: 0.0,
+        member: 0,
+        heldout: false,
         replicate: 0,
     };
+    let row = goodhart::methods::bon::method::point_row(pt.clone(), Aggregator::Member(0), &proxy, 1, 1, 4);
+    assert_eq!((row.ensemble.as_str(), row.proxy_params, row.prompts, row.pool), ("xs/d1/n0.00", 1, 1, Some(4)));
     let df = goodhart::output::table::curve_frame(&[row]).unwrap();
     let f = |c: &str| df.column(c).unwrap().f64().unwrap().get(0).unwrap();
     assert_eq!((f("kl"), f("kl_bound"), f("kl_exact")), (pt.kl_bound, pt.kl_bound, pt.kl_exact));

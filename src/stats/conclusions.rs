@@ -620,18 +620,11 @@ fn setting(c: &UnitCurve) -> Setting {
     (c.method.clone(), c.ensemble.clone(), c.kl_penalty.map(f64::to_bits))
 }
 
-/// The order aggregators are listed in: single, mean, median, wco, uwo, mean_std, others.
+/// The order aggregator groups are listed in: `single` (the members), then the aggregators'
+/// own order ([`crate::stats::aggregate::order`]: mean, median, wco, uwo, mean_std, others).
 fn group_rank(g: &str) -> (u8, String) {
-    let r = match g.split('(').next().unwrap_or(g) {
-        "single" => 0,
-        "mean" => 1,
-        "median" => 2,
-        "wco" => 3,
-        "uwo" => 4,
-        "mean_std" => 5,
-        _ => 6,
-    };
-    (r, g.to_string())
+    let rank = if g == "single" { 0 } else { crate::stats::aggregate::order(g.split('(').next().unwrap_or(g)).0 };
+    (rank, g.to_string())
 }
 
 fn beta_text(b: Option<f64>) -> String {

@@ -9,9 +9,10 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::cell::{BonCell, BonUnits, PromptCurves};
-use super::Selection;
+use super::{BonPoint, Selection};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
+use crate::stats::aggregate::Aggregator;
 use crate::methods::{Assembled, Made, Method, Planned, PointKl, Table, UnitTable};
 use crate::stats::curve::{replicate_suffix, CurveRow};
 use crate::train::proxy::ProxyCell;
@@ -103,32 +104,7 @@ fn rows(exp: &Experiment, proxies: &[&ProxyCell], units: &[&BonUnits], store: &P
                 .expect("a curve's ensemble is in the grid");
             let params = exp.proxy_arch(&proxy.size).reward_params() as u64;
             for pt in super::summarize(&per, ns) {
-                rows.push(CurveRow {
-                    method: "bon".into(),
-                    aggregator: c.aggregator,
-                    proxy_size: proxy.size.name.clone(),
-                    proxy_params: params,
-                    data_size: proxy.data_size as u64,
-                    label_noise: proxy.noise,
-                    ensemble: c.ensemble.clone(),
-                    n: Some(pt.n as u64),
-                    step: None,
-                    kl_penalty: None,
-                    kl: pt.kl_bound,
-                    kl_kind: "bon_bound".into(),
-                    kl_k3: None,
-                    kl_bound: Some(pt.kl_bound),
-                    kl_exact: Some(pt.kl_exact),
-                    sqrt_kl: pt.kl_bound.sqrt(),
-                    gold: pt.gold,
-                    gold_se: pt.gold_se,
-                    measures: pt.measures,
-                    gold_below_peak: pt.gold_below_peak,
-                    gold_below_peak_se: pt.gold_below_peak_se,
-                    prompts: b.prompts as u64,
-                    pool: Some(b.pool as u64),
-                    replicate: r as u64,
-                });
+                rows.push(point_row(pt, c.aggregator, proxy, params, b.prompts, b.pool));
             }
             all.curves.push(PromptCurves { per, ..c.clone() });
         }
@@ -153,4 +129,36 @@ fn units_frame(units: &[BonUnits]) -> Result<DataFrame> {
         });
     }
     Ok(all.unwrap_or_default())
+}
+
+/// The curve row of best-of-n point `pt` through `aggregator`, over the ensemble of `proxy`
+/// (one of its members; `params` its parameters), summarized over `prompts` prompts with
+/// pools of `pool`.
+pub fn point_row(pt: BonPoint, aggregator: Aggregator, proxy: &ProxyCell, params: u64, prompts: usize, pool: usize) -> CurveRow {
+    CurveRow {
+        method: "bon".into(),
+        aggregator,
+        proxy_size: proxy.size.name.clone(),
+        proxy_params: params,
+        data_size: proxy.data_size as u64,
+        label_noise: proxy.noise,
+        ensemble: proxy.ensemble_id(),
+        n: Some(pt.n as u64),
+        step: None,
+        kl_penalty: None,
+        kl: pt.kl_bound,
+        kl_kind: "bon_bound".into(),
+        kl_k3: None,
+        kl_bound: Some(pt.kl_bound),
+        kl_exact: Some(pt.kl_exact),
+        sqrt_kl: pt.kl_bound.sqrt(),
+        gold: pt.gold,
+        gold_se: pt.gold_se,
+        measures: pt.measures,
+        gold_below_peak: pt.gold_below_peak,
+        gold_below_peak_se: pt.gold_below_peak_se,
+        prompts: prompts as u64,
+        pool: Some(pool as u64),
+        replicate: proxy.replicate as u64,
+    }
 }
