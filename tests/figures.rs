@@ -175,7 +175,7 @@ fn lines_are_kept_apart_by_aggregator_and_beta() {
     }
     rows.extend(other);
     let s = expected_series(&rows, Measure::Gold);
-    assert_eq!(s.iter().map(|s| s.aggregator.as_str()).collect::<Vec<_>>(), vec!["mean", "wco"]);
+    assert_eq!(s.iter().map(|s| s.line.aggregator.name()).collect::<Vec<_>>(), vec!["mean", "wco"]);
     assert!(close(s[0].points[1].mean, 2.0) && close(s[1].points[1].mean, 6.0));
 }
 

@@ -140,7 +140,7 @@ pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
             for &data in &datas {
                 for (params, size) in &sizes {
                     let cell: Vec<&ExpectedSeries> =
-                        all.iter().filter(|s| s.data_size == data && &s.proxy_size == size).collect();
+                        all.iter().filter(|s| s.line.data_size == data && &s.line.proxy_size == size).collect();
                     panels.push(Panel {
                         title: format!("proxy {size} ({params} params), {data} pairs, noise {noise:.2}"),
                         lines: lines(&cell, true),
@@ -174,15 +174,15 @@ fn lines(cell: &[&ExpectedSeries], members_grey: bool) -> Vec<Line> {
     let mut colour = 0;
     let mut out = Vec::new();
     for s in cell {
-        let agg = &s.aggregator;
-        let single = crate::stats::aggregate::member_index(agg).is_some();
+        let agg = s.line.aggregator;
+        let single = agg.member().is_some();
         let member = single && !lone && members_grey;
-        let label = match s.lambda {
-            Some(l) => crate::stats::aggregate::label(agg, Some(l)),
+        let label = match agg.lambda() {
+            Some(_) => agg.label(),
             None if member => "single members (mean)".to_string(),
             None if lone => "single proxy".to_string(),
-            None if single => format!("{agg} alone"),
-            None => agg.clone(),
+            None if single => format!("{} alone", agg.name()),
+            None => agg.name(),
         };
         let line = if member {
             Line::of(s, label, MEMBER_GREY, 1, false)
@@ -431,7 +431,7 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
     let mut noises: Vec<f64> = ppo.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
-    let beta_of = |s: &ExpectedSeries| s.kl_penalty.unwrap_or(0.0).to_bits();
+    let beta_of = |s: &ExpectedSeries| s.line.kl_penalty.unwrap_or(0.0).to_bits();
     for noise in noises {
         let sub: Vec<CurveRow> = ppo.iter().filter(|r| r.label_noise == noise).cloned().collect();
         let ensembles = distinct(sub.iter().map(|r| r.ensemble.clone()));
@@ -445,7 +445,7 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
             let mut panels = Vec::new();
             for e in &ensembles {
                 for &b in &betas {
-                    let cell: Vec<&ExpectedSeries> = all.iter().filter(|s| &s.ensemble == e && beta_of(s) == b).collect();
+                    let cell: Vec<&ExpectedSeries> = all.iter().filter(|s| &s.line.ensemble == e && beta_of(s) == b).collect();
                     panels.push(Panel {
                         title: format!("PPO vs {e}, β = {}", f64::from_bits(b)),
                         lines: lines(&cell, false),
@@ -461,23 +461,20 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                 gold_series = all;
             }
         }
-        let aggs = distinct(gold_series.iter().map(|s| (s.aggregator.clone(), s.lambda.map(f64::to_bits))));
+        let aggs = distinct(gold_series.iter().map(|s| s.line.aggregator));
         let mut panels = Vec::new();
         for e in &ensembles {
-            for (agg, lambda) in &aggs {
+            for agg in &aggs {
                 let mut lines = Vec::new();
                 for (i, &b) in betas.iter().enumerate() {
                     let found = gold_series.iter().find(|s| {
-                        &s.ensemble == e && &s.aggregator == agg && s.lambda.map(f64::to_bits) == *lambda && beta_of(s) == b
+                        &s.line.ensemble == e && s.line.aggregator == *agg && beta_of(s) == b
                     });
                     if let Some(s) = found {
                         lines.push(Line::of(s, format!("β = {}", f64::from_bits(b)), PALETTE[i % PALETTE.len()], 2, true));
                     }
                 }
-                let agg_label = match lambda {
-                    Some(l) => crate::stats::aggregate::label(agg, Some(f64::from_bits(*l))),
-                    None => agg.clone(),
-                };
+                let agg_label = agg.label();
                 panels.push(Panel {
                     title: format!("PPO vs {e}, {agg_label}"),
                     lines,

@@ -19,6 +19,7 @@
 //! never runs backwards through its points.
 
 use crate::output::table::CurveRow;
+use crate::stats::curve::Line;
 
 /// Which value of a curve row a series carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,15 +70,7 @@ pub struct ReplicateCurve {
 /// The expected curve of one line and the curves it averages.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpectedSeries {
-    pub method: String,
-    pub ensemble: String,
-    pub aggregator: String,
-    pub lambda: Option<f64>,
-    pub kl_penalty: Option<f64>,
-    pub proxy_size: String,
-    pub proxy_params: u64,
-    pub data_size: u64,
-    pub label_noise: f64,
+    pub line: Line,
     /// Replicates averaged (R).
     pub replicates: usize,
     /// Points every replicate has, in order of optimization.
@@ -162,15 +155,7 @@ pub fn expected_series(rows: &[CurveRow], measure: Measure) -> Vec<ExpectedSerie
                 .collect();
             let first = members[0];
             ExpectedSeries {
-                method: first.method.clone(),
-                ensemble: first.ensemble.clone(),
-                aggregator: first.aggregator.name(),
-                lambda: first.aggregator.lambda(),
-                kl_penalty: first.kl_penalty,
-                proxy_size: first.proxy_size.clone(),
-                proxy_params: first.proxy_params,
-                data_size: first.data_size,
-                label_noise: first.label_noise,
+                line: first.line(),
                 replicates: reps.len(),
                 points,
                 curves,

@@ -18,24 +18,16 @@ use std::cmp::Ordering;
 
 use crate::stats::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
 use crate::stats::aggregate::Aggregator;
-use crate::stats::curve::CurveRow;
+use crate::stats::curve::{CurveRow, Line};
 use crate::stats::stopping::{at_kl, regret, Regret, Rule, Series};
 
-/// What identifies a curve, with the proxy configuration it was optimized against.
+/// What identifies a curve: its line (method, ensemble and its proxies, aggregator, β) and
+/// its replicate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveId {
-    /// [`CurveRow::curve_key`]: `METHOD/ENSEMBLE/AGGREGATOR[(λ)][/bβ]`.
+    /// [`CurveRow::curve_key`]: `METHOD/ENSEMBLE/AGGREGATOR[(λ)][/bβ]`, `/rR` for R > 0.
     pub key: String,
-    pub method: String,
-    pub ensemble: String,
-    pub aggregator: Aggregator,
-    /// PPO's KL-penalty coefficient β (none for best-of-n).
-    pub kl_penalty: Option<f64>,
-    pub proxy_size: String,
-    pub proxy_params: u64,
-    /// Training pairs of the ensemble's proxies.
-    pub data_size: u64,
-    pub label_noise: f64,
+    pub line: Line,
     pub replicate: u64,
 }
 
@@ -43,39 +35,32 @@ impl CurveId {
     fn of(r: &CurveRow) -> Self {
         Self {
             key: r.curve_key(),
-            method: r.method.clone(),
-            ensemble: r.ensemble.clone(),
-            aggregator: r.aggregator,
-            kl_penalty: r.kl_penalty,
-            proxy_size: r.proxy_size.clone(),
-            proxy_params: r.proxy_params,
-            data_size: r.data_size,
-            label_noise: r.label_noise,
+            line: r.line(),
             replicate: r.replicate,
         }
     }
 
     /// The aggregator with its λ: `uwo(0.5)`, `mean`.
     pub fn aggregator_label(&self) -> String {
-        self.aggregator.label()
+        self.line.aggregator.label()
     }
 
     /// The member index of a single-member curve (`member3` → 3).
     pub fn single_member(&self) -> Option<usize> {
-        self.aggregator.member()
+        self.line.aggregator.member()
     }
 
     /// The sort order of the module doc.
     fn order(&self, other: &Self) -> Ordering {
-        self.method
-            .cmp(&other.method)
-            .then(self.label_noise.total_cmp(&other.label_noise))
-            .then(self.proxy_params.cmp(&other.proxy_params))
-            .then(self.proxy_size.cmp(&other.proxy_size))
-            .then(self.data_size.cmp(&other.data_size))
-            .then(self.ensemble.cmp(&other.ensemble))
-            .then(cmp_opt(self.kl_penalty, other.kl_penalty))
-            .then(self.aggregator.order(&other.aggregator))
+        self.line.method
+            .cmp(&other.line.method)
+            .then(self.line.label_noise.total_cmp(&other.line.label_noise))
+            .then(self.line.proxy_params.cmp(&other.line.proxy_params))
+            .then(self.line.proxy_size.cmp(&other.line.proxy_size))
+            .then(self.line.data_size.cmp(&other.line.data_size))
+            .then(self.line.ensemble.cmp(&other.line.ensemble))
+            .then(cmp_opt(self.line.kl_penalty, other.line.kl_penalty))
+            .then(self.line.aggregator.order(&other.line.aggregator))
             .then(self.key.cmp(&other.key))
     }
 }
@@ -177,7 +162,7 @@ impl Curve {
 
     /// The functional form of this curve's method: best-of-n or RL (PPO and anything else).
     pub fn form(&self) -> Form {
-        if self.id.method == "bon" {
+        if self.id.line.method == "bon" {
             Form::BestOfN
         } else {
             Form::Rl
@@ -379,17 +364,17 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
         let mut groups: Vec<Group> = Vec::new();
         for (f, fit) in &gold {
             let (x, fixed) = match axis {
-                Axis::ProxyParams => (f.id.proxy_params, f.id.data_size),
-                Axis::DataSize => (f.id.data_size, f.id.proxy_params),
+                Axis::ProxyParams => (f.id.line.proxy_params, f.id.line.data_size),
+                Axis::DataSize => (f.id.line.data_size, f.id.line.proxy_params),
             };
             if x == 0 {
                 continue;
             }
             let same = |g: &CurveId, gf: u64| {
-                g.method == f.id.method
-                    && g.aggregator == f.id.aggregator
-                    && g.kl_penalty == f.id.kl_penalty
-                    && g.label_noise == f.id.label_noise
+                g.line.method == f.id.line.method
+                    && g.line.aggregator == f.id.line.aggregator
+                    && g.line.kl_penalty == f.id.line.kl_penalty
+                    && g.line.label_noise == f.id.line.label_noise
                     && gf == fixed
             };
             let x = (x as f64).log10();
@@ -399,11 +384,11 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
             }
         }
         groups.sort_by(|a, b| {
-            a.0.method
-                .cmp(&b.0.method)
-                .then(a.0.label_noise.total_cmp(&b.0.label_noise))
-                .then(a.0.aggregator.order(&b.0.aggregator))
-                .then(cmp_opt(a.0.kl_penalty, b.0.kl_penalty))
+            a.0.line.method
+                .cmp(&b.0.line.method)
+                .then(a.0.line.label_noise.total_cmp(&b.0.line.label_noise))
+                .then(a.0.line.aggregator.order(&b.0.line.aggregator))
+                .then(cmp_opt(a.0.line.kl_penalty, b.0.line.kl_penalty))
                 .then(a.1.cmp(&b.1))
         });
         for (id, fixed, pts) in &groups {
@@ -420,10 +405,10 @@ pub fn scaling(fits: &[FitRow]) -> Vec<ScalingRow> {
                 }
                 if let Some(fit) = linear_fit(&xs, &ys) {
                     out.push(ScalingRow {
-                        method: id.method.clone(),
-                        aggregator: id.aggregator,
-                        kl_penalty: id.kl_penalty,
-                        label_noise: id.label_noise,
+                        method: id.line.method.clone(),
+                        aggregator: id.line.aggregator,
+                        kl_penalty: id.line.kl_penalty,
+                        label_noise: id.line.label_noise,
                         axis,
                         fixed_value: *fixed,
                         coefficient: name,
@@ -595,13 +580,13 @@ pub struct AggRow {
 pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
     type Cell<'a> = (&'a CurveId, Vec<&'a Curve>);
     let same_cell = |a: &CurveId, b: &CurveId| {
-        a.method == b.method
-            && a.ensemble == b.ensemble
-            && a.proxy_size == b.proxy_size
-            && a.proxy_params == b.proxy_params
-            && a.data_size == b.data_size
-            && a.label_noise == b.label_noise
-            && a.kl_penalty == b.kl_penalty
+        a.line.method == b.line.method
+            && a.line.ensemble == b.line.ensemble
+            && a.line.proxy_size == b.line.proxy_size
+            && a.line.proxy_params == b.line.proxy_params
+            && a.line.data_size == b.line.data_size
+            && a.line.label_noise == b.line.label_noise
+            && a.line.kl_penalty == b.line.kl_penalty
     };
     let mut cells: Vec<Cell> = Vec::new();
     for c in curves {
@@ -613,13 +598,13 @@ pub fn aggregators(curves: &[Curve]) -> Vec<AggRow> {
     let mut out = Vec::new();
     for (cid, members) in &cells {
         let row = |aggregator: String, measure, kl, gold, se, se_over, replicates| AggRow {
-            method: cid.method.clone(),
-            proxy_size: cid.proxy_size.clone(),
-            proxy_params: cid.proxy_params,
-            data_size: cid.data_size,
-            label_noise: cid.label_noise,
-            kl_penalty: cid.kl_penalty,
-            ensembles: cid.ensemble.clone(),
+            method: cid.line.method.clone(),
+            proxy_size: cid.line.proxy_size.clone(),
+            proxy_params: cid.line.proxy_params,
+            data_size: cid.line.data_size,
+            label_noise: cid.line.label_noise,
+            kl_penalty: cid.line.kl_penalty,
+            ensembles: cid.line.ensemble.clone(),
             aggregator,
             measure,
             kl,

@@ -73,7 +73,40 @@ pub struct CurveRow {
     pub replicate: u64,
 }
 
+/// What a curve is of: the method, the ensemble optimized against (and its proxies' size,
+/// data and noise), the aggregator and β — the same for every point of a curve and for the
+/// curve of every replicate. The identity of a line across replicates and of a replicate's
+/// curve alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub method: String,
+    /// `SIZE/dDATA/nNOISE`.
+    pub ensemble: String,
+    pub aggregator: Aggregator,
+    /// PPO's KL-penalty coefficient β (none for best-of-n).
+    pub kl_penalty: Option<f64>,
+    pub proxy_size: String,
+    pub proxy_params: u64,
+    /// Training pairs of the ensemble's proxies.
+    pub data_size: u64,
+    pub label_noise: f64,
+}
+
 impl CurveRow {
+    /// The line this point is on.
+    pub fn line(&self) -> Line {
+        Line {
+            method: self.method.clone(),
+            ensemble: self.ensemble.clone(),
+            aggregator: self.aggregator,
+            kl_penalty: self.kl_penalty,
+            proxy_size: self.proxy_size.clone(),
+            proxy_params: self.proxy_params,
+            data_size: self.data_size,
+            label_noise: self.label_noise,
+        }
+    }
+
     /// Identifies the curve this point belongs to: method, ensemble, aggregator with λ, β.
     pub fn curve_key(&self) -> String {
         format!("{}{}", self.line_key(), replicate_suffix(self.replicate as usize))

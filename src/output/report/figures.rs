@@ -33,9 +33,9 @@ pub(super) fn curve_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>
 pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
     let single: Vec<&FitRow> = fits
         .iter()
-        .filter(|f| f.target == Target::Gold && f.id.aggregator == crate::stats::aggregate::Aggregator::Member(0) && f.fit.is_some())
+        .filter(|f| f.target == Target::Gold && f.id.line.aggregator == crate::stats::aggregate::Aggregator::Member(0) && f.fit.is_some())
         .collect();
-    let mut noises: Vec<f64> = single.iter().map(|f| f.id.label_noise).collect();
+    let mut noises: Vec<f64> = single.iter().map(|f| f.id.line.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
     let mut panels = Vec::new();
@@ -43,8 +43,8 @@ pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
     // Replicates per (line, size), over every panel: for the header.
     let (mut fewest, mut most) = (usize::MAX, 0usize);
     for (method, name, form) in [("bon", "best-of-n", Form::BestOfN), ("ppo", "PPO", Form::Rl)] {
-        let mine: Vec<&FitRow> = single.iter().copied().filter(|f| f.id.method == method).collect();
-        let mut sizes: Vec<u64> = mine.iter().map(|f| f.id.proxy_params).collect();
+        let mine: Vec<&FitRow> = single.iter().copied().filter(|f| f.id.line.method == method).collect();
+        let mut sizes: Vec<u64> = mine.iter().map(|f| f.id.line.proxy_params).collect();
         sizes.sort_unstable();
         sizes.dedup();
         if sizes.len() < 2 {
@@ -52,11 +52,11 @@ pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
         }
         rows += 1;
         let label = |f: &FitRow| {
-            let mut l = format!("{} pairs", f.id.data_size);
+            let mut l = format!("{} pairs", f.id.line.data_size);
             if noises.len() > 1 {
-                let _ = write!(l, ", noise {}", f.id.label_noise);
+                let _ = write!(l, ", noise {}", f.id.line.label_noise);
             }
-            if let Some(b) = f.id.kl_penalty {
+            if let Some(b) = f.id.line.kl_penalty {
                 let _ = write!(l, ", KL penalty {b}");
             }
             l
@@ -97,9 +97,9 @@ pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
                     }
                 };
                 let sizes = &mut by[i].1;
-                match sizes.iter_mut().find(|(p, _)| *p == f.id.proxy_params) {
+                match sizes.iter_mut().find(|(p, _)| *p == f.id.line.proxy_params) {
                     Some((_, v)) => v.push(y),
-                    None => sizes.push((f.id.proxy_params, vec![y])),
+                    None => sizes.push((f.id.line.proxy_params, vec![y])),
                 }
             }
             let mut lines: Vec<plot::XyLine> = Vec::new();

@@ -14,23 +14,23 @@ fn id_columns<'a>(ids: impl Iterator<Item = &'a CurveId> + Clone) -> Vec<Column>
     let s = |f: fn(&CurveId) -> String| ids.clone().map(f).collect::<Vec<_>>();
     vec![
         Column::new("curve".into(), s(|i| i.key.clone())),
-        Column::new("method".into(), s(|i| i.method.clone())),
-        Column::new("ensemble".into(), s(|i| i.ensemble.clone())),
-        Column::new("proxy_size".into(), s(|i| i.proxy_size.clone())),
+        Column::new("method".into(), s(|i| i.line.method.clone())),
+        Column::new("ensemble".into(), s(|i| i.line.ensemble.clone())),
+        Column::new("proxy_size".into(), s(|i| i.line.proxy_size.clone())),
         Column::new(
             "proxy_params".into(),
-            ids.clone().map(|i| i.proxy_params).collect::<Vec<_>>(),
+            ids.clone().map(|i| i.line.proxy_params).collect::<Vec<_>>(),
         ),
-        Column::new("data_size".into(), ids.clone().map(|i| i.data_size).collect::<Vec<_>>()),
+        Column::new("data_size".into(), ids.clone().map(|i| i.line.data_size).collect::<Vec<_>>()),
         Column::new(
             "label_noise".into(),
-            ids.clone().map(|i| i.label_noise).collect::<Vec<_>>(),
+            ids.clone().map(|i| i.line.label_noise).collect::<Vec<_>>(),
         ),
-        Column::new("aggregator".into(), s(|i| i.aggregator.name())),
-        Column::new("lambda".into(), ids.clone().map(|i| i.aggregator.lambda()).collect::<Vec<_>>()),
+        Column::new("aggregator".into(), s(|i| i.line.aggregator.name())),
+        Column::new("lambda".into(), ids.clone().map(|i| i.line.aggregator.lambda()).collect::<Vec<_>>()),
         Column::new(
             "kl_penalty".into(),
-            ids.clone().map(|i| i.kl_penalty).collect::<Vec<_>>(),
+            ids.clone().map(|i| i.line.kl_penalty).collect::<Vec<_>>(),
         ),
         Column::new("replicate".into(), ids.clone().map(|i| i.replicate).collect::<Vec<_>>()),
     ]

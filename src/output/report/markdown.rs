@@ -53,7 +53,7 @@ fn header(cells: &[&str]) -> String {
 
 /// The PPO KL penalty of a curve, or "—" for best-of-n.
 fn penalty(id: &CurveId) -> String {
-    id.kl_penalty.map_or("—".to_string(), |b| b.to_string())
+    id.line.kl_penalty.map_or("—".to_string(), |b| b.to_string())
 }
 
 /// report.md: its sections in order.
@@ -773,8 +773,8 @@ fn fit_cells(f: &FitRow) -> String {
         "—".to_string()
     };
     let cells = vec![
-        f.id.method.clone(),
-        format!("`{}`", f.id.ensemble),
+        f.id.line.method.clone(),
+        format!("`{}`", f.id.line.ensemble),
         f.id.aggregator_label(),
         penalty(&f.id),
         f.id.replicate.to_string(),
