@@ -35,6 +35,11 @@ pub trait Method: Sync {
     fn name(&self) -> &'static str;
     /// The cells of replicate `r`, whose proxy grid is `grid` (in grid order).
     fn cells(&self, exp: &Experiment, r: usize, grid: &[ProxyCell]) -> Vec<Planned>;
+    /// How many cells [`Method::cells`] plans for one replicate, counted without planning
+    /// them (the plan's size is checked before it is built), saturating.
+    fn cells_per_replicate(&self, exp: &Experiment) -> u64;
+    /// The keys that make its cells many or costly, for an error about a plan too large.
+    fn size_keys(&self) -> &'static str;
     /// What its cells among `cells` (every cell of the plan, in plan order) become; `proxies`
     /// are the plan's proxy cells, `store` the store's folder (for errors).
     fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], store: &Path) -> Result<Assembled>;

@@ -35,7 +35,10 @@ pub struct Rows {
 /// each method's from its own [`crate::methods::Method::assemble`].
 pub fn rows(x: &Exec) -> Result<Rows> {
     let loaded = x.all()?;
-    let made: Vec<usize> = x.events().iter().filter(|e| e.origin == Origin::Made).map(|e| e.cell).collect();
+    let mut made = vec![false; x.plan.cells.len()];
+    for e in x.events().iter().filter(|e| e.origin == Origin::Made) {
+        made[e.cell] = true;
+    }
     let mut out = Rows::default();
     // Gold first (each world's), then the proxies in plan order, the held-out proxies last.
     let (mut golds, mut heldout) = (Vec::new(), Vec::new());
@@ -69,7 +72,7 @@ pub fn rows(x: &Exec) -> Result<Rows> {
         .map(|i| Made {
             cell: x.plan.cells[i].kind.spec(),
             loaded: &loaded[i],
-            made: made.contains(&i),
+            made: made[i],
         })
         .collect();
     for method in METHODS {

@@ -1,7 +1,8 @@
 //! What a table read back must hold before anything is computed from it: rows; each known
 //! column of the right type, the required ones present; values where the writer always puts
 //! them (no null, no NaN or infinity in a number that must be finite, no negative count);
-//! known methods; a non-negative best-of-n KL; no key twice.
+//! the methods of the registry, each row with what its method needs; a non-negative KL where
+//! it is a bound (best-of-n); no key twice.
 //!
 //! Every failure is one [`Error::BadTable`] naming the file and, where there is one, the
 //! column and the row (rows counted from 0, as polars counts them), e.g.
@@ -14,6 +15,8 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::frame::one_line;
+use crate::methods::PointKl;
+use crate::plan::kinds::METHODS;
 
 /// What a column's values must be.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,9 +85,6 @@ const CURVES: [Col<'static>; 29] = [
     col("replicate", Need::Count, false, false),
 ];
 
-/// The methods a curve row may have.
-const METHODS: [&str; 2] = ["bon", "ppo"];
-
 /// The columns identifying a curve point (`n` for best-of-n, `step` for PPO; `replicate`,
 /// of any type, where a table has it); those present must not repeat together.
 const CURVE_KEY: [&str; 8] = ["method", "ensemble", "aggregator", "lambda", "kl_penalty", "n", "step", "replicate"];
@@ -127,23 +127,35 @@ pub(crate) fn curves(df: &DataFrame, path: &Path) -> Result<()> {
         .chain(members.iter().map(|m| col(m, Need::Finite, false, true)))
         .collect();
     t.columns(&cols)?;
+    // The methods of the registry, each with what its rows need: its point column (`n`,
+    // `step`), β where its unit table has one, and a KL ≥ 0 where the KL is a function of
+    // the point (best-of-n's bound) rather than a measurement.
+    let methods: Vec<(&str, crate::methods::UnitTable)> = METHODS.iter().map(|m| (m.name(), m.unit_table())).collect();
     let method = t.text("method")?;
+    let mut of_row = Vec::with_capacity(method.len());
     for (i, m) in method.iter().enumerate() {
-        if !METHODS.contains(&m.as_str()) {
-            return Err(t.at("method", i, format!("unknown method `{m}` (known: {})", METHODS.join(", "))));
+        match methods.iter().find(|k| k.0 == m) {
+            Some(k) => of_row.push(k),
+            None => {
+                let known: Vec<&str> = methods.iter().map(|k| k.0).collect();
+                return Err(t.at("method", i, format!("unknown method `{m}` (known: {})", known.join(", "))));
+            }
         }
     }
-    let n = t.optional("n")?;
-    let step = t.optional("step")?;
-    let kl_penalty = t.optional("kl_penalty")?;
     let kl = t.numbers("kl")?;
-    for (i, m) in method.iter().enumerate() {
-        let (what, needs): (&str, &[(&str, &Option<Vec<Option<f64>>>)]) = if m == "bon" {
-            ("a best-of-n row", &[("n", &n)])
-        } else {
-            ("a PPO row", &[("step", &step), ("kl_penalty", &kl_penalty)])
-        };
-        for (name, values) in needs {
+    let mut columns: HashMap<&str, Option<Vec<Option<f64>>>> = HashMap::new();
+    for (_, table) in &methods {
+        for name in std::iter::once(table.point).chain(table.kl_penalty.then_some("kl_penalty")) {
+            if !columns.contains_key(name) {
+                columns.insert(name, t.optional(name)?);
+            }
+        }
+    }
+    for (i, (m, table)) in of_row.into_iter().enumerate() {
+        let what = format!("a {} row", crate::stats::conclusions::method_text(m));
+        let needs: Vec<&str> = std::iter::once(table.point).chain(table.kl_penalty.then_some("kl_penalty")).collect();
+        for name in needs {
+            let values = &columns[name];
             match values {
                 None => return Err(t.error(format!("no column `{name}`, which {what} needs"))),
                 Some(v) if v[i].is_none() => {
@@ -153,11 +165,11 @@ pub(crate) fn curves(df: &DataFrame, path: &Path) -> Result<()> {
             }
         }
         let k = kl[i].expect("kl is checked non-null");
-        if m == "bon" && k < 0.0 {
+        if matches!(table.kl, PointKl::Of(_)) && k < 0.0 {
             return Err(t.at(
                 "kl",
                 i,
-                format!("{k} is negative, but a best-of-n KL (the bound ln n − (n−1)/n) is ≥ 0"),
+                format!("{k} is negative, but {what}'s KL is a bound of its {} and is ≥ 0", table.point),
             ));
         }
     }

@@ -1,9 +1,9 @@
 //! The registry: the one list of the methods a plan can hold, the handle of a cell of any
 //! kind, and the cell record a plan keeps for each.
 
-use serde_json::Value;
-
 use std::sync::Arc;
+
+use serde_json::Value;
 
 use crate::cell::cost::Work;
 use crate::cell::store;

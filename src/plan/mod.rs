@@ -41,7 +41,6 @@ pub fn pairs_id(exp: &Experiment, r: usize) -> String {
     }
 }
 
-
 /// An experiment's cells in dependency order.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -267,15 +266,15 @@ pub struct Size {
     pub table_bytes: u64,
 }
 
-/// What each kind of cell is made of, for an error that names the keys to change.
+/// What each kind of cell is made of, for an error that names the keys to change: the
+/// training kinds' here, a method's from its [`crate::methods::Method::size_keys`].
 fn kind_keys(kind: &str) -> &'static str {
     match kind {
         "policy" => "policy.sft_steps × policy.sft_batch, reference.diversity_pool",
         "gold" => "gold.steps × gold.batch, gold.samples",
         "pairs" => "proxy.data_sizes, preferences.val_pairs",
         "proxy" => "replicates × proxy.sizes × proxy.data_sizes × proxy.noise × proxy.members × proxy.epochs",
-        "bon" => "replicates × bon.prompts × bon.pool × proxy models",
-        _ => "replicates × PPO runs (ppo.kl_penalties × aggregators) × ppo.updates × ppo.rollout",
+        method => kinds::METHODS.iter().find(|m| m.name() == method).map_or("", |m| m.size_keys()),
     }
 }
 
@@ -321,12 +320,11 @@ pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan
         (true, false) => worlds,
     };
     let proxies = reps.saturating_mul(u(proxy_cells(exp, 0).len())).saturating_add(heldouts);
-    let bon = if exp.bon.enabled { reps.saturating_mul(u(exp.bon.prompts.div_ceil(exp.bon.prompts_per_cell.max(1)))) } else { 0 };
-    let ppo = reps.saturating_mul(u(exp.ppo_run_count()));
-    let counts = [("policy", worlds), ("gold", worlds), ("pairs", pairs), ("proxy", proxies), ("bon", bon), ("ppo", ppo)];
+    let mut counts = vec![("policy", worlds), ("gold", worlds), ("pairs", pairs), ("proxy", proxies)];
+    counts.extend(kinds::METHODS.iter().map(|m| (m.name(), reps.saturating_mul(m.cells_per_replicate(exp)))));
     let cells = counts.iter().fold(0u64, |a, c| a.saturating_add(c.1));
     if cells > MAX_CELLS {
-        let (kind, n) = counts.iter().max_by_key(|c| c.1).expect("six kinds");
+        let (kind, n) = counts.iter().max_by_key(|c| c.1).expect("at least the training kinds");
         return Err(too_large(format!("has {cells} cells"), format!("{MAX_CELLS} cells"), kind, *n as f64 / cells as f64));
     }
     let plan = Plan::new(exp);

@@ -139,6 +139,15 @@ pub fn ensembles(cells: &[ProxyCell]) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// A member of ensemble `ensemble` of replicate `replicate` among `proxies` (which describes
+/// the ensemble: its size, data and noise).
+pub fn ensemble_member<'a>(proxies: &[&'a ProxyCell], replicate: usize, ensemble: &str) -> &'a ProxyCell {
+    proxies
+        .iter()
+        .find(|p| !p.heldout && p.replicate == replicate && p.ensemble_id() == ensemble)
+        .expect("an ensemble of the plan is in its proxy grid")
+}
+
 /// The proxies a cell reads, split once: ensemble members in grid order, and the held-out
 /// proxy (never optimized against) if there is one.
 pub fn proxies<'a>(x: &'a Inputs) -> (Vec<(&'a ProxyCell, &'a RewardModel)>, Option<&'a RewardModel>) {

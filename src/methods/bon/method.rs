@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::stats::aggregate::Aggregator;
 use crate::methods::{Assembled, Made, Method, Planned, PointKl, Table, UnitTable};
 use crate::stats::curve::{replicate_suffix, CurveRow};
-use crate::train::proxy::ProxyCell;
+use crate::train::proxy::{ensemble_member, ProxyCell};
 
 /// Best-of-n as a method of the plan: each replicate's held-out prompts in cells of
 /// `prompts_per_cell`, each reading every proxy of the replicate.
@@ -42,6 +42,15 @@ impl Method for BestOfN {
                 }
             })
             .collect()
+    }
+
+    fn cells_per_replicate(&self, exp: &Experiment) -> u64 {
+        let b = &exp.bon;
+        if b.enabled { b.prompts.div_ceil(b.prompts_per_cell.max(1)) as u64 } else { 0 }
+    }
+
+    fn size_keys(&self) -> &'static str {
+        "replicates × bon.prompts × bon.pool × proxy models"
     }
 
     fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], store: &Path) -> Result<Assembled> {
@@ -98,10 +107,7 @@ fn rows(exp: &Experiment, proxies: &[&ProxyCell], units: &[&BonUnits], store: &P
         };
         for (j, c) in cells[0].curves.iter().enumerate() {
             let per: Vec<Vec<Selection>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
-            let proxy = proxies
-                .iter()
-                .find(|p| !p.heldout && p.replicate == r && p.ensemble_id() == c.ensemble)
-                .expect("a curve's ensemble is in the grid");
+            let proxy = ensemble_member(proxies, r, &c.ensemble);
             let params = exp.proxy_arch(&proxy.size).reward_params() as u64;
             for pt in super::summarize(&per, ns) {
                 rows.push(point_row(pt, c.aggregator, proxy, params, b.prompts, b.pool));

@@ -13,7 +13,7 @@ use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::methods::{Assembled, Made, Method, Planned, PointKl, Runs, Table, UnitTable};
 use crate::stats::curve::CurveRow;
-use crate::train::proxy::ProxyCell;
+use crate::train::proxy::{ensemble_member, ProxyCell};
 
 /// PPO as a method of the plan: one cell per run of [`ppo_cells`], each reading its
 /// ensemble's members.
@@ -35,6 +35,14 @@ impl Method for Ppo {
             .collect()
     }
 
+    fn cells_per_replicate(&self, exp: &Experiment) -> u64 {
+        exp.ppo_run_count() as u64
+    }
+
+    fn size_keys(&self) -> &'static str {
+        "replicates × PPO runs (ppo.kl_penalties × aggregators) × ppo.updates × ppo.rollout"
+    }
+
     fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], _store: &Path) -> Result<Assembled> {
         let mut out = Assembled::default();
         let (mut runs, mut train, mut finished) = (Runs::default(), Vec::new(), Vec::new());
@@ -49,8 +57,7 @@ impl Method for Ppo {
             runs.status.push((run.id(), status));
             match outcome {
                 Ok(o) => {
-                    let first = proxies.iter().find(|c| !c.heldout && c.replicate == run.replicate && c.ensemble_id() == run.ensemble);
-                    let proxy = first.expect("a run's ensemble is in the grid");
+                    let proxy = ensemble_member(proxies, run.replicate, &run.ensemble);
                     let (rows, updates) = rows(exp, run, proxy, o);
                     out.curves.extend(rows);
                     train.extend(updates);
