@@ -26,6 +26,7 @@ pub const INERT: &[(&str, &str)] = &[
     ("src/plan/mod.rs", "which cells exist and their keys"),
     ("src/plan/kinds.rs", "the list of kinds"),
     ("src/config/validate.rs", "checks an experiment: a valid experiment's values do not depend on it"),
+    ("src/config/fields.rs", "the checks of values and their messages: a valid experiment's values do not depend on them"),
     ("src/config/locate.rs", "where in the file a bad value stands, for error messages"),
     ("src/stats/claims.rs", "which claims the report judges: `[conclusions]` is in no recipe"),
     ("src/error.rs", "error messages"),

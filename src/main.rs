@@ -399,9 +399,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     h.noise
                 );
             }
-            if exp.bon.enabled {
-                println!("  best-of-n: {} prompts x {} samples per prompt, per replicate", exp.bon.prompts, exp.bon.pool);
-            }
             // What `goodhart run` uses by default: every core.
             let jobs = goodhart::parallel::cores();
             let all: Vec<usize> = (0..plan.cells.len()).collect();
@@ -414,16 +411,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 if jobs == 1 { "" } else { "s" },
                 goodhart::plan::hours(max_cpu_hours)
             );
+            let keys: Vec<&str> = goodhart::plan::kinds::METHODS
+                .iter()
+                .map(|m| m.needs(&exp))
+                .filter(|n| n.unit_rows > 0)
+                .map(|n| n.unit_keys)
+                .collect();
             println!(
-                "  tables: {} unit rows (best-of-n per prompt and n, PPO per evaluation sample), about {} on disk",
+                "  tables: {} unit rows ({}; × replicates), about {} on disk",
                 size.unit_rows,
+                keys.join("; "),
                 goodhart::plan::resources::human(size.table_bytes)
             );
-            let runs = goodhart::methods::ppo::cell::ppo_cells(&exp, &cells);
-            if !runs.is_empty() {
-                println!("  PPO: {} runs x {} updates per replicate:", runs.len(), exp.ppo.updates);
-                for r in &runs {
-                    println!("    {}", r.id());
+            for m in goodhart::plan::kinds::METHODS {
+                for line in m.outline(&exp, &cells) {
+                    println!("  {line}");
                 }
             }
             Ok(())

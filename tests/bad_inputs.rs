@@ -209,7 +209,7 @@ proptest! {
             Experiment::from_toml(&text, Path::new("m.toml")).map(|exp| {
                 let _ = goodhart::plan::resources::estimate(&exp);
                 let _ = goodhart::plan::Plan::new(&exp);
-                exp.ppo_run_count()
+                exp.ppo.run_count(&exp.proxy)
             })
         });
         let took = start.elapsed();

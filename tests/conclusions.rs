@@ -18,6 +18,7 @@ fn curve(method: &str, replicate: u64, aggregator: &str, beta: Option<f64>, gold
     let zeros = vec![vec![0.0; units]; points];
     UnitCurve {
         method: method.into(),
+        traits: goodhart::plan::kinds::traits(method),
         replicate,
         ensemble: "xs/d500/n0.25".into(),
         aggregator: aggregator.into(),

@@ -24,7 +24,7 @@ fn the_tiny_config_and_every_shipped_experiment_are_valid() {
         if path.extension().is_some_and(|e| e == "toml") {
             let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let cells = goodhart::train::proxy::proxy_cells(&exp, 0);
-            assert_eq!(exp.ppo_run_count(), goodhart::methods::ppo::cell::ppo_cells(&exp, &cells).len(), "{}", path.display());
+            assert_eq!(exp.ppo.run_count(&exp.proxy), goodhart::methods::ppo::cell::ppo_cells(&exp, &cells).len(), "{}", path.display());
             goodhart::plan::resources::check_resources(&exp, None).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
     }
@@ -276,4 +276,12 @@ fn bad_ppo_values_are_named() {
     assert!(msg.contains("ppo.clip"), "{msg}");
     let msg = err_of(&common::tiny_with("updates = 4", "updates = 4\nsingle_members = 3"));
     assert!(msg.contains("ppo.single_members") && msg.contains("proxy.members (2)"), "{msg}");
+}
+
+#[test]
+fn the_method_sections_are_the_registry_and_a_question_names_one_of_them() {
+    let names: Vec<&str> = goodhart::plan::kinds::METHODS.iter().map(|m| m.name()).collect();
+    assert_eq!(names, goodhart::config::METHOD_SECTIONS, "a method of the registry has no section of the experiment, or the reverse");
+    let e = err_of("name = \"x\"\n[[conclusions.primary]]\nkind = \"overopt\"\nmethod = \"dpo\"\naggregator = \"single\"\n");
+    assert!(e.contains("conclusions.primary[0].method") && e.contains(&goodhart::config::METHOD_SECTIONS.join(", ")) && e.contains("'dpo'"), "{e}");
 }

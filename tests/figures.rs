@@ -4,7 +4,7 @@
 
 mod common;
 
-use goodhart::output::plot::{bon_figures, ppo_figures};
+use goodhart::output::plot::{design_figures, figures};
 use goodhart::output::series::{expected_series, replicate_interval, tick_label, Measure};
 use goodhart::output::table::CurveRow;
 
@@ -214,14 +214,12 @@ fn drawn(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn figures_say_how_many_replicates_and_draw_the_same_bytes_twice() {
     let rows = three_replicates();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut stems = bon_figures(&rows, a.path()).unwrap();
-    stems.extend(ppo_figures(&rows, a.path()).unwrap());
+    let stems = figures(&rows, a.path()).unwrap();
     assert_eq!(
         stems,
         ["bon_gold_noise0.00", "bon_proxy_noise0.00", "ppo_gold_noise0.00", "ppo_proxy_noise0.00", "ppo_beta_noise0.00"]
     );
-    bon_figures(&rows, b.path()).unwrap();
-    ppo_figures(&rows, b.path()).unwrap();
+    figures(&rows, b.path()).unwrap();
     let (first, second) = (drawn(a.path()), drawn(b.path()));
     assert_eq!(first.len(), 10);
     assert!(first == second, "the same rows drew different files");
@@ -241,7 +239,7 @@ fn figures_say_how_many_replicates_and_draw_the_same_bytes_twice() {
     // One replicate: that run, its s.e. over prompts, no band.
     let one: Vec<CurveRow> = rows.into_iter().filter(|r| r.replicate == 0).collect();
     let c = tempfile::tempdir().unwrap();
-    bon_figures(&one, c.path()).unwrap();
+    design_figures(&one, "bon", c.path()).unwrap();
     let svg = std::fs::read_to_string(c.path().join("bon_gold_noise0.00.svg")).unwrap();
     assert!(svg.contains("one replicate") && svg.contains("s.e. over prompts") && !svg.contains("95% band"));
 }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use goodhart::output::plot::{bon_figure_paths, ppo_figure_paths};
+use goodhart::output::plot::figure_paths;
 use goodhart::output::report::report;
 use goodhart::run::run;
 use goodhart::output::table::{self, CurveRow, RmRow};
@@ -181,7 +181,7 @@ fn report_works_from_the_tables_alone() {
         }
         // The curve figures are drawn from curves.parquet and embedded.
         let md = std::fs::read_to_string(only.join("report.md")).unwrap();
-        for p in [bon_figure_paths(&only, 0.0), ppo_figure_paths(&only, 0.0)].concat() {
+        for p in [figure_paths(&only, "bon", 0.0), figure_paths(&only, "ppo", 0.0)].concat() {
             assert!(p.is_file(), "{sub}: {} not drawn", p.display());
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             assert!(s.written.contains(&name), "{sub}: {name} not in {:?}", s.written);
@@ -485,7 +485,7 @@ fn aggregators_compare_each_ensemble_only_at_budgets_all_its_curves_reach() {
     };
     let long = curve("wco", "a/d100/n0.00", 0.1);
     let other = curve("mean", "a/d100/n0.00/seed2", 0.2);
-    let curves = goodhart::stats::analysis::group_curves(&[short, long, other].concat());
+    let curves = goodhart::stats::analysis::group_curves(&[short, long, other].concat(), goodhart::plan::kinds::traits);
     let rows = goodhart::stats::analysis::aggregators(&curves);
     assert!(rows.iter().all(|r| (r.replicates, r.se_over) == (1, goodhart::stats::analysis::SeOver::Prompts)));
     let at = |ensemble: &str| -> Vec<&goodhart::stats::analysis::AggRow> {
@@ -537,7 +537,7 @@ fn report_redraws_every_figure_from_the_tables() {
     };
     let before = figures(&out);
     // The tiny run has one noise level, best-of-n and PPO: 2 + 3 figures, PNG and SVG each.
-    let expected: Vec<_> = [bon_figure_paths(&out, 0.0), ppo_figure_paths(&out, 0.0)].concat();
+    let expected: Vec<_> = [figure_paths(&out, "bon", 0.0), figure_paths(&out, "ppo", 0.0)].concat();
     assert_eq!(expected.len(), 10);
     for p in &expected {
         let name = p.file_name().unwrap().to_string_lossy().to_string();

@@ -82,7 +82,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
             assert_eq!(r.gold, ppo[0].gold);
         }
     }
-    for p in goodhart::output::plot::ppo_figure_paths(&out, 0.0) {
+    for p in goodhart::output::plot::figure_paths(&out, "ppo", 0.0) {
         assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
     }
     let train = goodhart::output::table::read_parquet(&out.join("ppo_train.parquet")).unwrap();
@@ -98,7 +98,7 @@ fn tiny_run_writes_tables_manifest_and_resolved_config() {
     // n = 1 is the pool mean: the same gold for every aggregator.
     let g1: Vec<f64> = s.rows.curves.iter().filter(|r| r.n == Some(1)).map(|r| r.gold).collect();
     assert!(g1.windows(2).all(|w| (w[0] - w[1]).abs() < 1e-9), "{g1:?}");
-    for p in goodhart::output::plot::bon_figure_paths(&out, 0.0) {
+    for p in goodhart::output::plot::figure_paths(&out, "bon", 0.0) {
         assert!(std::fs::metadata(&p).map(|m| m.len() > 1000).unwrap_or(false), "{} missing or empty", p.display());
     }
     let manifest: serde_json::Value =

@@ -1,6 +1,9 @@
-//! Best-of-n's part of an experiment (`[bon]`), read by `crate::methods::bon`.
+//! Best-of-n's part of an experiment (`[bon]`): its settings, defaults and validation.
 
 use serde::{Deserialize, Serialize};
+
+use super::fields::{count, distinct, limits, list, non_negative, Bad};
+use crate::error::Result;
 
 /// Best-of-n against every proxy ensemble, from one pool of π_ref samples.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -53,5 +56,21 @@ impl BonSpec {
         }
         v.extend(self.mean_std_lambdas.iter().map(|&l| A::MeanStd(l)));
         v
+    }
+
+    /// Checks the section; an error names its key (`bon.pool`).
+    pub fn validate(&self, bad: Bad) -> Result<()> {
+        let b = self;
+        count(bad, "bon.prompts", b.prompts, 1, limits::COUNT)?;
+        count(bad, "bon.pool", b.pool, 2, limits::COUNT)?;
+        count(bad, "bon.prompts_per_cell", b.prompts_per_cell, 1, limits::COUNT)?;
+        for (key, l) in [("bon.uwo_lambdas", &b.uwo_lambdas), ("bon.mean_std_lambdas", &b.mean_std_lambdas)] {
+            list(bad, key, l.len(), 0)?;
+            for (i, &v) in l.iter().enumerate() {
+                non_negative(bad, &format!("{key}[{i}]"), v, "a finite λ ≥ 0")?;
+            }
+            distinct(bad, key, l)?;
+        }
+        Ok(())
     }
 }

@@ -5,9 +5,12 @@
 //! resolved experiment next to its results. The schema is split by domain, each table's spec
 //! with its defaults: `[world]` beside the world (`crate::world::WorldSpec`), `[conclusions]`
 //! beside the statistics (`crate::stats::claims`), and here [`models`] (`[policy]`,
-//! `[reference]`, `[gold]`), [`data`] (`[preferences]`, `[proxy]`), [`bon`] and [`ppo`].
-//! This file: the experiment as a whole, parsing and the accessors derived from it;
-//! [`validate`]: every value checked once; [`locate`]: the dotted key of a parse error.
+//! `[reference]`, `[gold]`), [`data`] (`[preferences]`, `[proxy]`), and one file per method
+//! ([`bon`], [`ppo`]: its settings, defaults and the section's validation; the experiment
+//! is below the methods, so a method's section is here, not in its folder). This file: the experiment as a whole, parsing and
+//! the accessors derived from it; [`validate`]: every value checked once; [`fields`]: the
+//! checks every section uses ([`limits`], counts, lists, rates); [`locate`]: the dotted key
+//! of a parse error.
 
 use std::path::{Path, PathBuf};
 
@@ -19,11 +22,11 @@ pub use crate::world::WorldSpec;
 use crate::world::WorldConfig;
 pub use crate::stats::claims::{ClaimSelector, ConclusionsSpec};
 use locate::{line_col, locate};
-use validate::ppo_runs;
-pub use validate::limits;
+pub use fields::limits;
 
 mod bon;
 mod data;
+pub mod fields;
 mod locate;
 mod models;
 mod ppo;
@@ -77,6 +80,12 @@ fn default_seed() -> u64 {
 fn default_replicates() -> usize {
     1
 }
+
+/// The method sections of an experiment (`[bon]`, `[ppo]`), by the method's name: what a
+/// primary question's `method` may name. A new method adds its file here, its field to
+/// [`ExperimentSpec`] and [`Experiment`] and its name here (a test holds this list to the registry,
+/// `crate::plan::kinds::METHODS`).
+pub const METHOD_SECTIONS: [&str; 2] = ["bon", "ppo"];
 
 /// The most replicates a study may ask for.
 pub const MAX_REPLICATES: usize = 1000;
@@ -158,11 +167,6 @@ impl Experiment {
             }
         })?;
         Self::validate(spec, path)
-    }
-
-    /// Number of PPO runs: the selected ensembles × the aggregators of each × the β values.
-    pub fn ppo_run_count(&self) -> usize {
-        ppo_runs(&self.ppo, &self.proxy).expect("validated: the PPO sweep size fits usize")
     }
 
     /// The seed of replicate `r`'s own draws: the experiment's seed for replicate 0 (so a

@@ -1,6 +1,10 @@
-//! PPO's part of an experiment (`[ppo]`), read by `crate::methods::ppo`.
+//! PPO's part of an experiment (`[ppo]`): its settings, defaults and validation.
 
 use serde::{Deserialize, Serialize};
+
+use super::fields::{count, distinct, limits, list, non_negative, probability, rate, shown, steps, Bad};
+use super::data::ProxySpec;
+use crate::error::Result;
 
 /// PPO against proxy ensembles: one run per (ensemble, aggregator, β).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -109,5 +113,137 @@ impl PpoSpec {
             }
         }
         v
+    }
+
+    /// Checks the section against the proxies it names; an error names its key
+    /// (`ppo.minibatch`).
+    pub fn validate(&self, bad: Bad, x: &ProxySpec) -> Result<()> {
+        let p = self;
+        list(bad, "ppo.sizes", p.sizes.len(), 0)?;
+        for (i, name) in p.sizes.iter().enumerate() {
+            if !x.sizes.iter().any(|s| &s.name == name) {
+                return Err(bad(&format!("ppo.sizes[{i}]"), format!("no proxy size named {:?} in proxy.sizes", shown(name))));
+            }
+        }
+        distinct(bad, "ppo.sizes", &p.sizes)?;
+        list(bad, "ppo.data_sizes", p.data_sizes.len(), 0)?;
+        for (i, d) in p.data_sizes.iter().enumerate() {
+            if !x.data_sizes.contains(d) {
+                return Err(bad(&format!("ppo.data_sizes[{i}]"), format!("{d} is not in proxy.data_sizes")));
+            }
+        }
+        distinct(bad, "ppo.data_sizes", &p.data_sizes)?;
+        list(bad, "ppo.noise", p.noise.len(), 0)?;
+        for (i, n) in p.noise.iter().enumerate() {
+            if !x.noise.contains(n) {
+                return Err(bad(&format!("ppo.noise[{i}]"), format!("{n} is not in proxy.noise")));
+            }
+        }
+        distinct(bad, "ppo.noise", &p.noise)?;
+        list(bad, "ppo.kl_penalties", p.kl_penalties.len(), 1)?;
+        for (key, l) in [
+            ("ppo.kl_penalties", &p.kl_penalties),
+            ("ppo.uwo_lambdas", &p.uwo_lambdas),
+            ("ppo.mean_std_lambdas", &p.mean_std_lambdas),
+        ] {
+            list(bad, key, l.len(), 0)?;
+            for (i, &v) in l.iter().enumerate() {
+                non_negative(bad, &format!("{key}[{i}]"), v, "finite and ≥ 0")?;
+            }
+            distinct(bad, key, l)?;
+        }
+        const KNOWN: [&str; 5] = ["mean", "wco", "uwo", "median", "mean_std"];
+        list(bad, "ppo.aggregators", p.aggregators.len(), 0)?;
+        for (i, a) in p.aggregators.iter().enumerate() {
+            if !KNOWN.contains(&a.as_str()) {
+                return Err(bad(&format!("ppo.aggregators[{i}]"), format!("unknown aggregator {:?}; one of {KNOWN:?}", shown(a))));
+            }
+        }
+        distinct(bad, "ppo.aggregators", &p.aggregators)?;
+        if p.aggregators.iter().any(|a| a == "uwo") && p.uwo_lambdas.is_empty() {
+            return Err(bad("ppo.uwo_lambdas", "aggregator \"uwo\" needs at least one λ".into()));
+        }
+        if p.aggregators.iter().any(|a| a == "mean_std") && p.mean_std_lambdas.is_empty() {
+            return Err(bad("ppo.mean_std_lambdas", "aggregator \"mean_std\" needs at least one λ".into()));
+        }
+        if p.single_members > x.members {
+            return Err(bad(
+                "ppo.single_members",
+                format!("must be at most proxy.members ({}), got {}", x.members, p.single_members),
+            ));
+        }
+        if p.enabled && p.single_members == 0 && (p.aggregators.is_empty() || x.members == 1) {
+            return Err(bad("ppo.aggregators", "nothing to optimize: no single member and no aggregate".into()));
+        }
+        steps(bad, "ppo.updates", p.updates)?;
+        count(bad, "ppo.rollout", p.rollout, 2, limits::COUNT)?;
+        count(bad, "ppo.minibatch", p.minibatch, 1, limits::COUNT)?;
+        if p.minibatch > p.rollout {
+            return Err(bad("ppo.minibatch", format!("must be at most ppo.rollout ({}), got {}", p.rollout, p.minibatch)));
+        }
+        steps(bad, "ppo.epochs", p.epochs)?;
+        let per_update = p.epochs.checked_mul(p.rollout.div_ceil(p.minibatch));
+        if per_update.and_then(|n| n.checked_mul(p.updates)).is_none_or(|n| n > limits::STEPS) {
+            return Err(bad(
+                "ppo.updates",
+                format!(
+                    "ppo.updates ({}) × ppo.epochs ({}) × minibatches per rollout ({}) must be at most {} optimizer steps per run",
+                    p.updates,
+                    p.epochs,
+                    p.rollout.div_ceil(p.minibatch),
+                    limits::STEPS
+                ),
+            ));
+        }
+        rate(bad, "ppo.lr", p.lr)?;
+        for (key, v) in [("ppo.clip", p.clip), ("ppo.value_clip", p.value_clip)] {
+            if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                return Err(bad(key, format!("must be in (0, 1), got {v}")));
+            }
+        }
+        for (key, v) in [("ppo.value_coef", p.value_coef), ("ppo.entropy_coef", p.entropy_coef)] {
+            non_negative(bad, key, v, "finite and ≥ 0")?;
+        }
+        probability(bad, "ppo.gae_lambda", p.gae_lambda, 1.0)?;
+        probability(bad, "ppo.gamma", p.gamma, 1.0)?;
+        if !(p.max_grad_norm.is_finite() && p.max_grad_norm > 0.0) {
+            return Err(bad("ppo.max_grad_norm", format!("must be > 0, got {}", p.max_grad_norm)));
+        }
+        steps(bad, "ppo.eval_every", p.eval_every)?;
+        count(bad, "ppo.eval_prompts", p.eval_prompts, 2, limits::COUNT)?;
+        if let Some(b) = p.kl_budget {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(bad("ppo.kl_budget", format!("must be > 0 nats, got {b}")));
+            }
+        }
+        if p.enabled && p.runs(x).is_none_or(|n| n > limits::MODELS) {
+            return Err(bad(
+                "ppo.kl_penalties",
+                format!("the PPO sweep (ensembles × aggregators × ppo.kl_penalties) must be at most {} runs", limits::MODELS),
+            ));
+        }
+        Ok(())
+    }
+
+    /// PPO runs of a sweep (0 when PPO is off); `None` if the count overflows.
+    pub fn runs(&self, x: &ProxySpec) -> Option<usize> {
+        let p = self;
+        if !p.enabled {
+            return Some(0);
+        }
+        let sizes = if p.sizes.is_empty() { 1 } else { p.sizes.len() };
+        let data = if p.data_sizes.is_empty() { 1 } else { p.data_sizes.len() };
+        let noise = if p.noise.is_empty() { x.noise.len() } else { p.noise.len() };
+        sizes
+            .checked_mul(data)?
+            .checked_mul(noise)?
+            .checked_mul(p.aggregator_list(x.members).len())?
+            .checked_mul(p.kl_penalties.len())
+    }
+
+    /// PPO runs of a validated sweep: the selected ensembles × the aggregators of each × the
+    /// β values (0 when PPO is off).
+    pub fn run_count(&self, x: &ProxySpec) -> usize {
+        self.runs(x).expect("validated: the PPO sweep size fits usize")
     }
 }

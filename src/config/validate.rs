@@ -2,36 +2,8 @@
 //! the others it must agree with; a bad value is a one-line error naming its key.
 
 use super::*;
+use super::fields::*;
 
-/// Upper bounds [`Experiment::validate`] enforces. They are far above any study the
-/// embedded world is meant for; they exist so that a typo (an extra digit, 2^40) is an
-/// error naming the key instead of an allocation failure hours into a run.
-pub mod limits {
-    /// Characters of the experiment name and of a proxy size name.
-    pub const NAME_LEN: usize = 64;
-    /// `world.content_tokens` (the labeler's affinity matrix is quadratic in it).
-    pub const CONTENT_TOKENS: usize = 4096;
-    /// `world.prompt_len`.
-    pub const PROMPT_LEN: usize = 256;
-    /// `world.max_response`.
-    pub const MAX_RESPONSE: usize = 512;
-    /// Layers of any transformer.
-    pub const LAYERS: usize = 64;
-    /// Width of any transformer.
-    pub const WIDTH: usize = 4096;
-    /// Attention heads of any transformer.
-    pub const HEADS: usize = 64;
-    /// Any count of samples, pairs, prompts, demonstrations or a batch size.
-    pub const COUNT: usize = 100_000_000;
-    /// Training steps, PPO updates and epochs, and the optimizer steps of one model.
-    pub const STEPS: usize = 10_000_000;
-    /// `proxy.members`.
-    pub const MEMBERS: usize = 256;
-    /// Entries of any list.
-    pub const LIST: usize = 64;
-    /// Proxy models of the grid, and PPO runs of the sweep.
-    pub const MODELS: usize = 10_000;
-}
 
 impl Experiment {
     /// Checks every value once and resolves derived quantities: ranges and [`limits`],
@@ -179,19 +151,9 @@ impl Experiment {
             ));
         }
 
-        let b = &spec.bon;
-        count(&bad, "bon.prompts", b.prompts, 1, limits::COUNT)?;
-        count(&bad, "bon.pool", b.pool, 2, limits::COUNT)?;
-        count(&bad, "bon.prompts_per_cell", b.prompts_per_cell, 1, limits::COUNT)?;
-        for (key, l) in [("bon.uwo_lambdas", &b.uwo_lambdas), ("bon.mean_std_lambdas", &b.mean_std_lambdas)] {
-            list(&bad, key, l.len(), 0)?;
-            for (i, &v) in l.iter().enumerate() {
-                non_negative(&bad, &format!("{key}[{i}]"), v, "a finite λ ≥ 0")?;
-            }
-            distinct(&bad, key, l)?;
-        }
 
-        validate_ppo(&bad, &spec.ppo, x)?;
+        spec.bon.validate(&bad)?;
+        spec.ppo.validate(&bad, x)?;
         validate_conclusions(&bad, &spec.conclusions)?;
 
         let gold_params = reward_params(&bad, "gold", &gold_arch)?;
@@ -241,8 +203,8 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
         if !["overopt", "peak", "gap", "stop"].contains(&s.kind.as_str()) {
             return Err(bad(&key("kind"), format!("must be overopt, peak, gap or stop, got '{}'", s.kind)));
         }
-        if !["bon", "ppo"].contains(&s.method.as_str()) {
-            return Err(bad(&key("method"), format!("must be bon or ppo, got '{}'", s.method)));
+        if !METHOD_SECTIONS.contains(&s.method.as_str()) {
+            return Err(bad(&key("method"), format!("must be one of {}, got '{}'", METHOD_SECTIONS.join(", "), s.method)));
         }
         if s.aggregator.is_empty() {
             return Err(bad(&key("aggregator"), "must name an aggregator (single, mean, wco, uwo, …) or a rule".into()));
@@ -268,163 +230,12 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
     Ok(())
 }
 
-type Bad<'a> = &'a dyn Fn(&str, String) -> Error;
 
-fn validate_ppo(bad: Bad, p: &PpoSpec, x: &ProxySpec) -> Result<()> {
-    list(bad, "ppo.sizes", p.sizes.len(), 0)?;
-    for (i, name) in p.sizes.iter().enumerate() {
-        if !x.sizes.iter().any(|s| &s.name == name) {
-            return Err(bad(&format!("ppo.sizes[{i}]"), format!("no proxy size named {:?} in proxy.sizes", shown(name))));
-        }
-    }
-    distinct(bad, "ppo.sizes", &p.sizes)?;
-    list(bad, "ppo.data_sizes", p.data_sizes.len(), 0)?;
-    for (i, d) in p.data_sizes.iter().enumerate() {
-        if !x.data_sizes.contains(d) {
-            return Err(bad(&format!("ppo.data_sizes[{i}]"), format!("{d} is not in proxy.data_sizes")));
-        }
-    }
-    distinct(bad, "ppo.data_sizes", &p.data_sizes)?;
-    list(bad, "ppo.noise", p.noise.len(), 0)?;
-    for (i, n) in p.noise.iter().enumerate() {
-        if !x.noise.contains(n) {
-            return Err(bad(&format!("ppo.noise[{i}]"), format!("{n} is not in proxy.noise")));
-        }
-    }
-    distinct(bad, "ppo.noise", &p.noise)?;
-    list(bad, "ppo.kl_penalties", p.kl_penalties.len(), 1)?;
-    for (key, l) in [
-        ("ppo.kl_penalties", &p.kl_penalties),
-        ("ppo.uwo_lambdas", &p.uwo_lambdas),
-        ("ppo.mean_std_lambdas", &p.mean_std_lambdas),
-    ] {
-        list(bad, key, l.len(), 0)?;
-        for (i, &v) in l.iter().enumerate() {
-            non_negative(bad, &format!("{key}[{i}]"), v, "finite and ≥ 0")?;
-        }
-        distinct(bad, key, l)?;
-    }
-    const KNOWN: [&str; 5] = ["mean", "wco", "uwo", "median", "mean_std"];
-    list(bad, "ppo.aggregators", p.aggregators.len(), 0)?;
-    for (i, a) in p.aggregators.iter().enumerate() {
-        if !KNOWN.contains(&a.as_str()) {
-            return Err(bad(&format!("ppo.aggregators[{i}]"), format!("unknown aggregator {:?}; one of {KNOWN:?}", shown(a))));
-        }
-    }
-    distinct(bad, "ppo.aggregators", &p.aggregators)?;
-    if p.aggregators.iter().any(|a| a == "uwo") && p.uwo_lambdas.is_empty() {
-        return Err(bad("ppo.uwo_lambdas", "aggregator \"uwo\" needs at least one λ".into()));
-    }
-    if p.aggregators.iter().any(|a| a == "mean_std") && p.mean_std_lambdas.is_empty() {
-        return Err(bad("ppo.mean_std_lambdas", "aggregator \"mean_std\" needs at least one λ".into()));
-    }
-    if p.single_members > x.members {
-        return Err(bad(
-            "ppo.single_members",
-            format!("must be at most proxy.members ({}), got {}", x.members, p.single_members),
-        ));
-    }
-    if p.enabled && p.single_members == 0 && (p.aggregators.is_empty() || x.members == 1) {
-        return Err(bad("ppo.aggregators", "nothing to optimize: no single member and no aggregate".into()));
-    }
-    steps(bad, "ppo.updates", p.updates)?;
-    count(bad, "ppo.rollout", p.rollout, 2, limits::COUNT)?;
-    count(bad, "ppo.minibatch", p.minibatch, 1, limits::COUNT)?;
-    if p.minibatch > p.rollout {
-        return Err(bad("ppo.minibatch", format!("must be at most ppo.rollout ({}), got {}", p.rollout, p.minibatch)));
-    }
-    steps(bad, "ppo.epochs", p.epochs)?;
-    let per_update = p.epochs.checked_mul(p.rollout.div_ceil(p.minibatch));
-    if per_update.and_then(|n| n.checked_mul(p.updates)).is_none_or(|n| n > limits::STEPS) {
-        return Err(bad(
-            "ppo.updates",
-            format!(
-                "ppo.updates ({}) × ppo.epochs ({}) × minibatches per rollout ({}) must be at most {} optimizer steps per run",
-                p.updates,
-                p.epochs,
-                p.rollout.div_ceil(p.minibatch),
-                limits::STEPS
-            ),
-        ));
-    }
-    rate(bad, "ppo.lr", p.lr)?;
-    for (key, v) in [("ppo.clip", p.clip), ("ppo.value_clip", p.value_clip)] {
-        if !(v.is_finite() && v > 0.0 && v < 1.0) {
-            return Err(bad(key, format!("must be in (0, 1), got {v}")));
-        }
-    }
-    for (key, v) in [("ppo.value_coef", p.value_coef), ("ppo.entropy_coef", p.entropy_coef)] {
-        non_negative(bad, key, v, "finite and ≥ 0")?;
-    }
-    probability(bad, "ppo.gae_lambda", p.gae_lambda, 1.0)?;
-    probability(bad, "ppo.gamma", p.gamma, 1.0)?;
-    if !(p.max_grad_norm.is_finite() && p.max_grad_norm > 0.0) {
-        return Err(bad("ppo.max_grad_norm", format!("must be > 0, got {}", p.max_grad_norm)));
-    }
-    steps(bad, "ppo.eval_every", p.eval_every)?;
-    count(bad, "ppo.eval_prompts", p.eval_prompts, 2, limits::COUNT)?;
-    if let Some(b) = p.kl_budget {
-        if !(b.is_finite() && b > 0.0) {
-            return Err(bad("ppo.kl_budget", format!("must be > 0 nats, got {b}")));
-        }
-    }
-    if p.enabled && ppo_runs(p, x).is_none_or(|n| n > limits::MODELS) {
-        return Err(bad(
-            "ppo.kl_penalties",
-            format!("the PPO sweep (ensembles × aggregators × ppo.kl_penalties) must be at most {} runs", limits::MODELS),
-        ));
-    }
-    Ok(())
-}
 
-/// PPO runs of a sweep (0 when PPO is off); `None` if the count overflows.
-pub(super) fn ppo_runs(p: &PpoSpec, x: &ProxySpec) -> Option<usize> {
-    if !p.enabled {
-        return Some(0);
-    }
-    let sizes = if p.sizes.is_empty() { 1 } else { p.sizes.len() };
-    let data = if p.data_sizes.is_empty() { 1 } else { p.data_sizes.len() };
-    let noise = if p.noise.is_empty() { x.noise.len() } else { p.noise.len() };
-    sizes
-        .checked_mul(data)?
-        .checked_mul(noise)?
-        .checked_mul(p.aggregator_list(x.members).len())?
-        .checked_mul(p.kl_penalties.len())
-}
 
-fn count(bad: Bad, key: &str, v: usize, min: usize, max: usize) -> Result<()> {
-    if v < min {
-        return Err(bad(key, format!("must be at least {min}, got {v}")));
-    }
-    if v > max {
-        return Err(bad(key, format!("must be at most {max} (goodhart's limit), got {v}")));
-    }
-    Ok(())
-}
 
-fn steps(bad: Bad, key: &str, v: usize) -> Result<()> {
-    count(bad, key, v, 1, limits::STEPS)
-}
 
-fn list(bad: Bad, key: &str, len: usize, min: usize) -> Result<()> {
-    if len < min {
-        return Err(bad(key, format!("needs at least {min} entr{}, got {len}", if min == 1 { "y" } else { "ies" })));
-    }
-    if len > limits::LIST {
-        return Err(bad(key, format!("must have at most {} entries, got {len}", limits::LIST)));
-    }
-    Ok(())
-}
 
-/// Every entry of `items` differs from the ones before it.
-fn distinct<T: PartialEq + std::fmt::Debug>(bad: Bad, key: &str, items: &[T]) -> Result<()> {
-    for (i, v) in items.iter().enumerate() {
-        if let Some(j) = items[..i].iter().position(|u| u == v) {
-            return Err(bad(&format!("{key}[{i}]"), format!("{v:?} repeats {key}[{j}]; entries must be distinct")));
-        }
-    }
-    Ok(())
-}
 
 /// Label-noise levels appear in ensemble ids with 2 decimals (`n0.25`): two levels must not
 /// share an id, and a level must be exactly what its id shows.
@@ -449,28 +260,8 @@ fn noise_ids(bad: Bad, noise: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// A value in [0, max] (negative zero excluded: it would print as `-0`).
-fn probability(bad: Bad, key: &str, v: f64, max: f64) -> Result<()> {
-    if !(v.is_finite() && (0.0..=max).contains(&v) && v.is_sign_positive()) {
-        return Err(bad(key, format!("must be in [0, {max}], got {v}")));
-    }
-    Ok(())
-}
 
-/// A finite value ≥ 0 (negative zero excluded: it would print as `-0` in run ids).
-fn non_negative(bad: Bad, key: &str, v: f64, what: &str) -> Result<()> {
-    if !(v.is_finite() && v >= 0.0 && v.is_sign_positive()) {
-        return Err(bad(key, format!("must be {what}, got {v}")));
-    }
-    Ok(())
-}
 
-fn rate(bad: Bad, key: &str, v: f64) -> Result<()> {
-    if !(v.is_finite() && v > 0.0 && v < 1.0) {
-        return Err(bad(key, format!("learning rate must be in (0, 1), got {v}")));
-    }
-    Ok(())
-}
 
 /// A name that is safe as one path component and in ids: 1 to [`limits::NAME_LEN`]
 /// characters of letters, digits, `_`, `-` and `.`, not starting with `.`, without `..`.
@@ -492,13 +283,6 @@ fn path_safe(bad: Bad, key: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `s`, cut to its first 40 characters for an error message.
-fn shown(s: &str) -> String {
-    match s.char_indices().nth(40) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
 
 fn arch(bad: Bad, key: &str, vocab: usize, max_len: usize, layers: usize, width: usize, heads: usize) -> Result<TransformerConfig> {
     count(bad, &format!("{key}.layers"), layers, 1, limits::LAYERS)?;

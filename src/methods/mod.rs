@@ -4,8 +4,8 @@
 //! - [`ppo`]: PPO against an aggregated ensemble;
 //!
 //! Each folder: `mod.rs` (the maths), `cell.rs` (its kind of cell: recipe, make, load; what
-//! its code version hashes) and `method.rs` (its [`Method`]: the plan's cells and their
-//! assembly into rows and tables).
+//! its code version hashes) and `method.rs` (its [`Method`]: the plan's cells, their assembly into
+//! rows and tables, its traits for the statistics, its needs for the estimate).
 //! - [`Method`]: what a method adds to a study: its cells of each replicate, and what its
 //!   made cells become (curve points, its tables);
 //! - [`eval`]: what every method shares: scoring samples by gold, every proxy member and the
@@ -22,7 +22,7 @@ use polars::prelude::DataFrame;
 use crate::cell::{CellKind, Loaded};
 use crate::config::Experiment;
 use crate::error::Result;
-use crate::stats::curve::CurveRow;
+use crate::stats::curve::{CurveRow, Traits};
 use crate::train::proxy::ProxyCell;
 
 /// What a method adds to a study: its cells of each replicate, and what its made cells
@@ -33,6 +33,9 @@ use crate::train::proxy::ProxyCell;
 pub trait Method: Sync {
     /// Its name in the tables and the curve rows (`bon`, `ppo`).
     fn name(&self) -> &'static str;
+    /// What the statistics and the report read of it: its label, Gao form, and whether its
+    /// points' KL is measured or set by design.
+    fn traits(&self) -> Traits;
     /// The cells of replicate `r`, whose proxy grid is `grid` (in grid order).
     fn cells(&self, exp: &Experiment, r: usize, grid: &[ProxyCell]) -> Vec<Planned>;
     /// How many cells [`Method::cells`] plans for one replicate, counted without planning
@@ -45,12 +48,65 @@ pub trait Method: Sync {
     fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], store: &Path) -> Result<Assembled>;
     /// Its per-unit table, which the conclusions are recomputed from, and how it reads back.
     fn unit_table(&self) -> UnitTable;
+    /// What its cells hold, for the run's memory and disk estimate
+    /// (`crate::plan::resources`), counted without planning them.
+    fn needs(&self, exp: &Experiment) -> Needs;
+    /// What `goodhart validate` says of it, one line each (empty when it is off).
+    fn outline(&self, exp: &Experiment, grid: &[ProxyCell]) -> Vec<String>;
+    /// The report's phrase for it under "what was studied", from its curve rows:
+    /// `best-of-n (n up to 4096)`.
+    fn in_brief(&self, rows: &[&CurveRow]) -> String;
+    /// The report's sentence on what its points are and how its KL is had, from its curve
+    /// rows: `**Best-of-n**: n = 1…4096 from a pool of …`.
+    fn measured(&self, rows: &[&CurveRow]) -> String;
+}
+
+/// What a method's cells hold, in counts the estimate turns into bytes
+/// (`crate::plan::resources`). Each part names what it is and the key that sets it, for the
+/// estimate's "largest part" and its errors.
+#[derive(Debug, Clone, Default)]
+pub struct Needs {
+    /// Policies it trains and stores per replicate (each of π_ref's size, one resident at a
+    /// time while training).
+    pub policies: u64,
+    /// Sequences of its largest training batch through the policy (activations and logits).
+    pub batch: Option<Part>,
+    /// Sequences it holds while it trains, each with its response's per-token statistics
+    /// (rollouts, evaluation samples).
+    pub rollouts: Option<Part>,
+    /// Samples one of its cells scores and holds at once, each with one score per scoring
+    /// model (a best-of-n pool), and how many cells a replicate has.
+    pub pools: Option<(Part, u64)>,
+    /// The largest set it scores in one call (sets the scoring batch).
+    pub scored: u64,
+    /// Rows of its unit table over the whole study, and its values (rows × columns),
+    /// saturating; with the keys that make them many.
+    pub unit_rows: u64,
+    pub unit_values: u64,
+    pub unit_keys: &'static str,
+}
+
+/// A part of a method's needs: what it is, the key that sets it, and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct Part {
+    pub what: &'static str,
+    pub key: &'static str,
+    pub count: u64,
+}
+
+/// The distinct values of `v`, ascending, comma-separated (for the report's sentences).
+pub fn listed(mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    v.dedup();
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// How a method's per-unit table reads back into curves of units: one row per unit (prompt)
 /// of a point of a curve, with the columns `replicate`, `ensemble`, `aggregator`, `lambda`,
 /// `prompt`, `gold`, `proxy`, `member_M`, `heldout`, and the ones below.
 pub struct UnitTable {
+    /// The method's traits, carried by every curve read back.
+    pub traits: Traits,
     /// The table's stem in a results folder (`bon_units`).
     pub stem: &'static str,
     /// The column that orders a curve's points (`n`, `step`).

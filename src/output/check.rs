@@ -152,7 +152,7 @@ pub(crate) fn curves(df: &DataFrame, path: &Path) -> Result<()> {
         }
     }
     for (i, (m, table)) in of_row.into_iter().enumerate() {
-        let what = format!("a {} row", crate::stats::conclusions::method_text(m));
+        let what = format!("a {} row", crate::plan::kinds::label(m));
         let needs: Vec<&str> = std::iter::once(table.point).chain(table.kl_penalty.then_some("kl_penalty")).collect();
         for name in needs {
             let values = &columns[name];

@@ -110,21 +110,23 @@ fn header(what: String, series: &[&ExpectedSeries], gold: bool, kl_spread: bool,
     lines
 }
 
-/// Best-of-n figures, one pair per label-noise level: `bon_gold_noiseX` (gold vs sqrt(KL))
-/// and `bon_proxy_noiseX` (aggregated proxy vs sqrt(KL)); one panel per proxy size (columns)
+/// The figures of a method whose KL is set by its design (best-of-n: the bound of n), one
+/// pair per label-noise level: `METHOD_gold_noiseX` (gold vs sqrt(KL))
+/// and `METHOD_proxy_noiseX` (aggregated proxy vs sqrt(KL)); one panel per proxy size (columns)
 /// and data size (rows), one line per aggregator (single members thin and grey). Each line is
 /// the expected curve across replicates ([`series::expected_series`], points aligned by n)
 /// with its 95% band across replicates and each replicate faint behind; with one replicate,
 /// that run's curve (gold ± 1 s.e. over prompts). Returns the stems drawn, each written as
 /// `STEM.png` and `STEM.svg`.
-pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    let bon: Vec<CurveRow> = rows.iter().filter(|r| r.method == "bon").cloned().collect();
+pub fn design_figures(rows: &[CurveRow], method: &str, dir: &Path) -> Result<Vec<String>> {
+    let title = capitalized(crate::plan::kinds::label(method));
+    let mine: Vec<CurveRow> = rows.iter().filter(|r| r.method == method).cloned().collect();
     let mut drawn = Vec::new();
-    let mut noises: Vec<f64> = bon.iter().map(|r| r.label_noise).collect();
+    let mut noises: Vec<f64> = mine.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
     for noise in noises {
-        let sub: Vec<CurveRow> = bon.iter().filter(|r| r.label_noise == noise).cloned().collect();
+        let sub: Vec<CurveRow> = mine.iter().filter(|r| r.label_noise == noise).cloned().collect();
         let mut sizes: Vec<(u64, String)> = sub.iter().map(|r| (r.proxy_params, r.proxy_size.clone())).collect();
         sizes.sort();
         sizes.dedup();
@@ -149,8 +151,8 @@ pub fn bon_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
             }
             let refs: Vec<&ExpectedSeries> = all.iter().collect();
             let members = panels.iter().flat_map(|p| &p.lines).any(|l| l.color == MEMBER_GREY);
-            let head = header(format!("Best-of-n, {what}, label noise {noise:.2}"), &refs, what == "gold", false, members);
-            let stem = format!("bon_{what}_noise{noise:.2}");
+            let head = header(format!("{title}, {what}, label noise {noise:.2}"), &refs, what == "gold", false, members);
+            let stem = format!("{method}_{what}_noise{noise:.2}");
             draw_grid(
                 dir,
                 &stem,
@@ -411,11 +413,12 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> std::r
         .map_err(|e| e.to_string())
 }
 
-/// PPO figures, per label-noise level:
-/// - `ppo_gold_noiseX`, `ppo_proxy_noiseX`: gold and the aggregated proxy against sqrt(KL)
+/// The figures of a method whose KL is measured at a policy's checkpoints (PPO), per
+/// label-noise level:
+/// - `METHOD_gold_noiseX`, `METHOD_proxy_noiseX`: gold and the aggregated proxy against sqrt(KL)
 ///   measured at the evaluation checkpoints; one panel per ensemble (rows) and KL penalty β
 ///   (columns), one line per aggregator;
-/// - `ppo_beta_noiseX`: gold against sqrt(KL), one panel per ensemble × aggregator, one
+/// - `METHOD_beta_noiseX`: gold against sqrt(KL), one panel per ensemble × aggregator, one
 ///   line per β (does a KL penalty act like stopping the β = 0 run early?).
 ///
 /// Each line is the expected curve across replicates ([`series::expected_series`]: points
@@ -424,16 +427,17 @@ fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Chart<'a, DB>) -> std::r
 /// replicate's sqrt(KL) at each checkpoint, and each replicate faint behind; with one
 /// replicate, that run's curve (gold ± 1 s.e. over prompts). Returns the stems drawn, each
 /// written as `STEM.png` and `STEM.svg`.
-pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    let ppo: Vec<CurveRow> = rows.iter().filter(|r| r.method == "ppo").cloned().collect();
+pub fn checkpoint_figures(rows: &[CurveRow], method: &str, dir: &Path) -> Result<Vec<String>> {
+    let title = crate::plan::kinds::label(method);
+    let mine: Vec<CurveRow> = rows.iter().filter(|r| r.method == method).cloned().collect();
     let mut drawn = Vec::new();
     let x_desc = "sqrt(KL(π‖π_ref)), k1 on fresh samples   [nats^½]";
-    let mut noises: Vec<f64> = ppo.iter().map(|r| r.label_noise).collect();
+    let mut noises: Vec<f64> = mine.iter().map(|r| r.label_noise).collect();
     noises.sort_by(f64::total_cmp);
     noises.dedup();
     let beta_of = |s: &ExpectedSeries| s.line.kl_penalty.unwrap_or(0.0).to_bits();
     for noise in noises {
-        let sub: Vec<CurveRow> = ppo.iter().filter(|r| r.label_noise == noise).cloned().collect();
+        let sub: Vec<CurveRow> = mine.iter().filter(|r| r.label_noise == noise).cloned().collect();
         let ensembles = distinct(sub.iter().map(|r| r.ensemble.clone()));
         let betas = distinct(sub.iter().map(|r| r.kl_penalty.unwrap_or(0.0).to_bits()));
         let mut gold_series = Vec::new();
@@ -447,14 +451,14 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                 for &b in &betas {
                     let cell: Vec<&ExpectedSeries> = all.iter().filter(|s| &s.line.ensemble == e && beta_of(s) == b).collect();
                     panels.push(Panel {
-                        title: format!("PPO vs {e}, β = {}", f64::from_bits(b)),
+                        title: format!("{title} vs {e}, β = {}", f64::from_bits(b)),
                         lines: lines(&cell, false),
                     });
                 }
             }
             let refs: Vec<&ExpectedSeries> = all.iter().collect();
-            let head = header(format!("PPO, {what}, label noise {noise:.2}"), &refs, what == "gold", true, false);
-            let stem = format!("ppo_{what}_noise{noise:.2}");
+            let head = header(format!("{title}, {what}, label noise {noise:.2}"), &refs, what == "gold", true, false);
+            let stem = format!("{method}_{what}_noise{noise:.2}");
             draw_grid(dir, &stem, &panels, (ensembles.len(), betas.len()), x_desc, y_desc, &head)?;
             drawn.push(stem);
             if measure == Measure::Gold {
@@ -476,14 +480,14 @@ pub fn ppo_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
                 }
                 let agg_label = agg.label();
                 panels.push(Panel {
-                    title: format!("PPO vs {e}, {agg_label}"),
+                    title: format!("{title} vs {e}, {agg_label}"),
                     lines,
                 });
             }
         }
         let refs: Vec<&ExpectedSeries> = gold_series.iter().collect();
-        let head = header(format!("PPO, gold by KL penalty β, label noise {noise:.2}"), &refs, true, true, false);
-        let stem = format!("ppo_beta_noise{noise:.2}");
+        let head = header(format!("{title}, gold by KL penalty β, label noise {noise:.2}"), &refs, true, true, false);
+        let stem = format!("{method}_beta_noise{noise:.2}");
         draw_grid(
             dir,
             &stem,
@@ -509,20 +513,31 @@ fn distinct<T: PartialEq>(it: impl Iterator<Item = T>) -> Vec<T> {
     out
 }
 
-/// Paths of the best-of-n figures for `noise` (PNG and SVG), for reports and tests.
-pub fn bon_figure_paths(dir: &Path, noise: f64) -> Vec<PathBuf> {
-    ["gold", "proxy"]
+/// Every method's curve figures, in the registry's order: a method whose KL is measured
+/// (a policy's checkpoints) by [`checkpoint_figures`], one whose KL is set by its design by
+/// [`design_figures`]. Returns the stems drawn.
+pub fn figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
+    let mut stems = Vec::new();
+    for m in crate::plan::kinds::METHODS {
+        stems.extend(if m.traits().kl_measured { checkpoint_figures(rows, m.name(), dir)? } else { design_figures(rows, m.name(), dir)? });
+    }
+    Ok(stems)
+}
+
+/// Paths of method `method`'s curve figures for `noise` (PNG and SVG), for reports and
+/// tests: `gold` and `proxy`, and `beta` where its KL is measured.
+pub fn figure_paths(dir: &Path, method: &str, noise: f64) -> Vec<PathBuf> {
+    let whats: &[&str] = if crate::plan::kinds::traits(method).kl_measured { &["gold", "proxy", "beta"] } else { &["gold", "proxy"] };
+    whats
         .iter()
-        .flat_map(|w| ["png", "svg"].map(|e| dir.join(format!("bon_{w}_noise{noise:.2}.{e}"))))
+        .flat_map(|w| ["png", "svg"].map(|e| dir.join(format!("{method}_{w}_noise{noise:.2}.{e}"))))
         .collect()
 }
 
-/// Paths of the PPO figures for `noise` (PNG and SVG).
-pub fn ppo_figure_paths(dir: &Path, noise: f64) -> Vec<PathBuf> {
-    ["gold", "proxy", "beta"]
-        .iter()
-        .flat_map(|w| ["png", "svg"].map(|e| dir.join(format!("ppo_{w}_noise{noise:.2}.{e}"))))
-        .collect()
+/// `label` with its first letter in capitals (`Best-of-n`).
+pub fn capitalized(label: &str) -> String {
+    let mut c = label.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// One line of a figure with free axes: a label, its points (marked and joined), each point's

@@ -80,16 +80,17 @@ pub fn read(path: &Path, name: &str, table: &UnitTable) -> Result<Vec<UnitCurve>
     }
     curves
         .into_iter()
-        .map(|(key, points)| curve(name, table.at, key, points).map_err(|msg| c.error(msg)))
+        .map(|(key, points)| curve(name, table, key, points).map_err(|msg| c.error(msg)))
         .collect()
 }
 
-fn curve(method: &str, at: fn(u64) -> String, (replicate, ensemble, aggregator, beta): Key, points: Points) -> std::result::Result<UnitCurve, String> {
+fn curve(method: &str, table: &UnitTable, (replicate, ensemble, aggregator, beta): Key, points: Points) -> std::result::Result<UnitCurve, String> {
     let name = format!("curve {method}/{ensemble}/{aggregator} of replicate {replicate}");
     let single: Option<usize> = crate::stats::aggregate::member_index(&aggregator);
     let mut prompts: Option<Vec<u64>> = None;
     let mut c = UnitCurve {
         method: method.to_string(),
+        traits: table.traits,
         replicate,
         ensemble,
         aggregator: aggregator.clone(),
@@ -115,7 +116,7 @@ fn curve(method: &str, at: fn(u64) -> String, (replicate, ensemble, aggregator, 
             return Err(format!("{name}: a prompt appears twice at one point"));
         }
         c.kl.push(kl);
-        c.at.push(at(p));
+        c.at.push((table.at)(p));
         c.gold.push(rows.iter().map(|r| r.gold).collect());
         c.proxy.push(rows.iter().map(|r| r.proxy).collect());
         c.member_mean.push(rows.iter().map(|r| crate::stats::mean_se(&r.members).0).collect());

@@ -15,6 +15,27 @@ use crate::methods::Method;
 /// one line here.
 pub const METHODS: &[&dyn Method] = &[&crate::methods::bon::method::BestOfN, &crate::methods::ppo::method::Ppo];
 
+/// The method of the registry named `name` (`bon`, `ppo`), if there is one.
+pub fn method(name: &str) -> Option<&'static dyn Method> {
+    METHODS.iter().copied().find(|m| m.name() == name)
+}
+
+/// The traits of the method named `name` ([`Method::traits`]); a name outside the registry
+/// (the tables of a method since removed) reads as a policy method with measured KL, under
+/// its own name.
+pub fn traits(name: &str) -> crate::stats::curve::Traits {
+    method(name).map(|m| m.traits()).unwrap_or(crate::stats::curve::Traits {
+        label: "unregistered method",
+        form: crate::stats::fit::Form::Rl,
+        kl_measured: true,
+    })
+}
+
+/// How claims and the report name the method `name`: its label, or the name itself.
+pub fn label(name: &str) -> &str {
+    method(name).map_or(name, |m| m.traits().label)
+}
+
 /// A cell of any kind: the kind's own type (in the folder of the code it runs: `train/`,
 /// `methods/<method>/`) behind [`CellKind`]. [`Kind::get`] reads it back as its type.
 #[derive(Clone)]

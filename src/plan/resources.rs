@@ -14,6 +14,8 @@ use std::path::Path;
 
 use crate::config::Experiment;
 use crate::error::{Error, Result};
+use crate::methods::{Needs, Part};
+use crate::plan::kinds::METHODS;
 
 /// Bytes of an f32 weight, score or activation, and of a u32 token.
 const F32: u64 = 4;
@@ -31,8 +33,8 @@ const RESPONSE_OVERHEAD: u64 = 32;
 const RUNTIME: u64 = 12 << 20;
 /// Code paged in and allocator arenas kept after training (best-of-n, PPO, tables, figures).
 const LATE_RUNTIME: u64 = 20 << 20;
-/// Bytes per best-of-n pool sample per scoring model.
-const BON_SCORE_BYTES: u64 = 32;
+/// Bytes per pool sample (best-of-n) per scoring model.
+const POOL_SCORE_BYTES: u64 = 32;
 /// Bytes per value of a unit row, across its copies (cells, rows, frames written and read).
 const UNIT_VALUE_BYTES: u64 = 24;
 
@@ -100,11 +102,13 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
             acc.checked_add(u(p.1).checked_mul(grid)?)
         })
         .ok_or(memory("proxy.members", "proxy models"))?;
-    let ppo_runs = product(&[u(exp.ppo_run_count()), reps]).ok_or(memory("replicates", "PPO runs"))?;
+    // What every method's cells hold.
+    let needs: Vec<Needs> = METHODS.iter().map(|m| m.needs(exp)).collect();
+    let trained_policies = product(&[needs.iter().fold(0u64, |a, n| a.saturating_add(n.policies)), reps]).ok_or(memory("replicates", "trained policies"))?;
     let policy = u(exp.params.policy);
     let gold = u(exp.params.gold);
     let (policies, golds) = (product(&[policy, worlds]).ok_or(memory("replicates", "π_ref models"))?, product(&[gold, worlds]).ok_or(memory("replicates", "gold models"))?);
-    let resident = sum(&[policies, golds, proxy_params, if ppo_runs > 0 { policy } else { 0 }]);
+    let resident = sum(&[policies, golds, proxy_params, if trained_policies > 0 { policy } else { 0 }]);
     let trained_max = policy.max(gold).max(heldout);
     let models = resident
         .and_then(|r| r.checked_add(product(&[3, trained_max])?))
@@ -124,14 +128,15 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     // Proxies train, and sets are scored, one per core at once.
     let cores = u(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     // A scoring batch is at most the largest set scored.
-    let scored = [g.samples, exp.bon.pool * exp.bon.prompts.min(exp.bon.prompts_per_cell), exp.reference.standardize_samples + exp.reference.diversity_pool, p.demonstrations];
-    let score_batch = (crate::model::SCORE_BATCH as u64).min(u(scored.into_iter().max().unwrap_or(1)));
+    let scored = [u(g.samples), u(exp.reference.standardize_samples + exp.reference.diversity_pool), u(p.demonstrations)];
+    let scored = scored.into_iter().chain(needs.iter().map(|n| n.scored)).max().unwrap_or(1);
+    let score_batch = (crate::model::SCORE_BATCH as u64).min(scored);
     let largest_proxy = x
         .sizes
         .iter()
         .max_by_key(|s| u(s.layers) * u(s.width))
         .expect("validated: at least one proxy size");
-    let activations = [
+    let mut activations = vec![
         ("one SFT batch (policy.sft_batch)", "policy.sft_batch", act(p.sft_batch, p.layers, p.width, p.heads, true)),
         ("one gold batch (gold.batch)", "gold.batch", act(g.batch, g.layers, g.width, g.heads, false)),
         (
@@ -139,7 +144,6 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
             "proxy.batch",
             act(2 * x.batch, largest_proxy.layers, largest_proxy.width, largest_proxy.heads, false).and_then(|a| a.checked_mul(cores)),
         ),
-        ("one PPO minibatch (ppo.minibatch)", "ppo.minibatch", act(exp.ppo.minibatch, p.layers, p.width, p.heads, true)),
         (
             "one scoring batch per core (gold.width)",
             "gold.width",
@@ -149,6 +153,10 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
                 .and_then(|per_position| product(&[score_batch, seq, sum(&[per_position, vocab])?, F32, cores])),
         ),
     ];
+    // Each method's training batch through the policy.
+    for Part { what, key, count } in needs.iter().filter_map(|n| n.batch) {
+        activations.push((what, key, usize::try_from(count).ok().and_then(|b| act(b, p.layers, p.width, p.heads, true))));
+    }
     let mut act_max = (0u64, "");
     for (what, key, bytes) in activations {
         let bytes = bytes.ok_or(memory(key, "activations"))?;
@@ -162,11 +170,8 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     // A best-of-n cell scores its prompts' pools with every proxy of one replicate, gold and
     // the held-out proxy; a process makes up to one cell per core at once.
     let scorers = u(x.sizes.len()) * (grid / reps.max(1)) + 2;
-    let bon_cells = u(exp.bon.prompts.div_ceil(exp.bon.prompts_per_cell.max(1))) * reps;
     let largest_data = u(*x.data_sizes.iter().max().expect("validated non-empty"));
-    let b = &exp.bon;
-    let ppo = &exp.ppo;
-    let data = [
+    let mut data = vec![
         ("SFT demonstrations (policy.demonstrations)", "policy.demonstrations", product(&[u(p.demonstrations) + u(p.demonstrations / 10).clamp(1, 2000), sequence])),
         ("gold samples (gold.samples)", "gold.samples", product(&[u(g.samples) + u(g.samples / 10).clamp(1, 4000), sequence + F32])),
         (
@@ -179,16 +184,11 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
             "reference.diversity_pool",
             product(&[u(exp.reference.standardize_samples) + u(exp.reference.diversity_pool), sequence]),
         ),
-        (
-            "PPO rollouts (ppo.rollout, ppo.eval_prompts)",
-            "ppo.rollout",
-            if ppo_runs > 0 {
-                product(&[u(ppo.rollout) + u(ppo.eval_prompts), sequence + u(exp.world.max_response) * 8 * F32])
-            } else {
-                Some(0)
-            },
-        ),
     ];
+    // Each method's rollouts: a sequence with its response's per-token statistics.
+    for Part { what, key, count } in needs.iter().filter_map(|n| n.rollouts) {
+        data.push((what, key, product(&[count, sequence + u(exp.world.max_response) * 8 * F32])));
+    }
     let mut data_max = (0u64, "");
     for (what, key, bytes) in data {
         let bytes = bytes.ok_or(memory(key, "data"))?;
@@ -202,18 +202,23 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     // Later phases start from training's peak (the allocator keeps most of what training
     // freed) plus the code they page in. Best-of-n: one cell per core holds its pool, each
     // sample with its sequence and every scorer's score (raw, standardized, per aggregator).
-    let bon_pools = if b.enabled {
-        product(&[scorers, BON_SCORE_BYTES])
+    let mut pools = (0u64, "");
+    for (Part { what, key, count }, cells) in needs.iter().filter_map(|n| n.pools) {
+        let bytes = product(&[scorers, POOL_SCORE_BYTES])
             .and_then(|s| sum(&[seq * F32 + F32, s]))
-            .and_then(|per_sample| product(&[u(b.prompts.min(b.prompts_per_cell)), u(b.pool), bon_cells.min(cores).max(1), per_sample]))
-            .ok_or(memory("bon.pool", "best-of-n pools"))?
-    } else {
-        0
-    };
+            .and_then(|per_sample| product(&[count, cells.saturating_mul(reps).min(cores).max(1), per_sample]))
+            .ok_or(memory(key, "pools"))?;
+        if bytes > pools.0 {
+            pools = (bytes, what);
+        }
+    }
     // Tables and report: every unit row (best-of-n per prompt and n, PPO per evaluation
     // sample) held as cells, as rows, as a frame being written and read back.
-    let (_, unit_values) = unit_rows(exp);
-    let tables = unit_values.checked_mul(UNIT_VALUE_BYTES).filter(|_| unit_values < u64::MAX).ok_or(memory("bon.prompts", "result tables"))?;
+    let unit_values = needs.iter().fold(0u64, |a, n| a.saturating_add(n.unit_values));
+    let tables = unit_values
+        .checked_mul(UNIT_VALUE_BYTES)
+        .filter(|_| unit_values < u64::MAX)
+        .ok_or(memory("replicates", "result tables"))?;
     // Every replicate's preference pairs stay loaded once made (training pairs of the largest
     // data size, the held-out proxy's, validation), and every world's reference samples.
     let heldout_data = crate::train::proxy::heldout_cell(exp, 0).map_or(0, |h| u(h.data_size));
@@ -222,13 +227,13 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
         .and_then(|n| product(&[n, 2 * stored_sequence + 2 * F32 + 1, reps]))
         .and_then(|b| b.checked_add(product(&[u(exp.reference.standardize_samples), stored_sequence, worlds])?))
         .ok_or(memory("replicates", "preference pairs"))?;
-    let later = bon_pools.max(tables);
+    let later = pools.0.max(tables);
     let peak = sum(&[training, LATE_RUNTIME, pairs, later]).ok_or(memory("proxy.members", "peak memory"))?;
     let largest_memory_part = if later > training {
-        if bon_pools >= tables {
-            "best-of-n pools (bon.prompts_per_cell × bon.pool, one cell per core)"
+        if pools.0 >= tables {
+            pools.1
         } else {
-            "result tables (bon.prompts × bon.pool's n grid × ensembles × aggregators; PPO runs × checkpoints × ppo.eval_prompts; × replicates)"
+            "result tables (each method's unit rows × replicates; see `goodhart validate`)"
         }
     } else if models >= act_max.0 && models >= data_max.0 {
         "resident models and optimizer state (proxy.sizes × proxy.data_sizes × proxy.noise × proxy.members)"
@@ -237,11 +242,11 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     } else {
         data_max.1
     };
-    let stored = sum(&[policies, golds, proxy_params, product(&[ppo_runs, policy]).unwrap_or(u64::MAX)]);
+    let stored = sum(&[policies, golds, proxy_params, product(&[trained_policies, policy]).unwrap_or(u64::MAX)]);
     let disk = stored
         .and_then(|n| n.checked_mul(F32))
-        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 2 * worlds + u(usize::from(x.heldout)) * heldouts + ppo_runs, META_BYTES])?))
-        .ok_or(Overflow { keys: "ppo.kl_penalties", what: "stored models", resource: "disk" })?;
+        .and_then(|n| n.checked_add(product(&[u(x.sizes.len()) * grid + 2 * worlds + u(usize::from(x.heldout)) * heldouts + trained_policies, META_BYTES])?))
+        .ok_or(Overflow { keys: "replicates", what: "stored models", resource: "disk" })?;
     Ok(Estimate {
         peak_memory_bytes: peak,
         disk_bytes: disk,
@@ -249,26 +254,11 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     })
 }
 
-/// The rows of the unit tables (best-of-n per replicate, ensemble, aggregator, prompt and n;
-/// PPO per replicate, run, checkpoint and evaluation prompt) and their values (rows ×
-/// columns), saturating at `u64::MAX`.
+/// The rows of every method's unit table over the study (best-of-n per replicate,
+/// ensemble, aggregator, prompt and n; PPO per replicate, run, checkpoint and evaluation
+/// prompt) and their values (rows × columns), saturating at `u64::MAX`.
 pub fn unit_rows(exp: &Experiment) -> (u64, u64) {
-    let u = |n: usize| n as u64;
-    let (b, ppo, x) = (&exp.bon, &exp.ppo, &exp.proxy);
-    let reps = u(exp.replicates);
-    let ensembles = u(crate::train::proxy::ensembles(&crate::train::proxy::proxy_cells(exp, 0)).len());
-    let bon_rows = if b.enabled {
-        [reps, ensembles, u(b.aggregators(x.members).len()), u(b.prompts), u(crate::methods::bon::n_grid(b.pool).len())]
-            .iter()
-            .fold(1u64, |a, &n| a.saturating_mul(n))
-    } else {
-        0
-    };
-    // `ppo.kl_budget` may end a run sooner.
-    let checkpoints = u(ppo.checkpoints());
-    let ppo_rows = [reps, u(exp.ppo_run_count()), checkpoints, u(ppo.eval_prompts)].iter().fold(1u64, |a, &n| a.saturating_mul(n));
-    let values = bon_rows.saturating_mul(10 + u(x.members)).saturating_add(ppo_rows.saturating_mul(12 + u(x.members)));
-    (bon_rows.saturating_add(ppo_rows), values)
+    METHODS.iter().map(|m| m.needs(exp)).fold((0u64, 0u64), |(r, v), n| (r.saturating_add(n.unit_rows), v.saturating_add(n.unit_values)))
 }
 
 /// Refuses an experiment whose estimated peak memory exceeds this machine's memory
@@ -300,7 +290,7 @@ pub fn check_resources(exp: &Experiment, store: Option<&Path>) -> Result<()> {
                     needed: human(e.disk_bytes),
                     available: human(free),
                     source_of_limit: format!("free at {}", store.display()),
-                    detail: "the weights of every stored model: proxy grid, PPO runs (ppo.kl_penalties × aggregators)".into(),
+                    detail: "the weights of every stored model: proxy grid, trained policies (PPO runs: ppo.kl_penalties × aggregators)".into(),
                 });
             }
         }

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 
 use crate::stats::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
 use crate::stats::aggregate::Aggregator;
-use crate::stats::curve::{CurveRow, Line};
+use crate::stats::curve::{CurveRow, Line, Traits};
 use crate::stats::stopping::{at_kl, regret, Regret, Rule, Series};
 
 /// What identifies a curve: its line (method, ensemble and its proxies, aggregator, β) and
@@ -77,12 +77,15 @@ fn cmp_opt(a: Option<f64>, b: Option<f64>) -> Ordering {
 #[derive(Debug, Clone)]
 pub struct Curve {
     pub id: CurveId,
+    /// Its method's traits (the Gao form its fits take).
+    pub traits: Traits,
     pub points: Vec<CurveRow>,
 }
 
 /// Groups rows into curves by [`CurveRow::curve_key`]; curves in the module's order, points
-/// by n (best-of-n) or step (PPO), then by KL.
-pub fn group_curves(rows: &[CurveRow]) -> Vec<Curve> {
+/// by n (best-of-n) or step (PPO), then by KL. `traits` says what each method is (by its
+/// name in the rows).
+pub fn group_curves(rows: &[CurveRow], traits: impl Fn(&str) -> Traits) -> Vec<Curve> {
     let mut curves: Vec<Curve> = Vec::new();
     let mut index = std::collections::HashMap::new();
     for r in rows {
@@ -90,6 +93,7 @@ pub fn group_curves(rows: &[CurveRow]) -> Vec<Curve> {
         let i = *index.entry(key).or_insert_with(|| {
             curves.push(Curve {
                 id: CurveId::of(r),
+                traits: traits(&r.method),
                 points: Vec::new(),
             });
             curves.len() - 1
@@ -160,13 +164,9 @@ impl Curve {
         )
     }
 
-    /// The functional form of this curve's method: best-of-n or RL (PPO and anything else).
+    /// The functional form of this curve's method ([`Traits::form`]).
     pub fn form(&self) -> Form {
-        if self.id.line.method == "bon" {
-            Form::BestOfN
-        } else {
-            Form::Rl
-        }
+        self.traits.form
     }
 
     /// Where point `i` is: `n=64`, `step 20`, or `#i`.

@@ -46,6 +46,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use super::claims::{ClaimSelector, ConclusionsSpec};
 use crate::stats;
+use crate::stats::curve::Traits;
 use crate::stats::stopping::{Rule, Series};
 
 
@@ -59,8 +60,10 @@ pub const MIN_REPLICATES_PEAK: usize = 3;
 /// One curve's values per unit: `gold[point][unit]` and the gold-free signals alike.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitCurve {
-    /// `bon` or `ppo`.
+    /// The method's name in the tables (`bon`, `ppo`).
     pub method: String,
+    /// What the statistics read of the method: its label, Gao form, how its KL is had.
+    pub traits: Traits,
     pub replicate: u64,
     pub ensemble: String,
     /// `member0`, `mean`, `wco`, `uwo(0.5)`, … ([`crate::stats::aggregate::label`]).
@@ -139,12 +142,18 @@ fn mean(xs: &[f64]) -> f64 {
 /// the units minus gold at the last point, one contribution per unit. `None` for fewer than
 /// two units or points without a finite mean.
 pub fn fall_units(c: &UnitCurve) -> Option<Vec<f64>> {
-    let last = c.points().checked_sub(1)?;
-    if c.units() < 2 {
+    gold_fall_units(&c.gold)
+}
+
+/// [`fall_units`] of `gold[point][unit]`.
+fn gold_fall_units(gold: &[Vec<f64>]) -> Option<Vec<f64>> {
+    let last = gold.len().checked_sub(1)?;
+    let units = gold.first().map_or(0, Vec::len);
+    if units < 2 {
         return None;
     }
-    let picks = [peak_index(&half_curve(&c.gold, 0))?, peak_index(&half_curve(&c.gold, 1))?];
-    Some((0..c.units()).map(|u| c.gold[picks[1 - half_of(u)]][u] - c.gold[last][u]).collect())
+    let picks = [peak_index(&half_curve(gold, 0))?, peak_index(&half_curve(gold, 1))?];
+    Some((0..units).map(|u| gold[picks[1 - half_of(u)]][u] - gold[last][u]).collect())
 }
 
 /// The in-sample fall (peak chosen and measured on the same units): biased upward, kept
@@ -631,12 +640,13 @@ fn beta_text(b: Option<f64>) -> String {
     b.map(|b| format!(", β = {b}")).unwrap_or_default()
 }
 
-pub fn method_text(m: &str) -> &str {
-    match m {
-        "bon" => "best-of-n",
-        "ppo" => "PPO",
-        other => other,
+/// The traits of each method of `curves`, by name (the first curve's).
+fn traits_by_method(curves: &[UnitCurve]) -> BTreeMap<&str, Traits> {
+    let mut out = BTreeMap::new();
+    for c in curves {
+        out.entry(c.method.as_str()).or_insert(c.traits);
     }
+    out
 }
 
 /// One replicate's runs of one aggregator group, pooled unit by unit (the single members'
@@ -759,26 +769,12 @@ fn peak_measure(reps: &BTreeMap<u64, Pooled>, study: usize, fall: bool) -> Optio
     let list: Vec<&Pooled> = reps.values().collect();
     if study <= 1 {
         let p = list.first()?;
-        let c = UnitCurve {
-            method: String::new(),
-            replicate: 0,
-            ensemble: String::new(),
-            aggregator: String::new(),
-            kl_penalty: None,
-            kl: p.kl.clone(),
-            at: p.at.clone(),
-            gold: p.gold.clone(),
-            proxy: Vec::new(),
-            member_mean: Vec::new(),
-            other_members: None,
-            disagreement: Vec::new(),
-            heldout: None,
-        };
+        let gold = &p.gold;
         let units = if fall {
-            fall_units(&c)?
+            gold_fall_units(gold)?
         } else {
-            let picks = [peak_index(&half_curve(&c.gold, 0))?, peak_index(&half_curve(&c.gold, 1))?];
-            (0..c.units()).map(|u| c.gold[picks[1 - half_of(u)]][u] - c.gold[0][u]).collect()
+            let picks = [peak_index(&half_curve(gold, 0))?, peak_index(&half_curve(gold, 1))?];
+            (0..gold.first().map_or(0, Vec::len)).map(|u| gold[picks[1 - half_of(u)]][u] - gold[0][u]).collect()
         };
         return Some(Measured {
             per: vec![units],
@@ -886,9 +882,11 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
     for c in curves {
         method_reps.entry(c.method.as_str()).or_default().insert(c.replicate);
     }
+    let traits = traits_by_method(curves);
     let mut out = Vec::new();
     for ((method, ensemble, beta), groups) in &by {
         let beta = beta.map(f64::from_bits);
+        let Traits { label, kl_measured, .. } = traits[method.as_str()];
         let all_reps = &method_reps[method.as_str()];
         let study = all_reps.len();
         // The worst gold any run of this setting reached: the stand-in for a missing run.
@@ -942,9 +940,9 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
                 let w = (!missing.is_empty()).then(|| peak_measure(&with_worst(g), study, fall)).flatten();
                 let Some(j) = judged(m, study, w) else { continue };
                 let claim = if fall {
-                    format!("{}: gold falls from its peak ({ensemble}, {g}{})", method_text(method), beta_text(beta))
+                    format!("{label}: gold falls from its peak ({ensemble}, {g}{})", beta_text(beta))
                 } else {
-                    format!("{}: gold gained at the peak over π_ref ({ensemble}, {g}{})", method_text(method), beta_text(beta))
+                    format!("{label}: gold gained at the peak over π_ref ({ensemble}, {g}{})", beta_text(beta))
                 };
                 out.push(base(kind, g, "", if fall { "peak→last" } else { "peak" }, claim, j, missing.clone()));
             }
@@ -973,9 +971,9 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
                 m
             };
             let text = |at: &str| {
-                format!("{}: {agg} keeps more gold than {baseline} at {at} ({ensemble}{})", method_text(method), beta_text(beta))
+                format!("{label}: {agg} keeps more gold than {baseline} at {at} ({ensemble}{})", beta_text(beta))
             };
-            // At the last point, and (PPO) at the largest KL both reach.
+            // At the last point, and (where KL is measured) at the largest KL both reach.
             let pointwise = |a: &BTreeMap<u64, Pooled>, b: &BTreeMap<u64, Pooled>, matched: bool| -> (Vec<Vec<f64>>, Vec<f64>) {
                 let mut kls = Vec::new();
                 let per = a
@@ -998,7 +996,7 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
             let (a, b) = (&pooled_groups[&agg], &pooled_groups[baseline]);
             let (wa, wb) = (with_worst(&agg), with_worst(baseline));
             let mut kinds = vec![false];
-            if method == "ppo" {
+            if kl_measured {
                 kinds.push(true);
             }
             for matched in kinds {
@@ -1119,9 +1117,9 @@ pub fn primary_indices(claims: &[Claim], settings: &Settings) -> Vec<Option<usiz
 }
 
 /// The ensemble the default primary questions are about when the study's config is not at
-/// hand: a guess from the ensemble ids (`SIZE/dDATA/nNOISE`): the size of the first
-/// ensemble a PPO claim uses (PPO runs on the first size by default), else of the first
-/// claim; among its ensembles the fewest training pairs, then the lowest noise.
+/// hand: a guess from the ensemble ids (`SIZE/dDATA/nNOISE`): the first size every method's
+/// claims use (best-of-n reads every size, PPO the first by default), else the first
+/// claim's; among its ensembles the fewest training pairs, then the lowest noise.
 pub fn smallest_ensemble(claims: &[Claim]) -> String {
     let mut seen: Vec<&str> = Vec::new();
     for c in claims {
@@ -1135,15 +1133,12 @@ pub fn smallest_ensemble(claims: &[Claim]) -> String {
         let n = it.next().and_then(|n| n.strip_prefix('n')).and_then(|n| n.parse().ok()).unwrap_or(f64::INFINITY);
         (d, n)
     };
-    let first_size = claims
-        .iter()
-        .find(|c| c.method == "ppo" && !c.ensemble.is_empty())
-        .map(|c| c.ensemble.as_str())
-        .or(seen.first().copied())
-        .map(|e| e.split('/').next().unwrap_or(""))
-        .unwrap_or("");
+    let size = |e: &str| e.split('/').next().unwrap_or("").to_string();
+    let methods: BTreeSet<&str> = claims.iter().filter(|c| !c.ensemble.is_empty()).map(|c| c.method.as_str()).collect();
+    let used_by_all = |s: &String| methods.iter().all(|m| claims.iter().any(|c| c.method == *m && !c.ensemble.is_empty() && size(&c.ensemble) == *s));
+    let first_size = seen.iter().map(|e| size(e)).find(used_by_all).or(seen.first().map(|e| size(e))).unwrap_or_default();
     seen.iter()
-        .filter(|e| e.split('/').next() == Some(first_size))
+        .filter(|e| size(e) == first_size)
         .min_by(|a, b| {
             let (x, y) = (parse(a), parse(b));
             x.0.cmp(&y.0).then(x.1.total_cmp(&y.1))
@@ -1318,11 +1313,8 @@ pub fn stop_claims(curves: &[UnitCurve]) -> Vec<Claim> {
 /// `heldout_peak` rule read.
 pub fn stop_claims_with(curves: &[UnitCurve], heldout: &str) -> Vec<Claim> {
     let mut out = Vec::new();
-    for method in ["bon", "ppo"] {
+    for (method, traits) in traits_by_method(curves) {
         let cs: Vec<&UnitCurve> = curves.iter().filter(|c| c.method == method).collect();
-        if cs.is_empty() {
-            continue;
-        }
         let reps: Vec<u64> = cs.iter().map(|c| c.replicate).collect::<BTreeSet<_>>().into_iter().collect();
         let study = reps.len();
         let oracle = Oracle::of(&cs);
@@ -1342,6 +1334,7 @@ pub fn stop_claims_with(curves: &[UnitCurve], heldout: &str) -> Vec<Claim> {
             if let Some(iv) = across_of(&per, study) {
                 out.push(stop_claim(
                     method,
+                    traits.label,
                     &rule.label(),
                     "cross-fitted",
                     estimand,
@@ -1387,6 +1380,7 @@ pub fn stop_claims_with(curves: &[UnitCurve], heldout: &str) -> Vec<Claim> {
             }
             out.push(stop_claim(
                 method,
+                traits.label,
                 &recommended.label(),
                 "cross-validated",
                 estimand,
@@ -1401,9 +1395,9 @@ pub fn stop_claims_with(curves: &[UnitCurve], heldout: &str) -> Vec<Claim> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn stop_claim(method: &str, rule: &str, at: &str, estimand: &str, iv: Interval, study: usize, text: String, note: String) -> Claim {
+fn stop_claim(method: &str, label: &str, rule: &str, at: &str, estimand: &str, iv: Interval, study: usize, text: String, note: String) -> Claim {
     Claim {
-        claim: format!("{}: {text}", method_text(method)),
+        claim: format!("{label}: {text}"),
         kind: "stop".into(),
         method: method.to_string(),
         ensemble: String::new(),
@@ -1448,15 +1442,6 @@ pub struct DstarRow {
     pub interval: Option<Interval>,
 }
 
-/// The Gao form of a method.
-fn form_of(method: &str) -> crate::stats::fit::Form {
-    if method == "bon" {
-        crate::stats::fit::Form::BestOfN
-    } else {
-        crate::stats::fit::Form::Rl
-    }
-}
-
 /// The expected curve of `reps` (mean over replicates per common point): (KL, gold gain over
 /// the first point).
 fn expected_curve(reps: &[&Pooled]) -> Option<(Vec<f64>, Vec<f64>)> {
@@ -1472,10 +1457,10 @@ fn expected_curve(reps: &[&Pooled]) -> Option<(Vec<f64>, Vec<f64>)> {
 }
 
 /// The Gao fit of the expected curve of `reps`: (fit, largest KL measured).
-fn expected_fit(method: &str, reps: &[&Pooled]) -> Option<(crate::stats::fit::FormFit, f64)> {
+fn expected_fit(form: crate::stats::fit::Form, reps: &[&Pooled]) -> Option<(crate::stats::fit::FormFit, f64)> {
     let (kl, gold) = expected_curve(reps)?;
     let max = kl.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some((crate::stats::fit::fit_form(form_of(method), &kl, &gold)?, max))
+    Some((crate::stats::fit::fit_form(form, &kl, &gold)?, max))
 }
 
 /// A fitted peak inside the measured KL range.
@@ -1485,18 +1470,20 @@ fn in_range(f: &crate::stats::fit::FormFit, max_kl: f64) -> Option<f64> {
 
 /// [`DstarRow`]s: every method × ensemble × β with single members.
 pub fn dstar(curves: &[UnitCurve]) -> Vec<DstarRow> {
+    let traits = traits_by_method(curves);
     expected_groups(curves, true)
         .into_iter()
         .map(|((method, ensemble, beta, _), reps)| {
             let list: Vec<&Pooled> = reps.values().collect();
-            let full = expected_fit(&method, &list);
+            let form = traits[method.as_str()].form;
+            let full = expected_fit(form, &list);
             let d_star = full.as_ref().and_then(|(f, m)| in_range(f, *m));
             let interval = if list.len() >= MIN_REPLICATES_PEAK && d_star.is_some() {
                 let n = list.len() as f64;
                 let loo: Option<Vec<f64>> = (0..list.len())
                     .map(|r| {
                         let others: Vec<&Pooled> = list.iter().enumerate().filter(|&(q, _)| q != r).map(|(_, p)| *p).collect();
-                        let (f, m) = expected_fit(&method, &others)?;
+                        let (f, m) = expected_fit(form, &others)?;
                         in_range(&f, m)
                     })
                     .collect();
@@ -1544,11 +1531,12 @@ pub struct ExpectedFit {
 
 /// [`ExpectedFit`]s of every group.
 pub fn expected_fits(curves: &[UnitCurve]) -> Vec<ExpectedFit> {
+    let traits = traits_by_method(curves);
     expected_groups(curves, false)
         .into_iter()
         .map(|((method, ensemble, beta, g), reps)| {
             let list: Vec<&Pooled> = reps.values().collect();
-            let fit = expected_fit(&method, &list);
+            let fit = expected_fit(traits[method.as_str()].form, &list);
             ExpectedFit {
                 d_star: fit.as_ref().and_then(|(f, m)| in_range(f, *m)),
                 r2: fit.map(|(f, _)| f.r2),

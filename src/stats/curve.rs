@@ -4,6 +4,22 @@
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::Aggregator;
+use super::fit::Form;
+
+/// What the statistics need to know of a method, declared by the method
+/// (`crate::methods::Method::traits`) and carried with its curves, so that no statistic
+/// names a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits {
+    /// How claims and the report name the method: `best-of-n`, `PPO`.
+    pub label: &'static str,
+    /// Gao's functional form of its gold curve against d = √KL.
+    pub form: Form,
+    /// Whether a point's KL is measured (a trained policy's checkpoint: each run reaches its
+    /// own KL, so two runs are also compared at a KL both reach) rather than set by the
+    /// design (best-of-n: the bound of its n, the same for every aggregator).
+    pub kl_measured: bool,
+}
 
 /// What is measured of the samples a policy gives at one point of an optimization curve
 /// besides gold, averaged over the evaluation prompts — best-of-n's expected selection, PPO's

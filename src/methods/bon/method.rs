@@ -13,8 +13,8 @@ use super::{BonPoint, Selection};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::stats::aggregate::Aggregator;
-use crate::methods::{Assembled, Made, Method, Planned, PointKl, Table, UnitTable};
-use crate::stats::curve::{replicate_suffix, CurveRow};
+use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, PointKl, Table, UnitTable};
+use crate::stats::curve::{replicate_suffix, CurveRow, Traits};
 use crate::train::proxy::{ensemble_member, ProxyCell};
 
 /// Best-of-n as a method of the plan: each replicate's held-out prompts in cells of
@@ -24,6 +24,10 @@ pub struct BestOfN;
 impl Method for BestOfN {
     fn name(&self) -> &'static str {
         "bon"
+    }
+
+    fn traits(&self) -> Traits {
+        Traits { label: "best-of-n", form: crate::stats::fit::Form::BestOfN, kl_measured: false }
     }
 
     fn cells(&self, exp: &Experiment, r: usize, grid: &[ProxyCell]) -> Vec<Planned> {
@@ -66,8 +70,58 @@ impl Method for BestOfN {
         Ok(Assembled { curves, tables, runs: None })
     }
 
+    fn needs(&self, exp: &Experiment) -> Needs {
+        let (b, x) = (&exp.bon, &exp.proxy);
+        if !b.enabled {
+            return Needs::default();
+        }
+        let u = |n: usize| n as u64;
+        let per_cell = u(b.prompts.min(b.prompts_per_cell)).saturating_mul(u(b.pool));
+        let ensembles = u(crate::train::proxy::ensembles(&crate::train::proxy::proxy_cells(exp, 0)).len());
+        let rows = [u(exp.replicates), ensembles, u(b.aggregators(x.members).len()), u(b.prompts), u(super::n_grid(b.pool).len())]
+            .iter()
+            .fold(1u64, |a, &n| a.saturating_mul(n));
+        Needs {
+            pools: Some((
+                Part { what: "best-of-n pools (bon.prompts_per_cell × bon.pool, one cell per core)", key: "bon.pool", count: per_cell },
+                self.cells_per_replicate(exp),
+            )),
+            scored: per_cell,
+            unit_rows: rows,
+            unit_values: rows.saturating_mul(10 + u(x.members)),
+            unit_keys: "best-of-n: bon.prompts × the n grid of bon.pool × ensembles × aggregators",
+            ..Needs::default()
+        }
+    }
+
+    fn outline(&self, exp: &Experiment, _grid: &[ProxyCell]) -> Vec<String> {
+        let b = &exp.bon;
+        if !b.enabled {
+            return Vec::new();
+        }
+        vec![format!("best-of-n: {} prompts x {} samples per prompt, per replicate", b.prompts, b.pool)]
+    }
+
+    fn in_brief(&self, rows: &[&CurveRow]) -> String {
+        format!("best-of-n (n up to {})", rows.iter().filter_map(|r| r.n).max().unwrap_or(0))
+    }
+
+    fn measured(&self, rows: &[&CurveRow]) -> String {
+        let ns = rows.iter().filter_map(|r| r.n).collect::<Vec<_>>();
+        format!(
+            "**Best-of-n**: n = {}…{} from a pool of {} π_ref samples per prompt, mean over {} held-out \
+             prompts (unbiased estimator); KL is the analytic bound ln n − (n−1)/n in nats, an upper bound \
+             on the true KL.",
+            ns.iter().min().unwrap_or(&0),
+            ns.iter().max().unwrap_or(&0),
+            crate::methods::listed(rows.iter().filter_map(|r| r.pool).collect()),
+            crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
+        )
+    }
+
     fn unit_table(&self) -> UnitTable {
         UnitTable {
+            traits: self.traits(),
             stem: "bon_units",
             point: "n",
             at: |n| format!("n={n}"),

@@ -11,8 +11,8 @@ use super::cell::{ppo_cells, PpoCell, PpoOutcome};
 use super::{Outcome, UpdateStats};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
-use crate::methods::{Assembled, Made, Method, Planned, PointKl, Runs, Table, UnitTable};
-use crate::stats::curve::CurveRow;
+use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, PointKl, Runs, Table, UnitTable};
+use crate::stats::curve::{CurveRow, Traits};
 use crate::train::proxy::{ensemble_member, ProxyCell};
 
 /// PPO as a method of the plan: one cell per run of [`ppo_cells`], each reading its
@@ -22,6 +22,10 @@ pub struct Ppo;
 impl Method for Ppo {
     fn name(&self) -> &'static str {
         "ppo"
+    }
+
+    fn traits(&self) -> Traits {
+        Traits { label: "PPO", form: crate::stats::fit::Form::Rl, kl_measured: true }
     }
 
     fn cells(&self, exp: &Experiment, _r: usize, grid: &[ProxyCell]) -> Vec<Planned> {
@@ -36,7 +40,7 @@ impl Method for Ppo {
     }
 
     fn cells_per_replicate(&self, exp: &Experiment) -> u64 {
-        exp.ppo_run_count() as u64
+        exp.ppo.run_count(&exp.proxy) as u64
     }
 
     fn size_keys(&self) -> &'static str {
@@ -82,8 +86,60 @@ impl Method for Ppo {
         Ok(out)
     }
 
+    fn needs(&self, exp: &Experiment) -> Needs {
+        let (p, x) = (&exp.ppo, &exp.proxy);
+        let runs = exp.ppo.run_count(&exp.proxy) as u64;
+        if runs == 0 {
+            return Needs::default();
+        }
+        let u = |n: usize| n as u64;
+        // `ppo.kl_budget` may end a run sooner.
+        let rows = [u(exp.replicates), runs, u(p.checkpoints()), u(p.eval_prompts)].iter().fold(1u64, |a, &n| a.saturating_mul(n));
+        Needs {
+            policies: runs,
+            batch: Some(Part { what: "one PPO minibatch (ppo.minibatch)", key: "ppo.minibatch", count: u(p.minibatch) }),
+            rollouts: Some(Part {
+                what: "PPO rollouts (ppo.rollout, ppo.eval_prompts)",
+                key: "ppo.rollout",
+                count: u(p.rollout) + u(p.eval_prompts),
+            }),
+            unit_rows: rows,
+            unit_values: rows.saturating_mul(12 + u(x.members)),
+            unit_keys: "PPO: runs × checkpoints × ppo.eval_prompts",
+            ..Needs::default()
+        }
+    }
+
+    fn outline(&self, exp: &Experiment, grid: &[ProxyCell]) -> Vec<String> {
+        let runs = ppo_cells(exp, grid);
+        if runs.is_empty() {
+            return Vec::new();
+        }
+        let mut out = vec![format!("PPO: {} runs x {} updates per replicate:", runs.len(), exp.ppo.updates)];
+        out.extend(runs.iter().map(|r| format!("  {}", r.id())));
+        out
+    }
+
+    fn in_brief(&self, rows: &[&CurveRow]) -> String {
+        format!("PPO (KL penalty β = {})", betas(rows))
+    }
+
+    fn measured(&self, rows: &[&CurveRow]) -> String {
+        let steps = rows.iter().filter_map(|r| r.step).collect::<Vec<_>>();
+        format!(
+            "**PPO**: KL penalties {}, evaluated at steps {}…{} on {} held-out prompts; KL(π‖π_ref) is \
+             the k1 estimate on fresh samples in nats (values below 0, sampling noise near π_ref, are read \
+             as 0 here).",
+            betas(rows),
+            steps.iter().min().unwrap_or(&0),
+            steps.iter().max().unwrap_or(&0),
+            crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
+        )
+    }
+
     fn unit_table(&self) -> UnitTable {
         UnitTable {
+            traits: self.traits(),
             stem: "ppo_units",
             point: "step",
             at: |step| format!("step {step}"),
@@ -253,4 +309,12 @@ fn units_frame(runs: &[(PpoCell, Outcome)]) -> Result<DataFrame> {
         path: "ppo_units".into(),
         msg: e.to_string(),
     })
+}
+
+/// The distinct β of `rows`, ascending, comma-separated.
+fn betas(rows: &[&CurveRow]) -> String {
+    let mut betas: Vec<f64> = rows.iter().filter_map(|r| r.kl_penalty).collect();
+    betas.sort_by(f64::total_cmp);
+    betas.dedup();
+    betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -11,11 +11,10 @@ use crate::output::plot;
 use crate::output::series;
 use crate::output::table::CurveRow;
 
-/// The best-of-n figures ([`plot::bon_figures`]) and PPO figures ([`plot::ppo_figures`]) of
-/// `rows`; returns the file names written (`STEM.png` and `STEM.svg` of each), in drawing order.
+/// Every method's curve figures ([`plot::figures`]) of `rows`; returns the file names
+/// written (`STEM.png` and `STEM.svg` of each), in drawing order.
 pub(super) fn curve_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>> {
-    let mut stems = plot::bon_figures(rows, dir)?;
-    stems.extend(plot::ppo_figures(rows, dir)?);
+    let stems = plot::figures(rows, dir)?;
     Ok(stems
         .iter()
         .flat_map(|s| [format!("{s}.png"), format!("{s}.svg")])
@@ -42,7 +41,8 @@ pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
     let mut rows = 0;
     // Replicates per (line, size), over every panel: for the header.
     let (mut fewest, mut most) = (usize::MAX, 0usize);
-    for (method, name, form) in [("bon", "best-of-n", Form::BestOfN), ("ppo", "PPO", Form::Rl)] {
+    for m in crate::plan::kinds::METHODS {
+        let (method, name, form) = (m.name(), m.traits().label, m.traits().form);
         let mine: Vec<&FitRow> = single.iter().copied().filter(|f| f.id.line.method == method).collect();
         let mut sizes: Vec<u64> = mine.iter().map(|f| f.id.line.proxy_params).collect();
         sizes.sort_unstable();

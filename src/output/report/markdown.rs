@@ -234,7 +234,7 @@ fn reps(c: &Claim) -> String {
 
 /// The question a primary selector asks, in words.
 fn question(s: &crate::config::ClaimSelector, c: Option<&Claim>) -> String {
-    let method = crate::stats::conclusions::method_text(&s.method);
+    let method = crate::plan::kinds::label(&s.method);
     let beta = c.and_then(|c| c.kl_penalty).or(s.kl_penalty).map(|b| format!(", β = {b}")).unwrap_or_default();
     let agg = c.map_or(s.aggregator.clone(), |c| c.aggregator.clone());
     let ens = c.map(|c| format!(" (`{}`)", c.ensemble)).filter(|_| s.kind != "stop").unwrap_or_default();
@@ -407,14 +407,11 @@ fn studied(a: &Analysis) -> String {
     let members = a.rows.iter().map(|r| r.measures.members.len()).max().unwrap_or(0);
     let reps_n = a.claims.iter().map(|c| c.replicates_total).max().unwrap_or(0);
     let mut methods = Vec::new();
-    if let Some(n) = a.rows.iter().filter(|r| r.method == "bon").filter_map(|r| r.n).max() {
-        methods.push(format!("best-of-n (n up to {n})"));
-    }
-    let mut betas: Vec<f64> = a.rows.iter().filter(|r| r.method == "ppo").filter_map(|r| r.kl_penalty).collect();
-    betas.sort_by(f64::total_cmp);
-    betas.dedup();
-    if !betas.is_empty() {
-        methods.push(format!("PPO (KL penalty β = {})", betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")));
+    for m in crate::plan::kinds::METHODS {
+        let rows: Vec<&CurveRow> = a.rows.iter().filter(|r| r.method == m.name()).collect();
+        if !rows.is_empty() {
+            methods.push(m.in_brief(&rows));
+        }
     }
     format!(
         "**What was studied.** A reference policy π_ref was optimized by {} against learned proxy reward \
@@ -433,7 +430,7 @@ fn studied(a: &Analysis) -> String {
 
 /// A primary verdict in one sentence.
 fn meaning(sel: &crate::config::ClaimSelector, c: &Claim) -> String {
-    let method = crate::stats::conclusions::method_text(&c.method);
+    let method = crate::plan::kinds::label(&c.method);
     let size = num(c.interval.estimate.abs(), 2);
     let agg = &c.aggregator;
     match (sel.kind.as_str(), c.verdict.as_str()) {
@@ -565,14 +562,6 @@ fn all_claims(a: &Analysis) -> String {
 
 fn measured_section(a: &Analysis) -> String {
     let mut s = String::from("## What was measured\n\n");
-    let bon: Vec<&CurveRow> = a.rows.iter().filter(|r| r.method == "bon").collect();
-    let ppo: Vec<&CurveRow> = a.rows.iter().filter(|r| r.method == "ppo").collect();
-    let distinct_u = |v: Vec<u64>| {
-        let mut v = v;
-        v.sort_unstable();
-        v.dedup();
-        v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-    };
     let mut ensembles: Vec<&str> = a.rows.iter().map(|r| r.ensemble.as_str()).collect();
     ensembles.sort_unstable();
     ensembles.dedup();
@@ -589,34 +578,12 @@ fn measured_section(a: &Analysis) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if !bon.is_empty() {
-        let ns = bon.iter().filter_map(|r| r.n).collect::<Vec<_>>();
-        let _ = write!(
-            s,
-            " **Best-of-n**: n = {}…{} from a pool of {} π_ref samples per prompt, mean over {} held-out \
-             prompts (unbiased estimator); KL is the analytic bound ln n − (n−1)/n in nats, an upper bound \
-             on the true KL.",
-            ns.iter().min().unwrap_or(&0),
-            ns.iter().max().unwrap_or(&0),
-            distinct_u(bon.iter().filter_map(|r| r.pool).collect()),
-            distinct_u(bon.iter().map(|r| r.prompts).collect()),
-        );
-    }
-    if !ppo.is_empty() {
-        let mut betas: Vec<f64> = ppo.iter().filter_map(|r| r.kl_penalty).collect();
-        betas.sort_by(f64::total_cmp);
-        betas.dedup();
-        let steps = ppo.iter().filter_map(|r| r.step).collect::<Vec<_>>();
-        let _ = write!(
-            s,
-            " **PPO**: KL penalties {}, evaluated at steps {}…{} on {} held-out prompts; KL(π‖π_ref) is \
-             the k1 estimate on fresh samples in nats (values below 0, sampling noise near π_ref, are read \
-             as 0 here).",
-            betas.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
-            steps.iter().min().unwrap_or(&0),
-            steps.iter().max().unwrap_or(&0),
-            distinct_u(ppo.iter().map(|r| r.prompts).collect()),
-        );
+    for m in crate::plan::kinds::METHODS {
+        let rows: Vec<&CurveRow> = a.rows.iter().filter(|r| r.method == m.name()).collect();
+        if !rows.is_empty() {
+            s.push(' ');
+            s.push_str(&m.measured(&rows));
+        }
     }
     s.push_str(
         "\n\nGold is the gold RM's score in **π_ref standard deviations** (0 = π_ref's mean; \"gold \
@@ -975,13 +942,7 @@ fn aggregators_section(a: &Analysis) -> String {
         let _ = writeln!(
             s,
             "{}:\n",
-            if method == "bon" {
-                "Best-of-n"
-            } else if method == "ppo" {
-                "PPO"
-            } else {
-                method
-            }
+            crate::output::plot::capitalized(crate::plan::kinds::label(method))
         );
         let mut cols: Vec<String> = vec!["ensemble(s)".into(), "KL penalty".into(), "aggregator".into()];
         cols.extend(budgets.iter().map(|b| format!("gold at KL {b} nats")));
@@ -1034,7 +995,8 @@ fn figures_section(a: &Analysis) -> String {
     }
     // How many replicates the curve figures average, by method (lines can differ).
     let mut counts = Vec::new();
-    for (method, name) in [("bon", "best-of-n"), ("ppo", "PPO")] {
+    for m in crate::plan::kinds::METHODS {
+        let (method, name) = (m.name(), m.traits().label);
         let rows: Vec<_> = a.rows.iter().filter(|r| r.method == method).cloned().collect();
         let series = crate::output::series::expected_series(&rows, crate::output::series::Measure::Gold);
         if !series.is_empty() {
@@ -1119,7 +1081,7 @@ fn acceptance_section(a: &Analysis) -> String {
             s,
             "(b) {}: the cross-validated stopping rule (recommended: `{}`) gives up {} gold against a stop at the \
              expected curve's peak, {} of the {} gained there over π_ref (target ≤ {}%): **{}**.\n",
-            crate::stats::conclusions::method_text(&r.method),
+            crate::plan::kinds::label(&r.method),
             r.rule,
             ci(&r.regret),
             r.fraction.map_or("—".to_string(), |f| format!("{}%", num(100.0 * f, 1))),

@@ -176,7 +176,7 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         rows,
         units,
     } = inputs::read(dir, allow_edited)?;
-    let curves = analysis::group_curves(&rows);
+    let curves = analysis::group_curves(&rows, crate::plan::kinds::traits);
     let fits = analysis::fits(&curves);
     let scaling = analysis::scaling(&fits);
     let stops = analysis::stopping(&curves);
