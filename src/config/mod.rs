@@ -27,12 +27,14 @@ pub use fields::limits;
 mod bon;
 mod data;
 pub mod fields;
+mod group;
 mod locate;
 mod models;
 mod ppo;
 mod validate;
 
 pub use bon::BonSpec;
+pub use group::GroupSpec;
 pub use data::{LabelMode, PreferenceSpec, ProxySizeSpec, ProxySpec};
 pub use models::{GoldSpec, PolicySpec, ReferenceSpec};
 pub use ppo::PpoSpec;
@@ -70,6 +72,10 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub ppo: PpoSpec,
     #[serde(default)]
+    pub grpo: GroupSpec,
+    #[serde(default)]
+    pub rloo: GroupSpec,
+    #[serde(default)]
     pub conclusions: ConclusionsSpec,
 }
 
@@ -81,11 +87,11 @@ fn default_replicates() -> usize {
     1
 }
 
-/// The method sections of an experiment (`[bon]`, `[ppo]`), by the method's name: what a
+/// The method sections of an experiment (`[bon]`, `[ppo]`, `[grpo]`, `[rloo]`), by the method's name: what a
 /// primary question's `method` may name. A new method adds its file here, its field to
 /// [`ExperimentSpec`] and [`Experiment`] and its name here (a test holds this list to the registry,
 /// `crate::plan::kinds::METHODS`).
-pub const METHOD_SECTIONS: [&str; 2] = ["bon", "ppo"];
+pub const METHOD_SECTIONS: [&str; 4] = ["bon", "ppo", "grpo", "rloo"];
 
 /// The most replicates a study may ask for.
 pub const MAX_REPLICATES: usize = 1000;
@@ -104,6 +110,8 @@ pub struct Experiment {
     pub proxy: ProxySpec,
     pub bon: BonSpec,
     pub ppo: PpoSpec,
+    pub grpo: GroupSpec,
+    pub rloo: GroupSpec,
     pub conclusions: ConclusionsSpec,
     /// Parameter counts, resolved from the shapes.
     pub params: ParamCounts,

@@ -227,10 +227,16 @@ impl PpoSpec {
 
     /// PPO runs of a sweep (0 when PPO is off); `None` if the count overflows.
     pub fn runs(&self, x: &ProxySpec) -> Option<usize> {
-        let p = self;
-        if !p.enabled {
+        if !self.enabled {
             return Some(0);
         }
+        self.sweep_runs(x)
+    }
+
+    /// Runs of the sweep this section selects, whether or not PPO runs (the group-relative
+    /// methods run the same sweep); `None` if the count overflows.
+    pub fn sweep_runs(&self, x: &ProxySpec) -> Option<usize> {
+        let p = self;
         let sizes = if p.sizes.is_empty() { 1 } else { p.sizes.len() };
         let data = if p.data_sizes.is_empty() { 1 } else { p.data_sizes.len() };
         let noise = if p.noise.is_empty() { x.noise.len() } else { p.noise.len() };

@@ -154,6 +154,8 @@ impl Experiment {
 
         spec.bon.validate(&bad)?;
         spec.ppo.validate(&bad, x)?;
+        spec.grpo.validate("grpo", &bad, &spec.ppo, x)?;
+        spec.rloo.validate("rloo", &bad, &spec.ppo, x)?;
         validate_conclusions(&bad, &spec.conclusions)?;
 
         let gold_params = reward_params(&bad, "gold", &gold_arch)?;
@@ -190,6 +192,8 @@ impl Experiment {
             proxy: spec.proxy,
             bon: spec.bon,
             ppo: spec.ppo,
+            grpo: spec.grpo,
+            rloo: spec.rloo,
             conclusions: spec.conclusions,
             params,
         };

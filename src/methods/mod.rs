@@ -2,6 +2,7 @@
 //!
 //! - [`bon`]: best-of-n from a pool, the unbiased estimator and its KL;
 //! - [`ppo`]: PPO against an aggregated ensemble;
+//! - [`group`]: GRPO and RLOO, critic-free group-relative RL on PPO's sweep;
 //!
 //! Each folder: `mod.rs` (the maths), `cell.rs` (its kind of cell: recipe, make, load; what
 //! its code version hashes) and `method.rs` (its [`Method`]: the plan's cells, their assembly into
@@ -13,6 +14,7 @@
 
 pub mod bon;
 pub mod eval;
+pub mod group;
 pub mod ppo;
 
 use std::path::Path;

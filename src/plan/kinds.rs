@@ -13,7 +13,12 @@ use crate::methods::Method;
 /// The methods a plan can hold, in the order their cells are planned: the one list of them.
 /// A method is a folder of `methods/` (its maths, its cells, its [`Method`]); adding one is
 /// one line here.
-pub const METHODS: &[&dyn Method] = &[&crate::methods::bon::method::BestOfN, &crate::methods::ppo::method::Ppo];
+pub const METHODS: &[&dyn Method] = &[
+    &crate::methods::bon::method::BestOfN,
+    &crate::methods::ppo::method::Ppo,
+    &crate::methods::group::method::GroupRl(crate::methods::group::Estimator::Grpo),
+    &crate::methods::group::method::GroupRl(crate::methods::group::Estimator::Rloo),
+];
 
 /// The method of the registry named `name` (`bon`, `ppo`), if there is one.
 pub fn method(name: &str) -> Option<&'static dyn Method> {

@@ -49,10 +49,16 @@ impl PpoCell {
 /// ensembles `ppo.sizes` × `ppo.data_sizes` × `ppo.noise` select (in grid order), × the PPO
 /// aggregators × `ppo.kl_penalties`.
 pub fn ppo_cells(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
-    let p = &exp.ppo;
-    if !p.enabled {
+    if !exp.ppo.enabled {
         return Vec::new();
     }
+    sweep(exp, cells)
+}
+
+/// The runs `[ppo]` selects, whether or not PPO runs: what the group-relative methods run
+/// too (see [`ppo_cells`]).
+pub fn sweep(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
+    let p = &exp.ppo;
     let first_size = &exp.proxy.sizes[0].name;
     let first_data = exp.proxy.data_sizes[0];
     let mut out = Vec::new();

@@ -8,7 +8,7 @@ use std::path::Path;
 use polars::prelude::*;
 
 use super::cell::{ppo_cells, PpoCell, PpoOutcome};
-use super::{Outcome, UpdateStats};
+use super::{Evaluation, Outcome, UpdateStats};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, PointKl, Runs, Table, UnitTable};
@@ -65,7 +65,7 @@ impl Method for Ppo {
                     let (rows, updates) = rows(exp, run, proxy, o);
                     out.curves.extend(rows);
                     train.extend(updates);
-                    finished.push((run.clone(), o.clone()));
+                    finished.push((run.clone(), o.evaluations.clone()));
                 }
                 Err(msg) => runs.failures.push((run.id(), msg.clone())),
             }
@@ -79,7 +79,7 @@ impl Method for Ppo {
         if !finished.is_empty() {
             out.tables.push(Table {
                 stem: "ppo_units",
-                build: Box::new(move || units_frame(&finished)),
+                build: Box::new(move || units_frame("ppo_units", &finished)),
             });
         }
         out.runs = Some(runs);
@@ -150,18 +150,19 @@ impl Method for Ppo {
     }
 }
 
-/// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
-fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
+/// The curve rows of a policy method's run (one per evaluation checkpoint, as
+/// [`super::evaluate`] measures them): `method`'s rows of PPO's sweep run `run` against the
+/// ensemble whose first proxy is `cell`.
+pub(crate) fn checkpoint_rows(method: &str, exp: &Experiment, run: &PpoCell, cell: &ProxyCell, evaluations: &[Evaluation]) -> Vec<CurveRow> {
     let params = exp.proxy_arch(&cell.size).reward_params() as u64;
-    let below = super::below_peak(&o.evaluations);
-    let rows = o
-        .evaluations
+    let below = super::below_peak(evaluations);
+    evaluations
         .iter()
         .zip(below)
         .map(|(e, (gold_below_peak, gold_below_peak_se))| {
             let (gold, gold_se) = crate::stats::mean_se(&e.gold_by_prompt);
             CurveRow {
-                method: "ppo".into(),
+                method: method.into(),
                 aggregator: run.aggregator,
                 proxy_size: cell.size.name.clone(),
                 proxy_params: params,
@@ -172,7 +173,7 @@ fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<
                 step: Some(e.step as u64),
                 kl_penalty: Some(run.beta),
                 kl: e.kl_k1,
-                kl_kind: "ppo_k1".into(),
+                kl_kind: format!("{method}_k1"),
                 kl_k3: Some(e.kl_k3),
                 kl_bound: None,
                 kl_exact: None,
@@ -187,7 +188,12 @@ fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<
                 replicate: run.replicate as u64,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Curve rows (one per evaluation checkpoint) and training rows (one per update) of a run.
+fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<CurveRow>, Vec<TrainRow>) {
+    let rows = checkpoint_rows("ppo", exp, run, cell, &o.evaluations);
     let train = o
         .updates
         .iter()
@@ -245,18 +251,18 @@ fn train_frame(rows: &[TrainRow]) -> Result<DataFrame> {
     })
 }
 
-/// The `ppo_units` table: one row per evaluation sample (one per held-out prompt) of every
+/// The units table of `stem` (`ppo_units`): one row per evaluation sample (one per held-out prompt) of every
 /// checkpoint of every run, runs in plan order: the run (replicate, ensemble, aggregator,
 /// λ, β), the checkpoint (`step`, its mean k1 `kl`), the `prompt` index, the sample's gold,
 /// aggregated proxy, member scores (`member_M`, empty past the ensemble's size), held-out
 /// proxy score (empty without one) and summed k1 (`kl_k1`).
-fn units_frame(runs: &[(PpoCell, Outcome)]) -> Result<DataFrame> {
+pub(crate) fn units_frame(stem: &str, runs: &[(PpoCell, Vec<Evaluation>)]) -> Result<DataFrame> {
     let k_max = runs
         .iter()
-        .flat_map(|(_, o)| o.evaluations.iter().map(|e| e.units.members.len()))
+        .flat_map(|(_, evaluations)| evaluations.iter().map(|e| e.units.members.len()))
         .max()
         .unwrap_or(0);
-    let rows: usize = runs.iter().flat_map(|(_, o)| o.evaluations.iter().map(|e| e.gold_by_prompt.len())).sum();
+    let rows: usize = runs.iter().flat_map(|(_, evaluations)| evaluations.iter().map(|e| e.gold_by_prompt.len())).sum();
     let (mut rep, mut ens, mut agg, mut lam, mut beta) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
     let (mut step, mut kl, mut prompt, mut gold, mut proxy, mut heldout, mut k1) = (
         Vec::with_capacity(rows),
@@ -268,8 +274,8 @@ fn units_frame(runs: &[(PpoCell, Outcome)]) -> Result<DataFrame> {
         Vec::with_capacity(rows),
     );
     let mut members: Vec<Vec<Option<f64>>> = vec![Vec::with_capacity(rows); k_max];
-    for (run, o) in runs {
-        for e in &o.evaluations {
+    for (run, evaluations) in runs {
+        for e in evaluations {
             let u = &e.units;
             for (i, &g) in e.gold_by_prompt.iter().enumerate() {
                 rep.push(run.replicate as u64);
@@ -306,7 +312,7 @@ fn units_frame(runs: &[(PpoCell, Outcome)]) -> Result<DataFrame> {
     columns.push(Column::new("heldout".into(), heldout));
     columns.push(Column::new("kl_k1".into(), k1));
     DataFrame::new(rows, columns).map_err(|e| Error::Table {
-        path: "ppo_units".into(),
+        path: stem.into(),
         msg: e.to_string(),
     })
 }

@@ -420,7 +420,10 @@ fn studied(a: &Analysis) -> String {
          optimization pushes further from π_ref (KL), does gold rise and then fall, and do conservative \
          ensembles (`wco`: the members' minimum; `uwo`: mean − λ·variance) keep more gold than a single \
          proxy?\n\n",
-        methods.join(" and "),
+        match methods.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => methods.join(""),
+        },
         ensembles.len(),
         if ensembles.len() == 1 { "" } else { "s" },
         ensembles.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", "),
