@@ -468,6 +468,13 @@ impl SeqSet {
         self.ends.push(world.end_index(response) as u32);
     }
 
+    /// Appends `row` (a sequence of [`SeqSet::row`]'s form, `seq_len` tokens) and its end.
+    pub fn push_row(&mut self, row: &[u32], end: u32) {
+        debug_assert_eq!(row.len(), self.seq_len);
+        self.tokens.extend_from_slice(row);
+        self.ends.push(end);
+    }
+
     pub fn len(&self) -> usize {
         self.ends.len()
     }

@@ -46,7 +46,7 @@ fn versions(tree: &Path) -> Vec<(String, String)> {
 fn every_kind_is_found_and_reaches_the_kernels_and_no_report() {
     let versions = code_version::versions(&root(), "");
     let kinds: Vec<&str> = versions.keys().map(String::as_str).collect();
-    assert_eq!(kinds, ["BON", "GOLD", "GROUP", "PAIRS", "POLICY", "PPO", "PROXY"]);
+    assert_eq!(kinds, ["BON", "DAA", "GOLD", "GROUP", "PAIRS", "POLICY", "PPO", "PROXY"]);
     for (kind, (_, files)) in &versions {
         assert!(files.contains("src/model/ops.rs"), "{kind} reaches {files:?}");
         assert!(files.iter().all(|f| !f.starts_with("src/output/") && !f.ends_with("conclusions.rs")), "{kind}: {files:?}");
@@ -54,9 +54,10 @@ fn every_kind_is_found_and_reaches_the_kernels_and_no_report() {
     // A method's make stays in its folder and the layers below: no other method, no plan
     // (the group-relative methods run PPO's rollout and evaluation, by design).
     for (kind, folder, others) in [
-        ("BON", "src/methods/bon/", &["src/methods/ppo/", "src/methods/group/"][..]),
-        ("PPO", "src/methods/ppo/", &["src/methods/bon/", "src/methods/group/"][..]),
-        ("GROUP", "src/methods/group/", &["src/methods/bon/"][..]),
+        ("BON", "src/methods/bon/", &["src/methods/ppo/", "src/methods/group/", "src/methods/daa/"][..]),
+        ("PPO", "src/methods/ppo/", &["src/methods/bon/", "src/methods/group/", "src/methods/daa/"][..]),
+        ("GROUP", "src/methods/group/", &["src/methods/bon/", "src/methods/daa/"][..]),
+        ("DAA", "src/methods/daa/", &["src/methods/bon/", "src/methods/group/"][..]),
     ] {
         let files = &versions[kind].1;
         assert!(files.iter().any(|f| f.starts_with(folder)), "{kind}: {files:?}");
@@ -81,7 +82,7 @@ fn a_kernel_edit_changes_every_version_and_a_report_edit_none() {
     let _ = std::fs::remove_dir_all(&tree);
     copy_tree(&tree);
     let before = versions(&tree);
-    assert_eq!(before.len(), 7);
+    assert_eq!(before.len(), 8);
 
     // The report, the conclusions and a comment in a kernel: no kind's version moves.
     edit(&tree, "src/output/report/markdown.rs", "\n", "\nconst _EDITED: u8 = 1;\n");

@@ -498,3 +498,32 @@ fn t_intervals_need_two_finite_values() {
     let iv = t_interval(&[1.0, 1.0, 1.0], Over::Replicates, 3).unwrap();
     assert_eq!((iv.estimate, iv.p_value), (1.0, 0.0));
 }
+
+#[test]
+fn methods_are_compared_at_matched_kl_on_their_single_lines_and_best_of_n_is_not() {
+    let g = |last: f64| vec![vec![0.0, 0.0], vec![1.0, 1.0], vec![last, last]];
+    let mut cs = Vec::new();
+    for r in 0..3u64 {
+        cs.push(curve("ppo", r, "member0", Some(0.0), g(2.0 + 0.1 * r as f64)));
+        // A larger β of the same method is not its line: the smallest is.
+        cs.push(curve("ppo", r, "member0", Some(0.5), g(9.0)));
+        cs.push(curve("grpo", r, "member0", Some(0.0), g(0.5)));
+        cs.push(curve("bon", r, "member0", None, g(5.0)));
+    }
+    let vs: Vec<_> = claims(&cs).into_iter().filter(|c| c.kind == "vs").collect();
+    // Every budget both reach in every replicate (0.5, 1 and 2 nats), then the largest both
+    // reach in each.
+    let at: Vec<&str> = vs.iter().map(|c| c.at.as_str()).collect();
+    assert_eq!(at, ["kl 0.5", "kl 1", "kl 2", "matched kl (mean 2.00 nats)"], "{vs:#?}");
+    for c in &vs {
+        assert_eq!((c.method.as_str(), c.baseline.as_str(), c.kl_penalty), ("grpo", "ppo single", Some(0.0)));
+        assert!(c.claim.starts_with("GRPO keeps more gold than PPO at"), "{}", c.claim);
+    }
+    // At KL 1 both curves are at 1; at KL 2 (their last point) 0.5 − (2 + 0.1r), r = 0, 1, 2.
+    assert!(vs[1].interval.estimate.abs() < 1e-9, "{:?}", vs[1].interval);
+    for c in &vs[2..] {
+        assert!((c.interval.estimate + 1.6).abs() < 1e-9, "{:?}", c.interval);
+        assert_eq!(c.interval.replicates, 3);
+        assert_eq!(c.verdict, "reversed");
+    }
+}

@@ -279,9 +279,9 @@ fn bad_ppo_values_are_named() {
 }
 
 #[test]
-fn the_method_sections_are_the_registry_and_a_question_names_one_of_them() {
+fn the_method_names_are_the_registry_and_a_question_names_one_of_them() {
     let names: Vec<&str> = goodhart::plan::kinds::METHODS.iter().map(|m| m.name()).collect();
-    assert_eq!(names, goodhart::config::METHOD_SECTIONS, "a method of the registry has no section of the experiment, or the reverse");
-    let e = err_of("name = \"x\"\n[[conclusions.primary]]\nkind = \"overopt\"\nmethod = \"dpo\"\naggregator = \"single\"\n");
-    assert!(e.contains("conclusions.primary[0].method") && e.contains(&goodhart::config::METHOD_SECTIONS.join(", ")) && e.contains("'dpo'"), "{e}");
+    assert_eq!(names, goodhart::config::METHOD_NAMES, "a method of the registry has no section of the experiment, or the reverse");
+    let e = err_of("name = \"x\"\n[[conclusions.primary]]\nkind = \"overopt\"\nmethod = \"kto\"\naggregator = \"single\"\n");
+    assert!(e.contains("conclusions.primary[0].method") && e.contains(&goodhart::config::METHOD_NAMES.join(", ")) && e.contains("'kto'"), "{e}");
 }

@@ -76,9 +76,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unknown_method",
-            damage: |d| edit(d, "curves", |df| set_str(df, "method", 2, "dpo")),
+            damage: |d| edit(d, "curves", |df| set_str(df, "method", 2, "kto")),
             allow_edited: true,
-            expect: Refused(&["curves.parquet: column method, row 2: unknown method `dpo`"]),
+            expect: Refused(&["curves.parquet: column method, row 2: unknown method `kto`"]),
         },
         Case {
             name: "gold_as_text",

@@ -25,6 +25,7 @@ use locate::{line_col, locate};
 pub use fields::limits;
 
 mod bon;
+mod daa;
 mod data;
 pub mod fields;
 mod group;
@@ -34,6 +35,7 @@ mod ppo;
 mod validate;
 
 pub use bon::BonSpec;
+pub use daa::DaaSpec;
 pub use group::GroupSpec;
 pub use data::{LabelMode, PreferenceSpec, ProxySizeSpec, ProxySpec};
 pub use models::{GoldSpec, PolicySpec, ReferenceSpec};
@@ -76,6 +78,8 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub rloo: GroupSpec,
     #[serde(default)]
+    pub daa: DaaSpec,
+    #[serde(default)]
     pub conclusions: ConclusionsSpec,
 }
 
@@ -87,11 +91,12 @@ fn default_replicates() -> usize {
     1
 }
 
-/// The method sections of an experiment (`[bon]`, `[ppo]`, `[grpo]`, `[rloo]`), by the method's name: what a
-/// primary question's `method` may name. A new method adds its file here, its field to
-/// [`ExperimentSpec`] and [`Experiment`] and its name here (a test holds this list to the registry,
+/// The methods an experiment's sections run, by name: `[bon]`, `[ppo]`, `[grpo]`, `[rloo]`,
+/// and `[daa]`'s losses `dpo`, `ipo`, `chipo` — what a primary question's `method` may name.
+/// A new method adds its file here, its field to [`ExperimentSpec`] and [`Experiment`], its
+/// validate call and its name here (a test holds this list to the registry,
 /// `crate::plan::kinds::METHODS`).
-pub const METHOD_SECTIONS: [&str; 4] = ["bon", "ppo", "grpo", "rloo"];
+pub const METHOD_NAMES: [&str; 7] = ["bon", "ppo", "grpo", "rloo", "dpo", "ipo", "chipo"];
 
 /// The most replicates a study may ask for.
 pub const MAX_REPLICATES: usize = 1000;
@@ -112,6 +117,7 @@ pub struct Experiment {
     pub ppo: PpoSpec,
     pub grpo: GroupSpec,
     pub rloo: GroupSpec,
+    pub daa: DaaSpec,
     pub conclusions: ConclusionsSpec,
     /// Parameter counts, resolved from the shapes.
     pub params: ParamCounts,

@@ -156,6 +156,7 @@ impl Experiment {
         spec.ppo.validate(&bad, x)?;
         spec.grpo.validate("grpo", &bad, &spec.ppo, x)?;
         spec.rloo.validate("rloo", &bad, &spec.ppo, x)?;
+        spec.daa.validate(&bad, x)?;
         validate_conclusions(&bad, &spec.conclusions)?;
 
         let gold_params = reward_params(&bad, "gold", &gold_arch)?;
@@ -194,6 +195,7 @@ impl Experiment {
             ppo: spec.ppo,
             grpo: spec.grpo,
             rloo: spec.rloo,
+            daa: spec.daa,
             conclusions: spec.conclusions,
             params,
         };
@@ -207,8 +209,8 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
         if !["overopt", "peak", "gap", "stop"].contains(&s.kind.as_str()) {
             return Err(bad(&key("kind"), format!("must be overopt, peak, gap or stop, got '{}'", s.kind)));
         }
-        if !METHOD_SECTIONS.contains(&s.method.as_str()) {
-            return Err(bad(&key("method"), format!("must be one of {}, got '{}'", METHOD_SECTIONS.join(", "), s.method)));
+        if !METHOD_NAMES.contains(&s.method.as_str()) {
+            return Err(bad(&key("method"), format!("must be one of {}, got '{}'", METHOD_NAMES.join(", "), s.method)));
         }
         if s.aggregator.is_empty() {
             return Err(bad(&key("aggregator"), "must name an aggregator (single, mean, wco, uwo, …) or a rule".into()));

@@ -3,6 +3,7 @@
 //! - [`bon`]: best-of-n from a pool, the unbiased estimator and its KL;
 //! - [`ppo`]: PPO against an aggregated ensemble;
 //! - [`group`]: GRPO and RLOO, critic-free group-relative RL on PPO's sweep;
+//! - [`daa`]: DPO, IPO and χPO, direct alignment on an ensemble's own preference pairs;
 //!
 //! Each folder: `mod.rs` (the maths), `cell.rs` (its kind of cell: recipe, make, load; what
 //! its code version hashes) and `method.rs` (its [`Method`]: the plan's cells, their assembly into
@@ -13,6 +14,7 @@
 //!   held-out proxy, and the per-sample measures.
 
 pub mod bon;
+pub mod daa;
 pub mod eval;
 pub mod group;
 pub mod ppo;
@@ -178,4 +180,6 @@ pub struct Planned {
     pub cell: Box<dyn CellKind>,
     /// The proxies it reads: indices into the replicate's grid.
     pub members: Vec<usize>,
+    /// Whether it reads the replicate's preference pairs (direct alignment learns from them).
+    pub pairs: bool,
 }

@@ -18,6 +18,9 @@ pub const METHODS: &[&dyn Method] = &[
     &crate::methods::ppo::method::Ppo,
     &crate::methods::group::method::GroupRl(crate::methods::group::Estimator::Grpo),
     &crate::methods::group::method::GroupRl(crate::methods::group::Estimator::Rloo),
+    &crate::methods::daa::method::DirectAlignment(crate::methods::daa::Loss::Dpo),
+    &crate::methods::daa::method::DirectAlignment(crate::methods::daa::Loss::Ipo),
+    &crate::methods::daa::method::DirectAlignment(crate::methods::daa::Loss::Chipo),
 ];
 
 /// The method of the registry named `name` (`bon`, `ppo`), if there is one.

@@ -159,7 +159,8 @@ impl Plan {
             };
             for method in kinds::METHODS {
                 for planned in method.cells(exp, r, &grid) {
-                    let own: Vec<usize> = planned.members.iter().map(|&i| members[i]).collect();
+                    let mut own: Vec<usize> = planned.pairs.then_some(pairs).into_iter().collect();
+                    own.extend(planned.members.iter().map(|&i| members[i]));
                     b.add(planned.id, Kind::from_box(planned.cell), reads(&own));
                 }
             }

@@ -20,6 +20,9 @@ pub enum Aggregator {
     Median,
     /// mean − λ·population standard deviation.
     MeanStd(f64),
+    /// No aggregate was optimized: the policy learnt from the preference pairs directly
+    /// (direct alignment). Its score of a sample is the members' mean, as a measurement only.
+    Direct,
 }
 
 impl Aggregator {
@@ -33,6 +36,7 @@ impl Aggregator {
             Aggregator::Uwo(_) => "uwo".into(),
             Aggregator::Median => "median".into(),
             Aggregator::MeanStd(_) => "mean_std".into(),
+            Aggregator::Direct => "direct".into(),
         }
     }
 
@@ -48,6 +52,7 @@ impl Aggregator {
             ("mean", None) => Aggregator::Mean,
             ("wco", None) => Aggregator::Wco,
             ("median", None) => Aggregator::Median,
+            ("direct", None) => Aggregator::Direct,
             ("uwo", Some(l)) => Aggregator::Uwo(l),
             ("mean_std", Some(l)) => Aggregator::MeanStd(l),
             (m, None) => Aggregator::Member(member_index(m)?),
@@ -83,7 +88,7 @@ impl Aggregator {
         assert!(!scores.is_empty(), "an ensemble has at least one member");
         match *self {
             Aggregator::Member(i) => scores[i],
-            Aggregator::Mean => mean(scores) as f32,
+            Aggregator::Mean | Aggregator::Direct => mean(scores) as f32,
             Aggregator::Wco => scores.iter().copied().fold(f32::INFINITY, f32::min),
             Aggregator::Uwo(l) => (mean(scores) - l * population_variance(scores)) as f32,
             Aggregator::Median => {

@@ -569,13 +569,14 @@ impl Default for Settings {
 pub struct Claim {
     /// Readable statement of what is estimated.
     pub claim: String,
-    /// `overopt`, `peak`, `gap` or `stop`.
+    /// `overopt`, `peak`, `gap`, `vs` (one method against another at matched KL) or `stop`.
     pub kind: String,
     pub method: String,
     pub ensemble: String,
     /// The aggregator (`single` pools the single members); a stopping rule for `stop`.
     pub aggregator: String,
-    /// The baseline of a gap (`single`, `mean`); empty otherwise.
+    /// The baseline of a gap (`single`, `mean`), or of a `vs` the other method and its line
+    /// (`ppo single`); empty otherwise.
     pub baseline: String,
     pub kl_penalty: Option<f64>,
     /// Where it is measured: `peak→last`, `peak`, `final`, `matched kl …`, `cross-fitted`,
@@ -862,7 +863,8 @@ pub fn claims(curves: &[UnitCurve]) -> Vec<Claim> {
 /// Every claim of the study, judged: in a fixed order, `overopt` and `peak` for every
 /// method × ensemble × β × aggregator group; `gap` of mean, wco and each uwo against
 /// `single` and of wco and each uwo against `mean` (at the last point, for PPO at matched
-/// KL, and at each one's peak); `stop` for every rule and the cross-validated choice, per
+/// KL, and at each one's peak); `vs` for every pair of methods whose KL is measured, at
+/// matched KL ([`method_gaps`]); `stop` for every rule and the cross-validated choice, per
 /// method. Then families, p-values, adjusted verdicts and power lines.
 pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
     // setting → group → replicate → curves
@@ -1068,8 +1070,110 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
             }
         }
     }
+    out.extend(method_gaps(&by, &traits));
     out.extend(stop_claims_with(curves, &settings.heldout));
     judge(&mut out, settings);
+    out
+}
+
+/// Each method's line in the cross-method comparison: its `single` group (or `direct`, for a
+/// method that optimizes no proxy) at its smallest β, pooled by replicate.
+type MethodLine = (Option<f64>, String, BTreeMap<u64, Pooled>);
+
+/// Cross-method gaps at matched KL (`vs`): for every ensemble and every pair of methods whose
+/// KL is measured (their units are the same evaluation prompts and samples), each read on
+/// its [`MethodLine`], the paired gold difference per unit at each budget of
+/// [`crate::stats::analysis::KL_BUDGETS`] both reach in every replicate, and at the largest
+/// KL both reach in each replicate, judged across the replicates both have. Best-of-n is left out: its units
+/// are other prompts and its KL a bound.
+fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BTreeMap<&str, Traits>) -> Vec<Claim> {
+    let mut lines: BTreeMap<&str, BTreeMap<&str, MethodLine>> = BTreeMap::new();
+    for ((method, ensemble, beta), groups) in by {
+        if !traits.get(method.as_str()).is_some_and(|t| t.kl_measured) {
+            continue;
+        }
+        let Some(((_, g), reps)) = groups.iter().find(|((_, g), _)| g == "single" || g == "direct") else { continue };
+        let b = beta.map(f64::from_bits);
+        let entry = lines.entry(ensemble.as_str()).or_default();
+        if entry.get(method.as_str()).is_none_or(|(old, _, _)| b.unwrap_or(0.0) < old.unwrap_or(0.0)) {
+            entry.insert(method.as_str(), (b, g.clone(), pooled(reps)));
+        }
+    }
+    let mut out = Vec::new();
+    for (ensemble, methods) in &lines {
+        let list: Vec<(&&str, &MethodLine)> = methods.iter().collect();
+        for (i, (ma, (ba, ga, pa))) in list.iter().enumerate() {
+            for (mb, (bb, gb, pb)) in &list[i + 1..] {
+                let all: BTreeSet<u64> = pa.keys().chain(pb.keys()).copied().collect();
+                let missing: Vec<u64> = all.iter().filter(|r| !(pa.contains_key(r) && pb.contains_key(r))).copied().collect();
+                let both: Vec<(&Pooled, &Pooled)> = pa.iter().filter_map(|(r, a)| Some((a, pb.get(r)?))).collect();
+                // Every budget both reach in every replicate both have, then the largest KL
+                // both reach in each replicate.
+                let reach = both.iter().map(|(a, b)| max_kl_of(a).min(max_kl_of(b))).fold(f64::INFINITY, f64::min);
+                let budgets: Vec<Option<f64>> = crate::stats::analysis::KL_BUDGETS.iter().filter(|&&b| b <= reach).map(|&b| Some(b)).chain([None]).collect();
+                for budget in budgets {
+                    let mut kls = Vec::new();
+                    let per: Vec<Vec<f64>> = both
+                        .iter()
+                        .filter_map(|(a, b)| {
+                            let kl = budget.unwrap_or_else(|| max_kl_of(a).min(max_kl_of(b)));
+                            if !kl.is_finite() || kl <= 0.0 {
+                                return None;
+                            }
+                            let d = paired(&pooled_at_kl(a, kl)?, &pooled_at_kl(b, kl)?)?;
+                            kls.push(kl);
+                            Some(d)
+                        })
+                        .collect();
+                    if per.is_empty() {
+                        continue;
+                    }
+                    let (at, words) = match budget {
+                        Some(b) => (format!("kl {b}"), format!("at KL {b} nats")),
+                        None => (format!("matched kl (mean {:.2} nats)", mean(&kls)), "at matched KL".to_string()),
+                    };
+                    let m = Measured {
+                        per,
+                        estimand: "paired, per unit",
+                        note: format!(
+                            "{ma}'s {ga}{} − {mb}'s {gb}{}, {}",
+                            beta_text(*ba),
+                            beta_text(*bb),
+                            if budget.is_some() { "each replicate at this KL (a budget every replicate of both reaches)" } else { "each replicate at the largest KL both reach" }
+                        ),
+                        too_few: false,
+                        grid: None,
+                    };
+                    let Some(j) = judged(m, all.len(), None) else { continue };
+                    let (la, lb) = (traits[**ma].label, traits[**mb].label);
+                    out.push(Claim {
+                    claim: format!("{la} keeps more gold than {lb} {words} ({ensemble}, {ga}{} vs {gb}{})", beta_text(*ba), beta_text(*bb)),
+                    kind: "vs".into(),
+                    method: ma.to_string(),
+                    ensemble: ensemble.to_string(),
+                    aggregator: ga.clone(),
+                    baseline: format!("{mb} {gb}"),
+                    kl_penalty: *ba,
+                    at,
+                    estimand: j.estimand,
+                    interval: j.interval,
+                    replicates_total: all.len(),
+                    missing: missing.clone(),
+                    worst_case: None,
+                    p_value: f64::NAN,
+                    family: Family::Exploratory,
+                    p_adjusted: f64::NAN,
+                    verdict: String::new(),
+                    replicates_needed: None,
+                    replicates_needed_min_effect: None,
+                    cpu_hours_needed: None,
+                    cpu_hours_needed_min_effect: None,
+                    note: j.note,
+                });
+                }
+            }
+        }
+    }
     out
 }
 
@@ -1468,7 +1572,7 @@ fn in_range(f: &crate::stats::fit::FormFit, max_kl: f64) -> Option<f64> {
     f.d_star.filter(|d| d.is_finite() && d * d <= max_kl.max(0.0))
 }
 
-/// [`DstarRow`]s: every method × ensemble × β with single members.
+/// [`DstarRow`]s: every method × ensemble × β with single members (or a `direct` curve).
 pub fn dstar(curves: &[UnitCurve]) -> Vec<DstarRow> {
     let traits = traits_by_method(curves);
     expected_groups(curves, true)
@@ -1553,10 +1657,10 @@ pub fn expected_fits(curves: &[UnitCurve]) -> Vec<ExpectedFit> {
 type GroupKey = (String, String, Option<u64>, String);
 
 /// Pooled runs per replicate of every (method, ensemble, β, group), in claim order; only the
-/// single members' if `singles`.
+/// single members' (and a `direct` method's, which optimizes no proxy) if `singles`.
 fn expected_groups(curves: &[UnitCurve], singles: bool) -> Vec<(GroupKey, BTreeMap<u64, Pooled>)> {
     let mut by: BTreeMap<(String, String, Option<u64>, (u8, String)), Reps> = BTreeMap::new();
-    for c in curves.iter().filter(|c| !singles || c.is_single()) {
+    for c in curves.iter().filter(|c| !singles || c.is_single() || c.aggregator == "direct") {
         by.entry((c.method.clone(), c.ensemble.clone(), c.kl_penalty.map(f64::to_bits), group_rank(group(c))))
             .or_default()
             .entry(c.replicate)

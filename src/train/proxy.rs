@@ -148,6 +148,18 @@ pub fn ensemble_member<'a>(proxies: &[&'a ProxyCell], replicate: usize, ensemble
         .expect("an ensemble of the plan is in its proxy grid")
 }
 
+/// The labels replicate `replicate`'s proxies at label-noise `noise` learn from: `clean`
+/// with each flipped at rate `noise`, in the stream of that replicate and level (the
+/// held-out proxy's own), so every member of an ensemble — and direct alignment on its
+/// pairs — sees the same flips. Returns the labels and how many were flipped.
+pub fn noisy_labels(exp: &Experiment, replicate: usize, noise: f64, clean: &[bool], heldout: bool) -> (Vec<bool>, usize) {
+    let mut labels = clean.to_vec();
+    let noise_stream = if heldout { "pairs/heldout/noise" } else { "pairs/noise" };
+    let mut rng = crate::seed::rng(exp.replicate_seed(replicate), &format!("{noise_stream}/{noise:.4}"));
+    let flipped = rm::apply_label_noise(&mut labels, noise, &mut rng);
+    (labels, flipped)
+}
+
 /// The proxies a cell reads, split once: ensemble members in grid order, and the held-out
 /// proxy (never optimized against) if there is one.
 pub fn proxies<'a>(x: &'a Inputs) -> (Vec<(&'a ProxyCell, &'a RewardModel)>, Option<&'a RewardModel>) {
@@ -248,10 +260,7 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
         (Some((pairs, labels)), _, true) | (None, Some((pairs, labels)), true) => (pairs, labels),
         _ => (&data.train, &data.labels),
     };
-    let mut labels = clean.clone();
-    let noise_stream = if cell.heldout { "pairs/heldout/noise" } else { "pairs/noise" };
-    let mut rng = crate::seed::rng(exp.replicate_seed(cell.replicate), &format!("{noise_stream}/{:.4}", cell.noise));
-    rm::apply_label_noise(&mut labels, cell.noise, &mut rng);
+    let (labels, _) = noisy_labels(exp, cell.replicate, cell.noise, clean, cell.heldout);
     let n_flip = labels[..cell.data_size]
         .iter()
         .zip(&clean[..cell.data_size])

@@ -41,6 +41,7 @@ impl Method for BestOfN {
                 let end = (start + bon.prompts_per_cell).min(bon.prompts);
                 Planned {
                     id: format!("bon/p{start}-{}{}", end - 1, replicate_suffix(r)),
+                    pairs: false,
                     cell: Box::new(BonCell { replicate: r, start, end }),
                     members: (0..grid.len()).collect(),
                 }

@@ -58,6 +58,7 @@ impl Method for GroupRl {
             .into_iter()
             .map(|c| Planned {
                 id: c.id(),
+                pairs: false,
                 members: c.run.members.clone(),
                 cell: Box::new(c),
             })

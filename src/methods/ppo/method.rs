@@ -33,6 +33,7 @@ impl Method for Ppo {
             .into_iter()
             .map(|run| Planned {
                 id: run.id(),
+                pairs: false,
                 members: run.members.clone(),
                 cell: Box::new(run),
             })

@@ -66,7 +66,7 @@ pub(super) const APPENDIX: &str = "report_appendix.md";
 /// (`report_appendix.md`): every claim, the reward models, the per-curve fits, scaling,
 /// stopping rules and aggregators, the acceptance lists.
 pub(super) fn markdown(a: &Analysis) -> (String, String) {
-    let body = [conclusions_section(a), exploratory_section(a), measured_section(a), figures_section(a), acceptance_section(a), details_section()].concat();
+    let body = [conclusions_section(a), exploratory_section(a), optimizers_section(a), measured_section(a), figures_section(a), acceptance_section(a), details_section()].concat();
     let appendix = [
         format!(
             "# goodhart report, appendix: {}\n\nThe detail behind `report.md`, from the same tables; each section says whether and why it matters.\n\n",
@@ -143,6 +143,48 @@ fn exploratory_section(a: &Analysis) -> String {
     );
     for c in explore.iter().filter(|c| c.verdict != "inconclusive") {
         let _ = writeln!(s, "- {} — {}: {} (q {})", c.verdict, c.claim, ci(&c.interval), pv(c.p_adjusted));
+    }
+    s.push('\n');
+    s
+}
+
+/// Which optimizer keeps the most gold at a KL budget: every `vs` claim (two methods at the
+/// largest KL both reach, paired on the same evaluation samples), as a table.
+fn optimizers_section(a: &Analysis) -> String {
+    let vs: Vec<&Claim> = a.claims.iter().filter(|c| c.kind == "vs").collect();
+    if vs.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("## Which optimizer keeps the most gold at a KL budget
+
+");
+    s.push_str(
+        "Each pair of methods whose KL is measured on the same evaluation samples (best-of-n is not: its \
+         prompts are its own and its KL a bound), each on its single-proxy line (`single`; `direct` for a \
+         method that optimizes no proxy) at its smallest β: gold of the first − gold of the second, paired \
+         unit by unit at each KL budget (0.5, 1, 2, 4, 8, 16 nats) both reach in every replicate, and at the \
+         largest KL both reach in each replicate (interpolated between checkpoints), a 95% interval across \
+         replicates. Positive: the first keeps more gold. Exploratory claims (q: \
+         Benjamini–Hochberg over every exploratory claim).\n\n",
+    );
+    s.push_str(&header(&["first − second", "ensemble", "at", "gold difference [95% interval]", "verdict (q)", "replicates"]));
+    for c in vs {
+        let other = c.baseline.split(' ').next().unwrap_or("");
+        s.push_str(&row(&[
+            format!(
+                "{} ({}{}) − {} ({})",
+                crate::plan::kinds::label(&c.method),
+                c.aggregator,
+                c.kl_penalty.map(|b| format!(", β = {b}")).unwrap_or_default(),
+                crate::plan::kinds::label(other),
+                c.baseline.split(' ').nth(1).unwrap_or("")
+            ),
+            format!("`{}`", c.ensemble),
+            c.at.clone(),
+            ci(&c.interval),
+            format!("{} ({})", c.verdict, pv(c.p_adjusted)),
+            reps(c),
+        ]));
     }
     s.push('\n');
     s
