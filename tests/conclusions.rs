@@ -500,7 +500,7 @@ fn t_intervals_need_two_finite_values() {
 }
 
 #[test]
-fn methods_are_compared_at_matched_kl_on_their_single_lines_and_best_of_n_is_not() {
+fn methods_are_compared_at_matched_kl_on_their_single_lines_best_of_n_by_replicate() {
     let g = |last: f64| vec![vec![0.0, 0.0], vec![1.0, 1.0], vec![last, last]];
     let mut cs = Vec::new();
     for r in 0..3u64 {
@@ -510,7 +510,13 @@ fn methods_are_compared_at_matched_kl_on_their_single_lines_and_best_of_n_is_not
         cs.push(curve("grpo", r, "member0", Some(0.0), g(0.5)));
         cs.push(curve("bon", r, "member0", None, g(5.0)));
     }
-    let vs: Vec<_> = claims(&cs).into_iter().filter(|c| c.kind == "vs").collect();
+    let all: Vec<_> = claims(&cs).into_iter().filter(|c| c.kind == "vs").collect();
+    // Best-of-n's units are other prompts: it is compared by each replicate's means,
+    // 5 − 0.5 at KL 2 against GRPO in every replicate.
+    let bon = all.iter().find(|c| c.method == "bon" && c.baseline == "grpo single" && c.at.starts_with("matched")).expect("bon vs grpo");
+    assert_eq!(bon.estimand, "paired, per replicate");
+    assert!((bon.interval.estimate - 4.5).abs() < 1e-9, "{:?}", bon.interval);
+    let vs: Vec<_> = all.into_iter().filter(|c| c.method == "grpo").collect();
     // Every budget both reach in every replicate (0.5, 1 and 2 nats), then the largest both
     // reach in each.
     let at: Vec<&str> = vs.iter().map(|c| c.at.as_str()).collect();

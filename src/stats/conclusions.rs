@@ -583,7 +583,7 @@ pub struct Claim {
     /// `cross-validated`.
     pub at: String,
     /// The quantity estimated: `expected curve` (over replicates), `one run's curve` (a
-    /// study of one replicate), `paired, per unit`.
+    /// study of one replicate), `paired, per unit`, `paired, per replicate` (a `vs` with best-of-n).
     pub estimand: String,
     pub interval: Interval,
     /// Replicates the study has (of the method); `interval.replicates` is how many this
@@ -1080,18 +1080,17 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
 /// method that optimizes no proxy) at its smallest β, pooled by replicate.
 type MethodLine = (Option<f64>, String, BTreeMap<u64, Pooled>);
 
-/// Cross-method gaps at matched KL (`vs`): for every ensemble and every pair of methods whose
-/// KL is measured (their units are the same evaluation prompts and samples), each read on
-/// its [`MethodLine`], the paired gold difference per unit at each budget of
+/// Cross-method gaps at matched KL (`vs`): for every ensemble and every pair of methods, each
+/// read on its [`MethodLine`], the gold difference at each budget of
 /// [`crate::stats::analysis::KL_BUDGETS`] both reach in every replicate, and at the largest
-/// KL both reach in each replicate, judged across the replicates both have. Best-of-n is left out: its units
-/// are other prompts and its KL a bound.
+/// KL both reach in each replicate, judged across the replicates both have. Two methods whose
+/// KL is measured share their units (the same evaluation prompts and samples): the
+/// difference is paired unit by unit. With a method whose KL is set by its design
+/// (best-of-n: its own prompts, its KL the bound of its n) the units differ: each
+/// replicate contributes the difference of its two means.
 fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BTreeMap<&str, Traits>) -> Vec<Claim> {
     let mut lines: BTreeMap<&str, BTreeMap<&str, MethodLine>> = BTreeMap::new();
     for ((method, ensemble, beta), groups) in by {
-        if !traits.get(method.as_str()).is_some_and(|t| t.kl_measured) {
-            continue;
-        }
         let Some(((_, g), reps)) = groups.iter().find(|((_, g), _)| g == "single" || g == "direct") else { continue };
         let b = beta.map(f64::from_bits);
         let entry = lines.entry(ensemble.as_str()).or_default();
@@ -1107,6 +1106,7 @@ fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
                 let all: BTreeSet<u64> = pa.keys().chain(pb.keys()).copied().collect();
                 let missing: Vec<u64> = all.iter().filter(|r| !(pa.contains_key(r) && pb.contains_key(r))).copied().collect();
                 let both: Vec<(&Pooled, &Pooled)> = pa.iter().filter_map(|(r, a)| Some((a, pb.get(r)?))).collect();
+                let unit_paired = traits[**ma].kl_measured && traits[**mb].kl_measured;
                 // Every budget both reach in every replicate both have, then the largest KL
                 // both reach in each replicate.
                 let reach = both.iter().map(|(a, b)| max_kl_of(a).min(max_kl_of(b))).fold(f64::INFINITY, f64::min);
@@ -1120,7 +1120,8 @@ fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
                             if !kl.is_finite() || kl <= 0.0 {
                                 return None;
                             }
-                            let d = paired(&pooled_at_kl(a, kl)?, &pooled_at_kl(b, kl)?)?;
+                            let (ga, gb) = (pooled_at_kl(a, kl)?, pooled_at_kl(b, kl)?);
+                            let d = if unit_paired { paired(&ga, &gb)? } else { vec![mean(&ga) - mean(&gb)] };
                             kls.push(kl);
                             Some(d)
                         })
@@ -1134,12 +1135,13 @@ fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
                     };
                     let m = Measured {
                         per,
-                        estimand: "paired, per unit",
+                        estimand: if unit_paired { "paired, per unit" } else { "paired, per replicate" },
                         note: format!(
-                            "{ma}'s {ga}{} − {mb}'s {gb}{}, {}",
+                            "{ma}'s {ga}{} − {mb}'s {gb}{}, {}{}",
                             beta_text(*ba),
                             beta_text(*bb),
-                            if budget.is_some() { "each replicate at this KL (a budget every replicate of both reaches)" } else { "each replicate at the largest KL both reach" }
+                            if budget.is_some() { "each replicate at this KL (a budget every replicate of both reaches)" } else { "each replicate at the largest KL both reach" },
+                            if unit_paired { "" } else { "; the difference of each replicate's means (the methods' units differ; best-of-n's KL is the bound of its n)" }
                         ),
                         too_few: false,
                         grid: None,

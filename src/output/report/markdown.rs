@@ -159,10 +159,10 @@ fn optimizers_section(a: &Analysis) -> String {
 
 ");
     s.push_str(
-        "Each pair of methods whose KL is measured on the same evaluation samples (best-of-n is not: its \
-         prompts are its own and its KL a bound), each on its single-proxy line (`single`; `direct` for a \
-         method that optimizes no proxy) at its smallest β: gold of the first − gold of the second, paired \
-         unit by unit at each KL budget (0.5, 1, 2, 4, 8, 16 nats) both reach in every replicate, and at the \
+        "Each pair of methods, each on its single-proxy line (`single`; `direct` for a method that optimizes \
+         no proxy) at its smallest β: gold of the first − gold of the second, paired unit by unit where both \
+         are measured on the same evaluation samples (the policy methods), else replicate by replicate \
+         (best-of-n: its prompts are its own, its KL the bound of its n), at each KL budget (0.5, 1, 2, 4, 8, 16 nats) both reach in every replicate, and at the \
          largest KL both reach in each replicate (interpolated between checkpoints), a 95% interval across \
          replicates. Positive: the first keeps more gold. Exploratory claims (q: \
          Benjamini–Hochberg over every exploratory claim).\n\n",
@@ -579,8 +579,9 @@ fn all_claims(a: &Analysis) -> String {
     let dstar: Vec<&crate::stats::conclusions::DstarRow> = a.dstar.iter().collect();
     if !dstar.is_empty() {
         s.push_str(
-            "\n**Peak location d\\* by proxy** (single members: d* = √KL at the peak of the Gao form fitted to \
-             the **expected** gold curve, the mean over replicates of each replicate's pooled members, in \
+            "\n**Peak location d\\* by proxy** (single members, and a `direct` method's own runs: d* = √KL at the \
+             peak of the Gao form fitted to the **expected** gold curve, the mean over replicates of each \
+             replicate's pooled members (or run), in \
              sqrt-nats; given only where the fitted peak lies inside the measured KL range; 95% interval by \
              the jackknife over replicates, each left out in turn and the curve refitted):\n\n",
         );
