@@ -17,7 +17,8 @@
 //! 6. [`cell`]: the contract every kind of cell implements, its cost and the store;
 //! 7. [`train`]: SFT, reward-model training, the optimizer, and their cells (π_ref, gold,
 //!    pairs, proxies);
-//! 8. [`methods`]: one folder per optimizer (best-of-n, PPO) with its cells and its
+//! 8. [`methods`]: one folder per optimizer family (best-of-n; PPO; GRPO and RLOO; DPO, IPO
+//!    and χPO) with its cells and its
 //!    [`methods::Method`] (its cells in a plan, what they become);
 //! 9. [`plan`]: the registry of methods, the plan, its execution and Slurm arrays;
 //! 10. [`output`]: tables, figures and the report, assembled from cells;
