@@ -44,6 +44,12 @@ fn a_bad_group_setting_is_named() {
     let text = format!("{}{}", common::TINY, GROUP.replacen("group = 4", "group = 1", 1));
     let e = Experiment::from_toml(&text, std::path::Path::new("g.toml")).unwrap_err().to_string();
     assert!(e.contains("grpo.group") && e.contains("at least 2"), "{e}");
+    let text = format!("{}{}", common::TINY, GROUP.replacen("minibatch = 8", "minibatch = 17", 2));
+    let e = Experiment::from_toml(&text, std::path::Path::new("g.toml")).unwrap_err().to_string();
+    assert!(e.contains("grpo.minibatch") && e.contains("16"), "{e}");
+    let text = format!("{}{}\nclip = 0.0\n", common::TINY, GROUP);
+    let e = Experiment::from_toml(&text, std::path::Path::new("g.toml")).unwrap_err().to_string();
+    assert!(e.contains("rloo.clip") && e.contains("(0, 1)"), "{e}");
 }
 
 #[test]

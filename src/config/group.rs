@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::data::ProxySpec;
-use super::fields::{count, limits, probability, rate, steps, Bad};
+use super::fields::{count, limits, rate, steps, Bad};
 use super::ppo::PpoSpec;
 use crate::error::Result;
 
@@ -79,9 +79,17 @@ impl GroupSpec {
         }
         steps(bad, &key("updates"), self.updates)?;
         count(bad, &key("minibatch"), self.minibatch, 1, limits::COUNT)?;
+        if self.minibatch > self.prompts * self.group {
+            return Err(bad(
+                &key("minibatch"),
+                format!("must be at most {name}.prompts × {name}.group ({}), the responses of an update, got {}", self.prompts * self.group, self.minibatch),
+            ));
+        }
         steps(bad, &key("epochs"), self.epochs)?;
         rate(bad, &key("lr"), self.lr)?;
-        probability(bad, &key("clip"), self.clip, 1.0)?;
+        if !(self.clip.is_finite() && self.clip > 0.0 && self.clip < 1.0) {
+            return Err(bad(&key("clip"), format!("must be in (0, 1), got {}", self.clip)));
+        }
         if !(self.max_grad_norm.is_finite() && self.max_grad_norm > 0.0) {
             return Err(bad(&key("max_grad_norm"), format!("must be > 0, got {}", self.max_grad_norm)));
         }

@@ -98,6 +98,14 @@ pub struct Part {
     pub count: u64,
 }
 
+/// The distinct β of `rows`, ascending, comma-separated (for the report's sentences).
+pub fn betas(rows: &[&CurveRow]) -> String {
+    let mut betas: Vec<f64> = rows.iter().filter_map(|r| r.kl_penalty).collect();
+    betas.sort_by(f64::total_cmp);
+    betas.dedup();
+    betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// The distinct values of `v`, ascending, comma-separated (for the report's sentences).
 pub fn listed(mut v: Vec<u64>) -> String {
     v.sort_unstable();
@@ -171,6 +179,24 @@ impl std::fmt::Debug for Table {
 pub struct Runs {
     pub status: Vec<(String, &'static str)>,
     pub failures: Vec<(String, String)>,
+}
+
+impl Runs {
+    /// Records run `id`: `trained` (made by this run) or `reused`, or `failed` with its error;
+    /// returns its outcome when it finished.
+    pub fn record<'a, T>(&mut self, id: String, outcome: &'a std::result::Result<T, String>, made: bool) -> Option<&'a T> {
+        match outcome {
+            Ok(o) => {
+                self.status.push((id, if made { "trained" } else { "reused" }));
+                Some(o)
+            }
+            Err(msg) => {
+                self.status.push((id.clone(), "failed"));
+                self.failures.push((id, msg.clone()));
+                None
+            }
+        }
+    }
 }
 
 /// One cell a method plans.

@@ -4,18 +4,16 @@
 //! diverges is stored as a failure naming run and step, as PPO's.
 
 use std::path::Path;
-use std::time::Instant;
 
 use serde_json::{json, Value};
-use tracing::{info, warn};
 
 use super::{Loss, Outcome, Run};
 use crate::cell::cost::Work;
 use crate::cell::kind::{CellKind, Inputs, Loaded};
-use crate::cell::make::{load_policy_weights, save_weights};
 use crate::cell::store::Meta;
 use crate::config::Experiment;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::methods::ppo::cell::{context, eval_prompts, load_run, member_params, store_run};
 use crate::stats::curve::replicate_suffix;
 use crate::train::pairs::PairData;
 use crate::train::proxy::{ensembles, ProxyCell};
@@ -125,8 +123,7 @@ impl CellKind for DaaCell {
         let policy = exp.params.policy;
         let evals = (d.epochs * d.evals_per_epoch + 1) as f64;
         let samples = evals * exp.ppo.eval_prompts as f64;
-        let size = exp.proxy.sizes.iter().find(|s| self.ensemble.starts_with(&format!("{}/", s.name)));
-        let member = size.and_then(|s| exp.params.proxies.iter().find(|(n, _)| *n == s.name)).map(|p| p.1).unwrap_or(0);
+        let member = member_params(exp, &self.ensemble);
         let pairs = self.data_size as f64;
         let mut w = Work::default();
         // π_ref on every training response once; sampling and π_ref at each checkpoint;
@@ -150,15 +147,12 @@ impl CellKind for DaaCell {
         make(inputs, self, dir, pb)
     }
     fn load(&self, _exp: &Experiment, _world: &crate::world::WorldConfig, _device: &candle_core::Device, _dir: &Path, meta: &Meta) -> Result<Loaded> {
-        load(meta)
+        load_run::<Outcome>(meta)
     }
 }
 
 fn make(x: &Inputs, cell: &DaaCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
     let exp = x.exp;
-    let seed = exp.replicate_seed(cell.replicate);
-    let world = x.world;
-    let (members, heldout) = crate::train::proxy::proxies(x);
     let data: &PairData = x.dep("pairs");
     // The ensemble's pairs: the first `data_size`, with the labels its members learn from.
     let labels = crate::train::proxy::noisy_labels(exp, cell.replicate, cell.noise, &data.labels, false).0;
@@ -168,56 +162,28 @@ fn make(x: &Inputs, cell: &DaaCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
         chosen.push_row(w.row(i), w.ends[i]);
         rejected.push_row(l.row(i), l.ends[i]);
     }
-    let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
-    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
-    let (policy, varmap) = load_policy_weights(exp, world, x.device, x.policy_dir())?;
-    let ctx = crate::methods::ppo::Context {
-        world,
-        reference: x.policy(),
-        gold: x.gold(),
-        members: members.iter().map(|m| m.1).collect(),
-        heldout,
-        spec: &exp.ppo,
-        seed,
-        eval_prompts: &eval_prompts,
-    };
+    let eval_prompts = eval_prompts(x, cell.replicate);
+    let ctx = context(x, cell.replicate, &eval_prompts);
     let run = Run { id: cell.id(), loss: cell.loss, beta: cell.beta, spec: &exp.daa, chosen, rejected };
-    let t = Instant::now();
-    let outcome = match super::train(&ctx, &run, &policy, &varmap, seed, pb) {
-        Ok(o) => o,
-        Err(e @ Error::NonFiniteLoss { .. }) => {
-            pb.suspend(|| warn!("{}: failed, stored as a failure; the other runs carry on: {e}", run.id));
-            return Ok(json!({ "failed": e.to_string() }));
-        }
-        Err(e) => return Err(e),
-    };
-    let last = outcome.checkpoints.last().expect("at least the first checkpoint");
-    pb.suspend(|| {
-        info!(
-            "{}: {:.1} epochs in {:.0}s, KL {:.2} nats, gold {:.2}, chosen log-prob {:.2} (margin {:.2})",
-            run.id,
-            last.epoch,
-            t.elapsed().as_secs_f64(),
-            last.evaluation.kl_k1,
-            crate::stats::mean_se(&last.evaluation.gold_by_prompt).0,
-            last.chosen_logp,
-            last.margin,
-        )
-    });
-    save_weights(&varmap, dir)?;
-    Ok(json!({ "outcome": outcome, "train_seconds": t.elapsed().as_secs_f64() }))
+    store_run(
+        x,
+        &run.id,
+        dir,
+        pb,
+        |policy, varmap| super::train(&ctx, &run, policy, varmap, pb),
+        |o: &Outcome, secs| {
+            let last = o.checkpoints.last().expect("at least the first checkpoint");
+            format!(
+                "{:.1} epochs in {secs:.0}s, KL {:.2} nats, gold {:.2}, chosen log-prob {:.2} (margin {:.2})",
+                last.epoch,
+                last.evaluation.kl_k1,
+                crate::stats::mean_se(&last.evaluation.gold_by_prompt).0,
+                last.chosen_logp,
+                last.margin,
+            )
+        },
+    )
 }
 
 /// A direct-alignment cell read back: the run's outcome, or the one-line error that ended it.
 pub type DaaOutcome = std::result::Result<Outcome, String>;
-
-fn load(meta: &Meta) -> Result<Loaded> {
-    let outcome: DaaOutcome = match meta.info.get("failed").and_then(|f| f.as_str()) {
-        Some(msg) => Err(msg.to_string()),
-        None => Ok(serde_json::from_value::<Outcome>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
-            dir: std::path::PathBuf::from(format!("daa-{}", meta.key)),
-            reason: format!("meta.json outcome: {e}"),
-        })?),
-    };
-    Ok(Loaded::new(outcome, meta))
-}

@@ -13,8 +13,8 @@ use super::cell::{daa_cells, DaaCell, DaaOutcome};
 use super::{Checkpoint, Loss};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
-use crate::methods::ppo::method::{checkpoint_rows, units_frame};
-use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, PointKl, Runs, Table, UnitTable};
+use crate::methods::ppo::method::{checkpoint_rows, checkpoint_unit_table, units_frame};
+use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, Runs, Table, UnitTable};
 use crate::stats::curve::{CurveRow, Traits};
 use crate::train::proxy::{ensemble_member, ProxyCell};
 
@@ -72,22 +72,12 @@ impl Method for DirectAlignment {
             if cell.loss != self.0 {
                 continue;
             }
-            let outcome = m.loaded.get::<DaaOutcome>();
-            let status = match (outcome, m.made) {
-                (Err(_), _) => "failed",
-                (Ok(_), true) => "trained",
-                (Ok(_), false) => "reused",
-            };
-            runs.status.push((cell.id(), status));
-            match outcome {
-                Ok(o) => {
-                    let proxy = ensemble_member(proxies, cell.replicate, &cell.ensemble);
-                    let evaluations = o.evaluations();
-                    out.curves.extend(checkpoint_rows(self.name(), exp, &cell.as_run(), proxy, &evaluations));
-                    train.extend(o.checkpoints.iter().map(|c| (cell.clone(), c.clone())));
-                    finished.push((cell.as_run(), evaluations));
-                }
-                Err(msg) => runs.failures.push((cell.id(), msg.clone())),
+            if let Some(o) = runs.record(cell.id(), m.loaded.get::<DaaOutcome>(), m.made) {
+                let proxy = ensemble_member(proxies, cell.replicate, &cell.ensemble);
+                let evaluations = o.evaluations();
+                out.curves.extend(checkpoint_rows(self.name(), exp, &cell.as_run(), proxy, &evaluations));
+                train.extend(o.checkpoints.iter().map(|c| (cell.clone(), c.clone())));
+                finished.push((cell.as_run(), evaluations));
             }
         }
         let (units, train_stem) = self.stems();
@@ -153,7 +143,7 @@ impl Method for DirectAlignment {
     }
 
     fn in_brief(&self, rows: &[&CurveRow]) -> String {
-        format!("{} (β = {}, from the ensembles' own pairs)", self.0.label(), betas(rows))
+        format!("{} (β = {}, from the ensembles' own pairs)", self.0.label(), crate::methods::betas(rows))
     }
 
     fn measured(&self, rows: &[&CurveRow]) -> String {
@@ -163,7 +153,7 @@ impl Method for DirectAlignment {
              proxy column is the ensemble's mean; aggregator `direct`): β {}, evaluated at optimizer steps {}…{} on {} \
              held-out prompts (PPO's); KL(π‖π_ref) is the k1 estimate on fresh samples in nats.",
             self.0.label(),
-            betas(rows),
+            crate::methods::betas(rows),
             steps.iter().min().unwrap_or(&0),
             steps.iter().max().unwrap_or(&0),
             crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
@@ -171,24 +161,8 @@ impl Method for DirectAlignment {
     }
 
     fn unit_table(&self) -> UnitTable {
-        UnitTable {
-            traits: self.traits(),
-            stem: self.stems().0,
-            point: "step",
-            at: |step| format!("step {step}"),
-            kl: PointKl::Column("kl"),
-            kl_penalty: true,
-            disagreement: false,
-        }
+        checkpoint_unit_table(self.traits(), self.stems().0)
     }
-}
-
-/// The distinct β of `rows`, ascending, comma-separated.
-fn betas(rows: &[&CurveRow]) -> String {
-    let mut betas: Vec<f64> = rows.iter().filter_map(|r| r.kl_penalty).collect();
-    betas.sort_by(f64::total_cmp);
-    betas.dedup();
-    betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The table of `stem`, one row per checkpoint of every run.

@@ -34,6 +34,7 @@ use crate::methods::ppo::{evaluate, Context, Evaluation, RunSpec};
 use crate::model::Policy;
 use crate::stats::mean_se;
 use crate::train::optim::Trainer;
+use crate::train::rm::bt_loss;
 use crate::world::SeqSet;
 
 /// The largest sequence log-ratio χPO's `exp` reads (beyond it the clip holds the loss flat).
@@ -52,8 +53,6 @@ pub enum Loss {
 }
 
 impl Loss {
-    pub const ALL: [Loss; 3] = [Loss::Dpo, Loss::Ipo, Loss::Chipo];
-
     /// Its method name in tables and `daa.losses` (`dpo`, `ipo`, `chipo`).
     pub fn name(self) -> &'static str {
         match self {
@@ -74,25 +73,19 @@ impl Loss {
 
     /// The loss of a batch of pairs from the sequence log-ratios of the chosen (`zw`) and the
     /// rejected (`zl`) responses, both `(b,)`: the mean over the batch.
+    /// DPO and χPO are the Bradley–Terry loss the reward models train with
+    /// ([`crate::train::rm::bt_loss`]) on their implicit rewards.
     pub fn of(self, zw: &Tensor, zl: &Tensor, beta: f64, chipo_clip: f64) -> Result<Tensor> {
-        let loss = match self {
-            Loss::Dpo => neg_log_sigmoid(&((zw - zl)? * beta)?)?,
-            Loss::Ipo => ((zw - zl)? - 1.0 / (2.0 * beta))?.sqr()?,
+        match self {
+            Loss::Dpo => bt_loss(&(zw * beta)?, &(zl * beta)?),
+            Loss::Ipo => Ok(((zw - zl)? - 1.0 / (2.0 * beta))?.sqr()?.mean_all()?),
             Loss::Chipo => {
                 let phi = |z: &Tensor| -> Result<Tensor> { Ok((z.clamp(f64::NEG_INFINITY, Z_MAX)?.exp()? + z)?) };
                 let m = ((phi(zw)? - phi(zl)?)? * beta)?.clamp(-chipo_clip, chipo_clip)?;
-                neg_log_sigmoid(&m)?
+                bt_loss(&m, &m.zeros_like()?)
             }
-        };
-        Ok(loss.mean_all()?)
+        }
     }
-}
-
-/// `−ln σ(x) = ln(1 + e^{−x})`, computed stably.
-fn neg_log_sigmoid(x: &Tensor) -> Result<Tensor> {
-    // max(−x, 0) + ln(1 + e^{−|x|})
-    let relu = x.neg()?.relu()?;
-    Ok((relu + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
 }
 
 /// One direct-alignment run.
@@ -165,7 +158,7 @@ fn sequence_logp(policy: &Policy, set: &SeqSet, rows: &[u32]) -> Result<Tensor> 
 }
 
 /// Trains `policy` (a trainable copy of π_ref, variables in `varmap`) on the run's pairs.
-pub fn train(ctx: &Context, run: &Run, policy: &Policy, varmap: &VarMap, seed: u64, progress: &indicatif::ProgressBar) -> Result<Outcome> {
+pub fn train(ctx: &Context, run: &Run, policy: &Policy, varmap: &VarMap, progress: &indicatif::ProgressBar) -> Result<Outcome> {
     let s = run.spec;
     let n = run.chosen.len();
     let steps_per_epoch = n.div_ceil(s.batch);
@@ -188,7 +181,7 @@ pub fn train(ctx: &Context, run: &Run, policy: &Policy, varmap: &VarMap, seed: u
     let mut order: Vec<u32> = all.clone();
     let mut step = 0;
     for epoch in 0..s.epochs {
-        let mut rng = crate::seed::rng(seed, &format!("{}/order{epoch}", run.id));
+        let mut rng = crate::seed::rng(ctx.seed, &format!("{}/order{epoch}", run.id));
         order.shuffle(&mut rng);
         for chunk in order.chunks(s.batch) {
             step += 1;

@@ -4,19 +4,16 @@
 //! stored as a failure naming run and update, as PPO's.
 
 use std::path::Path;
-use std::time::Instant;
 
 use serde_json::{json, Value};
-use tracing::{info, warn};
 
 use super::{Estimator, Outcome};
 use crate::cell::cost::Work;
 use crate::cell::kind::{CellKind, Inputs, Loaded};
-use crate::cell::make::{load_policy_weights, save_weights};
 use crate::cell::store::Meta;
 use crate::config::{Experiment, GroupSpec};
-use crate::error::{Error, Result};
-use crate::methods::ppo::cell::PpoCell;
+use crate::error::Result;
+use crate::methods::ppo::cell::{context, eval_prompts, load_run, member_params, store_run, PpoCell};
 
 /// One run: PPO's sweep run `run`, trained by `estimator`.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +71,7 @@ impl CellKind for GroupCell {
         let seq = exp.world_config(0).seq_len() as f64;
         let policy = exp.params.policy;
         let evals = (s.updates / s.eval_every + 2) as f64 * exp.ppo.eval_prompts as f64;
-        let size = exp.proxy.sizes.iter().find(|z| self.run.ensemble.starts_with(&format!("{}/", z.name)));
-        let member = size.and_then(|z| exp.params.proxies.iter().find(|(n, _)| *n == z.name)).map(|p| p.1).unwrap_or(0);
+        let member = member_params(exp, &self.run.ensemble);
         let rollouts = (s.updates * s.prompts * s.group) as f64;
         // Sampling, π_ref's log-probs, scoring by every member (gold and the held-out proxy at
         // evaluations), then epochs of minibatch training.
@@ -99,69 +95,36 @@ impl CellKind for GroupCell {
         make(inputs, self, dir, pb)
     }
     fn load(&self, _exp: &Experiment, _world: &crate::world::WorldConfig, _device: &candle_core::Device, _dir: &Path, meta: &Meta) -> Result<Loaded> {
-        load(meta)
+        load_run::<Outcome>(meta)
     }
 }
 
 fn make(x: &Inputs, cell: &GroupCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
-    let exp = x.exp;
-    let seed = exp.replicate_seed(cell.run.replicate);
-    let world = x.world;
-    let (members, heldout) = crate::train::proxy::proxies(x);
-    // PPO's evaluation prompts, drawn from the same stream: every method is measured on them.
-    let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
-    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
+    let eval_prompts = eval_prompts(x, cell.run.replicate);
+    let ctx = context(x, cell.run.replicate, &eval_prompts);
     let spec = crate::methods::ppo::RunSpec {
         id: cell.id(),
         aggregator: cell.run.aggregator,
         beta: cell.run.beta,
     };
-    let (policy, varmap) = load_policy_weights(exp, world, x.device, x.policy_dir())?;
-    let ctx = crate::methods::ppo::Context {
-        world,
-        reference: x.policy(),
-        gold: x.gold(),
-        members: members.iter().map(|m| m.1).collect(),
-        heldout,
-        spec: &exp.ppo,
-        seed,
-        eval_prompts: &eval_prompts,
-    };
-    let t = Instant::now();
-    let outcome = match super::train(&ctx, &spec, cell.estimator, cell.spec(exp), &policy, &varmap, pb) {
-        Ok(o) => o,
-        Err(e @ Error::NonFiniteLoss { .. }) => {
-            pb.suspend(|| warn!("{}: failed, stored as a failure; the other runs carry on: {e}", spec.id));
-            return Ok(json!({ "failed": e.to_string() }));
-        }
-        Err(e) => return Err(e),
-    };
-    let last = outcome.evaluations.last().expect("at least the step-0 evaluation");
-    pb.suspend(|| {
-        info!(
-            "{}: {} updates in {:.0}s, KL {:.2} nats, proxy {:.2}, gold {:.2}",
-            spec.id,
-            outcome.updates.len(),
-            t.elapsed().as_secs_f64(),
-            last.kl_k1,
-            last.measures.proxy,
-            crate::stats::mean_se(&last.gold_by_prompt).0,
-        )
-    });
-    save_weights(&varmap, dir)?;
-    Ok(json!({ "outcome": outcome, "train_seconds": t.elapsed().as_secs_f64() }))
+    store_run(
+        x,
+        &spec.id,
+        dir,
+        pb,
+        |policy, varmap| super::train(&ctx, &spec, cell.estimator, cell.spec(x.exp), policy, varmap, pb),
+        |o: &Outcome, secs| {
+            let last = o.evaluations.last().expect("at least the step-0 evaluation");
+            format!(
+                "{} updates in {secs:.0}s, KL {:.2} nats, proxy {:.2}, gold {:.2}",
+                o.updates.len(),
+                last.kl_k1,
+                last.measures.proxy,
+                crate::stats::mean_se(&last.gold_by_prompt).0,
+            )
+        },
+    )
 }
 
 /// A group-relative cell read back: the run's outcome, or the one-line error that ended it.
 pub type GroupOutcome = std::result::Result<Outcome, String>;
-
-fn load(meta: &Meta) -> Result<Loaded> {
-    let outcome: GroupOutcome = match meta.info.get("failed").and_then(|f| f.as_str()) {
-        Some(msg) => Err(msg.to_string()),
-        None => Ok(serde_json::from_value::<Outcome>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
-            dir: std::path::PathBuf::from(format!("group-{}", meta.key)),
-            reason: format!("meta.json outcome: {e}"),
-        })?),
-    };
-    Ok(Loaded::new(outcome, meta))
-}

@@ -13,8 +13,8 @@ use super::{Estimator, UpdateStats};
 use crate::config::Experiment;
 use crate::error::{Error, Result};
 use crate::methods::ppo::cell::sweep;
-use crate::methods::ppo::method::{checkpoint_rows, units_frame};
-use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, PointKl, Runs, Table, UnitTable};
+use crate::methods::ppo::method::{checkpoint_rows, checkpoint_unit_table, units_frame};
+use crate::methods::{Assembled, Made, Method, Needs, Part, Planned, Runs, Table, UnitTable};
 use crate::stats::curve::{CurveRow, Traits};
 use crate::train::proxy::{ensemble_member, ProxyCell};
 
@@ -88,21 +88,11 @@ impl Method for GroupRl {
             if cell.estimator != self.0 {
                 continue;
             }
-            let outcome = m.loaded.get::<GroupOutcome>();
-            let status = match (outcome, m.made) {
-                (Err(_), _) => "failed",
-                (Ok(_), true) => "trained",
-                (Ok(_), false) => "reused",
-            };
-            runs.status.push((cell.id(), status));
-            match outcome {
-                Ok(o) => {
-                    let proxy = ensemble_member(proxies, cell.run.replicate, &cell.run.ensemble);
-                    out.curves.extend(checkpoint_rows(self.name(), exp, &cell.run, proxy, &o.evaluations));
-                    train.extend(o.updates.iter().map(|u| (cell.clone(), u.clone())));
-                    finished.push((cell.run.clone(), o.evaluations.clone()));
-                }
-                Err(msg) => runs.failures.push((cell.id(), msg.clone())),
+            if let Some(o) = runs.record(cell.id(), m.loaded.get::<GroupOutcome>(), m.made) {
+                let proxy = ensemble_member(proxies, cell.run.replicate, &cell.run.ensemble);
+                out.curves.extend(checkpoint_rows(self.name(), exp, &cell.run, proxy, &o.evaluations));
+                train.extend(o.updates.iter().map(|u| (cell.clone(), u.clone())));
+                finished.push((cell.run.clone(), o.evaluations.clone()));
             }
         }
         let (units, train_stem) = self.stems();
@@ -171,7 +161,7 @@ impl Method for GroupRl {
     }
 
     fn in_brief(&self, rows: &[&CurveRow]) -> String {
-        format!("{} (KL penalty β = {})", self.0.label(), betas(rows))
+        format!("{} (KL penalty β = {})", self.0.label(), crate::methods::betas(rows))
     }
 
     fn measured(&self, rows: &[&CurveRow]) -> String {
@@ -184,7 +174,7 @@ impl Method for GroupRl {
             "**{}** (group-relative, no critic; {kl}): KL penalties {}, evaluated at steps {}…{} on {} held-out \
              prompts (PPO's, with PPO's samples at step 0); KL(π‖π_ref) is the k1 estimate on fresh samples in nats.",
             self.0.label(),
-            betas(rows),
+            crate::methods::betas(rows),
             steps.iter().min().unwrap_or(&0),
             steps.iter().max().unwrap_or(&0),
             crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
@@ -192,24 +182,8 @@ impl Method for GroupRl {
     }
 
     fn unit_table(&self) -> UnitTable {
-        UnitTable {
-            traits: self.traits(),
-            stem: self.stems().0,
-            point: "step",
-            at: |step| format!("step {step}"),
-            kl: PointKl::Column("kl"),
-            kl_penalty: true,
-            disagreement: false,
-        }
+        checkpoint_unit_table(self.traits(), self.stems().0)
     }
-}
-
-/// The distinct β of `rows`, ascending, comma-separated.
-fn betas(rows: &[&CurveRow]) -> String {
-    let mut betas: Vec<f64> = rows.iter().filter_map(|r| r.kl_penalty).collect();
-    betas.sort_by(f64::total_cmp);
-    betas.dedup();
-    betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// The training table of `stem`, one row per update of every run.

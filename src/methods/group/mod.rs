@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::GroupSpec;
 use crate::error::{Error, Result};
 use crate::methods::ppo::kl::sequence_kl;
+use crate::methods::ppo::loss::{clipped_surrogate, k3, masked_mean};
 use crate::methods::ppo::rollout::{self, Rollout};
 use crate::methods::ppo::{evaluate, Context, Evaluation, RunSpec};
 use crate::model::Policy;
@@ -201,10 +202,6 @@ fn update(
     })
 }
 
-fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    Ok(((x * mask)?.sum_all()? / mask.sum_all()?)?)
-}
-
 /// Step 3: `epochs` passes of shuffled minibatches. Returns the means over minibatches of
 /// the surrogate, the KL term, approx_kl and clipfrac, and the largest gradient norm.
 #[allow(clippy::too_many_arguments)]
@@ -236,26 +233,17 @@ fn optimize(
             let pick = |x: &Tensor| -> Result<Tensor> { Ok(x.index_select(&idx, 0)?) };
             let view = policy.response_view(&pick(&tokens)?)?;
             let (old, reference, a, m) = (pick(&old_logp)?, pick(&ref_logp)?, pick(&advantages)?, pick(&mask)?);
-            let log_ratio = (&view.logp - &old)?;
-            let ratio = log_ratio.exp()?;
-            let clipped = ratio.clamp(1.0 - spec.clip, 1.0 + spec.clip)?;
-            let neg = a.neg()?;
-            let surrogate = masked_mean(&(&neg * &ratio)?.maximum(&(&neg * &clipped)?)?, &m)?;
+            let s = clipped_surrogate(&old, &view.logp, &a, &m, spec.clip)?;
             // k3 of KL(π‖π_ref) per token, on the current policy's log-probs.
-            let log_rho = (&reference - &view.logp)?;
-            let k3 = masked_mean(&((log_rho.exp()? - 1.0)? - &log_rho)?, &m)?;
-            let total = (&surrogate + (&k3 * beta_kl)?)?;
+            let kl = masked_mean(&k3(&(&reference - &view.logp)?)?, &m)?;
+            let total = (&s.loss + (&kl * beta_kl)?)?;
             let st = trainer.step(&total, update)?;
             grad_norm = grad_norm.max(st.grad_norm);
-            let lr = log_ratio.detach();
-            let approx_kl = masked_mean(&((lr.exp()? - 1.0)? - &lr)?, &m)?;
-            let outside = (ratio.detach() - 1.0)?.abs()?.gt(spec.clip)?.to_dtype(candle_core::DType::F32)?;
-            let clipfrac = masked_mean(&outside, &m)?;
             for (acc, v) in sums.iter_mut().zip([
-                surrogate.to_scalar::<f32>()? as f64,
-                beta_kl * k3.to_scalar::<f32>()? as f64,
-                approx_kl.to_scalar::<f32>()? as f64,
-                clipfrac.to_scalar::<f32>()? as f64,
+                s.loss.to_scalar::<f32>()? as f64,
+                beta_kl * kl.to_scalar::<f32>()? as f64,
+                s.approx_kl as f64,
+                s.clipfrac as f64,
             ]) {
                 *acc += v;
             }

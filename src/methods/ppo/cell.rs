@@ -119,8 +119,7 @@ impl CellKind for PpoCell {
         let p = &exp.ppo;
         let policy = exp.params.policy;
         let evals = (p.updates / p.eval_every + 2) as f64 * p.eval_prompts as f64;
-        let size = exp.proxy.sizes.iter().find(|s| self.ensemble.starts_with(&format!("{}/", s.name)));
-        let member = size.and_then(|s| exp.params.proxies.iter().find(|(n, _)| *n == s.name)).map(|p| p.1).unwrap_or(0);
+        let member = member_params(exp, &self.ensemble);
         let rollouts = (p.updates * p.rollout) as f64;
         // Sampling (policy), π_ref's log-probs, scoring by every member (and gold and the
         // held-out proxy at evaluations), then epochs of minibatch training.
@@ -144,71 +143,108 @@ impl CellKind for PpoCell {
         make(inputs, self, dir, pb)
     }
     fn load(&self, _exp: &Experiment, _world: &crate::world::WorldConfig, _device: &candle_core::Device, _dir: &Path, meta: &Meta) -> Result<Loaded> {
-        load(meta)
+        load_run::<crate::methods::ppo::Outcome>(meta)
     }
 }
 
-pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
-    let exp = x.exp;
-    let seed = exp.replicate_seed(run.replicate);
-    let world = x.world;
+/// Parameters of one member of ensemble `ensemble` (`SIZE/dDATA/nNOISE`); 0 for an unknown
+/// size (for the cost models of the policy methods' cells).
+pub fn member_params(exp: &Experiment, ensemble: &str) -> usize {
+    let size = exp.proxy.sizes.iter().find(|s| ensemble.starts_with(&format!("{}/", s.name)));
+    size.and_then(|s| exp.params.proxies.iter().find(|(n, _)| *n == s.name)).map(|p| p.1).unwrap_or(0)
+}
+
+/// PPO's held-out evaluation prompts of replicate `replicate`, from one stream: every policy
+/// method (PPO, GRPO, RLOO, direct alignment) is measured on them.
+pub fn eval_prompts(x: &Inputs, replicate: usize) -> Vec<Vec<u32>> {
+    let mut rng = crate::seed::rng(x.exp.replicate_seed(replicate), "ppo/eval/prompts");
+    (0..x.exp.ppo.eval_prompts).map(|_| x.world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect()
+}
+
+/// What a policy method's run reads from its inputs (the world, π_ref, gold, the ensemble's
+/// members, the held-out proxy, the replicate's seed) and the evaluation prompts.
+pub fn context<'a>(x: &'a Inputs, replicate: usize, eval_prompts: &'a [Vec<u32>]) -> crate::methods::ppo::Context<'a> {
     let (members, heldout) = crate::train::proxy::proxies(x);
-    let mut rng = crate::seed::rng(seed, "ppo/eval/prompts");
-    let eval_prompts: Vec<Vec<u32>> = (0..exp.ppo.eval_prompts).map(|_| world.prompt_in(crate::world::Split::PpoEval, &mut rng)).collect();
-    let spec = crate::methods::ppo::RunSpec {
-        id: run.id(),
-        aggregator: run.aggregator,
-        beta: run.beta,
-    };
-    // A trainable copy of π_ref, from the policy cell's weights.
-    let (policy, varmap) = load_policy_weights(exp, world, x.device, x.policy_dir())?;
-    let ctx = crate::methods::ppo::Context {
-        world,
+    crate::methods::ppo::Context {
+        world: x.world,
         reference: x.policy(),
         gold: x.gold(),
         members: members.iter().map(|m| m.1).collect(),
         heldout,
-        spec: &exp.ppo,
-        seed,
-        eval_prompts: &eval_prompts,
-    };
+        spec: &x.exp.ppo,
+        seed: x.exp.replicate_seed(replicate),
+        eval_prompts,
+    }
+}
+
+/// Trains a policy run (`train`, on a trainable copy of π_ref from the policy cell's weights)
+/// and stores it: the final weights and `{outcome, train_seconds}`, with `summary`'s line in
+/// the log. A run that diverges (a non-finite value) is stored as a failure naming run and
+/// step: with the same code and settings it would diverge again; the other runs carry on.
+pub fn store_run<T: serde::Serialize>(
+    x: &Inputs,
+    id: &str,
+    dir: &Path,
+    pb: &indicatif::ProgressBar,
+    train: impl FnOnce(&crate::model::Policy, &candle_nn::VarMap) -> Result<T>,
+    summary: impl FnOnce(&T, f64) -> String,
+) -> Result<Value> {
+    let (policy, varmap) = load_policy_weights(x.exp, x.world, x.device, x.policy_dir())?;
     let t = Instant::now();
-    let outcome = match crate::methods::ppo::train(&ctx, &spec, &policy, &varmap, pb) {
+    let outcome = match train(&policy, &varmap) {
         Ok(o) => o,
         Err(e @ Error::NonFiniteLoss { .. }) => {
-            pb.suspend(|| warn!("{}: failed, stored as a failure; the other runs carry on: {e}", spec.id));
+            pb.suspend(|| warn!("{id}: failed, stored as a failure; the other runs carry on: {e}"));
             return Ok(json!({ "failed": e.to_string() }));
         }
         Err(e) => return Err(e),
     };
-    let last = outcome.evaluations.last().expect("at least the step-0 evaluation");
-    pb.suspend(|| {
-        info!(
-            "{}: {} updates in {:.0}s, KL {:.2} nats, proxy {:.2}, gold {:.2}{}",
-            spec.id,
-            outcome.updates.len(),
-            t.elapsed().as_secs_f64(),
-            last.kl_k1,
-            last.measures.proxy,
-            crate::stats::mean_se(&last.gold_by_prompt).0,
-            if outcome.stopped_at_budget { " (stopped at the KL budget)" } else { "" }
-        )
-    });
+    let line = summary(&outcome, t.elapsed().as_secs_f64());
+    pb.suspend(|| info!("{id}: {line}"));
     save_weights(&varmap, dir)?;
     Ok(json!({ "outcome": outcome, "train_seconds": t.elapsed().as_secs_f64() }))
 }
 
-/// A PPO cell read back: the run's outcome, or the one-line error that ended it (a diverged
-/// run is a result too: stored, so it is not retried with the same code).
-pub type PpoOutcome = std::result::Result<crate::methods::ppo::Outcome, String>;
-
-pub fn load(meta: &Meta) -> Result<Loaded> {
-    let outcome = match meta.info.get("failed").and_then(|f| f.as_str()) {
+/// A policy run read back (see [`store_run`]): its outcome `T`, or the one-line error that
+/// ended it (a diverged run is a result too: stored, so it is not retried with the same code).
+pub fn load_run<T: serde::de::DeserializeOwned + Send + Sync + 'static>(meta: &Meta) -> Result<Loaded> {
+    let outcome: std::result::Result<T, String> = match meta.info.get("failed").and_then(|f| f.as_str()) {
         Some(msg) => Err(msg.to_string()),
-        None => Ok(serde_json::from_value::<crate::methods::ppo::Outcome>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
-            dir: std::path::PathBuf::from(format!("ppo-{}", meta.key)),
+        None => Ok(serde_json::from_value::<T>(meta.info["outcome"].clone()).map_err(|e| Error::Artifact {
+            dir: std::path::PathBuf::from(format!("{}-{}", meta.kind, meta.key)),
             reason: format!("meta.json outcome: {e}"),
         })?),
     };
     Ok(Loaded::new(outcome, meta))
 }
+
+pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    let eval_prompts = eval_prompts(x, run.replicate);
+    let ctx = context(x, run.replicate, &eval_prompts);
+    let spec = crate::methods::ppo::RunSpec {
+        id: run.id(),
+        aggregator: run.aggregator,
+        beta: run.beta,
+    };
+    store_run(
+        x,
+        &spec.id,
+        dir,
+        pb,
+        |policy, varmap| crate::methods::ppo::train(&ctx, &spec, policy, varmap, pb),
+        |o: &crate::methods::ppo::Outcome, secs| {
+            let last = o.evaluations.last().expect("at least the step-0 evaluation");
+            format!(
+                "{} updates in {secs:.0}s, KL {:.2} nats, proxy {:.2}, gold {:.2}{}",
+                o.updates.len(),
+                last.kl_k1,
+                last.measures.proxy,
+                crate::stats::mean_se(&last.gold_by_prompt).0,
+                if o.stopped_at_budget { " (stopped at the KL budget)" } else { "" }
+            )
+        },
+    )
+}
+
+/// A PPO cell read back: the run's outcome, or the one-line error that ended it.
+pub type PpoOutcome = std::result::Result<crate::methods::ppo::Outcome, String>;

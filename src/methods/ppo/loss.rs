@@ -43,8 +43,48 @@ pub struct Loss {
     pub clipfrac: f32,
 }
 
-fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// Mean of `x` over the entries where `mask` is 1.
+pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     Ok(((x * mask)?.sum_all()? / mask.sum_all()?)?)
+}
+
+/// k3 per token, `(e^x − 1) − x` with `x` = log q − log p: the tensor form of
+/// [`super::kl::k3`] (KL(p‖q) from samples of p; never negative).
+pub fn k3(log_rho: &Tensor) -> Result<Tensor> {
+    Ok(((log_rho.exp()? - 1.0)? - log_rho)?)
+}
+
+/// The clipped surrogate of one minibatch and what says whether the step was sane.
+#[derive(Debug, Clone)]
+pub struct Surrogate {
+    /// Mean over response tokens of `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))`, ρ = π_new/π_old.
+    pub loss: Tensor,
+    /// Mean k3 estimate of KL(π_old‖π_new) per token.
+    pub approx_kl: f32,
+    /// Fraction of tokens whose ratio was clipped.
+    pub clipfrac: f32,
+}
+
+/// The clipped surrogate from the new policy's log-probs; every input `(b, max_response)`,
+/// `advantages` per token (the policy-gradient methods' one objective: PPO's policy term,
+/// GRPO's and RLOO's whole surrogate).
+pub fn clipped_surrogate(old_logp: &Tensor, new_logp: &Tensor, advantages: &Tensor, mask: &Tensor, clip: f64) -> Result<Surrogate> {
+    let log_ratio = (new_logp - old_logp)?;
+    let ratio = log_ratio.exp()?;
+    let clipped = ratio.clamp(1.0 - clip, 1.0 + clip)?;
+    let neg_adv = advantages.neg()?;
+    let pg = (&neg_adv * &ratio)?.maximum(&(&neg_adv * &clipped)?)?;
+    let loss = masked_mean(&pg, mask)?;
+    let log_ratio = log_ratio.detach();
+    // k3 of KL(π_old‖π_new) from samples of π_old: x = log π_new − log π_old.
+    let approx_kl = masked_mean(&k3(&log_ratio)?, mask)?;
+    let outside = (ratio.detach() - 1.0)?.abs()?.gt(clip)?.to_dtype(candle_core::DType::F32)?;
+    let clipfrac = masked_mean(&outside, mask)?;
+    Ok(Surrogate {
+        loss,
+        approx_kl: approx_kl.to_scalar::<f32>()?,
+        clipfrac: clipfrac.to_scalar::<f32>()?,
+    })
 }
 
 /// The PPO loss from the new policy's log-probs, values and entropies.
@@ -52,12 +92,8 @@ fn masked_mean(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
 /// policy: mean of `max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))`;
 /// value: mean of `½·max((V − R)², (V_old + clip(V − V_old, ±ε_v) − R)²)`.
 pub fn ppo_loss(t: &Targets, new_logp: &Tensor, new_values: &Tensor, entropy: &Tensor, c: LossConfig) -> Result<Loss> {
-    let log_ratio = (new_logp - &t.old_logp)?;
-    let ratio = log_ratio.exp()?;
-    let clipped = ratio.clamp(1.0 - c.clip, 1.0 + c.clip)?;
-    let neg_adv = t.advantages.neg()?;
-    let pg = (&neg_adv * &ratio)?.maximum(&(&neg_adv * &clipped)?)?;
-    let policy = masked_mean(&pg, &t.mask)?;
+    let s = clipped_surrogate(&t.old_logp, new_logp, &t.advantages, &t.mask, c.clip)?;
+    let policy = s.loss;
 
     let v_clipped = (&t.old_values + (new_values - &t.old_values)?.clamp(-c.value_clip, c.value_clip)?)?;
     let err = (new_values - &t.returns)?.sqr()?;
@@ -67,16 +103,12 @@ pub fn ppo_loss(t: &Targets, new_logp: &Tensor, new_values: &Tensor, entropy: &T
     let ent = masked_mean(entropy, &t.mask)?;
     let total = ((&policy + (&value * c.value_coef)?)? - (&ent * c.entropy_coef)?)?;
 
-    let log_ratio = log_ratio.detach();
-    let approx_kl = masked_mean(&((log_ratio.exp()? - 1.0)? - &log_ratio)?, &t.mask)?;
-    let outside = (ratio.detach() - 1.0)?.abs()?.gt(c.clip)?.to_dtype(candle_core::DType::F32)?;
-    let clipfrac = masked_mean(&outside, &t.mask)?;
     Ok(Loss {
         total,
         policy: policy.to_scalar::<f32>()?,
         value: value.to_scalar::<f32>()?,
         entropy: ent.to_scalar::<f32>()?,
-        approx_kl: approx_kl.to_scalar::<f32>()?,
-        clipfrac: clipfrac.to_scalar::<f32>()?,
+        approx_kl: s.approx_kl,
+        clipfrac: s.clipfrac,
     })
 }

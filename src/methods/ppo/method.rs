@@ -53,22 +53,12 @@ impl Method for Ppo {
         let (mut runs, mut train, mut finished) = (Runs::default(), Vec::new(), Vec::new());
         for m in cells {
             let Some(run) = m.cell.as_any().downcast_ref::<PpoCell>() else { continue };
-            let outcome = m.loaded.get::<PpoOutcome>();
-            let status = match (outcome, m.made) {
-                (Err(_), _) => "failed",
-                (Ok(_), true) => "trained",
-                (Ok(_), false) => "reused",
-            };
-            runs.status.push((run.id(), status));
-            match outcome {
-                Ok(o) => {
-                    let proxy = ensemble_member(proxies, run.replicate, &run.ensemble);
-                    let (rows, updates) = rows(exp, run, proxy, o);
-                    out.curves.extend(rows);
-                    train.extend(updates);
-                    finished.push((run.clone(), o.evaluations.clone()));
-                }
-                Err(msg) => runs.failures.push((run.id(), msg.clone())),
+            if let Some(o) = runs.record(run.id(), m.loaded.get::<PpoOutcome>(), m.made) {
+                let proxy = ensemble_member(proxies, run.replicate, &run.ensemble);
+                let (rows, updates) = rows(exp, run, proxy, o);
+                out.curves.extend(rows);
+                train.extend(updates);
+                finished.push((run.clone(), o.evaluations.clone()));
             }
         }
         if !train.is_empty() {
@@ -122,7 +112,7 @@ impl Method for Ppo {
     }
 
     fn in_brief(&self, rows: &[&CurveRow]) -> String {
-        format!("PPO (KL penalty β = {})", betas(rows))
+        format!("PPO (KL penalty β = {})", crate::methods::betas(rows))
     }
 
     fn measured(&self, rows: &[&CurveRow]) -> String {
@@ -131,7 +121,7 @@ impl Method for Ppo {
             "**PPO**: KL penalties {}, evaluated at steps {}…{} on {} held-out prompts; KL(π‖π_ref) is \
              the k1 estimate on fresh samples in nats (values below 0, sampling noise near π_ref, are read \
              as 0 here).",
-            betas(rows),
+            crate::methods::betas(rows),
             steps.iter().min().unwrap_or(&0),
             steps.iter().max().unwrap_or(&0),
             crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
@@ -139,15 +129,21 @@ impl Method for Ppo {
     }
 
     fn unit_table(&self) -> UnitTable {
-        UnitTable {
-            traits: self.traits(),
-            stem: "ppo_units",
-            point: "step",
-            at: |step| format!("step {step}"),
-            kl: PointKl::Column("kl"),
-            kl_penalty: true,
-            disagreement: false,
-        }
+        checkpoint_unit_table(self.traits(), "ppo_units")
+    }
+}
+
+/// How a policy method's units table (written by [`units_frame`]) reads back: one row per
+/// evaluation sample of a checkpoint (`step`), its KL a column, β a column.
+pub(crate) fn checkpoint_unit_table(traits: Traits, stem: &'static str) -> UnitTable {
+    UnitTable {
+        traits,
+        stem,
+        point: "step",
+        at: |step| format!("step {step}"),
+        kl: PointKl::Column("kl"),
+        kl_penalty: true,
+        disagreement: false,
     }
 }
 
@@ -316,12 +312,4 @@ pub(crate) fn units_frame(stem: &str, runs: &[(PpoCell, Vec<Evaluation>)]) -> Re
         path: stem.into(),
         msg: e.to_string(),
     })
-}
-
-/// The distinct β of `rows`, ascending, comma-separated.
-fn betas(rows: &[&CurveRow]) -> String {
-    let mut betas: Vec<f64> = rows.iter().filter_map(|r| r.kl_penalty).collect();
-    betas.sort_by(f64::total_cmp);
-    betas.dedup();
-    betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")
 }
