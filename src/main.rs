@@ -383,6 +383,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 exp.proxy.noise.len(),
                 exp.proxy.members
             );
+            if exp.proxy.sources != [goodhart::config::Source::Scratch] {
+                let names: Vec<&str> = exp.proxy.sources.iter().map(|s| s.name()).collect();
+                let p = &exp.proxy.pretrain;
+                println!(
+                    "  ensemble sources: {} (pretrained trunks: {} steps × {} on {} demonstrations)",
+                    names.join(", "),
+                    p.steps,
+                    p.batch,
+                    p.demonstrations
+                );
+            }
             if exp.worlds() > 1 {
                 println!("  {} worlds: each replicate draws its own world, π_ref, gold, pairs and held-out proxy", exp.worlds());
             }

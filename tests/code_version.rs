@@ -46,7 +46,7 @@ fn versions(tree: &Path) -> Vec<(String, String)> {
 fn every_kind_is_found_and_reaches_the_kernels_and_no_report() {
     let versions = code_version::versions(&root(), "");
     let kinds: Vec<&str> = versions.keys().map(String::as_str).collect();
-    assert_eq!(kinds, ["BON", "DAA", "GOLD", "GROUP", "PAIRS", "POLICY", "PPO", "PROXY"]);
+    assert_eq!(kinds, ["BON", "DAA", "GOLD", "GROUP", "MULTIHEAD", "PAIRS", "POLICY", "PPO", "PROXY", "TRUNK"]);
     for (kind, (_, files)) in &versions {
         assert!(files.contains("src/model/ops.rs"), "{kind} reaches {files:?}");
         assert!(files.iter().all(|f| !f.starts_with("src/output/") && !f.ends_with("conclusions.rs")), "{kind}: {files:?}");
@@ -82,7 +82,7 @@ fn a_kernel_edit_changes_every_version_and_a_report_edit_none() {
     let _ = std::fs::remove_dir_all(&tree);
     copy_tree(&tree);
     let before = versions(&tree);
-    assert_eq!(before.len(), 8);
+    assert_eq!(before.len(), 10);
 
     // The report, the conclusions and a comment in a kernel: no kind's version moves.
     edit(&tree, "src/output/report/markdown.rs", "\n", "\nconst _EDITED: u8 = 1;\n");

@@ -69,6 +69,7 @@ fn results_keyed_by_n_carry_kl_columns() {
         member: 0,
         heldout: false,
         replicate: 0,
+        source: goodhart::config::Source::Scratch,
     };
     let row = goodhart::methods::bon::method::point_row(pt.clone(), Aggregator::Member(0), &proxy, 1, 1, 4);
     assert_eq!((row.ensemble.as_str(), row.proxy_params, row.prompts, row.pool), ("xs/d1/n0.00", 1, 1, Some(4)));

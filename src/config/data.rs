@@ -36,6 +36,80 @@ impl Default for PreferenceSpec {
     }
 }
 
+/// Where an ensemble's members differ: each source listed in `proxy.sources` is an ensemble
+/// of its own for every size × data size × noise level.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// From random weights; members differ by seed (initialization and data order).
+    Scratch,
+    /// From one shared pretrained trunk; members differ by fine-tuning seed (head
+    /// initialization and data order).
+    Finetune,
+    /// Each member from its own pretraining run (pretraining seed), then fine-tuned.
+    Pretrain,
+    /// From one shared pretrained trunk; each member fine-tuned on its own bootstrap sample
+    /// of the pairs.
+    Bootstrap,
+    /// One model: the shared pretrained trunk with k linear heads trained jointly (each head
+    /// on its own bootstrap weights of the pairs); member m is head m.
+    Multihead,
+    /// WARM: one reward model, the weight average of the `finetune` ensemble's members.
+    Warm,
+}
+
+impl Source {
+    pub const ALL: [Source; 6] = [Source::Scratch, Source::Finetune, Source::Pretrain, Source::Bootstrap, Source::Multihead, Source::Warm];
+
+    /// The name configs and ensemble ids use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Scratch => "scratch",
+            Source::Finetune => "finetune",
+            Source::Pretrain => "pretrain",
+            Source::Bootstrap => "bootstrap",
+            Source::Multihead => "multihead",
+            Source::Warm => "warm",
+        }
+    }
+
+    /// Whether its members start from a pretrained trunk.
+    pub fn pretrained(self) -> bool {
+        self != Source::Scratch
+    }
+
+    /// Members of its ensemble given `proxy.members` (WARM is one model).
+    pub fn members(self, members: usize) -> usize {
+        if self == Source::Warm {
+            1
+        } else {
+            members
+        }
+    }
+}
+
+/// The pretraining of the trunks proxies of a pretrained source start from: a language model
+/// of the proxy's size trained on the world's text (fresh demonstrations, next-token loss).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainSpec {
+    pub demonstrations: usize,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+}
+
+impl Default for PretrainSpec {
+    fn default() -> Self {
+        Self {
+            demonstrations: 10_000,
+            steps: 300,
+            batch: 64,
+            lr: 3e-3,
+        }
+    }
+}
+
 /// One proxy size.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +148,22 @@ pub struct ProxySpec {
     /// proxies: the first size, the fewest pairs, the lowest noise) instead of the largest
     /// and best-trained one, so that ensemble's stopping rules read a proxy like their own.
     pub heldout_like: bool,
+    /// Where the members of an ensemble differ ([`Source`]); each source is its own ensemble.
+    pub sources: Vec<Source>,
+    /// The trunks of the pretrained sources.
+    pub pretrain: PretrainSpec,
+}
+
+impl ProxySpec {
+    /// Models per size, data size and noise level: every source's members.
+    pub fn source_models(&self) -> usize {
+        self.sources.iter().map(|s| s.members(self.members)).sum()
+    }
+
+    /// The first source in the grid's order (the ensembles one-per-pair-set methods use).
+    pub fn first_source(&self) -> Source {
+        self.sources.iter().copied().min().unwrap_or(Source::Scratch)
+    }
 }
 
 impl Default for ProxySpec {
@@ -96,6 +186,8 @@ impl Default for ProxySpec {
             heldout: true,
             heldout_per_replicate: true,
             heldout_like: false,
+            sources: vec![Source::Scratch],
+            pretrain: PretrainSpec::default(),
         }
     }
 }

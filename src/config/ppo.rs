@@ -98,7 +98,7 @@ impl PpoSpec {
     /// then the named aggregates (only when k > 1: one model has nothing to aggregate).
     pub fn aggregator_list(&self, k: usize) -> Vec<crate::stats::aggregate::Aggregator> {
         use crate::stats::aggregate::Aggregator as A;
-        let mut v: Vec<A> = (0..self.single_members).map(A::Member).collect();
+        let mut v: Vec<A> = (0..self.single_members.min(k)).map(A::Member).collect();
         if k == 1 {
             return v;
         }

@@ -134,18 +134,20 @@ impl Experiment {
                 ),
             ));
         }
-        let grid = [x.sizes.len(), x.data_sizes.len(), x.noise.len(), x.members]
+        sources(&bad, x)?;
+        let grid = [x.sizes.len(), x.data_sizes.len(), x.noise.len(), x.members, x.sources.len()]
             .iter()
             .try_fold(1usize, |acc, &n| acc.checked_mul(n));
         if grid.is_none_or(|n| n > limits::MODELS) {
             return Err(bad(
                 "proxy.members",
                 format!(
-                    "the proxy grid (proxy.sizes {} × proxy.data_sizes {} × proxy.noise {} × proxy.members {}) must be at most {} models",
+                    "the proxy grid (proxy.sizes {} × proxy.data_sizes {} × proxy.noise {} × proxy.members {} × proxy.sources {}) must be at most {} models",
                     x.sizes.len(),
                     x.data_sizes.len(),
                     x.noise.len(),
                     x.members,
+                    x.sources.len(),
                     limits::MODELS
                 ),
             ));
@@ -206,8 +208,8 @@ impl Experiment {
 fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
     for (i, s) in c.primary.iter().enumerate() {
         let key = |f: &str| format!("conclusions.primary[{i}].{f}");
-        if !["overopt", "peak", "gap", "stop"].contains(&s.kind.as_str()) {
-            return Err(bad(&key("kind"), format!("must be overopt, peak, gap or stop, got '{}'", s.kind)));
+        if !["overopt", "peak", "gap", "source", "stop"].contains(&s.kind.as_str()) {
+            return Err(bad(&key("kind"), format!("must be overopt, peak, gap, source or stop, got '{}'", s.kind)));
         }
         if !METHOD_NAMES.contains(&s.method.as_str()) {
             return Err(bad(&key("method"), format!("must be one of {}, got '{}'", METHOD_NAMES.join(", "), s.method)));
@@ -215,8 +217,12 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
         if s.aggregator.is_empty() {
             return Err(bad(&key("aggregator"), "must name an aggregator (single, mean, wco, uwo, …) or a rule".into()));
         }
-        if (s.kind == "gap") != !s.baseline.is_empty() {
-            return Err(bad(&key("baseline"), "a gap needs a baseline (single or mean), and only a gap has one".into()));
+        let compares = s.kind == "gap" || s.kind == "source";
+        if compares != !s.baseline.is_empty() {
+            return Err(bad(&key("baseline"), "a gap needs a baseline (single or mean), a source claim one like \"finetune mean\", and only they have one".into()));
+        }
+        if s.kind == "source" && s.ensemble.is_none() {
+            return Err(bad(&key("ensemble"), "a source claim names its ensemble (e.g. \"s/d500/n0.25/pretrain\")".into()));
         }
         if let Some(b) = s.kl_penalty {
             if !(b.is_finite() && b >= 0.0) {
@@ -306,4 +312,30 @@ fn arch(bad: Bad, key: &str, vocab: usize, max_len: usize, layers: usize, width:
 fn reward_params(bad: Bad, key: &str, a: &TransformerConfig) -> Result<usize> {
     a.checked_reward_params()
         .ok_or_else(|| bad(&format!("{key}.width"), format!("the parameter count overflows ({} layers × width {})", a.layers, a.width)))
+}
+
+/// `proxy.sources` and `proxy.pretrain`: distinct sources; WARM averages the `finetune`
+/// ensemble, so it needs one; a multi-head model needs two heads; the pretraining is checked
+/// only where a source reads it.
+fn sources(bad: Bad, x: &super::ProxySpec) -> Result<()> {
+    use super::Source;
+    list(bad, "proxy.sources", x.sources.len(), 1)?;
+    distinct(bad, "proxy.sources", &x.sources)?;
+    let has = |s: Source| x.sources.contains(&s);
+    if has(Source::Warm) && !has(Source::Finetune) {
+        return Err(bad("proxy.sources", "\"warm\" averages the weights of the \"finetune\" ensemble's members; list \"finetune\" too".to_string()));
+    }
+    for s in [Source::Warm, Source::Multihead] {
+        if has(s) && x.members < 2 {
+            return Err(bad("proxy.members", format!("\"{}\" in proxy.sources needs at least 2 members, got {}", s.name(), x.members)));
+        }
+    }
+    if x.sources.iter().any(|s| s.pretrained()) {
+        let p = &x.pretrain;
+        count(bad, "proxy.pretrain.demonstrations", p.demonstrations, 1, limits::COUNT)?;
+        steps(bad, "proxy.pretrain.steps", p.steps)?;
+        count(bad, "proxy.pretrain.batch", p.batch, 1, limits::COUNT)?;
+        rate(bad, "proxy.pretrain.lr", p.lr)?;
+    }
+    Ok(())
 }

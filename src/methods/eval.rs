@@ -102,7 +102,7 @@ pub fn bench_scoring(exp: &crate::Experiment, device: &candle_core::Device, samp
     let (prompts, responses) = crate::train::sft::demonstrations(&world, samples.max(1), &mut rng);
     let set = crate::model::policy::encode_all(&world, &prompts, &responses);
     let warm = set.select(&(0..set.len().min(SCORE_BATCH)).collect::<Vec<_>>());
-    let grid = exp.proxy.data_sizes.len() * exp.proxy.noise.len() * exp.proxy.members;
+    let grid = exp.proxy.data_sizes.len() * exp.proxy.noise.len() * exp.proxy.source_models();
     let heldout = crate::train::proxy::heldout_cell(exp, 0).map(|c| c.size.name);
     let mut shapes = vec![("gold".to_string(), exp.gold_arch(), 1)];
     for s in &exp.proxy.sizes {

@@ -24,9 +24,15 @@ pub struct RewardModel {
 
 impl RewardModel {
     pub fn new(cfg: &TransformerConfig, vb: VarBuilder) -> Result<Self> {
+        Self::with_heads(cfg, 1, vb)
+    }
+
+    /// The trunk with `k` linear heads (one `score_head` of k outputs): a multi-head
+    /// ensemble, scored by [`raw_heads`](Self::raw_heads).
+    pub fn with_heads(cfg: &TransformerConfig, k: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             trunk: Trunk::new(cfg, vb.pp("trunk"))?,
-            head: linear(cfg.width, 1, vb.pp("score_head"))?,
+            head: linear(cfg.width, k, vb.pp("score_head"))?,
             device: vb.device().clone(),
             offset: 0.0,
             scale: 1.0,
@@ -41,6 +47,11 @@ impl RewardModel {
     /// Positions after the last read-out position are not computed: attention is causal, so
     /// trailing padding cannot change any score.
     pub fn raw(&self, tokens: &Tensor, ends: &[u32]) -> Result<Tensor> {
+        Ok(self.raw_heads(tokens, ends)?.squeeze(1)?)
+    }
+
+    /// Every head's raw score (b, k), differentiable (see [`raw`](Self::raw)).
+    pub fn raw_heads(&self, tokens: &Tensor, ends: &[u32]) -> Result<Tensor> {
         let (b, full) = tokens.dims2()?;
         let t = (ends.iter().copied().max().unwrap_or(0) as usize + 1).min(full);
         let tokens = if t < full { tokens.narrow(1, 0, t)? } else { tokens.clone() };
@@ -49,7 +60,7 @@ impl RewardModel {
         let idx: Vec<u32> = ends.iter().enumerate().map(|(i, &e)| (i * t) as u32 + e).collect();
         let idx = Tensor::from_vec(idx, b, &self.device)?;
         let picked = h.reshape((b * t, d))?.index_select(&idx, 0)?;
-        Ok(self.head.forward(&picked)?.squeeze(1)?)
+        self.head.forward(&picked)
     }
 
     /// Raw scores of the rows `idx` of `set`, differentiable.
@@ -59,8 +70,13 @@ impl RewardModel {
 
     /// Raw scores of every row of a (batch-sized) set, differentiable.
     pub fn raw_batch(&self, set: &SeqSet) -> Result<Tensor> {
+        Ok(self.raw_batch_heads(set)?.squeeze(1)?)
+    }
+
+    /// Every head's raw scores (b, k) of every row of a (batch-sized) set, differentiable.
+    pub fn raw_batch_heads(&self, set: &SeqSet) -> Result<Tensor> {
         let tokens = Tensor::from_slice(&set.tokens, (set.len(), set.seq_len), &self.device)?;
-        self.raw(&tokens, &set.ends)
+        self.raw_heads(&tokens, &set.ends)
     }
 
     /// Raw scores of a whole set, in batches of similar length (no gradient is kept). The

@@ -67,6 +67,10 @@ pub fn rows(x: &Exec) -> Result<Rows> {
     }
     out.rm.splice(0..0, golds);
     out.rm.extend(heldout);
+    if x.exp.proxy.sources.iter().any(|s| s.pretrained()) {
+        let costs = ensemble_costs(x, &loaded);
+        out.tables.push(Table { stem: "ensembles", build: Box::new(move || table::ensemble_frame(&costs)) });
+    }
     let proxies: Vec<&ProxyCell> = x.plan.proxies().into_iter().map(|(_, p)| p).collect();
     let cells: Vec<Made> = (0..x.plan.cells.len())
         .map(|i| Made {
@@ -82,6 +86,42 @@ pub fn rows(x: &Exec) -> Result<Rows> {
         out.runs.extend(a.runs.map(|r| (method.name(), r)));
     }
     Ok(out)
+}
+
+/// What each ensemble of each replicate cost to make: every cell its members are made from
+/// (their own training, the pretrained trunks they start from, the multi-head model, the
+/// members WARM averages), each counted once per ensemble even where ensembles share it.
+fn ensemble_costs(x: &Exec, loaded: &[std::sync::Arc<crate::cell::Loaded>]) -> Vec<table::EnsembleCost> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let cells = &x.plan.cells;
+    let mut by: BTreeMap<(usize, String), (crate::config::Source, usize, BTreeSet<usize>)> = BTreeMap::new();
+    for (i, cell) in cells.iter().enumerate() {
+        let Some(c) = cell.kind.get::<ProxyCell>().filter(|c| !c.heldout) else { continue };
+        let entry = by.entry((c.replicate, c.ensemble_id())).or_insert((c.source, 0, BTreeSet::new()));
+        entry.1 += 1;
+        // This member and what it is made from, transitively (proxies, trunks, heads).
+        let mut stack = vec![i];
+        while let Some(j) = stack.pop() {
+            if entry.2.insert(j) {
+                stack.extend(cells[j].deps.iter().copied().filter(|&d| matches!(cells[d].kind.name(), "proxy" | "trunk" | "multihead")));
+            }
+        }
+    }
+    by.into_iter()
+        .map(|((replicate, ensemble), (source, members, made_from))| {
+            let info = |j: usize, k: &str| loaded[j].meta.info.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            let trained: Vec<usize> = made_from.into_iter().filter(|&j| info(j, "train_seconds") > 0.0 || cells[j].kind.name() != "proxy").collect();
+            table::EnsembleCost {
+                replicate: replicate as u64,
+                ensemble,
+                source: source.name().to_string(),
+                members: members as u64,
+                models_trained: trained.len() as u64,
+                params_trained: trained.iter().map(|&j| info(j, "params") as u64).sum(),
+                train_seconds: trained.iter().map(|&j| info(j, "train_seconds")).sum(),
+            }
+        })
+        .collect()
 }
 
 fn rm_row(

@@ -54,6 +54,37 @@ pub struct RmRow {
     pub replicate: Option<u64>,
 }
 
+/// What one ensemble of one replicate cost to make (`ensembles.csv`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnsembleCost {
+    pub replicate: u64,
+    pub ensemble: String,
+    /// Where its members differ (`proxy.sources`).
+    pub source: String,
+    pub members: u64,
+    /// Models trained to make it: its members (those trained, not derived), the pretrained
+    /// trunks they start from, the multi-head model; each once.
+    pub models_trained: u64,
+    /// Their parameters, summed (a trunk counted with its LM head).
+    pub params_trained: u64,
+    /// Their training wall time, summed (seconds; every cell ran on the work pool's cores).
+    pub train_seconds: f64,
+}
+
+/// The ensembles' costs as a DataFrame, columns as in [`EnsembleCost`].
+pub fn ensemble_frame(rows: &[EnsembleCost]) -> Result<DataFrame> {
+    let columns = vec![
+        Column::new("replicate".into(), rows.iter().map(|r| r.replicate).collect::<Vec<_>>()),
+        Column::new("ensemble".into(), rows.iter().map(|r| r.ensemble.clone()).collect::<Vec<_>>()),
+        Column::new("source".into(), rows.iter().map(|r| r.source.clone()).collect::<Vec<_>>()),
+        Column::new("members".into(), rows.iter().map(|r| r.members).collect::<Vec<_>>()),
+        Column::new("models_trained".into(), rows.iter().map(|r| r.models_trained).collect::<Vec<_>>()),
+        Column::new("params_trained".into(), rows.iter().map(|r| r.params_trained).collect::<Vec<_>>()),
+        Column::new("train_seconds".into(), rows.iter().map(|r| r.train_seconds).collect::<Vec<_>>()),
+    ];
+    DataFrame::new(rows.len(), columns).map_err(|e| Error::Table { path: "ensembles".into(), msg: e.to_string() })
+}
+
 /// The reward-model table as a DataFrame, one row per RM, columns as in [`RmRow`].
 pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
     let s = |f: fn(&RmRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
@@ -292,6 +323,29 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
                 pool: pool[i],
                 replicate: replicate[i].unwrap_or(0),
             }
+        })
+        .collect())
+}
+
+/// Reads the ensembles' costs (`ensembles.parquet`) back, for `goodhart report`; none when
+/// the study has no such table (every ensemble from scratch).
+pub fn read_ensembles(path: &Path) -> Result<Vec<EnsembleCost>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let df = read_parquet(path)?;
+    let c = Columns { df: &df, path };
+    let (replicate, ensemble, source, members) = (c.u64("replicate")?, c.str("ensemble")?, c.str("source")?, c.u64("members")?);
+    let (models, params, seconds) = (c.u64("models_trained")?, c.u64("params_trained")?, c.f64("train_seconds")?);
+    Ok((0..df.height())
+        .map(|i| EnsembleCost {
+            replicate: replicate[i],
+            ensemble: ensemble[i].clone(),
+            source: source[i].clone(),
+            members: members[i],
+            models_trained: models[i],
+            params_trained: params[i],
+            train_seconds: seconds[i],
         })
         .collect())
 }

@@ -19,6 +19,8 @@ pub mod kinds;
 pub mod resources;
 pub mod slurm;
 
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 
 pub use crate::cell::cost::{Work, RATES};
@@ -28,7 +30,10 @@ use crate::stats::curve::replicate_suffix;
 use crate::train::gold::GoldCell;
 use crate::train::pairs::PairsCell;
 use crate::train::policy::PolicyCell;
+use crate::config::Source;
+use crate::train::multihead::MultiHeadCell;
 use crate::train::proxy::{heldout_cell, proxy_cells, ProxyCell};
+use crate::train::trunk::TrunkCell;
 pub use kinds::{Cell, Kind};
 
 /// The id of replicate `r`'s preference-pairs cell: `pairs`, or `pairs/rR` for R > 0 when
@@ -109,6 +114,46 @@ impl Builder<'_> {
     }
 }
 
+/// Adds replicate `r`'s proxy grid (and the pretrained trunks and multi-head models its
+/// sources read, each once) after `base` (π_ref, gold, the pairs); returns each proxy's cell.
+fn proxy_grid(b: &mut Builder, grid: &[ProxyCell], base: [usize; 3], r: usize) -> Vec<usize> {
+    let mut trunks: HashMap<(String, usize), usize> = HashMap::new();
+    let mut trunk = |b: &mut Builder, size: &crate::config::ProxySizeSpec, seed: usize| -> usize {
+        *trunks.entry((size.name.clone(), seed)).or_insert_with(|| {
+            let cell = TrunkCell { size: size.clone(), seed, replicate: r };
+            b.add(cell.id(), Kind::new(cell), vec![])
+        })
+    };
+    let mut multi: HashMap<String, usize> = HashMap::new();
+    let mut members: Vec<usize> = Vec::with_capacity(grid.len());
+    for cell in grid {
+        let mut deps = base.to_vec();
+        if let Some(seed) = cell.trunk_seed() {
+            deps.push(trunk(b, &cell.size, seed));
+        }
+        match cell.source {
+            Source::Multihead => {
+                let shared = trunk(b, &cell.size, 0);
+                let m = *multi.entry(cell.ensemble_id()).or_insert_with(|| {
+                    let mh = MultiHeadCell { size: cell.size.clone(), data_size: cell.data_size, noise: cell.noise, replicate: r };
+                    let mut d = base.to_vec();
+                    d.push(shared);
+                    b.add(mh.id(), Kind::new(mh), d)
+                });
+                deps.push(m);
+            }
+            Source::Warm => {
+                // WARM averages the finetune ensemble of the same size, data and noise.
+                let averaged = ProxyCell { source: Source::Finetune, member: 0, ..cell.clone() }.ensemble_id();
+                deps.extend(grid.iter().zip(&members).filter(|(c, _)| c.ensemble_id() == averaged).map(|(_, &i)| i));
+            }
+            _ => {}
+        }
+        members.push(b.add(cell.id(), Kind::new(cell.clone()), deps));
+    }
+    members
+}
+
 impl Plan {
     /// Every cell `exp` needs, in dependency order.
     pub fn new(exp: &Experiment) -> Plan {
@@ -147,10 +192,7 @@ impl Plan {
                 heldout_id = heldout_cell(exp, r)
                     .map(|cell| b.add(cell.id(), Kind::new(cell.clone()), vec![policy, gold, pairs]));
             }
-            let members: Vec<usize> = grid
-                .iter()
-                .map(|cell| b.add(cell.id(), Kind::new(cell.clone()), vec![policy, gold, pairs]))
-                .collect();
+            let members = proxy_grid(&mut b, &grid, [policy, gold, pairs], r);
             let reads = |extra: &[usize]| -> Vec<usize> {
                 let mut d = vec![policy, gold];
                 d.extend_from_slice(extra);
@@ -274,7 +316,9 @@ fn kind_keys(kind: &str) -> &'static str {
         "policy" => "policy.sft_steps × policy.sft_batch, reference.diversity_pool",
         "gold" => "gold.steps × gold.batch, gold.samples",
         "pairs" => "proxy.data_sizes, preferences.val_pairs",
-        "proxy" => "replicates × proxy.sizes × proxy.data_sizes × proxy.noise × proxy.members × proxy.epochs",
+        "proxy" => "replicates × proxy.sizes × proxy.data_sizes × proxy.noise × proxy.sources × proxy.members × proxy.epochs",
+        "trunk" => "replicates × proxy.sizes × (proxy.members with \"pretrain\" in proxy.sources) × proxy.pretrain.steps × proxy.pretrain.batch",
+        "multihead" => "replicates × proxy.sizes × proxy.data_sizes × proxy.noise × proxy.epochs (\"multihead\" in proxy.sources)",
         method => kinds::METHODS.iter().find(|m| m.name() == method).map_or("", |m| m.size_keys()),
     }
 }
@@ -321,7 +365,12 @@ pub fn check(exp: &Experiment, max_cpu_hours: f64) -> crate::error::Result<(Plan
         (true, false) => worlds,
     };
     let proxies = reps.saturating_mul(u(proxy_cells(exp, 0).len())).saturating_add(heldouts);
-    let mut counts = vec![("policy", worlds), ("gold", worlds), ("pairs", pairs), ("proxy", proxies)];
+    let x = &exp.proxy;
+    let has = |s: Source| x.sources.contains(&s);
+    let seeds = if has(Source::Pretrain) { x.members } else { usize::from(x.sources.iter().any(|s| s.pretrained())) };
+    let trunks = reps.saturating_mul(u(x.sizes.len() * seeds));
+    let heads = if has(Source::Multihead) { reps.saturating_mul(u(x.sizes.len() * x.data_sizes.len() * x.noise.len())) } else { 0 };
+    let mut counts = vec![("policy", worlds), ("gold", worlds), ("pairs", pairs), ("trunk", trunks), ("multihead", heads), ("proxy", proxies)];
     counts.extend(kinds::METHODS.iter().map(|m| (m.name(), reps.saturating_mul(m.cells_per_replicate(exp)))));
     let cells = counts.iter().fold(0u64, |a, c| a.saturating_add(c.1));
     if cells > MAX_CELLS {

@@ -84,7 +84,7 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let x = &exp.proxy;
     // Every replicate's proxies and PPO runs are stored, and stay loaded while a run assembles.
     let reps = u(exp.replicates);
-    let grid = product(&[u(x.data_sizes.len()), u(x.noise.len()), u(x.members), reps]).ok_or(memory("replicates", "proxy models"))?;
+    let grid = product(&[u(x.data_sizes.len()), u(x.noise.len()), u(x.source_models()), reps]).ok_or(memory("replicates", "proxy models"))?;
     // The held-out proxy's parameters (its size: the largest, or the first with
     // `proxy.heldout_like`), and how many there are: one per replicate
     // (`proxy.heldout_per_replicate`), else one per world.

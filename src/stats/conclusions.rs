@@ -1071,6 +1071,7 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
         }
     }
     out.extend(method_gaps(&by, &traits));
+    out.extend(source_gaps(&by, &traits));
     out.extend(stop_claims_with(curves, &settings.heldout));
     judge(&mut out, settings);
     out
@@ -1179,6 +1180,133 @@ fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
     out
 }
 
+/// An ensemble id's proxies (size, data size, noise) and source: `s/d500/n0.25/finetune` →
+/// (`s/d500/n0.25`, `finetune`); no source is `scratch`.
+pub fn ensemble_source(ensemble: &str) -> (&str, &str) {
+    match ensemble.match_indices('/').nth(2) {
+        Some((i, _)) => (&ensemble[..i], &ensemble[i + 1..]),
+        None => (ensemble, "scratch"),
+    }
+}
+
+/// The rank of a source in the grid's order (unknown names last).
+fn source_rank(source: &str) -> usize {
+    crate::config::Source::ALL.iter().position(|s| s.name() == source).unwrap_or(usize::MAX)
+}
+
+/// Which lines of two ensembles of one method, β and proxies a `source` claim compares: the
+/// same aggregator group in both; a one-model ensemble (WARM) against every line of the
+/// other; a multi-head ensemble's lines against the other's single models (its cost-matched
+/// alternative: one trunk's training).
+fn source_pairs<'a>(a: (&str, &'a [String]), b: (&str, &'a [String])) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for ga in a.1 {
+        for gb in b.1 {
+            let one_model = a.1.len() == 1 || b.1.len() == 1;
+            let cost_matched = a.0 == "multihead" && gb == "single";
+            if (ga == gb || one_model || cost_matched) && !out.contains(&(ga.as_str(), gb.as_str())) {
+                out.push((ga, gb));
+            }
+        }
+    }
+    out
+}
+
+/// Gaps between ensembles that differ only in where their members differ (`source`): for
+/// every method and β, every two sources of the same proxies, the later source of the grid's
+/// order (a mitigation: pretraining, pretraining seeds, bootstrap, heads, weight averaging)
+/// against the earlier on the lines [`source_pairs`] names — at the last point and, where
+/// KL is measured, at the largest KL both reach — paired unit by unit (the same prompts:
+/// best-of-n's pool, the policy methods' evaluation prompts).
+fn source_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BTreeMap<&str, Traits>) -> Vec<Claim> {
+    // (method, proxies, β) → source → group → pooled replicates
+    type Lines = BTreeMap<String, BTreeMap<u64, Pooled>>;
+    let mut sets: BTreeMap<(&str, &str, Option<u64>), Vec<(&str, Lines)>> = BTreeMap::new();
+    for ((method, ensemble, beta), groups) in by {
+        let (proxies, source) = ensemble_source(ensemble);
+        let lines: Lines = groups.iter().map(|((_, g), reps)| (g.clone(), pooled(reps))).collect();
+        sets.entry((method.as_str(), proxies, *beta)).or_default().push((source, lines));
+    }
+    let mut out = Vec::new();
+    for ((method, proxies, beta), mut sources) in sets {
+        sources.sort_by_key(|(s, _)| source_rank(s));
+        let Traits { label, kl_measured, .. } = traits[method];
+        let beta = beta.map(f64::from_bits);
+        for (j, (sb, lb)) in sources.iter().enumerate() {
+            for (sa, la) in &sources[j + 1..] {
+                let (ka, kb): (Vec<String>, Vec<String>) = (la.keys().cloned().collect(), lb.keys().cloned().collect());
+                for (ga, gb) in source_pairs((sa, &ka), (sb, &kb)) {
+                    let (pa, pb) = (&la[ga], &lb[gb]);
+                    let all: BTreeSet<u64> = pa.keys().chain(pb.keys()).copied().collect();
+                    let missing: Vec<u64> = all.iter().filter(|r| !(pa.contains_key(r) && pb.contains_key(r))).copied().collect();
+                    for matched in [false, true] {
+                        if matched && !kl_measured {
+                            continue;
+                        }
+                        let mut kls = Vec::new();
+                        let per: Vec<Vec<f64>> = pa
+                            .iter()
+                            .filter_map(|(r, a)| {
+                                let b = pb.get(r)?;
+                                if !matched {
+                                    return paired(a.gold.last()?, b.gold.last()?);
+                                }
+                                let kl = max_kl_of(a).min(max_kl_of(b));
+                                if !kl.is_finite() || kl <= 0.0 {
+                                    return None;
+                                }
+                                kls.push(kl);
+                                paired(&pooled_at_kl(a, kl)?, &pooled_at_kl(b, kl)?)
+                            })
+                            .collect();
+                        if per.is_empty() {
+                            continue;
+                        }
+                        let (at, words) = if matched {
+                            (format!("matched kl (mean {:.2} nats)", mean(&kls)), "at matched KL".to_string())
+                        } else {
+                            ("final".to_string(), "at the last point".to_string())
+                        };
+                        let m = Measured {
+                            per,
+                            estimand: "paired, per unit",
+                            note: format!("{sa} ensemble's {ga} − {sb} ensemble's {gb}"),
+                            too_few: false,
+                            grid: None,
+                        };
+                        let Some(jd) = judged(m, all.len(), None) else { continue };
+                        out.push(Claim {
+                            claim: format!("{label}: {sa} {ga} keeps more gold than {sb} {gb} {words} ({proxies}{})", beta_text(beta)),
+                            kind: "source".into(),
+                            method: method.to_string(),
+                            ensemble: format!("{proxies}/{sa}"),
+                            aggregator: ga.to_string(),
+                            baseline: format!("{sb} {gb}"),
+                            kl_penalty: beta,
+                            at,
+                            estimand: jd.estimand,
+                            interval: jd.interval,
+                            replicates_total: all.len(),
+                            missing: missing.clone(),
+                            worst_case: None,
+                            p_value: f64::NAN,
+                            family: Family::Exploratory,
+                            p_adjusted: f64::NAN,
+                            verdict: String::new(),
+                            replicates_needed: None,
+                            replicates_needed_min_effect: None,
+                            cpu_hours_needed: None,
+                            cpu_hours_needed_min_effect: None,
+                            note: jd.note,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Largest KL of a pooled run.
 fn max_kl_of(p: &Pooled) -> f64 {
     p.kl.iter().copied().filter(|k| k.is_finite()).fold(f64::NEG_INFINITY, f64::max)
@@ -1197,7 +1325,7 @@ fn selects(s: &ClaimSelector, c: &Claim, smallest: &str, least_beta: Option<f64>
     let agg_ok = c.aggregator == s.aggregator || (!s.aggregator.contains('(') && c.aggregator.split('(').next() == Some(s.aggregator.as_str()) && c.kind != "stop");
     let at_ok = match &s.at {
         Some(a) => c.at == *a || (a == "matched" && c.at.starts_with("matched")),
-        None => c.kind != "gap" || c.at == "final",
+        None => !(c.kind == "gap" || c.kind == "source") || c.at == "final",
     };
     let ens_ok = c.kind == "stop" || s.ensemble.as_deref().map_or(c.ensemble == smallest, |e| c.ensemble == e);
     let beta_ok = c.kind == "stop" || s.kl_penalty.or(least_beta) == c.kl_penalty;

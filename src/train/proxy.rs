@@ -4,19 +4,20 @@
 //! validated on the validation pairs and
 //! standardized on the reference set.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::cell::make::{load_reward, save_weights, INFER_BATCH};
+use crate::cell::make::{load_reward, save_weights, INFER_BATCH, WEIGHTS};
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::cell::store::Meta;
-use crate::config::{Experiment, ProxySizeSpec};
+use crate::config::{Experiment, ProxySizeSpec, Source};
 use crate::error::Result;
 use crate::model::{frozen, seeded_init, RewardModel};
 use crate::train::rm;
@@ -38,11 +39,14 @@ pub struct ProxyCell {
     pub heldout: bool,
     /// The replicate this member belongs to.
     pub replicate: usize,
+    /// Where the members of its ensemble differ (`scratch` for the held-out proxy).
+    pub source: Source,
 }
 
 impl ProxyCell {
-    /// Stable display id, e.g. `proxy/m/d4000/n0.25/k1` (replicate 0) or
-    /// `proxy/m/d4000/n0.25/k1/r2`.
+    /// Stable display id, e.g. `proxy/m/d4000/n0.25/k1` (replicate 0),
+    /// `proxy/m/d4000/n0.25/k1/r2`, or with a source other than scratch
+    /// `proxy/m/d4000/n0.25/finetune/k1`.
     pub fn id(&self) -> String {
         if self.heldout {
             return format!(
@@ -53,37 +57,52 @@ impl ProxyCell {
                 replicate_suffix(self.replicate)
             );
         }
-        format!(
-            "proxy/{}/d{}/n{:.2}/k{}{}",
-            self.size.name,
-            self.data_size,
-            self.noise,
-            self.member,
-            replicate_suffix(self.replicate)
-        )
+        format!("proxy/{}/k{}{}", self.ensemble_id(), self.member, replicate_suffix(self.replicate))
     }
 
-    /// The ensemble this member belongs to (the id without the member).
+    /// The ensemble this member belongs to (the id without the member): `m/d4000/n0.25`, and
+    /// `m/d4000/n0.25/finetune` for a source other than scratch.
     pub fn ensemble_id(&self) -> String {
-        format!("{}/d{}/n{:.2}", self.size.name, self.data_size, self.noise)
+        let source = if self.source == Source::Scratch { String::new() } else { format!("/{}", self.source.name()) };
+        format!("{}/d{}/n{:.2}{source}", self.size.name, self.data_size, self.noise)
+    }
+
+    /// Whether its cell trains it (a multi-head model's head and WARM's average are made
+    /// from other cells' weights).
+    pub fn trained(&self) -> bool {
+        !matches!(self.source, Source::Multihead | Source::Warm)
+    }
+
+    /// The pretraining seed of the trunk it starts from, if its source has one: 0 (the shared
+    /// trunk), or its member index for `pretrain`.
+    pub fn trunk_seed(&self) -> Option<usize> {
+        match self.source {
+            Source::Scratch | Source::Warm | Source::Multihead => None,
+            Source::Finetune | Source::Bootstrap => Some(0),
+            Source::Pretrain => Some(self.member),
+        }
     }
 }
 
-/// Every proxy cell of replicate `r`, in a fixed order (size, data, noise, member).
+/// Every proxy cell of replicate `r`, in a fixed order (size, data, noise, source in the
+/// order of [`Source::ALL`] — WARM after the ensemble it averages — member).
 pub fn proxy_cells(exp: &Experiment, replicate: usize) -> Vec<ProxyCell> {
     let mut cells = Vec::new();
     for size in &exp.proxy.sizes {
         for &data_size in &exp.proxy.data_sizes {
             for &noise in &exp.proxy.noise {
-                for member in 0..exp.proxy.members {
-                    cells.push(ProxyCell {
-                        size: size.clone(),
-                        data_size,
-                        noise,
-                        member,
-                        heldout: false,
-                        replicate,
-                    });
+                for source in Source::ALL.into_iter().filter(|s| exp.proxy.sources.contains(s)) {
+                    for member in 0..source.members(exp.proxy.members) {
+                        cells.push(ProxyCell {
+                            size: size.clone(),
+                            data_size,
+                            noise,
+                            member,
+                            heldout: false,
+                            replicate,
+                            source,
+                        });
+                    }
                 }
             }
         }
@@ -107,6 +126,7 @@ pub fn heldout_cell(exp: &Experiment, r: usize) -> Option<ProxyCell> {
             member: 0,
             heldout: true,
             replicate: r,
+            source: Source::Scratch,
         });
     }
     let size = exp
@@ -123,6 +143,7 @@ pub fn heldout_cell(exp: &Experiment, r: usize) -> Option<ProxyCell> {
         member: 0,
         heldout: true,
         replicate: r,
+        source: Source::Scratch,
     })
 }
 
@@ -188,7 +209,7 @@ impl CellKind for ProxyCell {
     }
     fn recipe(&self, exp: &Experiment) -> Value {
         let x = &exp.proxy;
-        json!({
+        let mut r = json!({
             "id": self.id(),
             "arch": exp.proxy_arch(&self.size),
             "data_size": self.data_size,
@@ -201,7 +222,12 @@ impl CellKind for ProxyCell {
             "train": { "epochs": x.epochs, "batch": x.batch, "lr": x.lr, "bootstrap": x.bootstrap },
             "reference_samples": exp.reference.standardize_samples,
             "seed": exp.replicate_seed(self.replicate),
-        })
+        });
+        // Scratch, the only source before sources existed, keeps its recipe.
+        if self.source != Source::Scratch {
+            r["source"] = json!(self.source);
+        }
+        r
     }
     fn code_version(&self) -> &'static str {
         env!("GOODHART_CODE_PROXY")
@@ -216,12 +242,18 @@ impl CellKind for ProxyCell {
             w.infer(n * seq, exp.params.policy);
             w.infer(n * seq, exp.params.gold);
         }
-        w.train((2 * exp.proxy.epochs * self.data_size) as f64 * seq, params);
+        if self.trained() {
+            w.train((2 * exp.proxy.epochs * self.data_size) as f64 * seq, params);
+        }
         w.infer((2.0 * exp.preferences.val_pairs as f64 + exp.reference.standardize_samples as f64) * seq, params);
         w
     }
     fn units(&self, exp: &Experiment) -> u64 {
-        steps(exp, self)
+        if self.trained() {
+            steps(exp, self)
+        } else {
+            1
+        }
     }
     fn standardizes(&self) -> bool {
         true
@@ -238,17 +270,38 @@ impl CellKind for ProxyCell {
 }
 
 pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    match cell.source {
+        Source::Multihead => {
+            let d = x.deps.iter().find(|d| d.name == "multihead").expect("the plan wires its multi-head model into a head");
+            let weights = super::multihead::head_of(d.loaded.get(), cell.member, &d.dir)?;
+            return derived(x, cell, weights, dir, json!({ "head_of": d.cell.as_any().downcast_ref::<super::multihead::MultiHeadCell>().map(|m| m.id()) }));
+        }
+        Source::Warm => {
+            let members: Vec<_> = x.deps.iter().filter(|d| d.name == "proxy").collect();
+            let mut weights = Vec::with_capacity(members.len());
+            for d in &members {
+                weights.push(read_weights(&d.dir, x.device)?);
+            }
+            let averaged = average(&weights, dir)?;
+            return derived(x, cell, averaged, dir, json!({ "weight_average_of": members.len() }));
+        }
+        _ => {}
+    }
     let exp = x.exp;
     let p = &exp.proxy;
     let id = cell.id();
     let data: &super::pairs::PairData = x.dep("pairs");
     let reference = x.reference();
     let cfg = exp.proxy_arch(&cell.size);
-    let varmap = VarMap::new();
+    let mut varmap = VarMap::new();
     let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, x.device))?;
     // From the id alone (not the store key, which also hashes code and format).
     let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
     seeded_init(&varmap, member_seed, cfg.layers)?;
+    if cell.trunk_seed().is_some() {
+        let d = x.deps.iter().find(|d| d.name == "trunk").expect("the plan wires a pretrained trunk into its fine-tunes");
+        super::trunk::start_from(&mut varmap, d.loaded.get(), &d.dir)?;
+    }
     // A per-replicate held-out proxy's pairs: drawn here, from the replicate's seed.
     let own = if cell.heldout && p.heldout_per_replicate {
         let seed = crate::seed::derive(exp.replicate_seed(cell.replicate), "heldout");
@@ -271,7 +324,7 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
         epochs: p.epochs,
         batch: p.batch,
         lr: p.lr,
-        bootstrap: p.bootstrap,
+        bootstrap: p.bootstrap || cell.source == Source::Bootstrap,
         seed: member_seed,
     };
     let steps = rm::train_proxy(&model, &varmap, train, &labels, cell.data_size, &params, &id, pb)?;
@@ -302,4 +355,54 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
 /// Training steps of a proxy (for progress).
 pub fn steps(exp: &Experiment, cell: &ProxyCell) -> u64 {
     (cell.data_size.div_ceil(exp.proxy.batch) * exp.proxy.epochs) as u64
+}
+
+/// A proxy made from other cells' weights, not trained here (a head of a multi-head model,
+/// WARM's weight average): validated and standardized as a trained one; `from` says where its
+/// weights came from (its cost is that cell's, or its members').
+fn derived(x: &Inputs, cell: &ProxyCell, weights: HashMap<String, Tensor>, dir: &Path, from: Value) -> Result<Value> {
+    let exp = x.exp;
+    let data: &super::pairs::PairData = x.dep("pairs");
+    let cfg = exp.proxy_arch(&cell.size);
+    let params: usize = weights.values().map(|t| t.elem_count()).sum();
+    let mut model = RewardModel::new(&cfg, VarBuilder::from_tensors(weights.clone(), DType::F32, x.device))?;
+    let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
+    model.standardize(&model.raw_set(x.reference(), INFER_BATCH)?);
+    info!("{}: val accuracy {:.1}%, val BT loss {bt:.3} ({from})", cell.id(), acc * 100.0);
+    let path = dir.join(WEIGHTS);
+    candle_core::safetensors::save(&weights, &path).map_err(|e| crate::error::Error::Artifact { dir: dir.to_path_buf(), reason: format!("saving weights: {e}") })?;
+    Ok(json!({
+        "offset": model.offset, "scale": model.scale,
+        "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": data.val.len(),
+        "labels_flipped": 0, "train_examples": 0, "train_steps": 0, "train_seconds": 0.0,
+        "params": params, "derived": from,
+    }))
+}
+
+/// The variables of the model in `dir`, by name.
+fn read_weights(dir: &Path, device: &candle_core::Device) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(dir.join(WEIGHTS), device).map_err(|e| crate::error::Error::Artifact {
+        dir: dir.to_path_buf(),
+        reason: format!("reading weights: {}", e.to_string().lines().next().unwrap_or("")),
+    })
+}
+
+/// The weight average of models given as named variables (WARM): every variable the mean of
+/// the models' (every model must hold the same names and shapes). `dir`: for errors.
+pub fn average(models: &[HashMap<String, Tensor>], dir: &Path) -> Result<HashMap<String, Tensor>> {
+    let bad = |reason: String| crate::error::Error::Artifact { dir: dir.to_path_buf(), reason };
+    let first = models.first().ok_or_else(|| bad("no model to average".into()))?;
+    let mut out = HashMap::new();
+    for (name, t) in first {
+        let mut sum = t.clone();
+        for m in &models[1..] {
+            let other = m.get(name).ok_or_else(|| bad(format!("a member lacks {name}")))?;
+            sum = sum.add(other).map_err(|e| bad(format!("{name}: {}", e.to_string().lines().next().unwrap_or(""))))?;
+        }
+        out.insert(name.clone(), (sum / models.len() as f64)?);
+    }
+    if models.iter().any(|m| m.len() != first.len()) {
+        return Err(bad("the members hold different variables".into()));
+    }
+    Ok(out)
 }

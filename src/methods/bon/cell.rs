@@ -69,7 +69,7 @@ impl CellKind for BonCell {
         let mut w = Work::default();
         w.infer(n * seq, exp.params.policy);
         w.infer(n * seq, exp.params.gold);
-        let grid = exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.members;
+        let grid = exp.proxy.noise.len() * exp.proxy.data_sizes.len() * exp.proxy.source_models();
         for (_, p) in &exp.params.proxies {
             for _ in 0..grid {
                 w.infer(n * seq, *p);

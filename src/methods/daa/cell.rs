@@ -67,7 +67,9 @@ pub fn daa_cells(exp: &Experiment, loss: Loss, cells: &[ProxyCell]) -> Vec<DaaCe
         let size_ok = if d.sizes.is_empty() { &c.size.name == first_size } else { d.sizes.contains(&c.size.name) };
         let data_ok = d.data_sizes.is_empty() || d.data_sizes.contains(&c.data_size);
         let noise_ok = d.noise.is_empty() || d.noise.contains(&c.noise);
-        if !(size_ok && data_ok && noise_ok) {
+        // The pairs are the same whatever the proxies' source: one run per pair set.
+        let source_ok = c.source == exp.proxy.first_source();
+        if !(size_ok && data_ok && noise_ok && source_ok) {
             continue;
         }
         for &beta in &d.betas {

@@ -66,7 +66,7 @@ pub(super) const APPENDIX: &str = "report_appendix.md";
 /// (`report_appendix.md`): every claim, the reward models, the per-curve fits, scaling,
 /// stopping rules and aggregators, the acceptance lists.
 pub(super) fn markdown(a: &Analysis) -> (String, String) {
-    let body = [conclusions_section(a), exploratory_section(a), optimizers_section(a), measured_section(a), figures_section(a), acceptance_section(a), details_section()].concat();
+    let body = [conclusions_section(a), exploratory_section(a), optimizers_section(a), sources_section(a), measured_section(a), figures_section(a), acceptance_section(a), details_section()].concat();
     let appendix = [
         format!(
             "# goodhart report, appendix: {}\n\nThe detail behind `report.md`, from the same tables; each section says whether and why it matters.\n\n",
@@ -187,6 +187,69 @@ fn optimizers_section(a: &Analysis) -> String {
         ]));
     }
     s.push('\n');
+    s
+}
+
+/// Where an ensemble's members come from: what each ensemble cost (mean over replicates,
+/// from `ensembles.csv`) and every `source` claim (two ensembles of the same proxies that
+/// differ in where their members differ), as tables.
+fn sources_section(a: &Analysis) -> String {
+    let claims: Vec<&Claim> = a.claims.iter().filter(|c| c.kind == "source").collect();
+    if claims.is_empty() && a.ensembles.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("## Where the ensemble's members come from\n\n");
+    if !a.ensembles.is_empty() {
+        s.push_str(
+            "What each ensemble cost to make, mean over replicates: the models trained for it (its trained members, the \
+             pretrained trunks they start from, the multi-head model, the members WARM averages; each once), their \
+             parameters and their training seconds on this machine.\n\n",
+        );
+        s.push_str(&header(&["ensemble", "source", "members", "models trained", "parameters trained", "training seconds"]));
+        let mut seen: Vec<&str> = Vec::new();
+        for e in &a.ensembles {
+            if seen.contains(&e.ensemble.as_str()) {
+                continue;
+            }
+            seen.push(&e.ensemble);
+            let of: Vec<&crate::output::table::EnsembleCost> = a.ensembles.iter().filter(|x| x.ensemble == e.ensemble).collect();
+            let n = of.len() as f64;
+            s.push_str(&row(&[
+                format!("`{}`", e.ensemble),
+                e.source.clone(),
+                e.members.to_string(),
+                format!("{:.1}", of.iter().map(|x| x.models_trained as f64).sum::<f64>() / n),
+                format!("{:.0}", of.iter().map(|x| x.params_trained as f64).sum::<f64>() / n),
+                format!("{:.1}", of.iter().map(|x| x.train_seconds).sum::<f64>() / n),
+            ]));
+        }
+        s.push('\n');
+    }
+    if !claims.is_empty() {
+        s.push_str(
+            "Two ensembles of the same proxies (size, pairs, label noise) that differ in where their members differ, \
+             the later source of `proxy.sources`' order (scratch, finetune, pretrain, bootstrap, multihead, warm) first: \
+             gold of the first's line − gold of the second's, paired unit by unit (the same prompts), at the last point \
+             and, where KL is measured, at the largest KL both reach, a 95% interval across replicates. Lines: the same \
+             aggregator in both; a one-model ensemble (WARM) against every line of the other; a multi-head ensemble's \
+             lines against the other's single models (the alternative of the same training cost). Exploratory claims \
+             (q: Benjamini–Hochberg over every exploratory claim).\n\n",
+        );
+        s.push_str(&header(&["method", "first − second", "proxies", "at", "gold difference [95% interval]", "verdict (q)", "replicates"]));
+        for c in claims {
+            let (proxies, source) = crate::stats::conclusions::ensemble_source(&c.ensemble);
+            s.push_str(&row(&[
+                format!("{}{}", crate::plan::kinds::label(&c.method), c.kl_penalty.map(|b| format!(", β = {b}")).unwrap_or_default()),
+                format!("{source} {} − {}", c.aggregator, c.baseline),
+                format!("`{proxies}`"),
+                c.at.clone(),
+                ci(&c.interval),
+                format!("{} ({})", c.verdict, pv(c.p_adjusted)),
+                reps(c),
+            ]));
+        }
+        s.push('\n');
+    }
     s
 }
 

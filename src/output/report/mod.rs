@@ -76,6 +76,9 @@ struct Analysis {
     claims: Vec<Claim>,
     dstar: Vec<DstarRow>,
     settings: Settings,
+    /// What each ensemble cost to make (`ensembles.parquet`; none when every ensemble is
+    /// from scratch).
+    ensembles: Vec<table::EnsembleCost>,
 }
 
 /// The primary questions' verdicts as terminal lines: `holds  best-of-n: gold falls … 0.21
@@ -137,7 +140,7 @@ fn settings(dir: &Path, manifest: Option<&Value>, rm: &[RmRow]) -> Result<Settin
     let exp = crate::Experiment::from_resolved(&text, &path)?;
     s.primary = exp.conclusions.primary.clone();
     let (size, data_size, noise) = exp.first_ensemble();
-    s.first_ensemble = crate::train::proxy::ProxyCell { size: size.clone(), data_size, noise, member: 0, heldout: false, replicate: 0 }.ensemble_id();
+    s.first_ensemble = crate::train::proxy::ProxyCell { size: size.clone(), data_size, noise, member: 0, heldout: false, replicate: 0, source: exp.proxy.first_source() }.ensemble_id();
     s.smallest_effect = exp.conclusions.smallest_effect;
     s.power = exp.conclusions.power;
     // The cost model: a plan of two replicates prices replicate 1 (and its world, when
@@ -235,6 +238,7 @@ pub fn report(dir: &Path, allow_edited: bool) -> Result<ReportSummary> {
         claims,
         dstar,
         settings,
+        ensembles: table::read_ensembles(&dir.join("ensembles.parquet"))?,
     };
     let (report_md, appendix) = markdown::markdown(&a);
     write_atomic(&dir.join(markdown::APPENDIX), appendix.as_bytes())?;
