@@ -16,7 +16,7 @@
 //! 5. [`config`]: the experiment schema, its validation and error location;
 //! 6. [`cell`]: the contract every kind of cell implements, its cost and the store;
 //! 7. [`train`]: SFT, reward-model training, the optimizer, and their cells (π_ref, gold,
-//!    pairs, proxies);
+//!    pairs, pretrained trunks, multi-head models, proxies);
 //! 8. [`methods`]: one folder per optimizer family (best-of-n; PPO; GRPO and RLOO; DPO, IPO
 //!    and χPO) with its cells and its
 //!    [`methods::Method`] (its cells in a plan, what they become);

@@ -274,7 +274,9 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
         Source::Multihead => {
             let d = x.deps.iter().find(|d| d.name == "multihead").expect("the plan wires its multi-head model into a head");
             let weights = super::multihead::head_of(d.loaded.get(), cell.member, &d.dir)?;
-            return derived(x, cell, weights, dir, json!({ "head_of": d.cell.as_any().downcast_ref::<super::multihead::MultiHeadCell>().map(|m| m.id()) }));
+            let model = d.cell.as_any().downcast_ref::<super::multihead::MultiHeadCell>().map(|m| m.id()).unwrap_or_default();
+            let from = json!({ "head_of": model });
+            return derived(x, cell, weights, dir, (format!("head {} of {model}", cell.member), from));
         }
         Source::Warm => {
             let members: Vec<_> = x.deps.iter().filter(|d| d.name == "proxy").collect();
@@ -283,7 +285,8 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
                 weights.push(read_weights(&d.dir, x.device)?);
             }
             let averaged = average(&weights, dir)?;
-            return derived(x, cell, averaged, dir, json!({ "weight_average_of": members.len() }));
+            let from = json!({ "weight_average_of": members.len() });
+            return derived(x, cell, averaged, dir, (format!("the weight average of {} finetune members", members.len()), from));
         }
         _ => {}
     }
@@ -359,8 +362,9 @@ pub fn steps(exp: &Experiment, cell: &ProxyCell) -> u64 {
 
 /// A proxy made from other cells' weights, not trained here (a head of a multi-head model,
 /// WARM's weight average): validated and standardized as a trained one; `from` says where its
-/// weights came from (its cost is that cell's, or its members').
-fn derived(x: &Inputs, cell: &ProxyCell, weights: HashMap<String, Tensor>, dir: &Path, from: Value) -> Result<Value> {
+/// weights came from, in words and as the meta records it (its cost is that cell's, or its
+/// members').
+fn derived(x: &Inputs, cell: &ProxyCell, weights: HashMap<String, Tensor>, dir: &Path, (words, from): (String, Value)) -> Result<Value> {
     let exp = x.exp;
     let data: &super::pairs::PairData = x.dep("pairs");
     let cfg = exp.proxy_arch(&cell.size);
@@ -368,7 +372,7 @@ fn derived(x: &Inputs, cell: &ProxyCell, weights: HashMap<String, Tensor>, dir: 
     let mut model = RewardModel::new(&cfg, VarBuilder::from_tensors(weights.clone(), DType::F32, x.device))?;
     let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
     model.standardize(&model.raw_set(x.reference(), INFER_BATCH)?);
-    info!("{}: val accuracy {:.1}%, val BT loss {bt:.3} ({from})", cell.id(), acc * 100.0);
+    info!("{}: {words}, val accuracy {:.1}%, val BT loss {bt:.3}", cell.id(), acc * 100.0);
     let path = dir.join(WEIGHTS);
     candle_core::safetensors::save(&weights, &path).map_err(|e| crate::error::Error::Artifact { dir: dir.to_path_buf(), reason: format!("saving weights: {e}") })?;
     Ok(json!({
