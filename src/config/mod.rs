@@ -37,7 +37,7 @@ mod validate;
 pub use bon::BonSpec;
 pub use daa::DaaSpec;
 pub use group::GroupSpec;
-pub use data::{LabelMode, PreferenceSpec, ProxySizeSpec, ProxySpec};
+pub use data::{LabelMode, LabelerBias, PreferenceSpec, ProxySizeSpec, ProxySpec};
 pub use models::{GoldSpec, PolicySpec, ReferenceSpec};
 pub use ppo::PpoSpec;
 
