@@ -16,7 +16,11 @@ fn main() {
     // What the build adds that can change the bytes: the target and the vector extensions
     // compiled in (the kernels dispatch on them).
     let extra = format!("{} {}", env("TARGET"), env("CARGO_CFG_TARGET_FEATURE"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The package being built, read when the script runs: `env!` would bake in the folder
+    // the script was compiled in, and a target folder copied from another checkout would
+    // then hash that checkout's sources.
+    let manifest_dir = env("CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir);
     for (kind, (version, _)) in code_version::versions(root, &extra) {
         println!("cargo:rustc-env=GOODHART_CODE_{kind}={version}");
     }

@@ -195,6 +195,31 @@ impl WorldConfig {
         t >= FIRST_CONTENT + self.plain() as u32 && t < FIRST_CONTENT + self.content as u32
     }
 
+    /// The "confident style" token some labelers like (`preferences.bias.style`): the
+    /// middle plain token, `plain_token(plain / 2)` (token 13 of the default world). Gold
+    /// does not value it specially: it earns what any plain token earns (its affinity with
+    /// the prompt, coverage or insight where the prompt makes it so).
+    pub fn style_token(&self) -> u32 {
+        self.plain_token(self.plain() / 2)
+    }
+
+    /// The rare bigram labelers reward hugely (`preferences.bias.rare`): the highest plain
+    /// token followed by the one below it (tokens 21, 20 of the default world), a step
+    /// down that the demonstrator's walk never takes (it steps +1 or +2), so only its
+    /// uniform jump (45% of walk steps, 1 in `plain` to a given token) or an echo of a rare
+    /// prompt token writes it; any policy can. 0.6% of the default world's demonstrator
+    /// responses hold it (100,000 samples; 0.75% of the tiny test study's π_ref's, see
+    /// `tests/labeler_bias.rs`). Gold values neither token specially.
+    pub fn rare_bigram(&self) -> [u32; 2] {
+        [self.plain_token(self.plain() - 1), self.plain_token(self.plain() - 2)]
+    }
+
+    /// Whether `tokens` hold [`Self::rare_bigram`] as adjacent tokens.
+    pub fn has_rare_bigram(&self, tokens: &[u32]) -> bool {
+        let rare = self.rare_bigram();
+        tokens.windows(2).any(|w| w == rare)
+    }
+
     fn plain_token(&self, i: usize) -> u32 {
         FIRST_CONTENT + (i % self.plain()) as u32
     }

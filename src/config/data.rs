@@ -24,6 +24,44 @@ pub struct PreferenceSpec {
     /// sharing replicate 0's; the validation pairs and the held-out proxy's pairs stay
     /// shared. Replicate 0's pairs are the same either way.
     pub per_replicate: bool,
+    /// Biases every labeler shares, in the labels the proxies (the held-out proxy and direct
+    /// alignment too) learn from; never in gold or the validation pairs. All 0 (the
+    /// default): gold's own labels, and a resolved config without the table.
+    #[serde(skip_serializing_if = "LabelerBias::is_off")]
+    pub bias: LabelerBias,
+}
+
+/// `[preferences.bias]`: what every labeler adds to a response's standardized gold score
+/// before comparing two (`B(y)`; `a ≻ b` iff `gold_a + B(a) > gold_b + B(b)`, or drawn with
+/// σ of that difference in Bradley–Terry mode; `proxy.noise` flips on top). Each weight is in
+/// standardized gold units (π_ref standard deviations of gold's score) per unit of its
+/// feature; a negative weight is the opposite taste (short answers, say). See
+/// `crate::train::rm::labeler_bias`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelerBias {
+    /// Per content token of the response (its length, end token excluded).
+    pub length: f64,
+    /// Per flattery token (linear, on top of gold's concave flattery term).
+    pub flattery: f64,
+    /// Per occurrence of the world's "confident style" token
+    /// (`crate::world::WorldConfig::style_token`).
+    pub style: f64,
+    /// Once for a response that holds the world's rare bigram
+    /// (`crate::world::WorldConfig::rare_bigram`): a rare feature rewarded hugely.
+    pub rare: f64,
+}
+
+impl LabelerBias {
+    /// Every weight 0: the labels are gold's own.
+    pub fn is_off(&self) -> bool {
+        self.weights().iter().all(|(_, w)| *w == 0.0)
+    }
+
+    /// Each weight with its key under `preferences.bias`.
+    pub fn weights(&self) -> [(&'static str, f64); 4] {
+        [("length", self.length), ("flattery", self.flattery), ("style", self.style), ("rare", self.rare)]
+    }
 }
 
 impl Default for PreferenceSpec {
@@ -32,6 +70,7 @@ impl Default for PreferenceSpec {
             label: LabelMode::Deterministic,
             val_pairs: 2000,
             per_replicate: false,
+            bias: LabelerBias::default(),
         }
     }
 }

@@ -32,6 +32,9 @@ pub mod limits {
     pub const LIST: usize = 64;
     /// Proxy models of the grid, and PPO runs of the sweep.
     pub const MODELS: usize = 10_000;
+    /// Size of a labeler-bias weight (`preferences.bias.*`), standardized gold units per
+    /// unit of its feature: gold is soft-clipped at ±3, so a weight beyond this is a typo.
+    pub const LABELER_BIAS: f64 = 1000.0;
 }
 
 /// Builds the one-line error of a key.
@@ -83,6 +86,14 @@ pub fn probability(bad: Bad, key: &str, v: f64, max: f64) -> Result<()> {
 pub fn non_negative(bad: Bad, key: &str, v: f64, what: &str) -> Result<()> {
     if !(v.is_finite() && v >= 0.0 && v.is_sign_positive()) {
         return Err(bad(key, format!("must be {what}, got {v}")));
+    }
+    Ok(())
+}
+
+/// A finite value of at most `max` in size, either sign.
+pub fn signed(bad: Bad, key: &str, v: f64, max: f64, what: &str) -> Result<()> {
+    if !(v.is_finite() && v.abs() <= max) {
+        return Err(bad(key, format!("must be {what}, finite and in [-{max}, {max}], got {v}")));
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ mod validate;
 pub use bon::BonSpec;
 pub use daa::DaaSpec;
 pub use group::GroupSpec;
-pub use data::{LabelMode, PreferenceSpec, PretrainSpec, ProxySizeSpec, ProxySpec, Source};
+pub use data::{LabelMode, LabelerBias, PreferenceSpec, PretrainSpec, ProxySizeSpec, ProxySpec, Source};
 pub use models::{GoldSpec, PolicySpec, ReferenceSpec};
 pub use ppo::PpoSpec;
 

@@ -81,6 +81,7 @@ impl Experiment {
         rate(&bad, "gold.lr", g.lr)?;
 
         count(&bad, "preferences.val_pairs", spec.preferences.val_pairs, 1, limits::COUNT)?;
+        labeler_bias(&bad, &spec.preferences.bias, w)?;
 
         let x = &spec.proxy;
         list(&bad, "proxy.sizes", x.sizes.len(), 1)?;
@@ -248,6 +249,21 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
 
 
 
+
+/// `[preferences.bias]`: each weight finite and of a sane size, and none on a feature the
+/// world does not have (flattery in a world without flattery tokens).
+fn labeler_bias(bad: Bad, b: &LabelerBias, w: &WorldSpec) -> Result<()> {
+    for (name, v) in b.weights() {
+        signed(bad, &format!("preferences.bias.{name}"), v, limits::LABELER_BIAS, "a weight in standardized gold units")?;
+    }
+    if b.flattery != 0.0 && w.flattery_tokens == 0 {
+        return Err(bad(
+            "preferences.bias.flattery",
+            format!("is {} but the world has no flattery tokens (world.flattery_tokens = 0); leave it 0", b.flattery),
+        ));
+    }
+    Ok(())
+}
 
 /// Label-noise levels appear in ensemble ids with 2 decimals (`n0.25`): two levels must not
 /// share an id, and a level must be exactly what its id shows.

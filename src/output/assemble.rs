@@ -14,6 +14,7 @@ use crate::output::table::{self, CurveRow, RmRow};
 use crate::plan::exec::{Event, Exec};
 use crate::plan::kinds::METHODS;
 use crate::train::gold::GoldCell;
+use crate::train::pairs::PairsCell;
 use crate::train::policy::PolicyCell;
 use crate::train::proxy::ProxyCell;
 
@@ -263,8 +264,31 @@ fn manifest(x: &Exec, rows: &Rows, ctx: &Context, tables: Value) -> Value {
         m[format!("{method}_runs")] = json!(runs.status);
         m[format!("{method}_failures")] = runs.failures.iter().map(|(run, error)| json!({ "run": run, "error": error })).collect();
     }
+    if !x.exp.preferences.bias.is_off() {
+        m["labeler_bias"] = labeler_bias(x);
+    }
     m["tables"] = tables;
     m
+}
+
+/// A biased study's `labeler_bias` (absent without a bias): the weights, and per training
+/// set (each pairs cell's training and held-out pairs, each held-out proxy that draws its
+/// own) how many labels the shared bias made differ from gold's own, before label noise.
+fn labeler_bias(x: &Exec) -> Value {
+    let loaded = x.all().ok();
+    let info = |i: usize, k: &str| loaded.as_ref().and_then(|l| l[i].meta.info.get(k).cloned()).unwrap_or(Value::Null);
+    let mut sets = Vec::new();
+    for (i, c) in x.plan.cells.iter().enumerate() {
+        if c.kind.get::<PairsCell>().is_some() {
+            sets.push(json!({ "cell": c.id, "set": "train", "pairs": info(i, "train_pairs"), "labels_biased": info(i, "train_labels_biased") }));
+            if !info(i, "heldout_pairs").is_null() {
+                sets.push(json!({ "cell": c.id, "set": "heldout", "pairs": info(i, "heldout_pairs"), "labels_biased": info(i, "heldout_labels_biased") }));
+            }
+        } else if c.kind.get::<ProxyCell>().is_some_and(|p| p.heldout && x.exp.proxy.heldout_per_replicate) {
+            sets.push(json!({ "cell": c.id, "set": "heldout", "pairs": info(i, "train_examples"), "labels_biased": info(i, "labels_biased") }));
+        }
+    }
+    json!({ "weights": x.exp.preferences.bias, "label_sets": sets })
 }
 
 /// Refuses to mix results of two configs in one folder, and checks that the folder can be

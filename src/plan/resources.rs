@@ -224,7 +224,8 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
     let heldout_data = crate::train::proxy::heldout_cell(exp, 0).map_or(0, |h| u(h.data_size));
     let stored_sequence = seq * F32 + F32;
     let pairs = sum(&[largest_data, heldout_data, u(exp.preferences.val_pairs)])
-        .and_then(|n| product(&[n, 2 * stored_sequence + 2 * F32 + 1, reps]))
+        // Per pair: two sequences, two gold scores, the labelers' label and gold's own.
+        .and_then(|n| product(&[n, 2 * stored_sequence + 2 * F32 + 2, reps]))
         .and_then(|b| b.checked_add(product(&[u(exp.reference.standardize_samples), stored_sequence, worlds])?))
         .ok_or(memory("replicates", "preference pairs"))?;
     let later = pools.0.max(tables);

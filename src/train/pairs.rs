@@ -1,7 +1,9 @@
 //! Preference pairs: two π_ref responses per prompt, scored by gold and labelled (per
-//! `preferences.label`): the training pairs (as many as the largest data size; proxies
-//! train on nested prefixes), the per-world held-out proxy's own independently sampled pairs
-//! (a per-replicate one draws its own in its cell), and the validation pairs. Stored as
+//! `preferences.label`, with the bias every labeler shares, `preferences.bias`, in the
+//! labels proxies learn from; gold's own labels kept beside them): the training pairs (as
+//! many as the largest data size; proxies train on nested prefixes), the per-world held-out
+//! proxy's own independently sampled pairs (a per-replicate one draws its own in its cell),
+//! and the validation pairs (gold scores only: never biased). Stored as
 //! `pairs.safetensors`.
 
 use std::collections::HashMap;
@@ -26,10 +28,16 @@ const FILE: &str = "pairs.safetensors";
 #[derive(Debug, Clone)]
 pub struct PairData {
     pub train: Pairs,
-    /// Gold's clean labels (per the label mode) of the training pairs; true: a preferred.
+    /// The labelers' labels (per the label mode, with their shared bias; no label noise) of
+    /// the training pairs; true: a preferred.
     pub labels: Vec<bool>,
-    /// The held-out proxy's own pairs and clean labels, sampled independently of `train`.
-    pub heldout: Option<(Pairs, Vec<bool>)>,
+    /// Gold's own labels of the training pairs on the same draws (equal to `labels` without
+    /// a bias).
+    pub gold_labels: Vec<bool>,
+    /// The held-out proxy's own pairs, sampled independently of `train`: the pairs, the
+    /// labelers' labels and gold's own.
+    pub heldout: Option<(Pairs, Vec<bool>, Vec<bool>)>,
+    /// Validation pairs: gold scores only (every reader labels them by gold, never biased).
     pub val: Pairs,
 }
 
@@ -62,7 +70,7 @@ impl CellKind for PairsCell {
     fn recipe(&self, exp: &Experiment) -> Value {
         let r = self.replicate;
         let w = exp.world_index(r);
-        json!({
+        let mut recipe = json!({
             "train_pairs": exp.proxy.data_sizes.iter().max(),
             "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { heldout_data_size(exp) } else { None },
             "val_pairs": exp.preferences.val_pairs,
@@ -70,7 +78,12 @@ impl CellKind for PairsCell {
             "pair_block": PAIR_BLOCK,
             "seed": exp.world_seed(w),
             "train_seed": exp.replicate_seed(r),
-        })
+        });
+        // Only a biased study's recipe names the bias: without one, the key is unchanged.
+        if !exp.preferences.bias.is_off() {
+            recipe["bias"] = json!(exp.preferences.bias);
+        }
+        recipe
     }
     fn code_version(&self) -> &'static str {
         env!("GOODHART_CODE_PAIRS")
@@ -107,7 +120,8 @@ pub fn make(x: &Inputs, r: usize, dir: &Path) -> Result<Value> {
     let samples = pair_samples(policy, world, Split::Pairs, max, seed, "pairs/train")?;
     let train = scored_pairs(world, &samples, gold)?;
     let mut rng = crate::seed::rng(seed, "pairs/labels");
-    let labels = rm::label_pairs(&train.gold_a, &train.gold_b, exp.preferences.label, &mut rng);
+    let shift = bias_shifts(exp, world, &samples);
+    let (labels, gold_labels) = rm::label_pairs_shifted(&train.gold_a, &train.gold_b, &shift, exp.preferences.label, &mut rng);
     let heldout = match heldout_data_size(exp) {
         Some(n) if r == w && !exp.proxy.heldout_per_replicate => Some(heldout_pairs(exp, policy, world, gold, n, world_seed)?),
         _ => None,
@@ -117,6 +131,7 @@ pub fn make(x: &Inputs, r: usize, dir: &Path) -> Result<Value> {
     let data = PairData {
         train,
         labels,
+        gold_labels,
         heldout,
         val,
     };
@@ -125,12 +140,16 @@ pub fn make(x: &Inputs, r: usize, dir: &Path) -> Result<Value> {
         "train_pairs": data.train.len(),
         "heldout_pairs": data.heldout.as_ref().map(|h| h.0.len()),
         "val_pairs": data.val.len(),
+        // Labels the labelers' shared bias made differ from gold's own (before label noise).
+        "train_labels_biased": differing(&data.labels, &data.gold_labels),
+        "heldout_labels_biased": data.heldout.as_ref().map(|h| differing(&h.1, &h.2)),
     }))
 }
 
-/// `n` held-out pairs and their clean labels, from `seed` (the world's for a per-world
-/// held-out proxy, the replicate's for a per-replicate one): prompts of their own split, so
-/// no prompt is shared with the training or validation pairs.
+/// `n` held-out pairs, the labelers' labels (a held-out proxy learns from the same labelers:
+/// their shared bias included, no label noise) and gold's own, from `seed` (the world's for
+/// a per-world held-out proxy, the replicate's for a per-replicate one): prompts of their
+/// own split, so no prompt is shared with the training or validation pairs.
 pub fn heldout_pairs(
     exp: &crate::Experiment,
     policy: &Policy,
@@ -138,12 +157,25 @@ pub fn heldout_pairs(
     gold: &RewardModel,
     n: usize,
     seed: u64,
-) -> Result<(Pairs, Vec<bool>)> {
+) -> Result<(Pairs, Vec<bool>, Vec<bool>)> {
     let s = pair_samples(policy, world, Split::HeldoutPairs, n, seed, "pairs/heldout")?;
     let pairs = scored_pairs(world, &s, gold)?;
     let mut rng = crate::seed::rng(seed, "pairs/heldout/labels");
-    let labels = rm::label_pairs(&pairs.gold_a, &pairs.gold_b, exp.preferences.label, &mut rng);
-    Ok((pairs, labels))
+    let shift = bias_shifts(exp, world, &s);
+    let (labels, gold_labels) = rm::label_pairs_shifted(&pairs.gold_a, &pairs.gold_b, &shift, exp.preferences.label, &mut rng);
+    Ok((pairs, labels, gold_labels))
+}
+
+/// `B(a) − B(b)` of each pair of `s`: what the labelers' shared bias adds to gold's
+/// standardized margin (see [`rm::labeler_bias`]); all 0 without a bias.
+pub fn bias_shifts(exp: &Experiment, world: &WorldConfig, s: &PairSamples) -> Vec<f64> {
+    let bias = &exp.preferences.bias;
+    s.a.iter().zip(&s.b).map(|(a, b)| rm::labeler_bias(bias, world, a) - rm::labeler_bias(bias, world, b)).collect()
+}
+
+/// How many of two label lists differ, position by position.
+pub fn differing(a: &[bool], b: &[bool]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
 }
 
 pub fn load(dir: &Path) -> Result<PairData> {
@@ -175,13 +207,14 @@ pub fn load(dir: &Path) -> Result<PairData> {
     };
     let labels = |prefix: &str| -> Result<Vec<bool>> { Ok(u32s(&format!("{prefix}.labels"))?.into_iter().map(|l| l == 1).collect()) };
     let heldout = if t.contains_key("heldout.a.tokens") {
-        Some((pairs("heldout")?, labels("heldout")?))
+        Some((pairs("heldout")?, labels("heldout")?, labels("heldout.gold")?))
     } else {
         None
     };
     Ok(PairData {
         train: pairs("train")?,
         labels: labels("train")?,
+        gold_labels: labels("train.gold")?,
         heldout,
         val: pairs("val")?,
     })
@@ -204,10 +237,12 @@ fn save(data: &PairData, path: &Path) -> Result<()> {
     let labels = |l: &[bool]| Tensor::from_vec(l.iter().map(|&b| b as u32).collect::<Vec<u32>>(), l.len(), &Device::Cpu);
     put_pairs(&mut t, "train", &data.train)?;
     t.insert("train.labels".into(), labels(&data.labels)?);
+    t.insert("train.gold.labels".into(), labels(&data.gold_labels)?);
     put_pairs(&mut t, "val", &data.val)?;
-    if let Some((p, l)) = &data.heldout {
+    if let Some((p, l, g)) = &data.heldout {
         put_pairs(&mut t, "heldout", p)?;
         t.insert("heldout.labels".into(), labels(l)?);
+        t.insert("heldout.gold.labels".into(), labels(g)?);
     }
     candle_core::safetensors::save(&t, path).map_err(|e| match e {
         candle_core::Error::Io(io) => Error::io(path, io),

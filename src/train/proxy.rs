@@ -1,5 +1,5 @@
 //! The proxy reward-model grid (sizes × data sizes × label-noise levels × ensemble members)
-//! and the ensembles it forms; and the cell of one proxy RM: Bradley–Terry on the first `data_size` training pairs (with label noise),
+//! and the ensembles it forms; and the cell of one proxy RM: Bradley–Terry on the first `data_size` training pairs (the labelers' labels, with label noise),
 //! or, for the held-out proxy, on its own pairs (a per-replicate one draws them here);
 //! validated on the validation pairs and
 //! standardized on the reference set.
@@ -170,7 +170,7 @@ pub fn ensemble_member<'a>(proxies: &[&'a ProxyCell], replicate: usize, ensemble
 }
 
 /// The labels replicate `replicate`'s proxies at label-noise `noise` learn from: `clean`
-/// with each flipped at rate `noise`, in the stream of that replicate and level (the
+/// (the labelers' labels, their shared bias included) with each flipped at rate `noise`, in the stream of that replicate and level (the
 /// held-out proxy's own), so every member of an ensemble — and direct alignment on its
 /// pairs — sees the same flips. Returns the labels and how many were flipped.
 pub fn noisy_labels(exp: &Experiment, replicate: usize, noise: f64, clean: &[bool], heldout: bool) -> (Vec<bool>, usize) {
@@ -312,16 +312,15 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
     } else {
         None
     };
-    let (train, clean) = match (&own, &data.heldout, cell.heldout) {
-        (Some((pairs, labels)), _, true) | (None, Some((pairs, labels)), true) => (pairs, labels),
-        _ => (&data.train, &data.labels),
+    // The labelers' labels (their shared bias included) and gold's own, before noise.
+    let (train, clean, gold_own) = match (&own, &data.heldout, cell.heldout) {
+        (Some((pairs, labels, gold)), _, true) | (None, Some((pairs, labels, gold)), true) => (pairs, labels, gold),
+        _ => (&data.train, &data.labels, &data.gold_labels),
     };
     let (labels, _) = noisy_labels(exp, cell.replicate, cell.noise, clean, cell.heldout);
-    let n_flip = labels[..cell.data_size]
-        .iter()
-        .zip(&clean[..cell.data_size])
-        .filter(|(a, b)| a != b)
-        .count();
+    let n = cell.data_size;
+    let n_flip = super::pairs::differing(&labels[..n], &clean[..n]);
+    let n_biased = super::pairs::differing(&clean[..n], &gold_own[..n]);
     let t = Instant::now();
     let params = rm::ProxyParams {
         epochs: p.epochs,
@@ -336,9 +335,13 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
     let mut model = RewardModel::new(&cfg, frozen(&varmap, x.device))?;
     let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
     model.standardize(&model.raw_set(reference, INFER_BATCH)?);
+    let biased = match exp.preferences.bias.is_off() {
+        true => String::new(),
+        false => format!(", {n_biased} changed by the labelers' bias"),
+    };
     pb.suspend(|| {
         info!(
-            "{id}: {} params, {} pairs ({n_flip} labels flipped), val accuracy {:.1}%, val BT loss {:.3}",
+            "{id}: {} params, {} pairs ({n_flip} labels flipped{biased}), val accuracy {:.1}%, val BT loss {:.3}",
             crate::model::param_count(&varmap),
             cell.data_size,
             acc * 100.0,
@@ -350,6 +353,8 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
         "offset": model.offset, "scale": model.scale,
         "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": data.val.len(),
         "labels_flipped": n_flip,
+        // Of its training pairs, labels the labelers' shared bias made differ from gold's own.
+        "labels_biased": n_biased,
         "train_examples": cell.data_size, "train_steps": steps, "train_seconds": train_seconds,
         "params": crate::model::param_count(&varmap),
     }))

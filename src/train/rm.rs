@@ -1,16 +1,17 @@
 //! Reward-model training: the gold RM distilled from the labeler utility, preference pairs
-//! labelled by gold (with label noise), and Bradley–Terry proxies.
+//! labelled by gold (with the labelers' shared bias and label noise), and Bradley–Terry
+//! proxies.
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::config::LabelMode;
+use crate::config::{LabelMode, LabelerBias};
 use crate::error::Result;
 use crate::model::RewardModel;
 use crate::train::optim::{Batches, RecentMean, Trainer};
-use crate::world::{SeqSet, WorldConfig};
+use crate::world::{Response, SeqSet, WorldConfig};
 
 /// Bradley–Terry loss: mean of `−ln σ(chosen − rejected)` = softplus(rejected − chosen),
 /// computed stably as `relu(z) + ln(1 + exp(−|z|))`. chosen, rejected: (b,).
@@ -34,14 +35,51 @@ pub fn apply_label_noise(labels: &mut [bool], rate: f64, rng: &mut impl Rng) -> 
 
 /// Gold's label of each pair: `true` when response a is preferred.
 pub fn label_pairs(gold_a: &[f32], gold_b: &[f32], mode: LabelMode, rng: &mut impl Rng) -> Vec<bool> {
-    gold_a
-        .iter()
-        .zip(gold_b)
-        .map(|(&a, &b)| match mode {
-            LabelMode::Deterministic => a > b,
-            LabelMode::BradleyTerry => rng.random::<f64>() < 1.0 / (1.0 + (-(a - b) as f64).exp()),
-        })
-        .collect()
+    label_pairs_shifted(gold_a, gold_b, &vec![0.0; gold_a.len()], mode, rng).0
+}
+
+/// The labels of labelers who add `shift[i]` = B(a_i) − B(b_i) (standardized gold units, see
+/// [`labeler_bias`]) to gold's margin `gold_a − gold_b`: `a ≻ b` iff the shifted margin is
+/// positive (deterministic), or with probability σ(shifted margin) (Bradley–Terry: one
+/// uniform draw per pair, whatever the shift). Returns them and gold's own labels (shift 0)
+/// on the same draws, so the two differ only where the shift changed a label.
+pub fn label_pairs_shifted(gold_a: &[f32], gold_b: &[f32], shift: &[f64], mode: LabelMode, rng: &mut impl Rng) -> (Vec<bool>, Vec<bool>) {
+    assert_eq!(gold_a.len(), shift.len(), "{} pairs, {} shifts", gold_a.len(), shift.len());
+    let (mut labels, mut gold) = (Vec::with_capacity(shift.len()), Vec::with_capacity(shift.len()));
+    for ((&a, &b), &s) in gold_a.iter().zip(gold_b).zip(shift) {
+        let margin = (a - b) as f64;
+        let (own, shifted) = match mode {
+            LabelMode::Deterministic => (a > b, if s == 0.0 { a > b } else { margin + s > 0.0 }),
+            LabelMode::BradleyTerry => {
+                let u = rng.random::<f64>();
+                (u < sigmoid(margin), u < sigmoid(margin + s))
+            }
+        };
+        labels.push(shifted);
+        gold.push(own);
+    }
+    (labels, gold)
+}
+
+/// σ(z) = 1 / (1 + e^(−z)).
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// What every labeler adds to `response`'s standardized gold score (`preferences.bias`):
+/// `B(y) = length·|y| + flattery·#flattery(y) + style·#style(y) + rare·1[y holds the rare
+/// bigram]`, with `|y|` its content tokens (end token excluded), the style token and rare
+/// bigram the world's ([`WorldConfig::style_token`], [`WorldConfig::rare_bigram`]); in
+/// standardized gold units. 0 when every weight is.
+pub fn labeler_bias(bias: &LabelerBias, world: &WorldConfig, response: &Response) -> f64 {
+    if bias.is_off() {
+        return 0.0;
+    }
+    let r = &response.tokens;
+    let flattery = r.iter().filter(|&&t| world.is_flattery(t)).count() as f64;
+    let style = r.iter().filter(|&&t| t == world.style_token()).count() as f64;
+    let rare = if world.has_rare_bigram(r) { 1.0 } else { 0.0 };
+    bias.length * r.len() as f64 + bias.flattery * flattery + bias.style * style + bias.rare * rare
 }
 
 /// Preference pairs: two π_ref responses to one prompt each, with their gold scores.
