@@ -216,7 +216,7 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
             return Err(bad(&key("aggregator"), "must name an aggregator (single, mean, wco, uwo, …) or a rule".into()));
         }
         if (s.kind == "gap") != !s.baseline.is_empty() {
-            return Err(bad(&key("baseline"), "a gap needs a baseline (single or mean), and only a gap has one".into()));
+            return Err(bad(&key("baseline"), "a gap needs a baseline (single, mean, or a shaped group's unshaped one), and only a gap has one".into()));
         }
         if let Some(b) = s.kl_penalty {
             if !(b.is_finite() && b >= 0.0) {
