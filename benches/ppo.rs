@@ -77,7 +77,7 @@ struct Prepared {
 }
 
 fn prepare(ro: &Rollout, policy: &Policy, s: &goodhart::config::PpoSpec, beta: f64) -> Prepared {
-    let rewards = goodhart::methods::ppo::rollout::rewards(ro, beta);
+    let rewards = goodhart::methods::ppo::rollout::rewards(ro, &ro.score, beta);
     let (adv, ret) = goodhart::methods::ppo::advantages(ro, &rewards, s.gamma, s.gae_lambda);
     let (b, w) = (ro.len(), ro.width);
     let t = |x: &[f32]| Tensor::from_slice(x, (b, w), policy.device()).unwrap();
@@ -120,6 +120,7 @@ fn bench(c: &mut Criterion) {
     let run = goodhart::methods::ppo::RunSpec {
         id: "bench".into(),
         aggregator: Aggregator::Mean,
+        shaping: goodhart::stats::shaping::Shaping::None,
         beta: 0.1,
     };
     let ctx = goodhart::methods::ppo::Context {

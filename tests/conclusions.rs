@@ -565,3 +565,65 @@ fn cross_method_claims_are_calibrated_when_two_methods_share_the_expected_curve(
     eprintln!("vs calibration: decided {:.1}%", 100.0 * rate);
     assert!(rate <= 0.07, "a vs claim was decided on {:.1}% of null studies", 100.0 * rate);
 }
+
+#[test]
+fn shaped_groups_are_compared_with_themselves_unshaped_and_with_single() {
+    // Two replicates, 2 units, 2 points (step 0: all 0); gold at the last point:
+    //   member0 r0 [0, 1]  r1 [0, 0];    member1 r0 [1, 0]  r1 [1, 0]  → single r0 [.5, .5]  r1 [.5, 0]
+    //   member0+par r0 [1, 2]  r1 [1, 2]; member1+par r0 [2, 1]  r1 [2, 1] → single+par [1.5, 1.5] both
+    //   mean r0 [.5, .5]  r1 [0, .5];    mean+par r0 [1, 1.5]  r1 [.5, .5]
+    // single+par − single: r0 [1, 1] → 1, r1 [1, 1.5] → 1.25: 1.125.
+    // mean+par − mean: r0 [.5, 1] → .75, r1 [.5, 0] → .25: 0.5; mean+par − single: .75, .25: 0.5.
+    let two = |last: [f64; 2]| vec![vec![0.0, 0.0], last.to_vec()];
+    let beta = Some(0.1);
+    let runs = [
+        ("member0", [[0.0, 1.0], [0.0, 0.0]]),
+        ("member1", [[1.0, 0.0], [1.0, 0.0]]),
+        ("member0+par", [[1.0, 2.0], [1.0, 2.0]]),
+        ("member1+par", [[2.0, 1.0], [2.0, 1.0]]),
+        ("mean", [[0.5, 0.5], [0.0, 0.5]]),
+        ("mean+par", [[1.0, 1.5], [0.5, 0.5]]),
+    ];
+    let curves: Vec<UnitCurve> = runs.iter().flat_map(|(agg, last)| (0..2).map(move |r| curve("ppo", r, agg, beta, two(last[r as usize])))).collect();
+    let all = claims(&curves);
+    let final_gap = |agg: &str, baseline: &str| {
+        all.iter()
+            .find(|c| c.kind == "gap" && c.aggregator == agg && c.baseline == baseline && c.at == "final")
+            .unwrap_or_else(|| panic!("no gap {agg} − {baseline}"))
+    };
+    let par = final_gap("single+par", "single");
+    assert!((par.interval.estimate - 1.125).abs() < 1e-12, "{par:?}");
+    assert_eq!(par.claim, "PPO: single+par keeps more gold than single at the last point (xs/d500/n0.25, β = 0.1)");
+    assert!((final_gap("mean+par", "mean").interval.estimate - 0.5).abs() < 1e-12);
+    assert!((final_gap("mean+par", "single").interval.estimate - 0.5).abs() < 1e-12);
+    // The shaped groups get their fall and peak; shaped members pool, never stand alone.
+    for g in ["single+par", "mean+par"] {
+        for kind in ["overopt", "peak"] {
+            assert!(all.iter().any(|c| c.kind == kind && c.aggregator == g), "no {kind} of {g}");
+        }
+    }
+    assert!(all.iter().all(|c| !c.aggregator.starts_with("member") && c.baseline != "single+par" && c.baseline != "mean+par"));
+    // Adding shaped runs leaves the unshaped groups' claims as they were (a method's stopping
+    // rules read every curve of it, shaped ones too).
+    let plain: Vec<UnitCurve> = curves.iter().filter(|c| !c.aggregator.contains('+')).cloned().collect();
+    for c in claims(&plain).into_iter().filter(|c| c.kind != "stop") {
+        let same = all.iter().find(|d| (&d.kind, &d.aggregator, &d.baseline, &d.at) == (&c.kind, &c.aggregator, &c.baseline, &c.at)).unwrap();
+        assert_eq!(same.interval.estimate.to_bits(), c.interval.estimate.to_bits(), "{}", c.claim);
+    }
+    // A primary question names a shaped group as it is labelled.
+    let settings = Settings {
+        primary: vec![goodhart::stats::conclusions::ClaimSelector {
+            kind: "gap".into(),
+            method: "ppo".into(),
+            aggregator: "single+par".into(),
+            baseline: "single".into(),
+            ensemble: None,
+            kl_penalty: None,
+            at: None,
+        }],
+        ..Settings::default()
+    };
+    let primary: Vec<_> = conclusions(&curves, &settings).into_iter().filter(|c| c.family == Family::Primary).collect();
+    assert_eq!(primary.len(), 1);
+    assert_eq!((primary[0].aggregator.as_str(), primary[0].at.as_str()), ("single+par", "final"));
+}

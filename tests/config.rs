@@ -285,3 +285,33 @@ fn the_method_names_are_the_registry_and_a_question_names_one_of_them() {
     let e = err_of("name = \"x\"\n[[conclusions.primary]]\nkind = \"overopt\"\nmethod = \"kto\"\naggregator = \"single\"\n");
     assert!(e.contains("conclusions.primary[0].method") && e.contains(&goodhart::config::METHOD_NAMES.join(", ")) && e.contains("'kto'"), "{e}");
 }
+
+#[test]
+fn bad_shaping_values_are_named() {
+    let with = |lines: &str| err_of(&common::tiny_with("eval_prompts = 8", &format!("eval_prompts = 8\n{lines}")));
+    let msg = with(r#"shaping = ["none", "pra"]"#);
+    assert!(msg.contains("ppo.shaping[1]") && msg.contains("pra") && msg.contains("\"par\"") && msg.contains("\"length\""), "{msg}");
+    let msg = with(r#"shaping = ["par", "par"]"#);
+    assert!(msg.contains("ppo.shaping[1]") && msg.contains("repeats ppo.shaping[0]"), "{msg}");
+    let msg = with("shaping = []");
+    assert!(msg.contains("ppo.shaping") && msg.contains("at least 1"), "{msg}");
+    for clip in ["0.0", "-1.0", "nan", "inf"] {
+        let msg = with(&format!("shaping_clip = {clip}"));
+        assert!(msg.contains("ppo.shaping_clip") && msg.contains("> 0"), "{msg}");
+    }
+    for alpha in ["-0.1", "nan", "inf"] {
+        let msg = with(&format!("length_penalty = {alpha}"));
+        assert!(msg.contains("ppo.length_penalty") && msg.contains("≥ 0"), "{msg}");
+    }
+    // Best-of-n has no reward to shape: its section has no such key.
+    let msg = err_of(&common::tiny_with("pool = 64", "pool = 64\nshaping = [\"par\"]"));
+    assert!(msg.contains("shaping") && msg.contains("unknown field"), "{msg}");
+    // The sweep's size counts the shapings: 42 aggregators × 60 β is 2,520 runs, × 5 is 12,600.
+    let betas: Vec<String> = (0..60).map(|i| format!("{}", i as f64 / 10.0)).collect();
+    let big = common::tiny_with("members = 2", "members = 40")
+        .replacen("kl_penalties = [0.0, 0.1]", &format!("kl_penalties = [{}]\nsingle_members = 40", betas.join(", ")), 1);
+    Experiment::from_toml(&big, Path::new("big.toml")).expect("2,520 runs are allowed");
+    let shaped = big.replacen("eval_prompts = 8", "eval_prompts = 8\nshaping = [\"none\", \"par\", \"center\", \"clip\", \"length\"]", 1);
+    let msg = err_of(&shaped);
+    assert!(msg.contains("ppo.shaping") && msg.contains("10000 runs"), "{msg}");
+}

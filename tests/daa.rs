@@ -75,7 +75,7 @@ fn three_losses_learn_the_ensembles_pairs_and_are_measured_like_ppo() {
         // 2 β × (step 0 + 2 checkpoints × 2 epochs), all `direct`.
         assert_eq!(mine.len(), 2 * 5, "{m}");
         for r in &mine {
-            assert_eq!(r.aggregator, goodhart::stats::aggregate::Aggregator::Direct);
+            assert_eq!(r.aggregator, goodhart::stats::aggregate::Aggregator::Direct.into());
             if r.step == Some(0) {
                 // π_ref on PPO's evaluation prompts and stream: PPO's very samples.
                 assert_eq!((r.gold, r.kl), (ppo0.gold, ppo0.kl), "{m}");

@@ -16,7 +16,7 @@ fn row(method: &str, replicate: u64, at: u64, kl: f64, gold: f64, proxy: f64) ->
     let bon = method == "bon";
     CurveRow {
         method: method.into(),
-        aggregator: goodhart::stats::aggregate::Aggregator::Mean,
+        aggregator: goodhart::stats::aggregate::Aggregator::Mean.into(),
         proxy_size: "a".into(),
         proxy_params: 1000,
         data_size: 100,
@@ -171,7 +171,7 @@ fn lines_are_kept_apart_by_aggregator_and_beta() {
     let mut rows = bon_rows(&[&[0.0, 1.0], &[0.0, 3.0]]);
     let mut other = bon_rows(&[&[0.0, 5.0], &[0.0, 7.0]]);
     for r in &mut other {
-        r.aggregator = goodhart::stats::aggregate::Aggregator::Wco;
+        r.aggregator = goodhart::stats::aggregate::Aggregator::Wco.into();
     }
     rows.extend(other);
     let s = expected_series(&rows, Measure::Gold);

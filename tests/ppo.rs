@@ -7,6 +7,7 @@ mod common;
 use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use goodhart::stats::aggregate::Aggregator;
+use goodhart::stats::shaping::Shaping;
 use goodhart::config::PpoSpec;
 use goodhart::model::{seeded_init, Policy, RewardModel, TransformerConfig};
 use goodhart::methods::ppo::{self, gae, kl, loss};
@@ -200,6 +201,7 @@ fn train(s: &Setup, spec: &PpoSpec, agg: Aggregator) -> (ppo::Outcome, VarMap) {
     let run = ppo::RunSpec {
         id: "ppo/test/run".into(),
         aggregator: agg,
+        shaping: Shaping::None,
         beta: 0.0,
     };
     let o = ppo::train(&ctx, &run, &policy, &vm, &indicatif::ProgressBar::hidden()).unwrap();
@@ -278,6 +280,7 @@ fn a_non_finite_score_stops_the_run_naming_run_and_step() {
     let bad = ppo::RunSpec {
         id: "ppo/bad/mean".into(),
         aggregator: Aggregator::Mean,
+        shaping: Shaping::None,
         beta: 0.0,
     };
     let err = ppo::train(&ctx, &bad, &policy, &vm, &indicatif::ProgressBar::hidden()).unwrap_err().to_string();
@@ -331,13 +334,13 @@ fn rewards_match_a_hand_example() {
     assert_eq!((ro.tokens_of(0), ro.tokens_of(1)), (3, 4));
     // k1 = logp − ref_logp: row 0 (0.5, −1, 0), row 1 (1, 0, −0.75, 0); β = 0.5.
     let want = [-0.25, 0.5, 0.0 + 2.0, 0.0, -0.5, 0.0, 0.375, 0.0 - 1.0];
-    let got = ppo::rollout::rewards(&ro, 0.5);
+    let got = ppo::rollout::rewards(&ro, &ro.score, 0.5);
     assert_eq!(got.len(), 8);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(close(*g as f64, w, 1e-7), "reward[{i}] = {g}, want {w}");
     }
     // β = 0: only the score, on the last response token.
-    assert_eq!(ppo::rollout::rewards(&ro, 0.0), vec![0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, -1.0]);
+    assert_eq!(ppo::rollout::rewards(&ro, &ro.score, 0.0), vec![0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, -1.0]);
 }
 
 /// The mask of a real rollout covers exactly each response's tokens and its end token (an
@@ -350,7 +353,7 @@ fn rollout_mask_covers_each_response_and_its_end_token() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let ro = ppo::rollout::collect(&s.world, &s.reference, &s.reference, &members, Aggregator::Mean, &prompts, &mut rng).unwrap();
     assert_eq!(ro.width, s.world.max_response);
-    let rewards = ppo::rollout::rewards(&ro, 0.0);
+    let rewards = ppo::rollout::rewards(&ro, &ro.score, 0.0);
     for (i, r) in ro.responses.iter().enumerate() {
         let n = r.tokens.len() + usize::from(r.finished);
         assert_eq!(n.min(ro.width), n, "a response longer than the width");
@@ -364,4 +367,65 @@ fn rollout_mask_covers_each_response_and_its_end_token() {
         }
     }
     assert!(ro.responses.iter().any(|r| r.finished), "no finished response to check");
+}
+
+/// A shaped run's rewards differ from the unshaped run's by the shaping alone, on the last
+/// token of each response: `clip` never lets a reward past c, `length` takes α per content
+/// token, `par` is σ(score − r_ref) with r_ref the run's aggregate of a π_ref response from
+/// the stream it names; unshaped, `shape` gives the scores themselves.
+#[test]
+fn shaped_rewards_differ_from_unshaped_ones_by_the_shaping_alone() {
+    let s = setup();
+    let sp = PpoSpec {
+        shaping_clip: 0.05,
+        length_penalty: 0.1,
+        ..spec()
+    };
+    let ctx = context(&s, &sp);
+    let prompts: Vec<Vec<u32>> = s.eval_prompts[..16].to_vec();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let ro = ppo::rollout::collect(&s.world, &s.reference, &s.reference, &ctx.members, Aggregator::Mean, &prompts, &mut rng).unwrap();
+    let run = |shaping| ppo::RunSpec { id: "ppo/test/shaped".into(), aggregator: Aggregator::Mean, shaping, beta: 0.1 };
+    let shape = |shaping| ppo::rollout::shape(&ctx, &run(shaping), &ro, &prompts, 1, "test/reference").unwrap();
+    assert_eq!(shape(Shaping::None), ro.score);
+    let plain = ppo::rollout::rewards(&ro, &ro.score, 0.1);
+    let last = |i: usize| i * ro.width + ro.tokens_of(i) - 1;
+    let check = |shaping, want: &dyn Fn(usize) -> f64| {
+        let shaped = shape(shaping);
+        let rewards = ppo::rollout::rewards(&ro, &shaped, 0.1);
+        for (i, &v) in shaped.iter().enumerate() {
+            assert!(close(v as f64, want(i), 1e-6), "{shaping:?} response {i}: {v} vs {}", want(i));
+            for t in i * ro.width..(i + 1) * ro.width {
+                let diff = if t == last(i) { v - ro.score[i] } else { 0.0 };
+                assert!(close((rewards[t] - plain[t]) as f64, diff as f64, 1e-6), "{shaping:?} token {t}");
+            }
+        }
+        shaped
+    };
+    let clipped = check(Shaping::Clip, &|i| (ro.score[i] as f64).clamp(-0.05, 0.05));
+    assert!(clipped.iter().all(|v| v.abs() <= 0.05) && ro.score.iter().any(|v| v.abs() > 0.05), "the clip binds somewhere");
+    let at_beta_zero = ppo::rollout::rewards(&ro, &clipped, 0.0);
+    assert!(at_beta_zero.iter().all(|v| v.abs() <= 0.05));
+    check(Shaping::Length, &|i| ro.score[i] as f64 - 0.1 * ro.responses[i].tokens.len() as f64);
+    let mut stream = goodhart::seed::rng(ctx.seed, "test/reference");
+    let r_ref = ppo::rollout::reference_scores(&s.world, &s.reference, &ctx.members, Aggregator::Mean, &prompts, 1, &mut stream).unwrap();
+    assert_eq!(r_ref.len(), ro.len());
+    let par = check(Shaping::Par, &|i| 1.0 / (1.0 + (r_ref[i] as f64 - ro.score[i] as f64).exp()));
+    assert!(par.iter().all(|&v| v > 0.0 && v < 1.0));
+    check(Shaping::Center, &|i| ro.score[i] as f64 - r_ref[i] as f64);
+}
+
+/// The group-relative methods score one π_ref response per prompt, shared by its group.
+#[test]
+fn a_group_shares_one_reference_response_per_prompt() {
+    let s = setup();
+    let members: Vec<&RewardModel> = s.proxies.iter().collect();
+    let prompts: Vec<Vec<u32>> = s.eval_prompts[..6].iter().flat_map(|p| std::iter::repeat_n(p.clone(), 4)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let r_ref = ppo::rollout::reference_scores(&s.world, &s.reference, &members, Aggregator::Wco, &prompts, 4, &mut rng).unwrap();
+    assert_eq!(r_ref.len(), 24);
+    for g in r_ref.chunks(4) {
+        assert!(g.iter().all(|&v| v == g[0]), "{g:?}");
+    }
+    assert!(r_ref.chunks(4).any(|g| g[0] != r_ref[0]), "every prompt got the same score: {r_ref:?}");
 }

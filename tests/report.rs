@@ -239,7 +239,7 @@ fn point(
     let kl = (n as f64).ln() - (n as f64 - 1.0) / n as f64;
     CurveRow {
         method: "bon".into(),
-        aggregator: goodhart::stats::aggregate::Aggregator::from_parts(aggregator, None).expect("an aggregator without λ"),
+        aggregator: goodhart::stats::shaping::Objective::from_parts(aggregator, None).expect("an aggregator without λ"),
         proxy_size: "a".into(),
         proxy_params: 1000,
         data_size: 100,
@@ -474,7 +474,7 @@ fn aggregators_compare_each_ensemble_only_at_budgets_all_its_curves_reach() {
     // curve reaches n = 32 (KL 2.50), so it also gets the budget 2.
     let mut short = hand_curve("a/d100/n0.00");
     for r in &mut short {
-        r.aggregator = goodhart::stats::aggregate::Aggregator::Mean;
+        r.aggregator = goodhart::stats::aggregate::Aggregator::Mean.into();
     }
     let curve = |aggregator: &str, ensemble: &str, slope: f64| -> Vec<CurveRow> {
         let mut c: Vec<CurveRow> = (0..6)

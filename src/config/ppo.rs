@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use super::fields::{count, distinct, limits, list, non_negative, probability, rate, shown, steps, Bad};
 use super::data::ProxySpec;
 use crate::error::Result;
+use crate::stats::shaping::{Shaper, Shaping};
 
-/// PPO against proxy ensembles: one run per (ensemble, aggregator, β).
+/// PPO against proxy ensembles: one run per (ensemble, aggregator, shaping, β).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoSpec {
@@ -53,7 +54,28 @@ pub struct PpoSpec {
     pub eval_prompts: usize,
     /// Stop a run once its measured KL (k1, nats) passes this budget; none by default.
     pub kl_budget: Option<f64>,
+    /// Reward shapings of the aggregated score, each a repeat of the sweep: any of "none",
+    /// "par", "center", "clip", "length" ([`crate::stats::shaping`]). Written in the resolved
+    /// config only where it is not the default, as are the two below, so that the config
+    /// hash of a study without shaping is what it was before shaping existed.
+    #[serde(skip_serializing_if = "PpoSpec::no_shaping")]
+    pub shaping: Vec<String>,
+    /// c of `clip`: the score is clamped to [−c, c] (standardized proxy units).
+    #[serde(skip_serializing_if = "PpoSpec::default_shaping_clip")]
+    pub shaping_clip: f64,
+    /// α of `length`: the score less α per content token of the response (standardized
+    /// proxy units per token).
+    #[serde(skip_serializing_if = "PpoSpec::default_length_penalty")]
+    pub length_penalty: f64,
 }
+
+/// `ppo.shaping_clip` by default: one π_ref standard deviation either side of π_ref's mean.
+pub const SHAPING_CLIP: f64 = 1.0;
+
+/// `ppo.length_penalty` by default, per content token: π_ref's responses are about 6.5 tokens
+/// and at most `world.max_response` − 1 = 15, so padding to the longest costs ≈ 0.4 of π_ref's
+/// standard deviation, a fraction of the few standard deviations of proxy PPO gains.
+pub const LENGTH_PENALTY: f64 = 0.05;
 
 impl Default for PpoSpec {
     fn default() -> Self {
@@ -82,11 +104,43 @@ impl Default for PpoSpec {
             eval_every: 5,
             eval_prompts: 256,
             kl_budget: None,
+            shaping: vec!["none".into()],
+            shaping_clip: SHAPING_CLIP,
+            length_penalty: LENGTH_PENALTY,
         }
     }
 }
 
 impl PpoSpec {
+    /// Whether `shaping` is the default, `["none"]`.
+    fn no_shaping(shaping: &[String]) -> bool {
+        shaping.len() == 1 && shaping[0] == "none"
+    }
+
+    fn default_shaping_clip(c: &f64) -> bool {
+        *c == SHAPING_CLIP
+    }
+
+    fn default_length_penalty(a: &f64) -> bool {
+        *a == LENGTH_PENALTY
+    }
+
+    /// The shapings of `ppo.shaping` (validated), in its order.
+    pub fn shapings(&self) -> Vec<Shaping> {
+        self.shaping.iter().map(|s| Shaping::from_name(s).expect("validated")).collect()
+    }
+
+    /// `shaping` with this section's parameters.
+    pub fn shaper(&self, shaping: Shaping) -> Shaper {
+        Shaper { shaping, clip: self.shaping_clip, length_penalty: self.length_penalty }
+    }
+
+    /// Whether some run of the sweep reads r_ref (one π_ref response per training prompt per
+    /// update, scored by the run's members).
+    pub fn reads_reference(&self) -> bool {
+        self.shaping.iter().any(|s| Shaping::from_name(s).is_some_and(Shaping::reads_reference))
+    }
+
     /// Evaluation checkpoints of a run that is not stopped early (`kl_budget`): update 0,
     /// every `eval_every`-th update and the last ([`crate::methods::ppo::train`]).
     pub fn checkpoints(&self) -> usize {
@@ -216,13 +270,30 @@ impl PpoSpec {
                 return Err(bad("ppo.kl_budget", format!("must be > 0 nats, got {b}")));
             }
         }
+        p.validate_shaping(bad)?;
         if p.enabled && p.runs(x).is_none_or(|n| n > limits::MODELS) {
             return Err(bad(
                 "ppo.kl_penalties",
-                format!("the PPO sweep (ensembles × aggregators × ppo.kl_penalties) must be at most {} runs", limits::MODELS),
+                format!("the PPO sweep (ensembles × aggregators × ppo.kl_penalties × ppo.shaping) must be at most {} runs", limits::MODELS),
             ));
         }
         Ok(())
+    }
+
+    /// Checks `ppo.shaping` (known names, no repeats) and its parameters.
+    fn validate_shaping(&self, bad: Bad) -> Result<()> {
+        list(bad, "ppo.shaping", self.shaping.len(), 1)?;
+        for (i, name) in self.shaping.iter().enumerate() {
+            if Shaping::from_name(name).is_none() {
+                let known: Vec<&str> = Shaping::ALL.iter().map(|s| s.name()).collect();
+                return Err(bad(&format!("ppo.shaping[{i}]"), format!("unknown shaping {:?}; one of {known:?}", shown(name))));
+            }
+        }
+        distinct(bad, "ppo.shaping", &self.shaping)?;
+        if !(self.shaping_clip.is_finite() && self.shaping_clip > 0.0) {
+            return Err(bad("ppo.shaping_clip", format!("must be finite and > 0 (standardized proxy units), got {}", self.shaping_clip)));
+        }
+        non_negative(bad, "ppo.length_penalty", self.length_penalty, "finite and ≥ 0 (standardized proxy units per token)")
     }
 
     /// PPO runs of a sweep (0 when PPO is off); `None` if the count overflows.
@@ -244,11 +315,12 @@ impl PpoSpec {
             .checked_mul(data)?
             .checked_mul(noise)?
             .checked_mul(p.aggregator_list(x.members).len())?
-            .checked_mul(p.kl_penalties.len())
+            .checked_mul(p.kl_penalties.len())?
+            .checked_mul(p.shaping.len())
     }
 
     /// PPO runs of a validated sweep: the selected ensembles × the aggregators of each × the
-    /// β values (0 when PPO is off).
+    /// β values × the shapings (0 when PPO is off).
     pub fn run_count(&self, x: &ProxySpec) -> usize {
         self.runs(x).expect("validated: the PPO sweep size fits usize")
     }

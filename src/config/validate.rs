@@ -220,7 +220,7 @@ fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {
         }
         let compares = s.kind == "gap" || s.kind == "source";
         if compares != !s.baseline.is_empty() {
-            return Err(bad(&key("baseline"), "a gap needs a baseline (single or mean), a source claim one like \"finetune mean\", and only they have one".into()));
+            return Err(bad(&key("baseline"), "a gap needs a baseline (single, mean, or a shaped group's unshaped one), a source claim one like \"finetune mean\", and only they have one".into()));
         }
         if s.kind == "source" && s.ensemble.is_none() {
             return Err(bad(&key("ensemble"), "a source claim names its ensemble (e.g. \"s/d500/n0.25/pretrain\")".into()));

@@ -106,6 +106,27 @@ pub fn betas(rows: &[&CurveRow]) -> String {
     betas.iter().map(f64::to_string).collect::<Vec<_>>().join(", ")
 }
 
+/// The report's sentence on the shaped runs among `rows` (each shaping's label suffix and
+/// formula), nothing when no run is shaped.
+pub fn shaped_sentence(rows: &[&CurveRow]) -> String {
+    use crate::stats::shaping::Shaping;
+    let mut used: Vec<Shaping> = rows.iter().map(|r| r.aggregator.shaping).filter(|s| *s != Shaping::None).collect();
+    used.sort();
+    used.dedup();
+    let formula = |s: Shaping| match s {
+        Shaping::Par => "σ(r − r_ref)",
+        Shaping::Center => "r − r_ref",
+        Shaping::Clip => "clamp(r, ±ppo.shaping_clip)",
+        Shaping::Length => "r − ppo.length_penalty·tokens",
+        Shaping::None => "r",
+    };
+    let each: Vec<String> = used.iter().map(|&s| format!("`{}` {}", s.suffix(), formula(s))).collect();
+    if each.is_empty() {
+        return String::new();
+    }
+    format!(" Shaped runs are rewarded {} of the aggregated score r (r_ref: a π_ref response's r).", each.join(", "))
+}
+
 /// The distinct values of `v`, ascending, comma-separated (for the report's sentences).
 pub fn listed(mut v: Vec<u64>) -> String {
     v.sort_unstable();

@@ -177,12 +177,13 @@ fn lines(cell: &[&ExpectedSeries], members_grey: bool) -> Vec<Line> {
     let mut out = Vec::new();
     for s in cell {
         let agg = s.line.aggregator;
-        let single = agg.member().is_some();
-        let member = single && !lone && members_grey;
+        // A shaped member is drawn as its own line (`member0+par alone`), never grey.
+        let single = agg.aggregator.member().is_some();
+        let member = agg.member().is_some() && !lone && members_grey;
         let label = match agg.lambda() {
             Some(_) => agg.label(),
             None if member => "single members (mean)".to_string(),
-            None if lone => "single proxy".to_string(),
+            None if lone => format!("single proxy{}", agg.shaping.suffix()),
             None if single => format!("{} alone", agg.name()),
             None => agg.name(),
         };

@@ -12,7 +12,7 @@ use crate::cell::store::{hex, write_atomic_with};
 use crate::error::{Error, Result};
 pub use crate::frame::{read_parquet, Columns};
 use crate::output::check;
-use crate::stats::aggregate::Aggregator;
+use crate::stats::shaping::Objective;
 
 /// One row of the reward-model table (`rm.parquet`, `rm.csv`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -250,7 +250,7 @@ pub fn read_curves(path: &Path) -> Result<Vec<CurveRow>> {
     let lambda = c.maybe_f64("lambda")?;
     let aggregators = (0..aggregator.len())
         .map(|i| {
-            Aggregator::from_parts(&aggregator[i], lambda[i])
+            Objective::from_parts(&aggregator[i], lambda[i])
                 .ok_or_else(|| c.error(format!("row {i}: no aggregator is named {:?} with λ {:?}", aggregator[i], lambda[i])))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -131,12 +131,15 @@ pub fn population_variance(x: &[f32]) -> f64 {
     x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / x.len() as f64
 }
 
-/// `uwo(0.5)` for an aggregator named `name` with λ, the bare name otherwise: the one label
-/// of an aggregator in tables, claims and legends.
+/// `uwo(0.5)` for an aggregator named `name` with λ, the bare name otherwise, and a shaped
+/// one's suffix after it (`uwo+par` → `uwo(0.5)+par`, [`super::shaping`]): the one label of
+/// an aggregator in tables, claims and legends.
 pub fn label(name: &str, lambda: Option<f64>) -> String {
+    let (base, shaping) = super::shaping::split(name);
+    let shaped = shaping.map(|s| format!("+{s}")).unwrap_or_default();
     match lambda {
-        Some(l) => format!("{name}({l})"),
-        None => name.to_string(),
+        Some(l) => format!("{base}({l}){shaped}"),
+        None => format!("{base}{shaped}"),
     }
 }
 

@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 
 use crate::stats::fit::{fit_form, linear_fit, Form, FormFit, LinearFit};
-use crate::stats::aggregate::Aggregator;
+use crate::stats::shaping::Objective;
 use crate::stats::curve::{CurveRow, Line, Traits};
 use crate::stats::stopping::{at_kl, regret, Regret, Rule, Series};
 
@@ -40,12 +40,12 @@ impl CurveId {
         }
     }
 
-    /// The aggregator with its λ: `uwo(0.5)`, `mean`.
+    /// The aggregator with its λ and shaping: `uwo(0.5)`, `mean`, `mean+par`.
     pub fn aggregator_label(&self) -> String {
         self.line.aggregator.label()
     }
 
-    /// The member index of a single-member curve (`member3` → 3).
+    /// The member index of an unshaped single-member curve (`member3` → 3).
     pub fn single_member(&self) -> Option<usize> {
         self.line.aggregator.member()
     }
@@ -330,7 +330,8 @@ fn coefficient(f: &FormFit, name: &str) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScalingRow {
     pub method: String,
-    pub aggregator: Aggregator,
+    /// The aggregator and its shaping.
+    pub aggregator: Objective,
     pub kl_penalty: Option<f64>,
     pub label_noise: f64,
     pub axis: Axis,

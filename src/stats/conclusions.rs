@@ -20,7 +20,9 @@
 //!   same units (same prompts and pools for best-of-n, same evaluation prompts for PPO): at
 //!   the last point, for PPO also at the largest KL both reach, and at each one's peak
 //!   (each chosen as for `peak`). Positive = the aggregator keeps more gold. `single` pools
-//!   the single members unit by unit.
+//!   the single members unit by unit. A shaped group (`mean+par`, and `single+par` pooling
+//!   the members shaped alike) is its own group, compared with the same group unshaped and,
+//!   for a shaped mean, wco or uwo, with `single` ([`crate::stats::shaping`]).
 //! - **`stop`**: the regret of a gold-free stopping rule: gold at the expected curve's peak
 //!   (chosen on the other replicates) − gold where the rule stops, the rule reading one half
 //!   of a run's units and graded on the other half (its signals and the gold that grades
@@ -46,6 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use super::claims::{ClaimSelector, ConclusionsSpec};
 use crate::stats;
+use crate::stats::shaping;
 use crate::stats::curve::Traits;
 use crate::stats::stopping::{Rule, Series};
 
@@ -614,12 +617,13 @@ pub struct Claim {
     pub note: String,
 }
 
-/// Aggregator group of a curve: `single` for a member, its label otherwise.
-fn group(c: &UnitCurve) -> &str {
-    if c.is_single() {
-        "single"
-    } else {
-        &c.aggregator
+/// Aggregator group of a curve: `single` for a member, its label otherwise; a shaped
+/// member's `single` with its shaping (`member0+par` → `single+par`).
+fn group(c: &UnitCurve) -> String {
+    match shaping::split(&c.aggregator) {
+        (base, Some(s)) if crate::stats::aggregate::member_index(base).is_some() => format!("single+{s}"),
+        _ if c.is_single() => "single".into(),
+        _ => c.aggregator.clone(),
     }
 }
 
@@ -631,10 +635,42 @@ fn setting(c: &UnitCurve) -> Setting {
 }
 
 /// The order aggregator groups are listed in: `single` (the members), then the aggregators'
-/// own order ([`crate::stats::aggregate::order`]: mean, median, wco, uwo, mean_std, others).
+/// own order ([`crate::stats::aggregate::order`]: mean, median, wco, uwo, mean_std, others),
+/// each group's shaped groups after it.
 fn group_rank(g: &str) -> (u8, String) {
-    let rank = if g == "single" { 0 } else { crate::stats::aggregate::order(g.split('(').next().unwrap_or(g)).0 };
+    let base = shaping::split(g).0;
+    let rank = if base == "single" { 0 } else { crate::stats::aggregate::order(base.split('(').next().unwrap_or(base)).0 };
     (rank, g.to_string())
+}
+
+/// The `gap` pairs (group, baseline) of a setting's groups, in claim order: mean, wco and
+/// each uwo against `single`, wco and each uwo against `mean`; then each shaped group
+/// against the same group unshaped (`single+par` against `single`, `mean+par` against
+/// `mean`), and each shaped mean, wco and uwo against `single`.
+fn gap_pairs<'a>(groups: impl Iterator<Item = &'a str> + Clone) -> Vec<(String, String)> {
+    let of = |kinds: &'static [&'static str], shaped: bool, baseline: &'static str| {
+        groups
+            .clone()
+            .filter(move |g| {
+                let (kind, is_shaped) = aggregate_kind(g);
+                kinds.contains(&kind) && is_shaped == shaped
+            })
+            .map(move |g| (g.to_string(), baseline.to_string()))
+    };
+    let mut pairs: Vec<(String, String)> = of(&["mean", "wco", "uwo"], false, "single").chain(of(&["wco", "uwo"], false, "mean")).collect();
+    pairs.extend(groups.clone().filter_map(|g| match shaping::split(g) {
+        (base, Some(_)) => Some((g.to_string(), base.to_string())),
+        _ => None,
+    }));
+    pairs.extend(of(&["mean", "wco", "uwo"], true, "single"));
+    pairs
+}
+
+/// A group's aggregator without its λ, and whether it is shaped: `uwo(0.1)+par` → (`uwo`,
+/// true).
+fn aggregate_kind(g: &str) -> (&str, bool) {
+    let (base, shaped) = shaping::split(g);
+    (base.split('(').next().unwrap_or(base), shaped.is_some())
 }
 
 fn beta_text(b: Option<f64>) -> String {
@@ -862,7 +898,8 @@ pub fn claims(curves: &[UnitCurve]) -> Vec<Claim> {
 
 /// Every claim of the study, judged: in a fixed order, `overopt` and `peak` for every
 /// method × ensemble × β × aggregator group; `gap` of mean, wco and each uwo against
-/// `single` and of wco and each uwo against `mean` (at the last point, for PPO at matched
+/// `single` and of wco and each uwo against `mean`, then of each shaped group against it
+/// unshaped and of each shaped mean, wco and uwo against `single` (at the last point, for PPO at matched
 /// KL, and at each one's peak); `vs` for every pair of methods whose KL is measured, at
 /// matched KL ([`method_gaps`]); `stop` for every rule and the cross-validated choice, per
 /// method. Then families, p-values, adjusted verdicts and power lines.
@@ -872,7 +909,7 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
     for c in curves {
         by.entry(setting(c))
             .or_default()
-            .entry(group_rank(group(c)))
+            .entry(group_rank(&group(c)))
             .or_default()
             .entry(c.replicate)
             .or_default()
@@ -950,18 +987,8 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
             }
         }
         // gap
-        let mut pairs: Vec<(String, &str)> = Vec::new();
-        for ((_, g), _) in groups {
-            if matches!(g.split('(').next().unwrap_or(g), "mean" | "wco" | "uwo") {
-                pairs.push((g.clone(), "single"));
-            }
-        }
-        for ((_, g), _) in groups {
-            if matches!(g.split('(').next().unwrap_or(g), "wco" | "uwo") {
-                pairs.push((g.clone(), "mean"));
-            }
-        }
-        for (agg, baseline) in pairs {
+        for (agg, baseline) in gap_pairs(groups.keys().map(|(_, g)| g.as_str())) {
+            let baseline = baseline.as_str();
             if !pooled_groups.contains_key(baseline) {
                 continue;
             }
@@ -1317,12 +1344,17 @@ fn pooled_at_kl(p: &Pooled, at: f64) -> Option<Vec<f64>> {
     units_at_kl(&p.kl, &p.gold, at)
 }
 
-/// Whether a selector picks a claim: kind, method, aggregator (`uwo` matches any λ) and
+/// Whether a selector picks a claim: kind, method, aggregator (`uwo` matches any λ, `uwo+par`
+/// any λ shaped by PAR) and
 /// baseline as given; the ensemble as given or, if unset, the smallest one (the first in
 /// `smallest`); β as given or, if unset, the smallest one of the method; `at` as given or,
 /// for a gap, `final`.
 fn selects(s: &ClaimSelector, c: &Claim, smallest: &str, least_beta: Option<f64>) -> bool {
-    let agg_ok = c.aggregator == s.aggregator || (!s.aggregator.contains('(') && c.aggregator.split('(').next() == Some(s.aggregator.as_str()) && c.kind != "stop");
+    let any_lambda = || {
+        let ((claim, claim_shaping), (asked, asked_shaping)) = (shaping::split(&c.aggregator), shaping::split(&s.aggregator));
+        !asked.contains('(') && claim.split('(').next() == Some(asked) && claim_shaping == asked_shaping
+    };
+    let agg_ok = c.aggregator == s.aggregator || (c.kind != "stop" && any_lambda());
     let at_ok = match &s.at {
         Some(a) => c.at == *a || (a == "matched" && c.at.starts_with("matched")),
         None => !(c.kind == "gap" || c.kind == "source") || c.at == "final",
@@ -1486,7 +1518,7 @@ impl Oracle {
         let study = cs.iter().map(|c| c.replicate).collect::<BTreeSet<_>>().len();
         let mut groups: BTreeMap<(String, String, Option<u64>), Reps> = BTreeMap::new();
         for c in cs {
-            groups.entry((c.ensemble.clone(), group(c).to_string(), c.kl_penalty.map(f64::to_bits))).or_default().entry(c.replicate).or_default().push(c);
+            groups.entry((c.ensemble.clone(), group(c), c.kl_penalty.map(f64::to_bits))).or_default().entry(c.replicate).or_default().push(c);
         }
         let mut peak_at = BTreeMap::new();
         if study >= 2 {
@@ -1514,7 +1546,7 @@ impl Oracle {
         if self.study < 2 {
             return Some([peak_index(&half_curve(&c.gold, 0))?, peak_index(&half_curve(&c.gold, 1))?]);
         }
-        let at = self.peak_at.get(&(c.ensemble.clone(), group(c).to_string(), c.kl_penalty.map(f64::to_bits), c.replicate))?;
+        let at = self.peak_at.get(&(c.ensemble.clone(), group(c), c.kl_penalty.map(f64::to_bits), c.replicate))?;
         let k = c.at.iter().position(|a| a == at)?;
         Some([k, k])
     }
@@ -1791,7 +1823,7 @@ type GroupKey = (String, String, Option<u64>, String);
 fn expected_groups(curves: &[UnitCurve], singles: bool) -> Vec<(GroupKey, BTreeMap<u64, Pooled>)> {
     let mut by: BTreeMap<(String, String, Option<u64>, (u8, String)), Reps> = BTreeMap::new();
     for c in curves.iter().filter(|c| !singles || c.is_single() || c.aggregator == "direct") {
-        by.entry((c.method.clone(), c.ensemble.clone(), c.kl_penalty.map(f64::to_bits), group_rank(group(c))))
+        by.entry((c.method.clone(), c.ensemble.clone(), c.kl_penalty.map(f64::to_bits), group_rank(&group(c))))
             .or_default()
             .entry(c.replicate)
             .or_default()

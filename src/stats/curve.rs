@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::Aggregator;
+use super::shaping::Objective;
 use super::fit::Form;
 
 /// What the statistics need to know of a method, declared by the method
@@ -45,9 +45,10 @@ pub struct Measures {
 pub struct CurveRow {
     /// `bon` (or `ppo`).
     pub method: String,
-    /// The aggregator (written as its name, `member0`, `mean`, `wco`, `uwo`, `median`,
-    /// `mean_std`, and its λ where it has one).
-    pub aggregator: Aggregator,
+    /// The aggregator and its shaping (written as its name, `member0`, `mean`, `wco`, `uwo`,
+    /// `median`, `mean_std`, a shaped one's with its suffix, `mean+par`, and its λ where it
+    /// has one).
+    pub aggregator: Objective,
     pub proxy_size: String,
     pub proxy_params: u64,
     /// Training pairs of the ensemble's proxies.
@@ -98,7 +99,8 @@ pub struct Line {
     pub method: String,
     /// `SIZE/dDATA/nNOISE`.
     pub ensemble: String,
-    pub aggregator: Aggregator,
+    /// The aggregator and its shaping.
+    pub aggregator: Objective,
     /// PPO's KL-penalty coefficient β (none for best-of-n).
     pub kl_penalty: Option<f64>,
     pub proxy_size: String,

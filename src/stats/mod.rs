@@ -3,6 +3,8 @@
 //! of the study's own: pure functions and records.
 //!
 //! - [`aggregate`]: the ensemble aggregators (mean, worst case, uncertainty-weighted, …);
+//! - [`shaping`]: reward shaping of the aggregated score (PAR, centering, clipping, a
+//!   length penalty) and the label of a shaped aggregator;
 //! - [`curve`]: the curve point, the one record of a point of an optimization curve;
 //! - [`fit`]: Gao's functional forms fitted against √KL;
 //! - [`stopping`]: gold-free stopping rules and their regret;
@@ -19,6 +21,7 @@ pub mod conclusions;
 pub mod curve;
 pub mod fit;
 pub mod inference;
+pub mod shaping;
 pub mod stopping;
 
 pub use inference::*;

@@ -198,7 +198,7 @@ fn units_frame(units: &[BonUnits]) -> Result<DataFrame> {
 pub fn point_row(pt: BonPoint, aggregator: Aggregator, proxy: &ProxyCell, params: u64, prompts: usize, pool: usize) -> CurveRow {
     CurveRow {
         method: "bon".into(),
-        aggregator,
+        aggregator: aggregator.into(),
         proxy_size: proxy.size.name.clone(),
         proxy_params: params,
         data_size: proxy.data_size as u64,

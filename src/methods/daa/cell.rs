@@ -46,6 +46,7 @@ impl DaaCell {
             ensemble: self.ensemble.clone(),
             members: self.members.clone(),
             aggregator: crate::stats::aggregate::Aggregator::Direct,
+            shaping: crate::stats::shaping::Shaping::None,
             beta: self.beta,
             replicate: self.replicate,
         }

@@ -175,7 +175,12 @@ pub fn train(ctx: &Context, run: &Run, policy: &Policy, varmap: &VarMap, progres
         Ok(out)
     };
     let (ref_w, ref_l) = (ref_of(&run.chosen)?, ref_of(&run.rejected)?);
-    let spec = RunSpec { id: run.id.clone(), aggregator: crate::stats::aggregate::Aggregator::Direct, beta: run.beta };
+    let spec = RunSpec {
+        id: run.id.clone(),
+        aggregator: crate::stats::aggregate::Aggregator::Direct,
+        shaping: crate::stats::shaping::Shaping::None,
+        beta: run.beta,
+    };
     let (mut losses, mut out) = (Vec::new(), Outcome { checkpoints: Vec::new(), steps_per_epoch });
     out.checkpoints.push(checkpoint(ctx, run, &spec, &view, (&ref_w, &ref_l), 0, steps_per_epoch, &mut losses)?);
     let mut order: Vec<u32> = all.clone();

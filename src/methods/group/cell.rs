@@ -1,5 +1,5 @@
 //! The cell of one group-relative run: one of PPO's sweep runs (an ensemble, an aggregator,
-//! a β) trained by GRPO or RLOO from π_ref. Stores the final policy's weights and the
+//! a shaping, a β) trained by GRPO or RLOO from π_ref. Stores the final policy's weights and the
 //! outcome (every evaluation checkpoint, every update's diagnostics); a run that diverges is
 //! stored as a failure naming run and update, as PPO's.
 
@@ -51,7 +51,7 @@ impl CellKind for GroupCell {
     fn recipe(&self, exp: &Experiment) -> Value {
         let mut settings = serde_json::to_value(self.spec(exp)).expect("group spec serializes");
         settings.as_object_mut().expect("group spec is a table").remove("enabled");
-        json!({
+        self.run.with_shaping(exp, json!({
             "run": self.id(),
             "estimator": self.estimator,
             "aggregator": self.run.aggregator,
@@ -61,7 +61,7 @@ impl CellKind for GroupCell {
             "world": exp.world_recipe(),
             "replicate": self.run.replicate,
             "seed": exp.replicate_seed(self.run.replicate),
-        })
+        }))
     }
     fn code_version(&self) -> &'static str {
         env!("GOODHART_CODE_GROUP")
@@ -83,6 +83,7 @@ impl CellKind for GroupCell {
         }
         w.infer(evals * seq, exp.params.gold);
         w.train(rollouts * s.epochs as f64 * seq, policy);
+        self.run.reference_work(exp, &mut w, s.updates, s.prompts);
         w
     }
     fn units(&self, exp: &Experiment) -> u64 {
@@ -105,6 +106,7 @@ fn make(x: &Inputs, cell: &GroupCell, dir: &Path, pb: &indicatif::ProgressBar) -
     let spec = crate::methods::ppo::RunSpec {
         id: cell.id(),
         aggregator: cell.run.aggregator,
+        shaping: cell.run.shaping,
         beta: cell.run.beta,
     };
     store_run(

@@ -75,8 +75,8 @@ impl Method for GroupRl {
 
     fn size_keys(&self) -> &'static str {
         match self.0 {
-            Estimator::Grpo => "replicates × runs (ppo.kl_penalties × aggregators) × grpo.updates × grpo.prompts × grpo.group",
-            Estimator::Rloo => "replicates × runs (ppo.kl_penalties × aggregators) × rloo.updates × rloo.prompts × rloo.group",
+            Estimator::Grpo => "replicates × runs (ppo.kl_penalties × aggregators × ppo.shaping) × grpo.updates × grpo.prompts × grpo.group",
+            Estimator::Rloo => "replicates × runs (ppo.kl_penalties × aggregators × ppo.shaping) × rloo.updates × rloo.prompts × rloo.group",
         }
     }
 
@@ -134,7 +134,12 @@ impl Method for GroupRl {
         Needs {
             policies: runs,
             batch: Some(Part { what: batch, key, count: u(s.minibatch) }),
-            rollouts: Some(Part { what: rollouts, key, count: u(s.prompts).saturating_mul(u(s.group)).saturating_add(u(exp.ppo.eval_prompts)) }),
+            // PAR and centering sample one π_ref response per training prompt besides.
+            rollouts: Some(Part {
+                what: rollouts,
+                key,
+                count: u(s.prompts).saturating_mul(u(s.group) + u64::from(exp.ppo.reads_reference())).saturating_add(u(exp.ppo.eval_prompts)),
+            }),
             unit_rows: rows,
             unit_values: rows.saturating_mul(12 + u(exp.proxy.members)),
             unit_keys: keys,
@@ -172,12 +177,13 @@ impl Method for GroupRl {
         };
         format!(
             "**{}** (group-relative, no critic; {kl}): KL penalties {}, evaluated at steps {}…{} on {} held-out \
-             prompts (PPO's, with PPO's samples at step 0); KL(π‖π_ref) is the k1 estimate on fresh samples in nats.",
+             prompts (PPO's, with PPO's samples at step 0); KL(π‖π_ref) is the k1 estimate on fresh samples in nats.{}",
             self.0.label(),
             crate::methods::betas(rows),
             steps.iter().min().unwrap_or(&0),
             steps.iter().max().unwrap_or(&0),
             crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
+            crate::methods::shaped_sentence(rows),
         )
     }
 
@@ -191,7 +197,7 @@ fn train_frame(stem: &str, rows: &[(GroupCell, UpdateStats)]) -> Result<DataFram
     let x = |f: fn(&UpdateStats) -> f64| rows.iter().map(|(_, u)| f(u)).collect::<Vec<_>>();
     let columns = vec![
         Column::new("run".into(), rows.iter().map(|(c, _)| c.id()).collect::<Vec<_>>()),
-        Column::new("aggregator".into(), rows.iter().map(|(c, _)| c.run.aggregator.name()).collect::<Vec<_>>()),
+        Column::new("aggregator".into(), rows.iter().map(|(c, _)| c.run.objective().name()).collect::<Vec<_>>()),
         Column::new("lambda".into(), rows.iter().map(|(c, _)| c.run.aggregator.lambda()).collect::<Vec<_>>()),
         Column::new("ensemble".into(), rows.iter().map(|(c, _)| c.run.ensemble.clone()).collect::<Vec<_>>()),
         Column::new("kl_penalty".into(), rows.iter().map(|(c, _)| c.run.beta).collect::<Vec<_>>()),

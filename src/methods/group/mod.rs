@@ -3,12 +3,14 @@
 //!
 //! One update, in order:
 //! 1. sample `group` responses for each of `prompts` training prompts from π at temperature
-//!    1 and score each through the run's aggregator (PPO's [`rollout::collect`]);
+//!    1 and score each through the run's aggregator (PPO's [`rollout::collect`]), shaped as
+//!    PPO's ([`rollout::shape`]; r_ref from one π_ref response per prompt, shared by its
+//!    group, so `center` leaves both methods' advantages as they are);
 //! 2. [`advantages`], one per response:
-//!    - GRPO (Shao et al. 2024): reward = the aggregated score; advantage = (reward − the
+//!    - GRPO (Shao et al. 2024): reward = the (shaped) score; advantage = (reward − the
 //!      group's mean) / (the group's standard deviation + [`STD_EPS`]); the KL to π_ref is a
 //!      term of the loss, β·k3 per response token;
-//!    - RLOO (Ahmadian et al. 2024): reward = the aggregated score − β·(summed k1 of the
+//!    - RLOO (Ahmadian et al. 2024): reward = the (shaped) score − β·(summed k1 of the
 //!      response); advantage = reward − the mean reward of the group's other responses;
 //! 3. [`optimize`]: epochs of shuffled minibatches of the clipped surrogate (every token of a
 //!    response carries its response's advantage), with GRPO's KL term, gradient-norm
@@ -179,7 +181,8 @@ fn update(
     let mut rng = crate::seed::rng(ctx.seed, &format!("{}/rollout{}", run.id, update - 1));
     let ro = rollout::collect(ctx.world, view, ctx.reference, &ctx.members, run.aggregator, &prompts, &mut rng)?;
     let (k1, _) = sequence_kl(&ro.logp, &ro.ref_logp, &ro.mask, ro.width);
-    let scores: Vec<f64> = ro.score.iter().map(|&s| s as f64).collect();
+    let stream = format!("group/train/update{}/reference", update - 1);
+    let scores: Vec<f64> = rollout::shape(ctx, run, &ro, &prompts, spec.group, &stream)?.iter().map(|&s| s as f64).collect();
     let (rewards, adv) = advantages(estimator, &scores, &k1, spec.group, run.beta);
     if let Some(&v) = rewards.iter().chain(&adv).find(|v| !v.is_finite()) {
         return Err(Error::NonFiniteLoss {

@@ -1,5 +1,6 @@
-//! The PPO runs of the grid (ensembles × aggregators × KL penalties), and the cell of one:
-//! one PPO run against an ensemble through one aggregator at one KL penalty, from π_ref.
+//! The PPO runs of the grid (ensembles × aggregators × shapings × KL penalties), and the cell
+//! of one: one PPO run against an ensemble through one aggregator and shaping at one KL
+//! penalty, from π_ref.
 //! Stores the final policy's weights and the outcome (every evaluation checkpoint and every
 //! update's diagnostics). A run that diverges (a non-finite loss or score) is stored as a
 //! failure naming run and update: with the same code and settings it would diverge again.
@@ -17,6 +18,7 @@ use crate::config::Experiment;
 use crate::cell::store::Meta;
 use crate::error::{Error, Result};
 use crate::stats::curve::replicate_suffix;
+use crate::stats::shaping::{Objective, Shaping};
 use crate::train::proxy::{ensembles, ProxyCell};
 
 /// One PPO run of the sweep.
@@ -26,28 +28,60 @@ pub struct PpoCell {
     /// Indices of the ensemble's members in the proxy list.
     pub members: Vec<usize>,
     pub aggregator: crate::stats::aggregate::Aggregator,
+    /// The shaping of the aggregated score (`none` for most runs).
+    pub shaping: Shaping,
     /// KL-penalty coefficient β.
     pub beta: f64,
     pub replicate: usize,
 }
 
 impl PpoCell {
-    /// Stable run id: `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA[/rR]`.
+    /// Stable run id: `ppo/ENSEMBLE/AGGREGATOR[(λ)][+SHAPING]/bBETA[/rR]` (the aggregator's
+    /// label, [`Objective::label`]).
     pub fn id(&self) -> String {
-        let lambda = self.aggregator.lambda().map(|l| format!("({l})")).unwrap_or_default();
-        format!(
-            "ppo/{}/{}{lambda}/b{}{}",
-            self.ensemble,
-            self.aggregator.name(),
-            self.beta,
-            replicate_suffix(self.replicate)
-        )
+        format!("ppo/{}/{}/b{}{}", self.ensemble, self.objective().label(), self.beta, replicate_suffix(self.replicate))
+    }
+
+    /// What the run optimizes: its aggregator and shaping.
+    pub fn objective(&self) -> Objective {
+        Objective { aggregator: self.aggregator, shaping: self.shaping }
+    }
+
+    /// `recipe` with the run's shaping and the parameter it reads (`shaping`, and
+    /// `shaping_clip` or `length_penalty`); as it is for `none`, so an unshaped run's recipe
+    /// (and key) is what it was before shaping existed.
+    pub fn with_shaping(&self, exp: &Experiment, mut recipe: Value) -> Value {
+        let p = &exp.ppo;
+        let extra = match self.shaping {
+            Shaping::None => return recipe,
+            Shaping::Par | Shaping::Center => json!({ "shaping": self.shaping }),
+            Shaping::Clip => json!({ "shaping": self.shaping, "shaping_clip": p.shaping_clip }),
+            Shaping::Length => json!({ "shaping": self.shaping, "length_penalty": p.length_penalty }),
+        };
+        if let (Some(r), Value::Object(extra)) = (recipe.as_object_mut(), extra) {
+            r.extend(extra);
+        }
+        recipe
+    }
+
+    /// The work of a run's r_ref (`par`, `center`): one π_ref response sampled per training
+    /// prompt of each of `updates` updates (`prompts` each), scored by every member.
+    pub fn reference_work(&self, exp: &Experiment, w: &mut Work, updates: usize, prompts: usize) {
+        if !self.shaping.reads_reference() {
+            return;
+        }
+        let seq = exp.world_config(0).seq_len() as f64;
+        let n = (updates * prompts) as f64 * seq;
+        w.infer(n, exp.params.policy);
+        for _ in 0..self.members.len() {
+            w.infer(n, member_params(exp, &self.ensemble));
+        }
     }
 }
 
 /// Every PPO run of one replicate's proxy list `cells` (from [`proxy_cells`]): the
 /// ensembles `ppo.sizes` × `ppo.data_sizes` × `ppo.noise` select (in grid order), × the PPO
-/// aggregators × `ppo.kl_penalties`.
+/// aggregators × `ppo.shaping` × `ppo.kl_penalties`.
 pub fn ppo_cells(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
     if !exp.ppo.enabled {
         return Vec::new();
@@ -71,14 +105,17 @@ pub fn sweep(exp: &Experiment, cells: &[ProxyCell]) -> Vec<PpoCell> {
             continue;
         }
         for aggregator in p.aggregator_list(members.len()) {
-            for &beta in &p.kl_penalties {
-                out.push(PpoCell {
-                    ensemble: ensemble.clone(),
-                    members: members.clone(),
-                    aggregator,
-                    beta,
-                    replicate: c.replicate,
-                });
+            for shaping in p.shapings() {
+                for &beta in &p.kl_penalties {
+                    out.push(PpoCell {
+                        ensemble: ensemble.clone(),
+                        members: members.clone(),
+                        aggregator,
+                        shaping,
+                        beta,
+                        replicate: c.replicate,
+                    });
+                }
             }
         }
     }
@@ -96,12 +133,26 @@ impl CellKind for PpoCell {
         self.replicate
     }
     fn recipe(&self, exp: &Experiment) -> Value {
-        // The run's settings, without the lists that only choose which runs exist.
+        // The run's settings, without the lists that only choose which runs exist (the
+        // shaping and its parameter are the run's own, added where it has one).
         let mut settings = serde_json::to_value(&exp.ppo).expect("ppo spec serializes");
-        for k in ["enabled", "sizes", "data_sizes", "noise", "kl_penalties", "single_members", "aggregators", "uwo_lambdas", "mean_std_lambdas"] {
+        for k in [
+            "enabled",
+            "sizes",
+            "data_sizes",
+            "noise",
+            "kl_penalties",
+            "single_members",
+            "aggregators",
+            "uwo_lambdas",
+            "mean_std_lambdas",
+            "shaping",
+            "shaping_clip",
+            "length_penalty",
+        ] {
             settings.as_object_mut().expect("ppo spec is a table").remove(k);
         }
-        json!({
+        self.with_shaping(exp, json!({
             "run": self.id(),
             "aggregator": self.aggregator,
             "kl_penalty": self.beta,
@@ -109,7 +160,7 @@ impl CellKind for PpoCell {
             "world": exp.world_recipe(),
             "replicate": self.replicate,
             "seed": exp.replicate_seed(self.replicate),
-        })
+        }))
     }
     fn code_version(&self) -> &'static str {
         env!("GOODHART_CODE_PPO")
@@ -131,6 +182,7 @@ impl CellKind for PpoCell {
         }
         w.infer(evals * seq, exp.params.gold);
         w.train((p.updates * p.epochs * p.rollout) as f64 * seq, policy);
+        self.reference_work(exp, &mut w, p.updates, p.rollout);
         w
     }
     fn units(&self, exp: &Experiment) -> u64 {
@@ -224,6 +276,7 @@ pub fn make(x: &Inputs, run: &PpoCell, dir: &Path, pb: &indicatif::ProgressBar) 
     let spec = crate::methods::ppo::RunSpec {
         id: run.id(),
         aggregator: run.aggregator,
+        shaping: run.shaping,
         beta: run.beta,
     };
     store_run(

@@ -45,7 +45,7 @@ impl Method for Ppo {
     }
 
     fn size_keys(&self) -> &'static str {
-        "replicates × PPO runs (ppo.kl_penalties × aggregators) × ppo.updates × ppo.rollout"
+        "replicates × PPO runs (ppo.kl_penalties × aggregators × ppo.shaping) × ppo.updates × ppo.rollout"
     }
 
     fn assemble(&self, exp: &Experiment, proxies: &[&ProxyCell], cells: &[Made], _store: &Path) -> Result<Assembled> {
@@ -89,10 +89,11 @@ impl Method for Ppo {
         Needs {
             policies: runs,
             batch: Some(Part { what: "one PPO minibatch (ppo.minibatch)", key: "ppo.minibatch", count: u(p.minibatch) }),
+            // PAR and centering sample one π_ref response per rollout prompt besides.
             rollouts: Some(Part {
                 what: "PPO rollouts (ppo.rollout, ppo.eval_prompts)",
                 key: "ppo.rollout",
-                count: u(p.rollout) + u(p.eval_prompts),
+                count: u(p.rollout) * (1 + u64::from(p.reads_reference())) + u(p.eval_prompts),
             }),
             unit_rows: rows,
             unit_values: rows.saturating_mul(12 + u(x.members)),
@@ -120,11 +121,12 @@ impl Method for Ppo {
         format!(
             "**PPO**: KL penalties {}, evaluated at steps {}…{} on {} held-out prompts; KL(π‖π_ref) is \
              the k1 estimate on fresh samples in nats (values below 0, sampling noise near π_ref, are read \
-             as 0 here).",
+             as 0 here).{}",
             crate::methods::betas(rows),
             steps.iter().min().unwrap_or(&0),
             steps.iter().max().unwrap_or(&0),
             crate::methods::listed(rows.iter().map(|r| r.prompts).collect()),
+            crate::methods::shaped_sentence(rows),
         )
     }
 
@@ -160,7 +162,7 @@ pub(crate) fn checkpoint_rows(method: &str, exp: &Experiment, run: &PpoCell, cel
             let (gold, gold_se) = crate::stats::mean_se(&e.gold_by_prompt);
             CurveRow {
                 method: method.into(),
-                aggregator: run.aggregator,
+                aggregator: run.objective(),
                 proxy_size: cell.size.name.clone(),
                 proxy_params: params,
                 data_size: cell.data_size as u64,
@@ -196,7 +198,7 @@ fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<
         .iter()
         .map(|u| TrainRow {
             run: run.id(),
-            aggregator: run.aggregator.name(),
+            aggregator: run.objective().name(),
             lambda: run.aggregator.lambda(),
             ensemble: run.ensemble.clone(),
             kl_penalty: run.beta,
@@ -210,8 +212,9 @@ fn rows(exp: &Experiment, run: &PpoCell, cell: &ProxyCell, o: &Outcome) -> (Vec<
 /// One PPO update's diagnostics, labelled with its run: `results/NAME/ppo_train.*`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainRow {
-    /// `ppo/ENSEMBLE/AGGREGATOR[(λ)]/bBETA`.
+    /// `ppo/ENSEMBLE/AGGREGATOR[(λ)][+SHAPING]/bBETA`.
     pub run: String,
+    /// The aggregator's name with its shaping (`mean+par`).
     pub aggregator: String,
     pub lambda: Option<f64>,
     pub ensemble: String,
@@ -277,7 +280,7 @@ pub(crate) fn units_frame(stem: &str, runs: &[(PpoCell, Vec<Evaluation>)]) -> Re
             for (i, &g) in e.gold_by_prompt.iter().enumerate() {
                 rep.push(run.replicate as u64);
                 ens.push(run.ensemble.clone());
-                agg.push(run.aggregator.name());
+                agg.push(run.objective().name());
                 lam.push(run.aggregator.lambda());
                 beta.push(run.beta);
                 step.push(e.step as u64);

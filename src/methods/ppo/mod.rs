@@ -3,8 +3,11 @@
 //! One update, in order (each step one function):
 //! 1. [`rollout::collect`]: sample one response per training prompt from π at temperature 1;
 //!    score it with the ensemble through the run's [`Aggregator`] (standardized units);
-//! 2. [`rollout::rewards`]: reward = the aggregated score at the response's last token,
-//!    minus β·k1 = β·(log π − log π_ref) on every response token;
+//! 2. [`rollout::shape`]: the run's shaping of each aggregated score (`ppo.shaping`:
+//!    none, PAR, centering, clipping, a length penalty; PAR and centering read r_ref, the
+//!    score of one π_ref response per training prompt); [`rollout::rewards`]: reward = the
+//!    shaped score at the response's last token, minus β·k1 = β·(log π − log π_ref) on every
+//!    response token;
 //! 3. [`advantages`]: GAE (γ, λ from the config) per response, advantages whitened over
 //!    the rollout's tokens;
 //! 4. [`optimize`]: several epochs of shuffled minibatches of the clipped surrogate and the
@@ -33,6 +36,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::stats::aggregate::{mean, population_variance, Aggregator};
+use crate::stats::shaping::Shaping;
 use crate::stats::curve::Measures;
 use crate::stats::mean_se;
 use crate::config::PpoSpec;
@@ -68,9 +72,11 @@ pub struct Context<'a> {
 /// One run of a sweep.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
-    /// `ppo/ENSEMBLE/AGGREGATOR[λ]/bBETA`, names the run in logs and errors.
+    /// `ppo/ENSEMBLE/AGGREGATOR[λ][+SHAPING]/bBETA`, names the run in logs and errors.
     pub id: String,
     pub aggregator: Aggregator,
+    /// The shaping of the aggregated score (its parameters are the context's `[ppo]`'s).
+    pub shaping: Shaping,
     /// KL-penalty coefficient β.
     pub beta: f64,
 }
@@ -111,7 +117,8 @@ pub struct EvalUnits {
 pub struct UpdateStats {
     /// 1-based: the policy after this update has had `update` updates.
     pub update: usize,
-    /// Rollout means: aggregated proxy score, summed k1 per response (nats), total reward.
+    /// Rollout means: aggregated proxy score, summed k1 per response (nats), total reward
+    /// (the shaped score less β·k1).
     pub proxy: f64,
     pub kl_k1: f64,
     pub reward: f64,
@@ -173,7 +180,8 @@ pub fn update(ctx: &Context, run: &RunSpec, policy: &Policy, view: &Policy, trai
     let prompts = training_prompts(ctx, update - 1);
     let mut rng = crate::seed::rng(ctx.seed, &format!("{}/rollout{}", run.id, update - 1));
     let ro = rollout::collect(ctx.world, view, ctx.reference, &ctx.members, run.aggregator, &prompts, &mut rng)?;
-    let rewards = rollout::rewards(&ro, run.beta);
+    let shaped = rollout::shape(ctx, run, &ro, &prompts, 1, &format!("ppo/train/update{}/reference", update - 1))?;
+    let rewards = rollout::rewards(&ro, &shaped, run.beta);
     check_finite(&rewards, run, update, "rewards")?;
     check_finite(&ro.values, run, update, "values")?;
     let (adv, ret) = advantages(&ro, &rewards, ctx.spec.gamma, ctx.spec.gae_lambda);

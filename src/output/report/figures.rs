@@ -32,7 +32,7 @@ pub(super) fn curve_figures(rows: &[CurveRow], dir: &Path) -> Result<Vec<String>
 pub(super) fn scaling_figure(fits: &[FitRow], dir: &Path) -> Result<bool> {
     let single: Vec<&FitRow> = fits
         .iter()
-        .filter(|f| f.target == Target::Gold && f.id.line.aggregator == crate::stats::aggregate::Aggregator::Member(0) && f.fit.is_some())
+        .filter(|f| f.target == Target::Gold && f.id.line.aggregator == crate::stats::aggregate::Aggregator::Member(0).into() && f.fit.is_some())
         .collect();
     let mut noises: Vec<f64> = single.iter().map(|f| f.id.line.label_noise).collect();
     noises.sort_by(f64::total_cmp);
