@@ -15,31 +15,36 @@ use goodhart::plan::Plan;
 use goodhart::train::proxy::ProxyCell;
 use goodhart::Experiment;
 
-const SOURCES: &str = "members = 2\nsources = [\"scratch\", \"finetune\", \"pretrain\", \"bootstrap\", \"multihead\", \"warm\"]\npretrain = { demonstrations = 200, steps = 10, batch = 16 }\n";
+const SOURCES: &str = "sources = [\"scratch\", \"finetune\", \"pretrain\", \"bootstrap\", \"multihead\", \"warm\"]\npretrain = { demonstrations = 200, steps = 10, batch = 16 }\n";
 
 fn with_sources() -> Experiment {
-    let text = common::tiny_with("members = 2\n", SOURCES);
+    let text = common::tiny_with("sources = [\"scratch\"]\n", SOURCES);
     Experiment::from_toml(&text, Path::new("sources.toml")).unwrap()
 }
 
-fn refused(replace: &str, with: &str) -> String {
-    let text = common::tiny_with(replace, with);
+/// The error of the tiny study with its `sources` line replaced by `with` (and, if given,
+/// its members by `members`).
+fn refused(with: &str, members: Option<&str>) -> String {
+    let mut text = common::tiny_with("sources = [\"scratch\"]\n", with);
+    if let Some(m) = members {
+        text = text.replacen("members = 2\n", m, 1);
+    }
     Experiment::from_toml(&text, Path::new("s.toml")).unwrap_err().to_string()
 }
 
 #[test]
 fn a_source_that_does_not_apply_is_refused_in_one_line() {
-    let e = refused("members = 2\n", "members = 2\nsources = [\"warm\"]\n");
+    let e = refused("sources = [\"warm\"]\n", None);
     assert!(e.contains("proxy.sources") && e.contains("finetune") && !e.contains('\n'), "{e}");
-    let e = refused("members = 2\n", "members = 1\nsources = [\"multihead\"]\n");
+    let e = refused("sources = [\"multihead\"]\n", Some("members = 1\n"));
     assert!(e.contains("proxy.members") && e.contains("at least 2") && !e.contains('\n'), "{e}");
-    let e = refused("members = 2\n", "members = 2\nsources = [\"finetune\", \"finetune\"]\n");
+    let e = refused("sources = [\"finetune\", \"finetune\"]\n", None);
     assert!(e.contains("proxy.sources[1]") && e.contains("distinct"), "{e}");
-    let e = refused("members = 2\n", "members = 2\nsources = []\n");
+    let e = refused("sources = []\n", None);
     assert!(e.contains("proxy.sources") && e.contains("at least 1"), "{e}");
-    let e = refused("members = 2\n", "members = 2\nsources = [\"finetune\"]\npretrain = { steps = 0 }\n");
+    let e = refused("sources = [\"finetune\"]\npretrain = { steps = 0 }\n", None);
     assert!(e.contains("proxy.pretrain.steps"), "{e}");
-    let e = refused("members = 2\n", "members = 2\nsources = [\"teacher\"]\n");
+    let e = refused("sources = [\"teacher\"]\n", None);
     assert!(e.contains("teacher") && !e.contains('\n'), "{e}");
 }
 
@@ -83,11 +88,14 @@ fn every_fine_tune_that_names_a_trunk_reads_the_one_cell() {
 
 #[test]
 fn scratch_ensembles_keep_their_ids_and_keys() {
-    // The default source is scratch: the same cells as a config that never names sources.
-    let plain = Plan::new(&common::tiny());
-    let named = Plan::new(&Experiment::from_toml(&common::tiny_with("members = 2\n", "members = 2\nsources = [\"scratch\"]\n"), Path::new("t.toml")).unwrap());
-    let ids = |p: &Plan| p.cells.iter().map(|c| (c.id.clone(), c.key.clone())).collect::<Vec<_>>();
-    assert_eq!(ids(&plain), ids(&named));
+    // A scratch proxy's recipe is what it was before sources existed (no `source` field);
+    // a finetune one names its source and reads a trunk.
+    let scratch = Plan::new(&common::tiny());
+    let finetune = Plan::new(&Experiment::from_toml(&common::tiny_with("sources = [\"scratch\"]\n", ""), Path::new("t.toml")).unwrap());
+    let recipe = |p: &Plan, id: &str| p.cells[p.find(id).unwrap_or_else(|| panic!("no {id}"))].recipe.clone();
+    assert!(recipe(&scratch, "proxy/a/d40/n0.00/k0").get("source").is_none());
+    assert_eq!(recipe(&finetune, "proxy/a/d40/n0.00/finetune/k0")["source"], "finetune", "the default source is finetune");
+    assert!(scratch.cells.iter().all(|c| c.kind.name() != "trunk"));
     let c = ProxyCell {
         size: goodhart::config::ProxySizeSpec { name: "s".into(), layers: 1, width: 8, heads: 2 },
         data_size: 500,
@@ -102,6 +110,8 @@ fn scratch_ensembles_keep_their_ids_and_keys() {
     assert_eq!((f.id(), f.ensemble_id()), ("proxy/s/d500/n0.25/finetune/k3/r2".to_string(), "s/d500/n0.25/finetune".to_string()));
     assert_eq!(goodhart::stats::conclusions::ensemble_source("s/d500/n0.25/finetune"), ("s/d500/n0.25", "finetune"));
     assert_eq!(goodhart::stats::conclusions::ensemble_source("s/d500/n0.25"), ("s/d500/n0.25", "scratch"));
+    // The statistics order sources as the grid does.
+    assert_eq!(Source::ALL.map(Source::name), goodhart::stats::conclusions::SOURCES);
 }
 
 #[test]
@@ -176,7 +186,8 @@ fn each_head_learns_by_its_own_loss_and_every_head_reaches_the_trunk() {
 #[test]
 fn a_study_over_every_source_runs_and_warm_is_the_mean_of_the_finetuned_members() {
     // Best-of-n alone: every ensemble's claims without PPO's runs.
-    let text = common::tiny_with("members = 2\n", SOURCES).replacen("[ppo]\n", "[ppo]\nenabled = false\n", 1);
+    let text = common::tiny_with("sources = [\"scratch\"]\n", SOURCES).replacen("[ppo]\n", "[ppo]\nenabled = false\n", 1)
+        + "\n[[conclusions.primary]]\nkind = \"source\"\nmethod = \"bon\"\naggregator = \"single\"\nbaseline = \"finetune mean\"\nensemble = \"a/d40/n0.00/warm\"\n";
     let exp = Experiment::from_toml(&text, Path::new("sources.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
@@ -220,4 +231,7 @@ fn a_study_over_every_source_runs_and_warm_is_the_mean_of_the_finetuned_members(
     assert!(conclusions.lines().any(|l| l.contains(",source,") && l.contains("warm")), "no source claim about WARM");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Where the ensemble's members come from"));
+    // A primary question about a source claim reads as one, with its verdict.
+    assert!(report.contains("best-of-n: warm single keeps more gold than finetune mean"), "{report}");
+    assert!(!report.contains("stopping by `single`"), "{report}");
 }

@@ -225,7 +225,7 @@ impl Default for ProxySpec {
             heldout: true,
             heldout_per_replicate: true,
             heldout_like: false,
-            sources: vec![Source::Scratch],
+            sources: vec![Source::Finetune],
             pretrain: PretrainSpec::default(),
         }
     }

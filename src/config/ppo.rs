@@ -311,10 +311,12 @@ impl PpoSpec {
         let sizes = if p.sizes.is_empty() { 1 } else { p.sizes.len() };
         let data = if p.data_sizes.is_empty() { 1 } else { p.data_sizes.len() };
         let noise = if p.noise.is_empty() { x.noise.len() } else { p.noise.len() };
+        // Each source is an ensemble of its own (WARM one model: its single member alone).
+        let per_source = x.sources.iter().try_fold(0usize, |acc, s| acc.checked_add(p.aggregator_list(s.members(x.members)).len()))?;
         sizes
             .checked_mul(data)?
             .checked_mul(noise)?
-            .checked_mul(p.aggregator_list(x.members).len())?
+            .checked_mul(per_source)?
             .checked_mul(p.kl_penalties.len())?
             .checked_mul(p.shaping.len())
     }

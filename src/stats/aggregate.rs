@@ -135,11 +135,21 @@ pub fn population_variance(x: &[f32]) -> f64 {
 /// one's suffix after it (`uwo+par` → `uwo(0.5)+par`, [`super::shaping`]): the one label of
 /// an aggregator in tables, claims and legends.
 pub fn label(name: &str, lambda: Option<f64>) -> String {
-    let (base, shaping) = super::shaping::split(name);
+    let (base, shaping) = split(name);
     let shaped = shaping.map(|s| format!("+{s}")).unwrap_or_default();
     match lambda {
         Some(l) => format!("{base}({l}){shaped}"),
         None => format!("{base}{shaped}"),
+    }
+}
+
+/// A label split at its shaping: `mean+par` → (`mean`, Some(`par`)), `uwo(0.1)` →
+/// (`uwo(0.1)`, None). The shaping's name is not checked
+/// ([`super::shaping::Shaping::from_name`] does).
+pub fn split(label: &str) -> (&str, Option<&str>) {
+    match label.split_once('+') {
+        Some((base, shaping)) => (base, Some(shaping)),
+        None => (label, None),
     }
 }
 

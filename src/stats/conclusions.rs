@@ -1003,25 +1003,6 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
                 format!("{label}: {agg} keeps more gold than {baseline} at {at} ({ensemble}{})", beta_text(beta))
             };
             // At the last point, and (where KL is measured) at the largest KL both reach.
-            let pointwise = |a: &BTreeMap<u64, Pooled>, b: &BTreeMap<u64, Pooled>, matched: bool| -> (Vec<Vec<f64>>, Vec<f64>) {
-                let mut kls = Vec::new();
-                let per = a
-                    .iter()
-                    .filter_map(|(r, pa)| {
-                        let pb = b.get(r)?;
-                        if !matched {
-                            return paired(pa.gold.last()?, pb.gold.last()?);
-                        }
-                        let kl = max_kl_of(pa).min(max_kl_of(pb));
-                        if !kl.is_finite() || kl <= 0.0 {
-                            return None;
-                        }
-                        kls.push(kl);
-                        paired(&pooled_at_kl(pa, kl)?, &pooled_at_kl(pb, kl)?)
-                    })
-                    .collect();
-                (per, kls)
-            };
             let (a, b) = (&pooled_groups[&agg], &pooled_groups[baseline]);
             let (wa, wb) = (with_worst(&agg), with_worst(baseline));
             let mut kinds = vec![false];
@@ -1207,6 +1188,29 @@ fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
     out
 }
 
+/// The paired gold differences of two groups' runs, replicate by replicate (those both
+/// have), unit by unit: at the last point, or (`matched`) at the largest KL both reach in
+/// that replicate, interpolated; and those KLs.
+fn pointwise(a: &BTreeMap<u64, Pooled>, b: &BTreeMap<u64, Pooled>, matched: bool) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let mut kls = Vec::new();
+    let per = a
+        .iter()
+        .filter_map(|(r, pa)| {
+            let pb = b.get(r)?;
+            if !matched {
+                return paired(pa.gold.last()?, pb.gold.last()?);
+            }
+            let kl = max_kl_of(pa).min(max_kl_of(pb));
+            if !kl.is_finite() || kl <= 0.0 {
+                return None;
+            }
+            kls.push(kl);
+            paired(&pooled_at_kl(pa, kl)?, &pooled_at_kl(pb, kl)?)
+        })
+        .collect();
+    (per, kls)
+}
+
 /// An ensemble id's proxies (size, data size, noise) and source: `s/d500/n0.25/finetune` →
 /// (`s/d500/n0.25`, `finetune`); no source is `scratch`.
 pub fn ensemble_source(ensemble: &str) -> (&str, &str) {
@@ -1216,9 +1220,13 @@ pub fn ensemble_source(ensemble: &str) -> (&str, &str) {
     }
 }
 
+/// The sources an ensemble id may end in, in the grid's order (`config::Source::ALL`'s
+/// names; a test holds them equal).
+pub const SOURCES: [&str; 6] = ["scratch", "finetune", "pretrain", "bootstrap", "multihead", "warm"];
+
 /// The rank of a source in the grid's order (unknown names last).
 fn source_rank(source: &str) -> usize {
-    crate::config::Source::ALL.iter().position(|s| s.name() == source).unwrap_or(usize::MAX)
+    SOURCES.iter().position(|s| *s == source).unwrap_or(usize::MAX)
 }
 
 /// Which lines of two ensembles of one method, β and proxies a `source` claim compares: the
@@ -1270,22 +1278,7 @@ fn source_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
                         if matched && !kl_measured {
                             continue;
                         }
-                        let mut kls = Vec::new();
-                        let per: Vec<Vec<f64>> = pa
-                            .iter()
-                            .filter_map(|(r, a)| {
-                                let b = pb.get(r)?;
-                                if !matched {
-                                    return paired(a.gold.last()?, b.gold.last()?);
-                                }
-                                let kl = max_kl_of(a).min(max_kl_of(b));
-                                if !kl.is_finite() || kl <= 0.0 {
-                                    return None;
-                                }
-                                kls.push(kl);
-                                paired(&pooled_at_kl(a, kl)?, &pooled_at_kl(b, kl)?)
-                            })
-                            .collect();
+                        let (per, kls) = pointwise(pa, pb, matched);
                         if per.is_empty() {
                             continue;
                         }

@@ -108,14 +108,7 @@ pub fn length_penalized(r: f64, alpha: f64, length: usize) -> f64 {
     r - alpha * length as f64
 }
 
-/// A label split at its shaping: `mean+par` → (`mean`, Some(`par`)), `uwo(0.1)` →
-/// (`uwo(0.1)`, None). The shaping's name is not checked ([`Shaping::from_name`] does).
-pub fn split(label: &str) -> (&str, Option<&str>) {
-    match label.split_once('+') {
-        Some((base, shaping)) => (base, Some(shaping)),
-        None => (label, None),
-    }
-}
+pub use super::aggregate::split;
 
 /// What a policy optimized: an aggregator of the ensemble's scores and the shaping of it. The
 /// identity of a curve's aggregator in rows, lines, tables, claims and legends.

@@ -180,7 +180,7 @@ fn make(x: &Inputs, cell: &MultiHeadCell, dir: &Path, pb: &indicatif::ProgressBa
     seeded_init(&varmap, seed, cfg.layers)?;
     let trunk = x.deps.iter().find(|d| d.name == "trunk").expect("the plan wires a trunk into a multi-head model");
     super::trunk::start_from(&mut varmap, trunk.loaded.get(), &trunk.dir)?;
-    let (labels, _) = super::proxy::noisy_labels(exp, cell.replicate, cell.noise, &data.labels, false);
+    let (labels, _) = super::rm::noisy_labels(exp, cell.replicate, cell.noise, &data.labels, false);
     let t = Instant::now();
     let params = crate::train::rm::ProxyParams { epochs: p.epochs, batch: p.batch, lr: p.lr, bootstrap: false, seed };
     let steps = train_heads(&model, &varmap, &data.train, &labels, cell.data_size, p.members, &params, &id, pb)?;

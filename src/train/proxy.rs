@@ -169,17 +169,6 @@ pub fn ensemble_member<'a>(proxies: &[&'a ProxyCell], replicate: usize, ensemble
         .expect("an ensemble of the plan is in its proxy grid")
 }
 
-/// The labels replicate `replicate`'s proxies at label-noise `noise` learn from: `clean`
-/// (the labelers' labels, their shared bias included) with each flipped at rate `noise`, in the stream of that replicate and level (the
-/// held-out proxy's own), so every member of an ensemble — and direct alignment on its
-/// pairs — sees the same flips. Returns the labels and how many were flipped.
-pub fn noisy_labels(exp: &Experiment, replicate: usize, noise: f64, clean: &[bool], heldout: bool) -> (Vec<bool>, usize) {
-    let mut labels = clean.to_vec();
-    let noise_stream = if heldout { "pairs/heldout/noise" } else { "pairs/noise" };
-    let mut rng = crate::seed::rng(exp.replicate_seed(replicate), &format!("{noise_stream}/{noise:.4}"));
-    let flipped = rm::apply_label_noise(&mut labels, noise, &mut rng);
-    (labels, flipped)
-}
 
 /// The proxies a cell reads, split once: ensemble members in grid order, and the held-out
 /// proxy (never optimized against) if there is one.
@@ -317,7 +306,7 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
         (Some((pairs, labels, gold)), _, true) | (None, Some((pairs, labels, gold)), true) => (pairs, labels, gold),
         _ => (&data.train, &data.labels, &data.gold_labels),
     };
-    let (labels, _) = noisy_labels(exp, cell.replicate, cell.noise, clean, cell.heldout);
+    let (labels, _) = rm::noisy_labels(exp, cell.replicate, cell.noise, clean, cell.heldout);
     let n = cell.data_size;
     let n_flip = super::pairs::differing(&labels[..n], &clean[..n]);
     let n_biased = super::pairs::differing(&clean[..n], &gold_own[..n]);

@@ -7,7 +7,7 @@ use candle_nn::VarMap;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use crate::config::{LabelMode, LabelerBias};
+use crate::config::{Experiment, LabelMode, LabelerBias};
 use crate::error::Result;
 use crate::model::RewardModel;
 use crate::train::optim::{Batches, RecentMean, Trainer};
@@ -31,6 +31,18 @@ pub fn apply_label_noise(labels: &mut [bool], rate: f64, rng: &mut impl Rng) -> 
         }
     }
     flipped
+}
+
+/// The labels replicate `replicate`'s proxies at label-noise `noise` learn from: `clean`
+/// (the labelers' labels, their shared bias included) with each flipped at rate `noise`, in the stream of that replicate and level (the
+/// held-out proxy's own), so every member of an ensemble — and direct alignment on its
+/// pairs — sees the same flips. Returns the labels and how many were flipped.
+pub fn noisy_labels(exp: &Experiment, replicate: usize, noise: f64, clean: &[bool], heldout: bool) -> (Vec<bool>, usize) {
+    let mut labels = clean.to_vec();
+    let noise_stream = if heldout { "pairs/heldout/noise" } else { "pairs/noise" };
+    let mut rng = crate::seed::rng(exp.replicate_seed(replicate), &format!("{noise_stream}/{noise:.4}"));
+    let flipped = apply_label_noise(&mut labels, noise, &mut rng);
+    (labels, flipped)
 }
 
 /// Gold's label of each pair: `true` when response a is preferred.

@@ -158,7 +158,7 @@ fn make(x: &Inputs, cell: &DaaCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
     let exp = x.exp;
     let data: &PairData = x.dep("pairs");
     // The ensemble's pairs: the first `data_size`, with the labels its members learn from.
-    let labels = crate::train::proxy::noisy_labels(exp, cell.replicate, cell.noise, &data.labels, false).0;
+    let labels = crate::train::rm::noisy_labels(exp, cell.replicate, cell.noise, &data.labels, false).0;
     let (mut chosen, mut rejected) = (SeqSet::new(data.train.a.seq_len), SeqSet::new(data.train.a.seq_len));
     for (i, &a_wins) in labels.iter().enumerate().take(cell.data_size) {
         let (w, l) = if a_wins { (&data.train.a, &data.train.b) } else { (&data.train.b, &data.train.a) };

@@ -346,12 +346,20 @@ fn question(s: &crate::config::ClaimSelector, c: Option<&Claim>) -> String {
     match s.kind.as_str() {
         "overopt" => format!("{method}{beta}: gold falls from its peak ({agg}){ens}"),
         "peak" => format!("{method}{beta}: gold gained at the peak ({agg}){ens}"),
-        "gap" => {
+        "gap" | "source" => {
             let at = c.map_or("final".to_string(), |c| c.at.clone());
             let at = if at == "final" { String::new() } else { format!(" at {at}") };
+            // A source claim's line is of its own ensemble's source (`pretrain mean`).
+            let agg = if s.kind == "source" {
+                let ensemble = c.map_or(s.ensemble.clone().unwrap_or_default(), |c| c.ensemble.clone());
+                format!("{} {agg}", crate::stats::conclusions::ensemble_source(&ensemble).1)
+            } else {
+                agg
+            };
             format!("{method}{beta}: {agg} keeps more gold than {}{at}{ens}", s.baseline)
         }
-        _ => format!("{method}: stopping by `{agg}` gives up gold"),
+        "stop" => format!("{method}: stopping by `{agg}` gives up gold"),
+        kind => format!("{method}{beta}: the {kind} claim of {agg}{ens}"),
     }
 }
 
@@ -560,8 +568,20 @@ fn meaning(sel: &crate::config::ClaimSelector, c: &Claim) -> String {
             c.baseline,
             num(c.interval.estimate, 2)
         ),
+        ("source", v) => {
+            let line = format!("{} {agg}", crate::stats::conclusions::ensemble_source(&c.ensemble).1);
+            match v {
+                "holds" => format!("{method}: the `{line}` line keeps about {size} more gold than `{}` — where the members come from matters.", c.baseline),
+                "reversed" => format!("{method}: the `{line}` line keeps about {size} less gold than `{}`.", c.baseline),
+                _ => format!(
+                    "{method}: whether the `{line}` line keeps more gold than `{}` is not settled at this scale (estimate {}); see what would settle it below.",
+                    c.baseline,
+                    num(c.interval.estimate, 2)
+                ),
+            }
+        }
         ("stop", "holds") => format!("{method}: stopping by `{agg}` gives up about {size} gold against a stop at the peak."),
-        (_, v) => format!("{method}: {}: {v}.", c.claim),
+        (_, v) => format!("{}: {v}.", c.claim),
     }
 }
 
