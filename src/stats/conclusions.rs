@@ -617,6 +617,49 @@ pub struct Claim {
     pub note: String,
 }
 
+/// Which claim a row of `conclusions` is: what [`Claim::exploratory`] is built from besides
+/// its text and judgement.
+struct Row<'a> {
+    kind: &'a str,
+    method: &'a str,
+    ensemble: &'a str,
+    aggregator: &'a str,
+    baseline: String,
+    kl_penalty: Option<f64>,
+    at: String,
+}
+
+impl Claim {
+    /// A claim as measured, exploratory until [`judge`] gives it its family, p-value,
+    /// verdict and power lines.
+    fn exploratory(claim: String, row: Row, j: Judged, replicates_total: usize, missing: Vec<u64>) -> Claim {
+        Claim {
+            claim,
+            kind: row.kind.into(),
+            method: row.method.into(),
+            ensemble: row.ensemble.into(),
+            aggregator: row.aggregator.into(),
+            baseline: row.baseline,
+            kl_penalty: row.kl_penalty,
+            at: row.at,
+            estimand: j.estimand,
+            interval: j.interval,
+            replicates_total,
+            missing,
+            worst_case: j.worst_case,
+            p_value: f64::NAN,
+            family: Family::Exploratory,
+            p_adjusted: f64::NAN,
+            verdict: String::new(),
+            replicates_needed: None,
+            replicates_needed_min_effect: None,
+            cpu_hours_needed: None,
+            cpu_hours_needed_min_effect: None,
+            note: j.note,
+        }
+    }
+}
+
 /// Aggregator group of a curve: `single` for a member, its label otherwise; a shaped
 /// member's `single` with its shaping (`member0+par` → `single+par`).
 fn group(c: &UnitCurve) -> String {
@@ -947,29 +990,9 @@ pub fn conclusions(curves: &[UnitCurve], settings: &Settings) -> Vec<Claim> {
             }
             m
         };
-        let base = |kind: &str, g: &str, baseline: &str, at: &str, claim: String, j: Judged, missing: Vec<u64>| Claim {
-            claim,
-            kind: kind.into(),
-            method: method.clone(),
-            ensemble: ensemble.clone(),
-            aggregator: g.to_string(),
-            baseline: baseline.to_string(),
-            kl_penalty: beta,
-            at: at.into(),
-            estimand: j.estimand,
-            interval: j.interval,
-            replicates_total: study,
-            missing,
-            worst_case: j.worst_case,
-            p_value: f64::NAN,
-            family: Family::Exploratory,
-            p_adjusted: f64::NAN,
-            verdict: String::new(),
-            replicates_needed: None,
-            replicates_needed_min_effect: None,
-            cpu_hours_needed: None,
-            cpu_hours_needed_min_effect: None,
-            note: j.note,
+        let base = |kind: &str, g: &str, baseline: &str, at: &str, claim: String, j: Judged, missing: Vec<u64>| {
+            let row = Row { kind, method, ensemble, aggregator: g, baseline: baseline.to_string(), kl_penalty: beta, at: at.to_string() };
+            Claim::exploratory(claim, row, j, study, missing)
         };
         // overopt and peak
         for ((_, g), _) in groups {
@@ -1157,30 +1180,9 @@ fn method_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
                     };
                     let Some(j) = judged(m, all.len(), None) else { continue };
                     let (la, lb) = (traits[**ma].label, traits[**mb].label);
-                    out.push(Claim {
-                    claim: format!("{la} keeps more gold than {lb} {words} ({ensemble}, {ga}{} vs {gb}{})", beta_text(*ba), beta_text(*bb)),
-                    kind: "vs".into(),
-                    method: ma.to_string(),
-                    ensemble: ensemble.to_string(),
-                    aggregator: ga.clone(),
-                    baseline: format!("{mb} {gb}"),
-                    kl_penalty: *ba,
-                    at,
-                    estimand: j.estimand,
-                    interval: j.interval,
-                    replicates_total: all.len(),
-                    missing: missing.clone(),
-                    worst_case: None,
-                    p_value: f64::NAN,
-                    family: Family::Exploratory,
-                    p_adjusted: f64::NAN,
-                    verdict: String::new(),
-                    replicates_needed: None,
-                    replicates_needed_min_effect: None,
-                    cpu_hours_needed: None,
-                    cpu_hours_needed_min_effect: None,
-                    note: j.note,
-                });
+                    let claim = format!("{la} keeps more gold than {lb} {words} ({ensemble}, {ga}{} vs {gb}{})", beta_text(*ba), beta_text(*bb));
+                    let row = Row { kind: "vs", method: ma, ensemble, aggregator: ga, baseline: format!("{mb} {gb}"), kl_penalty: *ba, at };
+                    out.push(Claim::exploratory(claim, row, j, all.len(), missing.clone()));
                 }
             }
         }
@@ -1295,30 +1297,9 @@ fn source_gaps(by: &BTreeMap<Setting, BTreeMap<(u8, String), Reps>>, traits: &BT
                             grid: None,
                         };
                         let Some(jd) = judged(m, all.len(), None) else { continue };
-                        out.push(Claim {
-                            claim: format!("{label}: {sa} {ga} keeps more gold than {sb} {gb} {words} ({proxies}{})", beta_text(beta)),
-                            kind: "source".into(),
-                            method: method.to_string(),
-                            ensemble: format!("{proxies}/{sa}"),
-                            aggregator: ga.to_string(),
-                            baseline: format!("{sb} {gb}"),
-                            kl_penalty: beta,
-                            at,
-                            estimand: jd.estimand,
-                            interval: jd.interval,
-                            replicates_total: all.len(),
-                            missing: missing.clone(),
-                            worst_case: None,
-                            p_value: f64::NAN,
-                            family: Family::Exploratory,
-                            p_adjusted: f64::NAN,
-                            verdict: String::new(),
-                            replicates_needed: None,
-                            replicates_needed_min_effect: None,
-                            cpu_hours_needed: None,
-                            cpu_hours_needed_min_effect: None,
-                            note: jd.note,
-                        });
+                        let claim = format!("{label}: {sa} {ga} keeps more gold than {sb} {gb} {words} ({proxies}{})", beta_text(beta));
+                        let row = Row { kind: "source", method, ensemble: &format!("{proxies}/{sa}"), aggregator: ga, baseline: format!("{sb} {gb}"), kl_penalty: beta, at };
+                        out.push(Claim::exploratory(claim, row, jd, all.len(), missing.clone()));
                     }
                 }
             }
