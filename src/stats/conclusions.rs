@@ -1636,30 +1636,9 @@ pub fn stop_claims_with(curves: &[UnitCurve], heldout: &str) -> Vec<Claim> {
 
 #[allow(clippy::too_many_arguments)]
 fn stop_claim(method: &str, label: &str, rule: &str, at: &str, estimand: &str, iv: Interval, study: usize, text: String, note: String) -> Claim {
-    Claim {
-        claim: format!("{label}: {text}"),
-        kind: "stop".into(),
-        method: method.to_string(),
-        ensemble: String::new(),
-        aggregator: rule.to_string(),
-        baseline: String::new(),
-        kl_penalty: None,
-        at: at.to_string(),
-        estimand: estimand.to_string(),
-        interval: iv,
-        replicates_total: study,
-        missing: Vec::new(),
-        worst_case: None,
-        p_value: f64::NAN,
-        family: Family::Exploratory,
-        p_adjusted: f64::NAN,
-        verdict: String::new(),
-        replicates_needed: None,
-        replicates_needed_min_effect: None,
-        cpu_hours_needed: None,
-        cpu_hours_needed_min_effect: None,
-        note,
-    }
+    let row = Row { kind: "stop", method, ensemble: "", aggregator: rule, baseline: String::new(), kl_penalty: None, at: at.to_string() };
+    let j = Judged { interval: iv, worst_case: None, estimand: estimand.to_string(), note };
+    Claim::exploratory(format!("{label}: {text}"), row, j, study, Vec::new())
 }
 
 /// d* by proxy size: the peak of the Gao form fitted to the expected gold curve of the single

@@ -116,8 +116,7 @@ pub fn bootstrap_counts(n: usize, k: usize, rng: &mut impl Rng) -> Vec<Vec<f32>>
 /// rejected `margins[:, h]` (b, k), each pair weighted by `weights[:, h]` (b, k), normalized
 /// by the head's weight in the batch (a head whose resample holds none of the batch adds 0).
 pub fn head_losses(margins: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    let z = margins.neg()?;
-    let soft = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    let soft = crate::train::rm::softplus_t(&margins.neg()?)?;
     let num = (soft * weights)?.sum(0)?;
     let den = weights.sum(0)?.clamp(1e-6f32, f32::MAX)?;
     Ok((num / den)?)

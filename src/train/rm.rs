@@ -16,9 +16,13 @@ use crate::world::{Response, SeqSet, WorldConfig};
 /// Bradley–Terry loss: mean of `−ln σ(chosen − rejected)` = softplus(rejected − chosen),
 /// computed stably as `relu(z) + ln(1 + exp(−|z|))`. chosen, rejected: (b,).
 pub fn bt_loss(chosen: &Tensor, rejected: &Tensor) -> Result<Tensor> {
-    let z = (rejected - chosen)?;
-    let soft = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-    Ok(soft.mean_all()?)
+    Ok(softplus_t(&(rejected - chosen)?)?.mean_all()?)
+}
+
+/// `ln(1 + eᶻ)` elementwise on a tensor ([`softplus`] on one number), computed stably as `relu(z) + ln(1 + exp(−|z|))`: the
+/// Bradley–Terry loss of a margin −z.
+pub fn softplus_t(z: &Tensor) -> Result<Tensor> {
+    Ok((z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
 }
 
 /// Flips each label with probability `rate`; returns how many were flipped.
