@@ -11,6 +11,7 @@
 //! so the same config on the same device gives the same model.
 
 pub mod cpu;
+pub mod hf;
 pub mod ops;
 pub mod policy;
 pub mod reward;
