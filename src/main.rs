@@ -124,6 +124,29 @@ enum Command {
         #[arg(long)]
         allow_edited: bool,
     },
+    /// Open a Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json) the
+    /// way a study would, print what it is, and greedily continue a prompt with it.
+    Checkpoint {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// Text to continue (language models only).
+        #[arg(long, default_value = "The capital of France is")]
+        prompt: String,
+        /// New tokens to decode greedily (0: only describe the checkpoint).
+        #[arg(long, default_value_t = 24)]
+        tokens: usize,
+        /// cpu, or cuda (needs a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Import a GGUF file (llama.cpp's format; Llama or Qwen2) as a Hugging Face folder:
+    /// every tensor dequantized to f32, config.json and tokenizer.json from its metadata.
+    ImportGguf {
+        /// The .gguf file.
+        file: PathBuf,
+        /// The folder to write (must not exist).
+        out: PathBuf,
+    },
     /// Time reward-model scoring on a device: samples per second of gold and of each proxy
     /// size (seeded weights, nothing trained or stored), and of a best-of-n cell's scoring
     /// with all of them; prints JSON. For measuring a GPU (scripts/gpu-run).
@@ -175,7 +198,9 @@ fn main() -> ExitCode {
         | Command::Report { .. }
         | Command::Plan { .. }
         | Command::Slurm { .. }
-        | Command::BenchScore { .. } => 1,
+        | Command::BenchScore { .. }
+        | Command::Checkpoint { .. }
+        | Command::ImportGguf { .. } => 1,
     };
     if let Err(e) = goodhart::parallel::init(jobs) {
         return fail(&e.into());
@@ -334,6 +359,28 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print_answer(&r.answer);
             Ok(())
         }
+        Command::Checkpoint { dir, prompt, tokens, device } => {
+            let dev = goodhart::device::parse(&device)?;
+            checkpoint(&dir, &prompt, tokens, &dev).with_context(|| format!("checkpoint {}", dir.display()))
+        }
+        Command::ImportGguf { file, out } => {
+            let start = std::time::Instant::now();
+            let imp = goodhart::model::hf::gguf::import(&file, &out).with_context(|| format!("import-gguf {}", file.display()))?;
+            let quant: Vec<String> = imp.quantization.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            println!(
+                "{}: {} ({}), {} parameters dequantized to f32 from {} tensors stored as {}; wrote {} in {:.1} s",
+                file.display(),
+                imp.name.as_deref().unwrap_or("unnamed"),
+                imp.architecture,
+                imp.parameters,
+                imp.quantization.values().sum::<usize>(),
+                quant.join(", "),
+                out.display(),
+                start.elapsed().as_secs_f64()
+            );
+            println!("the weights carry the file's quantization rounding; gguf.json records the source (SHA-256 {})", &imp.source_sha256[..16]);
+            Ok(())
+        }
         Command::BenchScore {
             experiment,
             device,
@@ -442,4 +489,55 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `goodhart checkpoint`: what a folder holds, and a greedy continuation of `prompt`.
+fn checkpoint(dir: &std::path::Path, prompt: &str, tokens: usize, dev: &candle_core::Device) -> anyhow::Result<()> {
+    use goodhart::model::hf::{Checkpoint, Head};
+    let start = std::time::Instant::now();
+    let ckpt = Checkpoint::open(dir)?;
+    let tok = ckpt.tokenizer()?;
+    let cfg = ckpt.config();
+    println!(
+        "{}: {} ({:?}), {} parameters: {} layers, width {}, {} heads ({} key/value) of {}, vocabulary {}, rope base {}, {} embeddings",
+        dir.display(),
+        cfg.architecture,
+        cfg.family,
+        cfg.params(),
+        cfg.layers,
+        cfg.hidden,
+        cfg.heads,
+        cfg.kv_heads,
+        cfg.head_dim,
+        cfg.vocab,
+        cfg.rope_theta,
+        if cfg.tied_embeddings { "tied" } else { "untied" }
+    );
+    println!("  digest {} (what cells built from it key on)", ckpt.digest()?);
+    if tokens == 0 {
+        return Ok(());
+    }
+    match cfg.head {
+        Head::Score => {
+            let scorer = ckpt.scorer(dev)?;
+            let mut ids: Vec<u32> = cfg.bos.into_iter().collect();
+            ids.extend(tok.encode(prompt)?);
+            let n = ids.len();
+            let input = candle_core::Tensor::from_vec(ids, (1, n), dev)?;
+            let r = scorer.forward(&input, &[n])?.to_device(&candle_core::Device::Cpu)?.to_vec1::<f32>()?;
+            println!("  reward of {prompt:?}: {:.4}", r[0]);
+        }
+        Head::CausalLm => {
+            let lm = ckpt.causal_lm(dev)?;
+            let loaded = start.elapsed().as_secs_f64();
+            let mut ids: Vec<u32> = cfg.bos.into_iter().collect();
+            ids.extend(tok.encode(prompt)?);
+            let t = std::time::Instant::now();
+            let new = lm.greedy(&ids, tokens, &cfg.eos)?;
+            let secs = t.elapsed().as_secs_f64();
+            println!("  loaded in {loaded:.1} s; greedy continuation ({} tokens, {:.1} tokens/s):", new.len(), new.len() as f64 / secs.max(1e-9));
+            println!("  {prompt}{}", tok.decode(&new, false)?);
+        }
+    }
+    Ok(())
 }

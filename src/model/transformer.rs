@@ -141,6 +141,9 @@ impl Linear {
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
+    /// Each row's leading padding, for a model whose rows may be left-padded (a checkpoint's
+    /// decoder); follows [`select_rows`](Self::select_rows).
+    starts: Option<Vec<usize>>,
 }
 
 impl KvCache {
@@ -148,6 +151,7 @@ impl KvCache {
         Self {
             layers: vec![None; layers],
             len: 0,
+            starts: None,
         }
     }
 
@@ -160,10 +164,32 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Layer `i`'s cached keys and values, for a model that writes its own layers.
+    pub(crate) fn slot(&mut self, i: usize) -> &mut Option<(Tensor, Tensor)> {
+        &mut self.layers[i]
+    }
+
+    /// Each row's leading padding, as recorded by the first call.
+    pub(crate) fn starts(&self) -> Option<&[usize]> {
+        self.starts.as_deref()
+    }
+
+    pub(crate) fn set_starts(&mut self, starts: Vec<usize>) {
+        self.starts = Some(starts);
+    }
+
+    /// Counts `t` more cached positions (after every layer has appended them).
+    pub(crate) fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+
     /// Keeps the cached rows `rows` (indices into the batch, repeats allowed), in that
     /// order: generation drops finished rows, or fans one prompt's prefix out to the
     /// rows that share it.
     pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        if let Some(starts) = &mut self.starts {
+            *starts = rows.iter().map(|&r| starts[r as usize]).collect();
+        }
         let Some(device) = self.layers.iter().flatten().next().map(|(k, _)| k.device().clone()) else {
             return Ok(());
         };
