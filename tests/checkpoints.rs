@@ -447,3 +447,55 @@ fn left_padded_rows_compute_what_they_compute_alone() {
         }
     }
 }
+
+/// The Llama fixture written as a llama.cpp file (f32, llama.cpp's tensor names, query and
+/// key rows permuted for its rotary kernel, the tokenizer as GGUF metadata) and imported
+/// back: the same logits, greedy decode and tokenizer as transformers' on the original.
+#[test]
+fn a_gguf_file_imports_as_the_model_it_was_written_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("imported");
+    let imported = goodhart::model::hf::gguf::import(&fixture("llama.gguf"), &out).unwrap();
+    assert_eq!(imported.architecture, "llama");
+    assert_eq!(imported.quantization.keys().map(String::as_str).collect::<Vec<_>>(), ["F32"]);
+    let original = Checkpoint::open(&fixture("llama")).unwrap();
+    let ckpt = Checkpoint::open(&out).unwrap();
+    assert_eq!(ckpt.config().params(), original.config().params());
+    assert_eq!(imported.parameters, original.config().params());
+    let model = ckpt.causal_lm(&common::device()).unwrap();
+    let r = reference("llama");
+    let dev = common::device();
+    for i in 0..r.prompts() {
+        let ids = r.ids(&format!("input_ids.{i}"));
+        let input = Tensor::from_slice(&ids, (1, ids.len()), &dev).unwrap();
+        let got = model.forward(&input, None).unwrap().squeeze(0).unwrap().to_device(&Device::Cpu).unwrap();
+        let d = max_abs_diff(&got, &r.tensors[&format!("logits.{i}")]);
+        assert!(d < TOL, "imported gguf: prompt {i} logits differ from transformers' by {d}");
+    }
+    for g in r.json["greedy"].as_array().unwrap() {
+        let prompt: Vec<u32> = serde_json::from_value(g["prompt_ids"].clone()).unwrap();
+        let want: Vec<u32> = serde_json::from_value(g["new_ids"].clone()).unwrap();
+        assert_eq!(model.greedy(&prompt, want.len(), &[]).unwrap(), want, "imported gguf: greedy decode");
+    }
+    let tok = ckpt.tokenizer().unwrap();
+    for e in r.json["tokenizer_encodings"].as_array().unwrap() {
+        let text = e["text"].as_str().unwrap();
+        let want: Vec<u32> = serde_json::from_value(e["ids"].clone()).unwrap();
+        assert_eq!(tok.encode(text).unwrap(), want, "imported gguf tokenizer: {text:?}");
+        assert_eq!(tok.decode(&want, true).unwrap(), e["decoded"].as_str().unwrap(), "imported gguf tokenizer: decode {text:?}");
+    }
+    // A second import into the same folder is refused, and the folder is left as it was.
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    let err = goodhart::model::hf::gguf::import(&fixture("llama.gguf"), &out).unwrap_err().to_string();
+    assert!(err.contains("already exists") && !err.contains('\n'), "{err}");
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("imported");
+    let err = goodhart::model::hf::gguf::import(&fixture("llama/config.json"), &out).unwrap_err().to_string();
+    assert!(err.contains("config.json") && !err.contains('\n'), "{err}");
+    assert!(!out.exists(), "a failed import left {out:?} behind");
+}
