@@ -499,3 +499,56 @@ fn a_file_that_is_not_gguf_is_refused_in_one_line() {
     assert!(err.contains("config.json") && !err.contains('\n'), "{err}");
     assert!(!out.exists(), "a failed import left {out:?} behind");
 }
+
+/// Any checkpoint against what `scripts/hf-reference` wrote for it (ignored: it needs a
+/// checkpoint and a reference on disk). `GOODHART_CHECKPOINT=DIR GOODHART_REFERENCE=OUT
+/// cargo test --release --test checkpoints -- --ignored --nocapture`; the tolerance is
+/// `GOODHART_REFERENCE_TOL` (default 1e-3: deep models add up float rounding over layers).
+#[test]
+#[ignore]
+fn checkpoint_matches_its_reference() {
+    let dir = PathBuf::from(std::env::var("GOODHART_CHECKPOINT").expect("GOODHART_CHECKPOINT: a checkpoint folder"));
+    let out = PathBuf::from(std::env::var("GOODHART_REFERENCE").expect("GOODHART_REFERENCE: scripts/hf-reference's output"));
+    let tol: f32 = std::env::var("GOODHART_REFERENCE_TOL").map(|s| s.parse().expect("GOODHART_REFERENCE_TOL")).unwrap_or(1e-3);
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join("reference.json")).unwrap()).unwrap();
+    let tensors = candle_core::safetensors::load(out.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let r = Reference { json, tensors };
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let dev = common::device();
+    let tok = ckpt.tokenizer().unwrap();
+    let skip = usize::from(r.json["bos_prepended"].as_bool().unwrap());
+    for p in r.json["prompts"].as_array().unwrap() {
+        let ids: Vec<u32> = serde_json::from_value(p["ids"].clone()).unwrap();
+        assert_eq!(tok.encode(p["text"].as_str().unwrap()).unwrap(), ids[skip..].to_vec(), "tokenization of {}", p["text"]);
+    }
+    for e in r.json["tokenizer_encodings"].as_array().unwrap() {
+        let want: Vec<u32> = serde_json::from_value(e["ids"].clone()).unwrap();
+        assert_eq!(tok.encode(e["text"].as_str().unwrap()).unwrap(), want, "tokenization of {}", e["text"]);
+        assert_eq!(tok.decode(&want, true).unwrap(), e["decoded"].as_str().unwrap(), "decode of {}", e["text"]);
+    }
+    let mut worst = 0f32;
+    if r.tensors.contains_key("rewards") {
+        let scorer = ckpt.scorer(&dev).unwrap();
+        let batch = &r.tensors["batch_ids"];
+        let (b, t) = batch.dims2().unwrap();
+        let ids: Vec<u32> = batch.to_dtype(DType::I64).unwrap().flatten_all().unwrap().to_vec1::<i64>().unwrap().into_iter().map(|v| v as u32).collect();
+        let lengths: Vec<usize> = r.ids("batch_lengths").into_iter().map(|v| v as usize).collect();
+        let got = scorer.forward(&Tensor::from_vec(ids, (b, t), &dev).unwrap(), &lengths).unwrap().to_device(&Device::Cpu).unwrap();
+        worst = max_abs_diff(&got, &r.tensors["rewards"]);
+    } else {
+        let model = ckpt.causal_lm(&dev).unwrap();
+        for i in 0..r.prompts() {
+            let ids = r.ids(&format!("input_ids.{i}"));
+            let input = Tensor::from_slice(&ids, (1, ids.len()), &dev).unwrap();
+            let got = model.forward(&input, None).unwrap().squeeze(0).unwrap().to_device(&Device::Cpu).unwrap();
+            worst = worst.max(max_abs_diff(&got, &r.tensors[&format!("logits.{i}")]));
+        }
+        for g in r.json["greedy"].as_array().unwrap() {
+            let prompt: Vec<u32> = serde_json::from_value(g["prompt_ids"].clone()).unwrap();
+            let want: Vec<u32> = serde_json::from_value(g["new_ids"].clone()).unwrap();
+            assert_eq!(model.greedy(&prompt, want.len(), &[]).unwrap(), want, "greedy decode of {prompt:?}");
+        }
+    }
+    println!("{}: largest difference from transformers {worst:.2e} (tolerance {tol:.0e})", dir.display());
+    assert!(worst < tol, "differs from transformers by {worst}");
+}

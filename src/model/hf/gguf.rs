@@ -202,6 +202,13 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported> {
         let parameters = tensors.values().map(|t| t.elem_count()).sum();
         let weights = tmp.join("model.safetensors");
         candle_core::safetensors::save(&tensors, &weights).map_err(|e| Error::io(&weights, std::io::Error::other(e.to_string())))?;
+        // The safetensors writer creates its file readable by its owner only; a checkpoint
+        // folder is read like the other files in it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o644)).map_err(|e| Error::io(&weights, e))?;
+        }
         let tok = tokenizer_json(file, &meta, &tokens)?;
         let tok_path = tmp.join("tokenizer.json");
         std::fs::write(&tok_path, serde_json::to_string(&tok).expect("json")).map_err(|e| Error::io(&tok_path, e))?;
