@@ -552,3 +552,35 @@ fn checkpoint_matches_its_reference() {
     println!("{}: largest difference from transformers {worst:.2e} (tolerance {tol:.0e})", dir.display());
     assert!(worst < tol, "differs from transformers by {worst}");
 }
+
+/// A checkpoint stored as two shards named by `model.safetensors.index.json` (how
+/// transformers saves a large model) runs as the single-file one does; a shard the index
+/// names but the folder lacks is refused naming it.
+#[test]
+fn a_sharded_checkpoint_runs_as_the_single_file_one() {
+    let tmp = copy("llama");
+    let dir = tmp.path();
+    let all = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let mut shards: [HashMap<String, Tensor>; 2] = Default::default();
+    let mut map = serde_json::Map::new();
+    for (i, (name, t)) in all.into_iter().enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i % 2 + 1);
+        map.insert(name.clone(), Value::String(file));
+        shards[i % 2].insert(name, t);
+    }
+    for (i, s) in shards.iter().enumerate() {
+        candle_core::safetensors::save(s, dir.join(format!("model-0000{}-of-00002.safetensors", i + 1))).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let model = Checkpoint::open(dir).unwrap().causal_lm(&common::device()).unwrap();
+    let r = reference("llama");
+    let ids = r.ids("input_ids.0");
+    let got = model.forward(&Tensor::from_slice(&ids, (1, ids.len()), &common::device()).unwrap(), None).unwrap();
+    let d = max_abs_diff(&got.squeeze(0).unwrap().to_device(&Device::Cpu).unwrap(), &r.tensors["logits.0"]);
+    assert!(d < TOL, "sharded: logits differ by {d}");
+    std::fs::remove_file(dir.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Checkpoint::open(dir).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("model.safetensors.index.json") && err.contains("model-00002-of-00002.safetensors"), "{err}");
+}
