@@ -221,7 +221,7 @@ pub struct ResponseView {
 }
 
 /// Draws a token from softmax(logits / temperature); `probs` is scratch space.
-fn sample_token(logits: &[f32], temperature: f64, probs: &mut [f64], rng: &mut impl Rng) -> u32 {
+pub(crate) fn sample_token(logits: &[f32], temperature: f64, probs: &mut [f64], rng: &mut impl Rng) -> u32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let mut total = 0.0;
     for (p, &l) in probs.iter_mut().zip(logits) {
