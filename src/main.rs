@@ -135,6 +135,11 @@ enum Command {
         /// New tokens to decode greedily (0: only describe the checkpoint).
         #[arg(long, default_value_t = 24)]
         tokens: usize,
+        /// Also sample this many responses of up to `--tokens` tokens to the prompt in one
+        /// batch (temperature 1, seed 0) and score them again as a policy would, timing both
+        /// (one thread): what a study's sampling and scoring cost per token here.
+        #[arg(long, default_value_t = 0)]
+        samples: usize,
         /// cpu, or cuda (needs a build with `--features cuda`).
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -359,9 +364,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print_answer(&r.answer);
             Ok(())
         }
-        Command::Checkpoint { dir, prompt, tokens, device } => {
+        Command::Checkpoint { dir, prompt, tokens, samples, device } => {
             let dev = goodhart::device::parse(&device)?;
-            checkpoint(&dir, &prompt, tokens, &dev).with_context(|| format!("checkpoint {}", dir.display()))
+            checkpoint(&dir, &prompt, tokens, samples, &dev).with_context(|| format!("checkpoint {}", dir.display()))
         }
         Command::ImportGguf { file, out } => {
             let start = std::time::Instant::now();
@@ -492,7 +497,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `goodhart checkpoint`: what a folder holds, and a greedy continuation of `prompt`.
-fn checkpoint(dir: &std::path::Path, prompt: &str, tokens: usize, dev: &candle_core::Device) -> anyhow::Result<()> {
+fn checkpoint(dir: &std::path::Path, prompt: &str, tokens: usize, samples: usize, dev: &candle_core::Device) -> anyhow::Result<()> {
     use goodhart::model::hf::{Checkpoint, Head};
     let start = std::time::Instant::now();
     let ckpt = Checkpoint::open(dir)?;
@@ -537,7 +542,58 @@ fn checkpoint(dir: &std::path::Path, prompt: &str, tokens: usize, dev: &candle_c
             let secs = t.elapsed().as_secs_f64();
             println!("  loaded in {loaded:.1} s; greedy continuation ({} tokens, {:.1} tokens/s):", new.len(), new.len() as f64 / secs.max(1e-9));
             println!("  {prompt}{}", tok.decode(&new, false)?);
+            if samples > 0 {
+                sample_timing(&ckpt, &tok, &ids, tokens, samples, dev)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// `goodhart checkpoint --samples N`: N responses to one prompt sampled in a batch as a study
+/// would (temperature 1), then their log-probabilities computed in one forward pass, timed.
+fn sample_timing(
+    ckpt: &goodhart::model::hf::Checkpoint,
+    tok: &goodhart::model::hf::TextTokenizer,
+    prompt: &[u32],
+    tokens: usize,
+    samples: usize,
+    dev: &candle_core::Device,
+) -> anyhow::Result<()> {
+    use goodhart::model::hf::{TextLayout, TextPolicy};
+    use rand::SeedableRng;
+    let layout = TextLayout {
+        prefix_len: prompt.len(),
+        max_response: tokens,
+        stop: ckpt.config().eos.clone(),
+    };
+    let (pi, _) = TextPolicy::load(ckpt, layout, dev, false)?;
+    let prefix = pi.prefix(prompt)?;
+    let prefixes = vec![prefix.clone(); samples];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let t = std::time::Instant::now();
+    let out = pi.sample(&prefixes, 1.0, &mut rng)?;
+    let secs = t.elapsed().as_secs_f64();
+    let drawn: usize = out.iter().map(|r| r.tokens.len()).sum();
+    let finished = out.iter().filter(|r| r.finished).count();
+    println!(
+        "  sampled {samples} responses in one batch (temperature 1): {drawn} tokens in {secs:.1} s, {:.0} tokens/s; {finished} stopped at an end token, the rest at {tokens}",
+        drawn as f64 / secs.max(1e-9)
+    );
+    let rows: Vec<u32> = out.iter().flat_map(|r| pi.encode(&prefix, r)).collect();
+    let rows = candle_core::Tensor::from_vec(rows, (samples, pi.layout().seq_len()), dev)?;
+    let t = std::time::Instant::now();
+    let (logp, mask) = pi.response_logprobs(&rows)?;
+    let total = (logp * &mask)?.sum_all()?.to_scalar::<f32>()?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "  scored them again (log-probs of every response token, one forward pass): {:.1} s, {:.0} tokens/s; mean log-probability per token {:.3}",
+        secs,
+        (samples * pi.layout().seq_len()) as f64 / secs.max(1e-9),
+        total / drawn.max(1) as f32
+    );
+    for r in out.iter().take(3) {
+        println!("  · {:?}", tok.decode(&r.tokens, false)?);
     }
     Ok(())
 }
