@@ -171,7 +171,7 @@ fn spec() -> PpoSpec {
 
 /// A trainable policy with π_ref's weights (copied through safetensors, as the run does).
 fn trainable(s: &Setup) -> (VarMap, Policy) {
-    let cfg = s.reference.config().clone();
+    let cfg = s.reference.config().expect("a world policy").clone();
     let mut vm = VarMap::new();
     let p = Policy::new(&cfg, &s.world, VarBuilder::from_varmap(&vm, DType::F32, &common::device())).unwrap();
     seeded_init(&vm, 11, 1).unwrap();

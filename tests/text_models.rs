@@ -179,3 +179,42 @@ fn a_proxy_from_a_trunk_trains_only_what_it_is_told() {
     assert_ne!(score(&other), score(&all), "another seed draws another head");
     assert_eq!(score(&all).len(), 3);
 }
+
+/// The seam: a checkpoint behind the methods' [`goodhart::model::Policy`] and
+/// [`goodhart::model::RewardModel`] samples, scores and rebuilds over other weights as the
+/// checkpoint's own policy and reward model do.
+#[test]
+fn the_methods_policy_and_reward_model_run_a_checkpoint() {
+    use goodhart::model::{Policy, RewardModel};
+    let (json, _) = reference("llama");
+    let prompts = prompt_ids(&json);
+    let layout = TextLayout { prefix_len: 20, max_response: 8, stop: vec![297] };
+    let (text, map) = policy(layout, true);
+    let pi = Policy::text(text.clone());
+    assert!(pi.config().is_none() && pi.as_text().is_some());
+    assert_eq!(pi.layout(), (20, 8));
+    let prefixes: Vec<Vec<u32>> = (0..6).map(|i| text.prefix(&prompts[i % 3]).unwrap()).collect();
+    let a = pi.sample(&prefixes, 1.0, &mut rand::rngs::StdRng::seed_from_u64(5)).unwrap();
+    assert_eq!(a, text.sample(&prefixes, 1.0, &mut rand::rngs::StdRng::seed_from_u64(5)).unwrap());
+    let rows: Vec<Vec<u32>> = a.iter().zip(&prefixes).map(|(r, p)| text.encode(p, r)).collect();
+    let t = rows_tensor(&rows);
+    let lp = |p: &Policy| p.response_logprobs(&t).unwrap().0.to_device(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+    let want = text.response_logprobs(&t).unwrap().0.to_device(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(lp(&pi), want);
+    let view = pi.with_weights(goodhart::model::frozen(&map.unwrap(), &common::device())).unwrap();
+    assert_eq!(lp(&view), want, "a graph-free view over the same variables");
+
+    // Rewards of the same rows through the set API (ends: each row's last real position).
+    let (rm, _) = TextReward::from_trunk(&Checkpoint::open(&fixture("llama")).unwrap(), &common::device(), 3, Trainable::All).unwrap();
+    let mut set = goodhart::world::SeqSet::new(28);
+    for row in &rows {
+        let end = row.iter().rposition(|&id| id != text.pad_id()).unwrap();
+        set.push_row(row, end as u32);
+    }
+    let wrapped = RewardModel::text(rm.clone(), &common::device());
+    assert!(wrapped.config().is_none());
+    let got = wrapped.raw_set(&set, 4).unwrap();
+    let want = rm.score(&t).unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(d < 1e-5, "the set API's rewards differ by {d}");
+}

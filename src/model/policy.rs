@@ -1,22 +1,38 @@
-//! The causal LM policy: trunk + LM head + value head.
+//! The causal LM policy: trunk + LM head + value head, or a checkpoint's (the seam: the
+//! methods see one [`Policy`], whichever model is behind it).
 //!
 //! Shapes: `forward(tokens: (b, t)) -> (logits: (b, t, vocab), values: (b, t))`.
-//! Special tokens other than the end token (PAD, BOS, SEP) are masked out of the logits,
-//! so sampling, SFT and every log-prob agree on one distribution over response tokens.
+//! The world's policy masks special tokens other than the end token (PAD, BOS, SEP) out of
+//! the logits, so sampling, SFT and every log-prob agree on one distribution over response
+//! tokens. A checkpoint's policy ([`crate::model::hf::TextPolicy`]) lays out its rows the
+//! same way: a prefix of `prefix_len` positions, then `max_response` response positions.
 
 use candle_core::{Device, Tensor, D};
 use candle_nn::VarBuilder;
 use rand::Rng;
 
 use crate::error::Result;
+use crate::model::hf::TextPolicy;
 use crate::model::transformer::{linear, Linear, KvCache, TransformerConfig, Trunk};
 use crate::world::{Response, SeqSet, WorldConfig, BOS, EOS, PAD, SEP};
 
 /// Logit added to tokens a response may never contain.
 const MASKED: f32 = -1e9;
 
+/// A policy: the world's small transformer, or a checkpoint's causal LM over text.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    body: Body,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    World(WorldLm),
+    Text(TextPolicy),
+}
+
+#[derive(Debug, Clone)]
+struct WorldLm {
     trunk: Trunk,
     lm_head: Linear,
     value_head: Linear,
@@ -27,58 +43,101 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The world's policy of shape `cfg`.
     pub fn new(cfg: &TransformerConfig, world: &WorldConfig, vb: VarBuilder) -> Result<Self> {
         let mut mask = vec![0f32; cfg.vocab];
         for t in [PAD, BOS, SEP] {
             mask[t as usize] = MASKED;
         }
         Ok(Self {
-            trunk: Trunk::new(cfg, vb.pp("trunk"))?,
-            lm_head: linear(cfg.width, cfg.vocab, vb.pp("lm_head"))?,
-            value_head: linear(cfg.width, 1, vb.pp("value_head"))?,
-            token_mask: Tensor::from_vec(mask, cfg.vocab, vb.device())?,
-            prefix_len: world.prefix_len(),
-            max_response: world.max_response,
+            body: Body::World(WorldLm {
+                trunk: Trunk::new(cfg, vb.pp("trunk"))?,
+                lm_head: linear(cfg.width, cfg.vocab, vb.pp("lm_head"))?,
+                value_head: linear(cfg.width, 1, vb.pp("value_head"))?,
+                token_mask: Tensor::from_vec(mask, cfg.vocab, vb.device())?,
+                prefix_len: world.prefix_len(),
+                max_response: world.max_response,
+            }),
         })
     }
 
-    pub fn config(&self) -> &TransformerConfig {
-        self.trunk.config()
+    /// A checkpoint's policy.
+    pub fn text(policy: TextPolicy) -> Self {
+        Self { body: Body::Text(policy) }
     }
 
-    /// The same policy over other weights of the same shapes (e.g. a graph-free view of its
-    /// variables, [`crate::model::frozen`]).
+    /// The world policy's transformer shape (`None` for a checkpoint's).
+    pub fn config(&self) -> Option<&TransformerConfig> {
+        match &self.body {
+            Body::World(w) => Some(w.trunk.config()),
+            Body::Text(_) => None,
+        }
+    }
+
+    /// The checkpoint's policy behind it, if it is one.
+    pub fn as_text(&self) -> Option<&TextPolicy> {
+        match &self.body {
+            Body::World(_) => None,
+            Body::Text(t) => Some(t),
+        }
+    }
+
+    /// Prompt positions and response positions of its rows.
+    pub fn layout(&self) -> (usize, usize) {
+        match &self.body {
+            Body::World(w) => (w.prefix_len, w.max_response),
+            Body::Text(t) => (t.layout().prefix_len, t.layout().max_response),
+        }
+    }
+
+    /// The same policy over other weights of the same shapes and names (e.g. a graph-free
+    /// view of its variables, [`crate::model::frozen`]).
     pub fn with_weights(&self, vb: VarBuilder) -> Result<Self> {
-        let cfg = self.config();
-        Ok(Self {
-            trunk: Trunk::new(cfg, vb.pp("trunk"))?,
-            lm_head: linear(cfg.width, cfg.vocab, vb.pp("lm_head"))?,
-            value_head: linear(cfg.width, 1, vb.pp("value_head"))?,
-            token_mask: self.token_mask.clone(),
-            prefix_len: self.prefix_len,
-            max_response: self.max_response,
-        })
+        let body = match &self.body {
+            Body::World(w) => {
+                let cfg = w.trunk.config();
+                Body::World(WorldLm {
+                    trunk: Trunk::new(cfg, vb.pp("trunk"))?,
+                    lm_head: linear(cfg.width, cfg.vocab, vb.pp("lm_head"))?,
+                    value_head: linear(cfg.width, 1, vb.pp("value_head"))?,
+                    token_mask: w.token_mask.clone(),
+                    prefix_len: w.prefix_len,
+                    max_response: w.max_response,
+                })
+            }
+            Body::Text(t) => Body::Text(TextPolicy::new(t.lm().decoder().config(), &vb, t.layout().clone())?),
+        };
+        Ok(Self { body })
     }
 
     /// tokens: (b, t) → (masked logits (b, t, vocab), values (b, t)).
     pub fn forward(&self, tokens: &Tensor, cache: Option<&mut KvCache>) -> Result<(Tensor, Tensor)> {
-        let h = self.trunk.forward(tokens, cache)?;
-        let logits = self.lm_head.forward(&h)?.broadcast_add(&self.token_mask)?;
-        let values = self.value_head.forward(&h)?.squeeze(D::Minus1)?;
-        Ok((logits, values))
+        match &self.body {
+            Body::World(w) => {
+                let h = w.trunk.forward(tokens, cache)?;
+                let logits = w.lm_head.forward(&h)?.broadcast_add(&w.token_mask)?;
+                let values = w.value_head.forward(&h)?.squeeze(D::Minus1)?;
+                Ok((logits, values))
+            }
+            Body::Text(t) => t.forward(tokens, cache),
+        }
     }
 
     /// tokens: (b, seq_len) full sequences → (log-probs, mask), both (b, max_response):
     /// the log-probability of each response token (end token included) under the policy,
     /// and 1 where that position belongs to the response, 0 on padding.
     pub fn response_logprobs(&self, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+        if let Body::Text(t) = &self.body {
+            return t.response_logprobs(tokens);
+        }
         let (logits, _) = self.forward(tokens, None)?;
         self.logprobs_from_logits(&logits, tokens)
     }
 
-    /// As [`response_logprobs`](Self::response_logprobs), from logits already computed.
-    pub fn logprobs_from_logits(&self, logits: &Tensor, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (p, r) = (self.prefix_len, self.max_response);
+    /// As [`response_logprobs`](Self::response_logprobs), from the world policy's logits
+    /// already computed.
+    fn logprobs_from_logits(&self, logits: &Tensor, tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (p, r) = self.layout();
         let logp = candle_nn::ops::log_softmax(&logits.narrow(1, p - 1, r)?, D::Minus1)?;
         let targets = tokens.narrow(1, p, r)?.contiguous()?;
         let picked = logp.gather(&targets.unsqueeze(2)?, 2)?.squeeze(2)?;
@@ -89,8 +148,11 @@ impl Policy {
     /// Everything PPO reads at each response position of `tokens: (b, seq_len)` in one
     /// forward pass; every field is `(b, max_response)`.
     pub fn response_view(&self, tokens: &Tensor) -> Result<ResponseView> {
+        if let Body::Text(t) = &self.body {
+            return t.response_view(tokens);
+        }
         let (logits, values) = self.forward(tokens, None)?;
-        let (p, r) = (self.prefix_len, self.max_response);
+        let (p, r) = self.layout();
         let logp_all = candle_nn::ops::log_softmax(&logits.narrow(1, p - 1, r)?, D::Minus1)?;
         let targets = tokens.narrow(1, p, r)?.contiguous()?;
         let logp = logp_all.gather(&targets.unsqueeze(2)?, 2)?.squeeze(2)?;
@@ -112,13 +174,20 @@ impl Policy {
     /// the prompt through the model once, and a row leaves the batch (and the cache) as
     /// soon as it ends, so the batch shrinks with the responses still being written.
     /// Draws come in the same order either way: row by row, unfinished rows only.
+    ///
+    /// A world policy's prompts are content tokens (it adds BOS and SEP); a checkpoint's
+    /// are row prefixes ([`TextPolicy::prefix`]).
     pub fn sample(
         &self,
         prompts: &[Vec<u32>],
         temperature: f64,
         rng: &mut impl Rng,
     ) -> Result<Vec<Response>> {
-        let device = self.token_mask.device().clone();
+        let w = match &self.body {
+            Body::World(w) => w,
+            Body::Text(t) => return t.sample(prompts, temperature, rng),
+        };
+        let device = w.token_mask.device().clone();
         let b = prompts.len();
         if b == 0 {
             return Ok(Vec::new());
@@ -135,16 +204,16 @@ impl Policy {
                 })
             })
             .collect();
-        let mut prefix = Vec::with_capacity(distinct.len() * self.prefix_len);
+        let mut prefix = Vec::with_capacity(distinct.len() * w.prefix_len);
         for p in &distinct {
             prefix.push(BOS);
             prefix.extend_from_slice(p);
             prefix.push(SEP);
         }
-        let vocab = self.config().vocab;
-        let mut cache = KvCache::new(self.config().layers);
-        let input = Tensor::from_vec(prefix, (distinct.len(), self.prefix_len), &device)?;
-        let prefix_logits = self.last_logits(&input, &mut cache)?;
+        let vocab = w.trunk.config().vocab;
+        let mut cache = KvCache::new(w.trunk.config().layers);
+        let input = Tensor::from_vec(prefix, (distinct.len(), w.prefix_len), &device)?;
+        let prefix_logits = w.last_logits(&input, &mut cache)?;
         let mut logits = if distinct.len() == b {
             prefix_logits
         } else {
@@ -165,7 +234,7 @@ impl Policy {
         // live[j]: the row (index into `prompts`) at batch position j.
         let mut live: Vec<usize> = (0..b).collect();
         let mut probs = vec![0f64; vocab];
-        for step in 0..self.max_response {
+        for step in 0..w.max_response {
             let mut next = Vec::with_capacity(live.len());
             let mut keep: Vec<u32> = Vec::with_capacity(live.len());
             for (j, &i) in live.iter().enumerate() {
@@ -178,7 +247,7 @@ impl Policy {
                     next.push(t);
                 }
             }
-            if keep.is_empty() || step + 1 == self.max_response {
+            if keep.is_empty() || step + 1 == w.max_response {
                 break;
             }
             if keep.len() < live.len() {
@@ -186,11 +255,21 @@ impl Policy {
                 live = keep.iter().map(|&j| live[j as usize]).collect();
             }
             let input = Tensor::from_vec(next, (live.len(), 1), &device)?;
-            logits = self.last_logits(&input, &mut cache)?;
+            logits = w.last_logits(&input, &mut cache)?;
         }
         Ok(out)
     }
 
+    /// Device the policy lives on.
+    pub fn device(&self) -> &Device {
+        match &self.body {
+            Body::World(w) => w.token_mask.device(),
+            Body::Text(t) => t.device(),
+        }
+    }
+}
+
+impl WorldLm {
     /// Runs `input` through the cache and returns the last position's logits, flattened (b·vocab).
     fn last_logits(&self, input: &Tensor, cache: &mut KvCache) -> Result<Vec<f32>> {
         let h = self.trunk.forward(input, Some(cache))?;
@@ -198,11 +277,6 @@ impl Policy {
         let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
         let logits = self.lm_head.forward(&last)?.broadcast_add(&self.token_mask)?;
         Ok(logits.flatten_all()?.to_vec1::<f32>()?)
-    }
-
-    /// Device the policy lives on.
-    pub fn device(&self) -> &Device {
-        self.token_mask.device()
     }
 }
 

@@ -1,4 +1,6 @@
-//! The reward model: trunk + scalar head read at the response's end.
+//! The reward model: trunk + scalar head read at the response's end — the world's small
+//! transformer, or a checkpoint's decoder and score head (the seam: the methods see one
+//! [`RewardModel`], whichever model is behind it).
 //!
 //! Shapes: `raw(tokens: (b, t), ends: (b,) u32) -> (b,)`. Scores are standardized against a
 //! fixed set of π_ref samples: `score = (raw − offset) / scale`, so every RM reads 0 at
@@ -8,13 +10,13 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
+use crate::model::hf::TextReward;
 use crate::model::transformer::{linear, Linear, TransformerConfig, Trunk};
 use crate::world::SeqSet;
 
 #[derive(Debug, Clone)]
 pub struct RewardModel {
-    trunk: Trunk,
-    head: Linear,
+    body: Body,
     device: Device,
     /// Standardization: mean raw score on the reference set.
     pub offset: f32,
@@ -31,16 +33,32 @@ impl RewardModel {
     /// ensemble, scored by [`raw_heads`](Self::raw_heads).
     pub fn with_heads(cfg: &TransformerConfig, k: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            trunk: Trunk::new(cfg, vb.pp("trunk"))?,
-            head: linear(cfg.width, k, vb.pp("score_head"))?,
+            body: Body::World {
+                trunk: Trunk::new(cfg, vb.pp("trunk"))?,
+                head: linear(cfg.width, k, vb.pp("score_head"))?,
+            },
             device: vb.device().clone(),
             offset: 0.0,
             scale: 1.0,
         })
     }
 
-    pub fn config(&self) -> &TransformerConfig {
-        self.trunk.config()
+    /// A checkpoint's reward model (one head), on the device its weights are on.
+    pub fn text(model: TextReward, device: &Device) -> Self {
+        Self {
+            body: Body::Text(model),
+            device: device.clone(),
+            offset: 0.0,
+            scale: 1.0,
+        }
+    }
+
+    /// The world model's transformer shape (`None` for a checkpoint's).
+    pub fn config(&self) -> Option<&TransformerConfig> {
+        match &self.body {
+            Body::World { trunk, .. } => Some(trunk.config()),
+            Body::Text(_) => None,
+        }
     }
 
     /// tokens: (b, t) u32, ends: b read-out positions → raw scores (b,), differentiable.
@@ -52,15 +70,22 @@ impl RewardModel {
 
     /// Every head's raw score (b, k), differentiable (see [`raw`](Self::raw)).
     pub fn raw_heads(&self, tokens: &Tensor, ends: &[u32]) -> Result<Tensor> {
+        let (trunk, head) = match &self.body {
+            Body::World { trunk, head } => (trunk, head),
+            Body::Text(t) => {
+                let lengths: Vec<usize> = ends.iter().map(|&e| e as usize + 1).collect();
+                return Ok(t.scorer().forward(tokens, &lengths)?.unsqueeze(1)?);
+            }
+        };
         let (b, full) = tokens.dims2()?;
         let t = (ends.iter().copied().max().unwrap_or(0) as usize + 1).min(full);
         let tokens = if t < full { tokens.narrow(1, 0, t)? } else { tokens.clone() };
-        let h = self.trunk.forward(&tokens, None)?;
+        let h = trunk.forward(&tokens, None)?;
         let d = h.dim(2)?;
         let idx: Vec<u32> = ends.iter().enumerate().map(|(i, &e)| (i * t) as u32 + e).collect();
         let idx = Tensor::from_vec(idx, b, &self.device)?;
         let picked = h.reshape((b * t, d))?.index_select(&idx, 0)?;
-        self.head.forward(&picked)
+        head.forward(&picked)
     }
 
     /// Raw scores of the rows `idx` of `set`, differentiable.
@@ -110,6 +135,12 @@ impl RewardModel {
     pub fn standardize(&mut self, raw_reference: &[f32]) {
         (self.offset, self.scale) = mean_std(raw_reference);
     }
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    World { trunk: Trunk, head: Linear },
+    Text(TextReward),
 }
 
 /// Mean and population standard deviation (floored at 1e-12 so it can divide).

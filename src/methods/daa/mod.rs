@@ -164,7 +164,7 @@ pub fn train(ctx: &Context, run: &Run, policy: &Policy, varmap: &VarMap, progres
     let steps_per_epoch = n.div_ceil(s.batch);
     let evals = checkpoint_steps(steps_per_epoch, s.epochs, s.evals_per_epoch);
     let mut trainer = Trainer::constant(varmap, s.lr, s.max_grad_norm, &run.id)?;
-    let view = Policy::new(policy.config(), ctx.world, crate::model::frozen(varmap, policy.device()))?;
+    let view = policy.with_weights(crate::model::frozen(varmap, policy.device()))?;
     // π_ref's log-probs of every training response, once.
     let all: Vec<u32> = (0..n as u32).collect();
     let ref_of = |set: &SeqSet| -> Result<Vec<f32>> {

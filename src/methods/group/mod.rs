@@ -138,7 +138,7 @@ pub fn train(
     progress: &indicatif::ProgressBar,
 ) -> Result<Outcome> {
     let mut trainer = Trainer::constant(varmap, spec.lr, spec.max_grad_norm, &run.id)?;
-    let view = Policy::new(policy.config(), ctx.world, crate::model::frozen(varmap, policy.device()))?;
+    let view = policy.with_weights(crate::model::frozen(varmap, policy.device()))?;
     let mut out = Outcome {
         evaluations: vec![evaluate(ctx, run, &view, 0)?],
         updates: Vec::with_capacity(spec.updates),

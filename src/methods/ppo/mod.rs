@@ -149,7 +149,7 @@ pub fn train(ctx: &Context, run: &RunSpec, policy: &Policy, varmap: &VarMap, pro
     let mut trainer = Trainer::constant(varmap, s.lr, s.max_grad_norm, &run.id)?;
     // Rollouts and evaluations only infer: they read a view of the same variables that
     // records no graph (it follows the optimizer's in-place updates).
-    let view = Policy::new(policy.config(), ctx.world, crate::model::frozen(varmap, policy.device()))?;
+    let view = policy.with_weights(crate::model::frozen(varmap, policy.device()))?;
     let mut out = Outcome {
         evaluations: vec![evaluate(ctx, run, &view, 0)?],
         updates: Vec::with_capacity(s.updates),
