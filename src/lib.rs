@@ -12,7 +12,10 @@
 //! 2. [`stats`]: aggregators, the curve point, fits, stopping rules, analysis, conclusions —
 //!    pure functions and records;
 //! 3. [`world`]: the synthetic task, the only place that knows the token layout;
-//! 4. [`model`]: the transformer, policy and reward model, and their fused kernels;
+//! 4. [`model`]: the transformer, policy and reward model, and their fused kernels; the
+//!    checkpoints ([`model::hf`]);
+//!    [`text`]: a world of text on checkpoints (prompts from a file, the programmatic
+//!    labeler), behind the world's interface;
 //! 5. [`config`]: the experiment schema, its validation and error location;
 //! 6. [`cell`]: the contract every kind of cell implements, its cost and the store;
 //! 7. [`train`]: SFT, reward-model training, the optimizer, and their cells (π_ref, gold,
@@ -39,6 +42,7 @@ pub mod progress;
 pub mod run;
 pub mod seed;
 pub mod stats;
+pub mod text;
 pub mod train;
 pub mod world;
 

@@ -70,8 +70,30 @@ pub const EOS: u32 = 3;
 /// First content token id.
 pub const FIRST_CONTENT: u32 = 4;
 
+/// A world of text: a checkpoint's tokenizer, prompts read from a file and a labeler, behind
+/// the embedded world's interface (prompts by split, the row layout, the labeler's utility).
+/// Implemented in `crate::text`; a [`WorldConfig`] holding one answers for it, and the cells
+/// that only the embedded world has (SFT demonstrations, gold's distillation, the labeler
+/// biases) are not planned for it.
+pub trait TextWorld: Send + Sync + std::fmt::Debug {
+    /// Prompt positions (left-padded prompt prefixes).
+    fn prefix_len(&self) -> usize;
+    /// Response positions, stop token included.
+    fn max_response(&self) -> usize;
+    /// The checkpoint's vocabulary.
+    fn vocab(&self) -> usize;
+    /// A prompt prefix of `split`, drawn uniformly from the split's prompts.
+    fn prompt_in(&self, split: Split, rng: &mut dyn rand::RngCore) -> Vec<u32>;
+    /// The row of `prompt` (a prefix) and `response`.
+    fn encode(&self, prompt: &[u32], response: &Response) -> Vec<u32>;
+    /// The response a row holds.
+    fn decode_response(&self, seq: &[u32]) -> Response;
+    /// The labeler's utility of `response` to `prompt`.
+    fn utility(&self, prompt: &[u32], response: &Response) -> f64;
+}
+
 /// Resolved world parameters.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct WorldConfig {
     /// Content tokens, flattery tokens included (the last `flattery` of them).
     pub content: usize,
@@ -82,6 +104,25 @@ pub struct WorldConfig {
     /// Labeler's affinity of plain prompt token i for content token j: `(plain, content)`
     /// row-major, N(0, 1) entries drawn from the experiment seed.
     pub affinity: Vec<f32>,
+    /// A world of text, which answers for the layout, prompts and utility instead (the
+    /// embedded world's fields are then unused).
+    pub text: Option<std::sync::Arc<dyn TextWorld>>,
+}
+
+impl PartialEq for WorldConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let text = match (&self.text, &other.text) {
+            (None, None) => true,
+            (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        text && self.content == other.content
+            && self.flattery == other.flattery
+            && self.prompt_len == other.prompt_len
+            && self.max_response == other.max_response
+            && self.demo == other.demo
+            && self.affinity == other.affinity
+    }
 }
 
 /// The demonstrator's knobs. π_ref imitates the default ones; the gold RM is distilled on
@@ -167,22 +208,53 @@ impl WorldConfig {
                 insight_rate: 0.0,
                 repeat_rate: 0.03,
             },
+            text: None,
+        }
+    }
+
+    /// A world of text (see [`TextWorld`]).
+    pub fn of_text(text: std::sync::Arc<dyn TextWorld>) -> Self {
+        Self {
+            content: 0,
+            flattery: 0,
+            prompt_len: text.prefix_len(),
+            max_response: text.max_response(),
+            demo: DemoParams {
+                mean_len: 0.0,
+                flattery_rate: 0.0,
+                echo_rate: 0.0,
+                insight_rate: 0.0,
+                repeat_rate: 0.0,
+            },
+            affinity: Vec::new(),
+            text: Some(text),
         }
     }
 
     /// Vocabulary size, special tokens included.
     pub fn vocab(&self) -> usize {
-        vocab_size(self.content)
+        match &self.text {
+            Some(t) => t.vocab(),
+            None => vocab_size(self.content),
+        }
     }
 
-    /// Full sequence length: BOS, prompt, SEP, response (end token included).
+    /// Full sequence length: BOS, prompt, SEP, response (end token included); a world of
+    /// text: the prompt prefix and the response.
     pub fn seq_len(&self) -> usize {
-        sequence_len(self.prompt_len, self.max_response)
+        match &self.text {
+            Some(t) => t.prefix_len() + t.max_response(),
+            None => sequence_len(self.prompt_len, self.max_response),
+        }
     }
 
-    /// Number of positions before the first response token (BOS, prompt, SEP).
+    /// Number of positions before the first response token (BOS, prompt, SEP; a world of
+    /// text: the prompt prefix).
     pub fn prefix_len(&self) -> usize {
-        2 + self.prompt_len
+        match &self.text {
+            Some(t) => t.prefix_len(),
+            None => 2 + self.prompt_len,
+        }
     }
 
     /// Plain (non-flattery) content tokens.
@@ -240,6 +312,9 @@ impl WorldConfig {
     /// sizes. Validation guarantees every split holds prompts (at least
     /// [`MIN_DISTINCT_PROMPTS`] distinct ones in the world).
     pub fn prompt_in(&self, split: Split, rng: &mut impl Rng) -> Vec<u32> {
+        if let Some(t) = &self.text {
+            return t.prompt_in(split, rng);
+        }
         loop {
             let p = self.sample_prompt(rng);
             if Split::of(&p) == split {
@@ -343,6 +418,9 @@ impl WorldConfig {
 
     /// The labeler's utility of `response` to `prompt` (see [`utility`]).
     pub fn utility(&self, prompt: &[u32], response: &Response) -> f64 {
+        if let Some(t) = &self.text {
+            return t.utility(prompt, response);
+        }
         use utility::*;
         let r = &response.tokens;
         let mut covered: Vec<u32> = prompt.iter().copied().filter(|p| r.contains(p)).collect();
@@ -383,6 +461,9 @@ impl WorldConfig {
 
     /// The full token sequence (length [`seq_len`](Self::seq_len)), right-padded.
     pub fn encode(&self, prompt: &[u32], response: &Response) -> Vec<u32> {
+        if let Some(t) = &self.text {
+            return t.encode(prompt, response);
+        }
         let mut s = Vec::with_capacity(self.seq_len());
         s.push(BOS);
         s.extend_from_slice(prompt);
@@ -398,6 +479,10 @@ impl WorldConfig {
     /// Position a reward model reads: the end token, or the last token if unfinished.
     pub fn end_index(&self, response: &Response) -> usize {
         let n = response.tokens.len();
+        if self.text.is_some() {
+            // A text response holds its stop token; it has at least one token.
+            return self.prefix_len() + n.max(1) - 1;
+        }
         if response.finished {
             self.prefix_len() + n
         } else {
@@ -407,6 +492,9 @@ impl WorldConfig {
 
     /// Decodes the response part of a sequence (inverse of [`encode`](Self::encode)).
     pub fn decode_response(&self, seq: &[u32]) -> Response {
+        if let Some(t) = &self.text {
+            return t.decode_response(seq);
+        }
         let mut tokens = Vec::new();
         for &t in &seq[self.prefix_len()..] {
             if t == EOS {

@@ -36,15 +36,46 @@ pub fn shards(device: &Device) -> usize {
 
 /// A fresh policy of the experiment's shape in `world` with the weights of the folder `dir`.
 pub fn load_policy_weights(exp: &Experiment, world: &WorldConfig, device: &Device, dir: &Path) -> Result<(Policy, VarMap)> {
+    if exp.text().is_some() {
+        let (policy, map) = text_policy(exp, device, true)?;
+        return Ok((policy, map.expect("a trainable policy has variables")));
+    }
     let mut varmap = VarMap::new();
     let policy = Policy::new(&exp.policy_arch(), world, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     load_weights(&mut varmap, dir)?;
     Ok((policy, varmap))
 }
 
+/// A text study's π_ref: its policy checkpoint, frozen, or with `train` every weight (and a
+/// zero value head) a variable of the returned map.
+pub fn text_policy(exp: &Experiment, device: &Device, train: bool) -> Result<(Policy, Option<VarMap>)> {
+    let task = exp.text().expect("a text study");
+    let ckpt = crate::model::hf::Checkpoint::open(&task.spec().policy)?;
+    let (p, map) = crate::model::hf::TextPolicy::load(&ckpt, task.layout().clone(), device, train)?;
+    Ok((Policy::text(p), map))
+}
+
 /// A reward model of shape `cfg` with the weights of `dir` and the standardization in `meta`.
 pub fn load_reward(cfg: &TransformerConfig, device: &Device, dir: &Path, meta: &Meta) -> Result<RewardModel> {
-    let mut model = frozen_weights(dir, device, |vb| RewardModel::new(cfg, vb))?;
+    let model = frozen_weights(dir, device, |vb| RewardModel::new(cfg, vb))?;
+    standardized(model, dir, meta)
+}
+
+/// A text study's gold: its reward-model checkpoint, or the programmatic labeler (not yet
+/// standardized).
+pub fn text_gold(exp: &Experiment, device: &Device) -> Result<RewardModel> {
+    let task = exp.text_task.clone().expect("a text study");
+    Ok(match &task.spec().gold {
+        Some(dir) => {
+            let ckpt = crate::model::hf::Checkpoint::open(dir)?;
+            RewardModel::text(crate::model::hf::TextReward::load(&ckpt, device)?, device)
+        }
+        None => RewardModel::labeler(task, device),
+    })
+}
+
+/// `model` with the standardization its cell's `meta` records.
+pub fn standardized(mut model: RewardModel, dir: &Path, meta: &Meta) -> Result<RewardModel> {
     let get = |k: &str| meta.info.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
     match (get("offset"), get("scale")) {
         (Some(offset), Some(scale)) if scale.is_finite() && scale > 0.0 && offset.is_finite() => {

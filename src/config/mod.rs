@@ -21,6 +21,7 @@ use crate::model::TransformerConfig;
 pub use crate::world::WorldSpec;
 use crate::world::WorldConfig;
 pub use crate::stats::claims::{ClaimSelector, ConclusionsSpec};
+pub use crate::text::TextSpec;
 use locate::{line_col, locate};
 pub use fields::limits;
 
@@ -81,6 +82,9 @@ pub struct ExperimentSpec {
     pub daa: DaaSpec,
     #[serde(default)]
     pub conclusions: ConclusionsSpec,
+    /// A study on checkpoints instead of the embedded world (`crate::text`).
+    #[serde(default)]
+    pub text: Option<TextSpec>,
 }
 
 fn default_seed() -> u64 {
@@ -119,6 +123,11 @@ pub struct Experiment {
     pub rloo: GroupSpec,
     pub daa: DaaSpec,
     pub conclusions: ConclusionsSpec,
+    /// A study on checkpoints: its settings, and the world of text read from them once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
+    #[serde(skip)]
+    pub text_task: Option<std::sync::Arc<crate::text::TextTask>>,
     /// Parameter counts, resolved from the shapes.
     pub params: ParamCounts,
 }
@@ -226,16 +235,54 @@ impl Experiment {
     /// from the `[world]` spec (`self.world`) in its seed. Every world has world 0's shapes
     /// (vocabulary, sequence length).
     pub fn world_config(&self, w: usize) -> WorldConfig {
-        WorldConfig::from_spec(&self.world, self.world_seed(w))
+        match &self.text_task {
+            Some(t) => WorldConfig::of_text(t.clone()),
+            None => WorldConfig::from_spec(&self.world, self.world_seed(w)),
+        }
+    }
+
+    /// The world of text of a study on checkpoints.
+    pub fn text(&self) -> Option<&crate::text::TextTask> {
+        self.text_task.as_deref()
     }
 
     /// The world's part of a cell recipe: the world's settings without `per_replicate`
     /// (which world a cell reads is in its seed), so replicate 0's cells are the same cells
     /// whether or not the other replicates redraw their worlds.
     pub fn world_recipe(&self) -> serde_json::Value {
+        if let Some(t) = &self.text_task {
+            // What the checkpoints and the prompt file hold, not where they are.
+            let mut v = serde_json::to_value(t.spec()).expect("text spec serializes");
+            let o = v.as_object_mut().expect("text spec is a table");
+            // The proxies' trunk enters the proxies' own recipes, not the world's.
+            for k in ["policy", "prompts", "gold", "proxy_trunk", "proxy_layers"] {
+                o.remove(k);
+            }
+            let mut d = serde_json::to_value(&t.digests).expect("digests serialize");
+            d.as_object_mut().expect("digests are a table").remove("trunk");
+            o.insert("digests".into(), d);
+            return serde_json::json!({ "text": v });
+        }
         let mut v = serde_json::to_value(&self.world).expect("world spec serializes");
         v.as_object_mut().expect("world spec is a table").remove("per_replicate");
         v
+    }
+
+    /// (layers, width) of gold: the world's shape, or a text study's gold checkpoint's
+    /// ((0, 0) for the labeler, which has none).
+    pub fn gold_shape(&self) -> (usize, usize) {
+        match self.text() {
+            Some(t) => t.gold_shape.unwrap_or((0, 0)),
+            None => (self.gold.layers, self.gold.width),
+        }
+    }
+
+    /// (layers, width) of a proxy size: the world's shape, or a text study's trunk's.
+    pub fn proxy_shape(&self, size: &ProxySizeSpec) -> (usize, usize) {
+        match self.text() {
+            Some(t) => t.trunk_shape,
+            None => (size.layers, size.width),
+        }
     }
 
     /// Transformer shape of the reference policy.

@@ -179,10 +179,18 @@ impl Experiment {
         let policy = policy_arch.checked_policy_params().ok_or_else(|| {
             bad("policy.width", format!("the policy's parameter count overflows ({} layers × width {})", p.layers, p.width))
         })?;
-        let params = ParamCounts {
+        let mut params = ParamCounts {
             policy,
             gold: gold_params,
             proxies,
+        };
+        let text_task = match &spec.text {
+            Some(t) => {
+                let task = text_study(&bad, &spec, t, path)?;
+                params = text_params(&task, &spec.proxy)?;
+                Some(std::sync::Arc::new(task))
+            }
+            None => None,
         };
         let exp = Experiment {
             name: spec.name,
@@ -200,10 +208,64 @@ impl Experiment {
             rloo: spec.rloo,
             daa: spec.daa,
             conclusions: spec.conclusions,
+            text: spec.text,
+            text_task,
             params,
         };
         Ok(exp)
     }
+}
+
+/// A study on checkpoints (`[text]`): what it supports so far, checked, and its world of
+/// text opened (checkpoints' configs and tokenizers, the prompt file).
+fn text_study(bad: Bad, spec: &ExperimentSpec, t: &TextSpec, path: &Path) -> Result<crate::text::TextTask> {
+    if spec.world.per_replicate {
+        return Err(bad("world.per_replicate", "a text study has one world, its checkpoints and prompts; leave it false".into()));
+    }
+    if spec.proxy.sizes.len() != 1 {
+        return Err(bad(
+            "proxy.sizes",
+            format!("a text study's proxies are its trunk checkpoint with a scalar head: give one size (its name labels them), got {}", spec.proxy.sizes.len()),
+        ));
+    }
+    if let Some(s) = spec.proxy.sources.iter().find(|s| !matches!(s, Source::Finetune | Source::Bootstrap)) {
+        return Err(bad(
+            "proxy.sources",
+            format!("{:?}: a text study's proxies fine-tune the trunk checkpoint (finetune, bootstrap); other sources are not yet supported on checkpoints", s.name()),
+        ));
+    }
+    if !spec.preferences.bias.is_off() {
+        return Err(bad("preferences.bias", "the labelers' biases are features of the embedded world; a text study has none yet".into()));
+    }
+    for (name, on) in [("grpo", spec.grpo.enabled), ("rloo", spec.rloo.enabled), ("daa", spec.daa.enabled)] {
+        if on {
+            return Err(bad(name, "is not yet supported in a text study (best-of-n and PPO are)".into()));
+        }
+    }
+    crate::text::TextTask::open(t, spec.seed, path)
+}
+
+/// Parameter counts of a text study: the checkpoints'.
+fn text_params(task: &crate::text::TextTask, x: &ProxySpec) -> Result<ParamCounts> {
+    let s = task.spec();
+    let open = |p: &Path| crate::model::hf::Checkpoint::open(p).map(|c| c.config().params());
+    let policy = open(&s.policy)?;
+    let gold = match &s.gold {
+        Some(g) => open(g)?,
+        None => 0,
+    };
+    let trunk = crate::model::hf::Checkpoint::open(s.proxy_trunk.as_deref().unwrap_or(&s.policy))?;
+    let cfg = trunk.config();
+    let head = cfg.hidden;
+    // The trunk's decoder (no language-model head) and a scalar head.
+    let lm_head = if cfg.tied_embeddings || cfg.head != crate::model::hf::Head::CausalLm { 0 } else { cfg.vocab * cfg.hidden };
+    let score = if cfg.head == crate::model::hf::Head::Score { cfg.hidden } else { 0 };
+    let proxy = cfg.params() - lm_head - score + head;
+    Ok(ParamCounts {
+        policy,
+        gold,
+        proxies: vec![(x.sizes[0].name.clone(), proxy)],
+    })
 }
 
 fn validate_conclusions(bad: Bad, c: &ConclusionsSpec) -> Result<()> {

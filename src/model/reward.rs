@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use crate::error::Result;
 use crate::model::hf::TextReward;
 use crate::model::transformer::{linear, Linear, TransformerConfig, Trunk};
-use crate::world::SeqSet;
+use crate::world::{SeqSet, TextWorld};
 
 #[derive(Debug, Clone)]
 pub struct RewardModel {
@@ -53,11 +53,22 @@ impl RewardModel {
         }
     }
 
+    /// A world of text's labeler as a reward model: a row's raw score is the labeler's
+    /// utility of its response to its prompt (no weights, no gradient; a stand-in gold).
+    pub fn labeler(world: std::sync::Arc<dyn TextWorld>, device: &Device) -> Self {
+        Self {
+            body: Body::Labeler(world),
+            device: device.clone(),
+            offset: 0.0,
+            scale: 1.0,
+        }
+    }
+
     /// The world model's transformer shape (`None` for a checkpoint's).
     pub fn config(&self) -> Option<&TransformerConfig> {
         match &self.body {
             Body::World { trunk, .. } => Some(trunk.config()),
-            Body::Text(_) => None,
+            Body::Text(_) | Body::Labeler(_) => None,
         }
     }
 
@@ -75,6 +86,13 @@ impl RewardModel {
             Body::Text(t) => {
                 let lengths: Vec<usize> = ends.iter().map(|&e| e as usize + 1).collect();
                 return Ok(t.scorer().forward(tokens, &lengths)?.unsqueeze(1)?);
+            }
+            Body::Labeler(world) => {
+                let (b, t) = tokens.dims2()?;
+                let ids = tokens.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<u32>()?;
+                let p = world.prefix_len();
+                let scores: Vec<f32> = ids.chunks(t).map(|row| world.utility(&row[..p], &world.decode_response(row)) as f32).collect();
+                return Ok(Tensor::from_vec(scores, (b, 1), &self.device)?);
             }
         };
         let (b, full) = tokens.dims2()?;
@@ -141,7 +159,9 @@ impl RewardModel {
 enum Body {
     World { trunk: Trunk, head: Linear },
     Text(TextReward),
+    Labeler(std::sync::Arc<dyn TextWorld>),
 }
+
 
 /// Mean and population standard deviation (floored at 1e-12 so it can divide).
 pub fn mean_std(x: &[f32]) -> (f32, f32) {

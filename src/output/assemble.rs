@@ -50,13 +50,13 @@ pub fn rows(x: &Exec) -> Result<Rows> {
         if kind.get::<PolicyCell>().is_some_and(|p| p.world == 0) {
             out.duplicate_fraction = meta.info.get("duplicate_fraction").and_then(Value::as_f64).unwrap_or(f64::NAN);
         } else if let Some(g) = kind.get::<GoldCell>() {
-            let mut row = rm_row(&cell.id, "gold", "gold", "", &x.exp.gold_arch(), None, meta);
+            let mut row = rm_row(&cell.id, "gold", "gold", "", x.exp.gold_shape(), None, meta);
             row.distill_r2 = meta.info.get("distill_r2").and_then(Value::as_f64);
             row.replicate = x.exp.world.per_replicate.then_some(g.world as u64);
             golds.push(row);
         } else if let Some(c) = kind.get::<ProxyCell>() {
             let (role, ensemble) = if c.heldout { ("heldout", String::new()) } else { ("proxy", c.ensemble_id()) };
-            let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, &x.exp.proxy_arch(&c.size), Some(c), meta);
+            let mut row = rm_row(&c.id(), role, &c.size.name, &ensemble, x.exp.proxy_shape(&c.size), Some(c), meta);
             if c.heldout {
                 let own = x.exp.world.per_replicate || x.exp.proxy.heldout_per_replicate;
                 row.replicate = own.then_some(c.replicate as u64);
@@ -118,7 +118,10 @@ fn ensemble_costs(x: &Exec, loaded: &[std::sync::Arc<crate::cell::Loaded>]) -> V
                 source: source.name().to_string(),
                 members: members as u64,
                 models_trained: trained.len() as u64,
-                params_trained: trained.iter().map(|&j| info(j, "params") as u64).sum(),
+                params_trained: trained
+                    .iter()
+                    .map(|&j| loaded[j].meta.info.get("params_trained").and_then(Value::as_f64).unwrap_or_else(|| info(j, "params")) as u64)
+                    .sum(),
                 train_seconds: trained.iter().map(|&j| info(j, "train_seconds")).sum(),
             }
         })
@@ -130,7 +133,7 @@ fn rm_row(
     role: &str,
     size: &str,
     ensemble: &str,
-    cfg: &crate::model::TransformerConfig,
+    (layers, width): (usize, usize),
     cell: Option<&ProxyCell>,
     meta: &Meta,
 ) -> RmRow {
@@ -142,8 +145,8 @@ fn rm_row(
         size: size.to_string(),
         ensemble: ensemble.to_string(),
         params: u("params"),
-        layers: cfg.layers as u64,
-        width: cfg.width as u64,
+        layers: layers as u64,
+        width: width as u64,
         train_examples: u("train_examples"),
         label_noise: cell.map(|c| c.noise),
         member: cell.filter(|c| !c.heldout).map(|c| c.member as u64),

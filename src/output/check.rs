@@ -102,7 +102,8 @@ const RM: [Col<'static>; 20] = [
     col("label_noise", Need::Finite, false, true),
     col("member", Need::Count, false, true),
     col("val_pairs", Need::Count, false, false),
-    col("val_accuracy", Need::Finite, true, false),
+    // Empty only for a gold with no labeler to agree with (a text study's checkpoint).
+    col("val_accuracy", Need::Finite, true, true),
     col("val_bt_loss_nats", Need::Number, false, false),
     col("gold_distill_r2", Need::Number, false, true),
     col("train_steps", Need::Count, false, false),

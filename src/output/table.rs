@@ -102,7 +102,8 @@ pub fn rm_frame(rows: &[RmRow]) -> Result<DataFrame> {
         Column::new("label_noise".into(), rows.iter().map(|r| r.label_noise).collect::<Vec<_>>()),
         Column::new("member".into(), rows.iter().map(|r| r.member).collect::<Vec<_>>()),
         Column::new("val_pairs".into(), u(|r| r.val_pairs)),
-        Column::new("val_accuracy".into(), x(|r| r.val_accuracy)),
+        // Empty for a gold that has no labeler to agree with (a text study's checkpoint).
+        Column::new("val_accuracy".into(), rows.iter().map(|r| (!r.val_accuracy.is_nan()).then_some(r.val_accuracy)).collect::<Vec<_>>()),
         Column::new("val_bt_loss_nats".into(), x(|r| r.val_bt_loss)),
         Column::new("gold_distill_r2".into(), rows.iter().map(|r| r.distill_r2).collect::<Vec<_>>()),
         Column::new("train_steps".into(), u(|r| r.train_steps)),
@@ -373,7 +374,7 @@ pub fn read_rm(path: &Path) -> Result<Vec<RmRow>> {
     let label_noise = c.maybe_f64("label_noise")?;
     let member = c.maybe_u64("member")?;
     let val_pairs = zero(c.maybe_u64("val_pairs")?);
-    let val_accuracy = c.f64("val_accuracy")?;
+    let val_accuracy = nan(c.maybe_f64("val_accuracy")?);
     let val_bt_loss = nan(c.maybe_f64("val_bt_loss_nats")?);
     let distill_r2 = c.maybe_f64("gold_distill_r2")?;
     let train_steps = zero(c.maybe_u64("train_steps")?);

@@ -128,7 +128,8 @@ fn proxy_grid(b: &mut Builder, grid: &[ProxyCell], base: [usize; 3], r: usize) -
     let mut members: Vec<usize> = Vec::with_capacity(grid.len());
     for cell in grid {
         let mut deps = base.to_vec();
-        if let Some(seed) = cell.trunk_seed() {
+        // A text study's proxies start from the trunk checkpoint, not a pretrained trunk cell.
+        if let Some(seed) = cell.trunk_seed().filter(|_| b.exp.text().is_none()) {
             deps.push(trunk(b, &cell.size, seed));
         }
         match cell.source {

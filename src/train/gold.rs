@@ -40,6 +40,13 @@ impl CellKind for GoldCell {
         self.world
     }
     fn recipe(&self, exp: &Experiment) -> Value {
+        if exp.text().is_some() {
+            return json!({
+                "world": exp.world_recipe(),
+                "seed": exp.world_seed(self.world),
+                "reference_samples": exp.reference.standardize_samples,
+            });
+        }
         json!({
             "world": exp.world_recipe(),
             "utility": crate::world::utility::recipe(),
@@ -57,6 +64,10 @@ impl CellKind for GoldCell {
         let seq = exp.world_config(0).seq_len() as f64;
         let (g, reference, val) = (&exp.gold, exp.reference.standardize_samples as f64, exp.preferences.val_pairs as f64);
         let mut w = Work::default();
+        if exp.text().is_some() {
+            w.infer(reference * seq, exp.params.gold);
+            return w;
+        }
         w.train((g.steps * g.batch) as f64 * seq, exp.params.gold);
         w.infer((reference + 2.0 * val) * seq, exp.params.policy);
         w.infer((g.samples as f64 / 10.0 + reference + 4.0 * val) * seq, exp.params.gold);
@@ -69,12 +80,18 @@ impl CellKind for GoldCell {
         make(inputs, dir, pb)
     }
     fn load(&self, exp: &Experiment, _world: &WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        if exp.text().is_some() {
+            return Ok(Loaded::new(crate::cell::make::standardized(crate::cell::make::text_gold(exp, device)?, dir, meta)?, meta));
+        }
         Ok(Loaded::new(load_reward(&exp.gold_arch(), device, dir, meta)?, meta))
     }
 }
 
 /// The gold RM of its world, from the world's seed.
 pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    if x.exp.text().is_some() {
+        return make_text(x);
+    }
     let exp = x.exp;
     let (world, seed) = (x.world, exp.world_seed(x.world_index));
     let policy = x.policy();
@@ -127,6 +144,25 @@ pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value
         "val_accuracy": acc, "val_bt_loss": bt, "val_pairs": counted,
         "train_examples": g.samples, "train_steps": g.steps, "train_seconds": train_seconds,
         "params": crate::model::param_count(&varmap),
+    }))
+}
+
+/// A text study's gold is its reward-model checkpoint or the programmatic labeler, as it
+/// is: only its standardization on the reference set is made here.
+fn make_text(x: &Inputs) -> Result<Value> {
+    let exp = x.exp;
+    let mut gold = crate::cell::make::text_gold(exp, x.device)?;
+    gold.standardize(&gold.raw_set(x.reference(), INFER_BATCH)?);
+    let what = match &exp.text().expect("a text study").spec().gold {
+        Some(dir) => format!("the reward-model checkpoint {} ({} params)", dir.display(), exp.params.gold),
+        None => "the programmatic labeler (a stand-in, not a model of people)".to_string(),
+    };
+    info!("gold: {what}; π_ref's reference samples score {:.3} ± {:.3} raw", gold.offset, gold.scale);
+    Ok(json!({
+        "offset": gold.offset, "scale": gold.scale,
+        "gold": what,
+        "train_examples": 0, "train_steps": 0, "train_seconds": 0.0,
+        "params": exp.params.gold,
     }))
 }
 

@@ -39,6 +39,13 @@ impl CellKind for PolicyCell {
     }
     fn recipe(&self, exp: &Experiment) -> Value {
         let p = &exp.policy;
+        if exp.text().is_some() {
+            return json!({
+                "world": exp.world_recipe(),
+                "diversity_pool": exp.reference.diversity_pool,
+                "seed": exp.world_seed(self.world),
+            });
+        }
         json!({
             "world": exp.world_recipe(),
             "arch": exp.policy_arch(),
@@ -54,7 +61,9 @@ impl CellKind for PolicyCell {
         let seq = exp.world_config(0).seq_len() as f64;
         let (p, policy) = (&exp.policy, exp.params.policy);
         let mut w = Work::default();
-        w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);
+        if exp.text().is_none() {
+            w.train((p.sft_steps * p.sft_batch) as f64 * seq, policy);
+        }
         w.infer((exp.reference.standardize_samples + exp.reference.diversity_pool) as f64 * seq, policy);
         w
     }
@@ -68,6 +77,9 @@ impl CellKind for PolicyCell {
 
 /// π_ref of its world, from the world's seed.
 pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value> {
+    if x.exp.text().is_some() {
+        return make_text(x);
+    }
     let exp = x.exp;
     let (world, seed) = (x.world, exp.world_seed(x.world_index));
     let cfg = exp.policy_arch();
@@ -121,7 +133,42 @@ pub fn make(x: &Inputs, dir: &Path, pb: &indicatif::ProgressBar) -> Result<Value
     }))
 }
 
+/// A text study's π_ref is its policy checkpoint, as it is: nothing is trained or stored
+/// but what the checkpoint is and the duplicate fraction of a one-prompt pool of its samples.
+fn make_text(x: &Inputs) -> Result<Value> {
+    let exp = x.exp;
+    let task = exp.text().expect("a text study");
+    let (policy, _) = crate::cell::make::text_policy(exp, x.device, false)?;
+    let seed = exp.world_seed(x.world_index);
+    let duplicate_fraction = diversity(&policy, exp, x.world, seed)?;
+    let sizes: Vec<String> = task.split_sizes().iter().map(|(s, n)| format!("{s:?} {n}")).collect();
+    info!(
+        "reference policy: {} ({} params); {} prompts fit {} tokens ({} dropped as longer; by use: {}); \
+         a pool of {} samples for one prompt repeats {:.4} of them",
+        task.spec().policy.display(),
+        exp.params.policy,
+        task.prompts().len(),
+        task.layout().prefix_len,
+        task.dropped,
+        sizes.join(", "),
+        exp.reference.diversity_pool,
+        duplicate_fraction
+    );
+    Ok(json!({
+        "checkpoint": task.spec().policy,
+        "digest": task.digests.policy,
+        "params": exp.params.policy,
+        "prompts": task.prompts().len(),
+        "prompts_dropped": task.dropped,
+        "diversity_pool_samples": exp.reference.diversity_pool,
+        "duplicate_fraction": duplicate_fraction,
+    }))
+}
+
 pub fn load(exp: &Experiment, world: &WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+    if exp.text().is_some() {
+        return Ok(Loaded::new(crate::cell::make::text_policy(exp, device, false)?.0, meta));
+    }
     let policy = frozen_weights(dir, device, |vb| Policy::new(&exp.policy_arch(), world, vb))?;
     Ok(Loaded::new(policy, meta))
 }

@@ -216,6 +216,9 @@ impl CellKind for ProxyCell {
         if self.source != Source::Scratch {
             r["source"] = json!(self.source);
         }
+        if let Some(t) = exp.text() {
+            r["arch"] = json!({ "trunk": t.digests.trunk, "proxy_layers": t.spec().proxy_layers });
+        }
         r
     }
     fn code_version(&self) -> &'static str {
@@ -254,6 +257,14 @@ impl CellKind for ProxyCell {
         make(inputs, self, dir, pb)
     }
     fn load(&self, exp: &Experiment, _world: &crate::world::WorldConfig, device: &candle_core::Device, dir: &Path, meta: &Meta) -> Result<Loaded> {
+        if exp.text().is_some() {
+            let path = dir.join(crate::cell::make::WEIGHTS);
+            let weights = candle_core::safetensors::load(&path, device).map_err(|e| crate::error::Error::Artifact {
+                dir: dir.to_path_buf(),
+                reason: format!("weights: {}", e.to_string().lines().next().unwrap_or("")),
+            })?;
+            return Ok(Loaded::new(crate::cell::make::standardized(text_proxy(exp, device, weights)?, dir, meta)?, meta));
+        }
         Ok(Loaded::new(load_reward(&exp.proxy_arch(&self.size), device, dir, meta)?, meta))
     }
 }
@@ -285,15 +296,22 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
     let data: &super::pairs::PairData = x.dep("pairs");
     let reference = x.reference();
     let cfg = exp.proxy_arch(&cell.size);
-    let mut varmap = VarMap::new();
-    let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, x.device))?;
     // From the id alone (not the store key, which also hashes code and format).
     let member_seed = crate::seed::derive(exp.seed, &format!("init/{id}"));
-    seeded_init(&varmap, member_seed, cfg.layers)?;
-    if cell.trunk_seed().is_some() {
-        let d = x.deps.iter().find(|d| d.name == "trunk").expect("the plan wires a pretrained trunk into its fine-tunes");
-        super::trunk::start_from(&mut varmap, d.loaded.get(), &d.dir)?;
-    }
+    let (model, varmap) = if exp.text().is_some() {
+        // A text study's proxy: the trunk checkpoint and a fresh head.
+        let (rm, varmap) = crate::model::hf::TextReward::from_trunk(&text_trunk(exp)?, x.device, member_seed, text_trainable(exp))?;
+        (RewardModel::text(rm, x.device), varmap)
+    } else {
+        let mut varmap = VarMap::new();
+        let model = RewardModel::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, x.device))?;
+        seeded_init(&varmap, member_seed, cfg.layers)?;
+        if cell.trunk_seed().is_some() {
+            let d = x.deps.iter().find(|d| d.name == "trunk").expect("the plan wires a pretrained trunk into its fine-tunes");
+            super::trunk::start_from(&mut varmap, d.loaded.get(), &d.dir)?;
+        }
+        (model, varmap)
+    };
     // A per-replicate held-out proxy's pairs: drawn here, from the replicate's seed.
     let own = if cell.heldout && p.heldout_per_replicate {
         let seed = crate::seed::derive(exp.replicate_seed(cell.replicate), "heldout");
@@ -321,7 +339,11 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
     let steps = rm::train_proxy(&model, &varmap, train, &labels, cell.data_size, &params, &id, pb)?;
     let train_seconds = t.elapsed().as_secs_f64();
     // Inference from here on: the same weights, no graph.
-    let mut model = RewardModel::new(&cfg, frozen(&varmap, x.device))?;
+    let mut model = if exp.text().is_some() {
+        text_proxy(exp, x.device, variables(&varmap))?
+    } else {
+        RewardModel::new(&cfg, frozen(&varmap, x.device))?
+    };
     let (acc, bt) = rm::evaluate_pairs(&model, &data.val, INFER_BATCH)?;
     model.standardize(&model.raw_set(reference, INFER_BATCH)?);
     let biased = match exp.preferences.bias.is_off() {
@@ -331,7 +353,10 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
     pb.suspend(|| {
         info!(
             "{id}: {} params, {} pairs ({n_flip} labels flipped{biased}), val accuracy {:.1}%, val BT loss {:.3}",
-            crate::model::param_count(&varmap),
+            match exp.text() {
+                Some(_) => format!("{} ({} trained)", exp.params.proxies[0].1, crate::model::param_count(&varmap)),
+                None => crate::model::param_count(&varmap).to_string(),
+            },
             cell.data_size,
             acc * 100.0,
             bt
@@ -345,8 +370,39 @@ pub fn make(x: &Inputs, cell: &ProxyCell, dir: &Path, pb: &indicatif::ProgressBa
         // Of its training pairs, labels the labelers' shared bias made differ from gold's own.
         "labels_biased": n_biased,
         "train_examples": cell.data_size, "train_steps": steps, "train_seconds": train_seconds,
-        "params": crate::model::param_count(&varmap),
+        // The whole model; of a text study's proxy only the top layers may train.
+        "params": match exp.text() {
+            Some(_) => exp.params.proxies[0].1,
+            None => crate::model::param_count(&varmap),
+        },
+        "params_trained": crate::model::param_count(&varmap),
     }))
+}
+
+/// A text study's proxy trunk: `text.proxy_trunk`, or the policy checkpoint.
+fn text_trunk(exp: &Experiment) -> Result<crate::model::hf::Checkpoint> {
+    let s = exp.text().expect("a text study").spec();
+    crate::model::hf::Checkpoint::open(s.proxy_trunk.as_deref().unwrap_or(&s.policy))
+}
+
+/// What of a text study's proxy trains: `text.proxy_layers` top layers (and the final norm
+/// and head), or every weight.
+fn text_trainable(exp: &Experiment) -> crate::model::hf::Trainable {
+    match exp.text().expect("a text study").spec().proxy_layers {
+        Some(n) => crate::model::hf::Trainable::Top(n),
+        None => crate::model::hf::Trainable::All,
+    }
+}
+
+/// A text study's proxy for inference: the trunk with `weights` (its trained variables).
+fn text_proxy(exp: &Experiment, device: &candle_core::Device, weights: HashMap<String, Tensor>) -> Result<RewardModel> {
+    let rm = crate::model::hf::TextReward::with_weights(&text_trunk(exp)?, device, weights)?;
+    Ok(RewardModel::text(rm, device))
+}
+
+/// The values of `varmap`'s variables, detached.
+fn variables(varmap: &VarMap) -> HashMap<String, Tensor> {
+    varmap.data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect()
 }
 
 /// Training steps of a proxy (for progress).

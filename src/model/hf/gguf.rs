@@ -16,13 +16,11 @@
 //! tensor missing or of the wrong shape.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{Device, Tensor};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::checkpoint::expected_weights;
 use super::config::{self, invalid};
@@ -212,7 +210,7 @@ pub fn import(file: &Path, out: &Path) -> Result<Imported> {
         let tok = tokenizer_json(file, &meta, &tokens)?;
         let tok_path = tmp.join("tokenizer.json");
         std::fs::write(&tok_path, serde_json::to_string(&tok).expect("json")).map_err(|e| Error::io(&tok_path, e))?;
-        let (source_bytes, source_sha256) = sha256(file)?;
+        let (source_bytes, source_sha256) = crate::digest::file_sha256(file)?;
         let imported = Imported {
             dir: out.to_path_buf(),
             source: file.to_path_buf(),
@@ -473,22 +471,6 @@ impl Meta<'_> {
             v => Err(invalid(self.file, key, &format!("expected an array, found {:?}", v.value_type()))),
         }
     }
-}
-
-fn sha256(path: &Path) -> Result<(u64, String)> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.seek(std::io::SeekFrom::End(0)).map_err(|e| Error::io(path, e))?;
-    f.seek(std::io::SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok((len, crate::digest::hex(&h.finalize())))
 }
 
 fn one_line(s: &str) -> String {

@@ -89,6 +89,31 @@ impl TextReward {
         ))
     }
 
+    /// A checkpoint's decoder with the head and weights of `weights` (a trained proxy's
+    /// saved variables: the head and what trained) over the checkpoint's own, for inference.
+    pub fn with_weights(ckpt: &Checkpoint, device: &Device, weights: HashMap<String, Tensor>) -> Result<Self> {
+        let cfg = ckpt.config();
+        let mut tensors: HashMap<String, Tensor> = ckpt.tensors(Part::Decoder, device)?;
+        for (name, t) in weights {
+            if let Some(have) = tensors.get(&name) {
+                if have.dims() != t.dims() {
+                    return Err(candle_core::Error::Msg(format!("{name}: saved shape {:?}, the checkpoint's {:?}", t.dims(), have.dims())).into());
+                }
+            } else if name != "score.weight" {
+                return Err(candle_core::Error::Msg(format!("{name} is not a weight of the trunk {}", ckpt.dir().display())).into());
+            }
+            tensors.insert(name, t.detach());
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let decoder = super::Decoder::new(cfg, &vb)?;
+        let score = vb.get((1, cfg.hidden), "score.weight")?;
+        let scorer = Scorer::from_parts(decoder, score);
+        Ok(Self {
+            pad: scorer.decoder().pad_id(),
+            scorer,
+        })
+    }
+
     pub fn scorer(&self) -> &Scorer {
         &self.scorer
     }

@@ -443,6 +443,11 @@ fn conclusions_section(a: &Analysis) -> String {
             "{reps_n} replicates, each in its **own world** ({worlds} worlds: labeler, π_ref, gold, pairs and \
              held-out proxy redrawn), so the intervals cover world-to-world variation"
         )
+    } else if reps_n >= 2 && text_gold(a).is_some() {
+        format!(
+            "{reps_n} replicates of one study on checkpoints (proxies, prompts, pools and PPO seeds redrawn; \
+             π_ref, gold and the prompt file shared, so the intervals do not cover other checkpoints or prompts)"
+        )
     } else if reps_n >= 2 {
         format!(
             "{reps_n} replicates of one drawn world (proxies, prompts, pools and PPO seeds redrawn; the labeler, \
@@ -513,6 +518,20 @@ fn conclusions_section(a: &Analysis) -> String {
 
 /// One paragraph: what was optimized against what, how often, and what the primary
 /// questions are about.
+/// A text study's gold row (its gold is not trained here: a checkpoint or the labeler).
+fn text_gold(a: &Analysis) -> Option<&RmRow> {
+    a.rm.iter().find(|r| r.role == "gold" && r.train_examples == 0)
+}
+
+/// What gold is, for "what was studied".
+fn gold_phrase(a: &Analysis) -> String {
+    match text_gold(a) {
+        Some(g) if g.params == 0 => "the programmatic text labeler, a stated stand-in for a gold reward model".into(),
+        Some(g) => format!("a gold reward-model checkpoint ({} parameters)", g.params),
+        None => "a gold reward model that stands in for people".into(),
+    }
+}
+
 fn studied(a: &Analysis) -> String {
     let mut ensembles: Vec<&str> = a.rows.iter().map(|r| r.ensemble.as_str()).collect();
     ensembles.sort_unstable();
@@ -529,7 +548,7 @@ fn studied(a: &Analysis) -> String {
     format!(
         "**What was studied.** A reference policy π_ref was optimized by {} against learned proxy reward \
          models ({} ensemble{} of up to {members} members: {}), {reps_n} time{} over (replicates), and \
-         scored by a gold reward model that stands in for people. The question is Goodhart's: as \
+         scored by {}. The question is Goodhart's: as \
          optimization pushes further from π_ref (KL), does gold rise and then fall, and do conservative \
          ensembles (`wco`: the members' minimum; `uwo`: mean − λ·variance) keep more gold than a single \
          proxy?\n\n",
@@ -541,6 +560,7 @@ fn studied(a: &Analysis) -> String {
         if ensembles.len() == 1 { "" } else { "s" },
         ensembles.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", "),
         if reps_n == 1 { "" } else { "s" },
+        gold_phrase(a),
     )
 }
 
@@ -735,7 +755,23 @@ fn measured_section(a: &Analysis) -> String {
 fn rm_section(a: &Analysis) -> String {
     let mut s = String::from("## Reward models\n\n");
     let worlds = a.rm.iter().filter(|r| r.role == "gold").count();
-    if let Some(g) = a.rm.iter().find(|r| r.role == "gold") {
+    if let Some(g) = a.rm.iter().find(|r| r.role == "gold" && r.train_examples == 0) {
+        // A text study's gold is not trained here.
+        let _ = writeln!(
+            s,
+            "Gold: {}, not trained here{}.\n",
+            if g.params == 0 {
+                "the programmatic text labeler, a stand-in with features a reader can check (see the README's text studies), not a model of people".to_string()
+            } else {
+                format!("a reward-model checkpoint of {} parameters", g.params)
+            },
+            if g.val_accuracy.is_finite() {
+                format!("; it orders {}% of {} held-out π_ref pairs as the labeler does", num(100.0 * g.val_accuracy, 1), g.val_pairs)
+            } else {
+                String::new()
+            }
+        );
+    } else if let Some(g) = a.rm.iter().find(|r| r.role == "gold") {
         let _ = writeln!(
             s,
             "Gold RM{}: {} parameters, distilled from the labeler on {} samples (R² {} on held-out distillation \
