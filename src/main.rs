@@ -421,10 +421,33 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 estimate.largest_memory_part,
                 goodhart::plan::resources::human(estimate.disk_bytes)
             );
-            println!("  reference policy: {} params", exp.params.policy);
-            println!("  gold RM: {} params", exp.params.gold);
-            for (name, n) in &exp.params.proxies {
-                println!("  proxy {name}: {n} params");
+            if let Some(t) = exp.text() {
+                let s = t.spec();
+                println!("  reference policy: the checkpoint {} ({} params)", s.policy.display(), exp.params.policy);
+                match &s.gold {
+                    Some(g) => println!("  gold: the reward-model checkpoint {} ({} params)", g.display(), exp.params.gold),
+                    None => println!("  gold: the programmatic text labeler (a stand-in, [text.labeler])"),
+                }
+                let trunk = s.proxy_trunk.as_deref().unwrap_or(&s.policy);
+                let trains = s.proxy_layers.map_or("every weight".to_string(), |n| format!("its top {n} layers, final norm and head"));
+                for (name, n) in &exp.params.proxies {
+                    println!("  proxy {name}: the trunk of {} and a scalar head ({n} params), training {trains}", trunk.display());
+                }
+                let sizes: Vec<String> = t.split_sizes().iter().map(|(s, n)| format!("{s:?} {n}")).collect();
+                println!(
+                    "  prompts: {} of {} fit {} tokens ({} dropped); by use: {}",
+                    t.prompts().len(),
+                    s.prompts.display(),
+                    t.layout().prefix_len,
+                    t.dropped,
+                    sizes.join(", ")
+                );
+            } else {
+                println!("  reference policy: {} params", exp.params.policy);
+                println!("  gold RM: {} params", exp.params.gold);
+                for (name, n) in &exp.params.proxies {
+                    println!("  proxy {name}: {n} params");
+                }
             }
             let reps = exp.replicates;
             println!(
@@ -435,7 +458,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 exp.proxy.noise.len(),
                 exp.proxy.members
             );
-            if exp.proxy.sources != [goodhart::config::Source::Scratch] {
+            if exp.proxy.sources != [goodhart::config::Source::Scratch] && exp.text().is_none() {
                 let names: Vec<&str> = exp.proxy.sources.iter().map(|s| s.name()).collect();
                 let p = &exp.proxy.pretrain;
                 println!(

@@ -108,7 +108,8 @@ fn bad_text_studies_are_refused_naming_the_key() {
     refused(&|s| s.replace("proxy_layers = 1", "proxy_layers = 3"), "text.proxy_layers");
     refused(&|s| s.replace("proxy_layers = 1", "proxy_layers = 1\ngold = \"tests/fixtures/hf/llama\""), "text.gold");
     refused(&|s| s.replace("max_new_tokens = 12", "max_new_tokens = 5000"), "text.max_new_tokens");
-    refused(&|s| s.replace("sizes = [{ name = \"trunk\", layers = 1, width = 8, heads = 2 }]", "sizes = [{ name = \"a\", layers = 1, width = 8, heads = 2 }, { name = \"b\", layers = 1, width = 16, heads = 2 }]"), "proxy.sizes");
+    refused(&|s| s.replace("sizes = [{ name = \"trunk\" }]", "sizes = [{ name = \"a\" }, { name = \"b\" }]"), "proxy.sizes");
+    refused(&|s| s.replace("sizes = [{ name = \"trunk\" }]", "sizes = [{ name = \"trunk\", layers = 1, width = 8, heads = 2 }]"), "proxy.sizes[0]");
     refused(&|s| format!("{s}\n[grpo]\nenabled = true\n"), "grpo");
     refused(&|s| s.replacen("[proxy]", "[proxy]\nsources = [\"scratch\"]", 1), "proxy.sources");
     // A prompt file with a bad line: the file and the line named.

@@ -154,8 +154,12 @@ impl Default for PretrainSpec {
 #[serde(deny_unknown_fields)]
 pub struct ProxySizeSpec {
     pub name: String,
+    /// The shape (a text study's proxies take their trunk checkpoint's: leave it out there).
+    #[serde(default)]
     pub layers: usize,
+    #[serde(default)]
     pub width: usize,
+    #[serde(default)]
     pub heads: usize,
 }
 

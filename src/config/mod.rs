@@ -280,9 +280,14 @@ impl Experiment {
     /// (layers, width) of a proxy size: the world's shape, or a text study's trunk's.
     pub fn proxy_shape(&self, size: &ProxySizeSpec) -> (usize, usize) {
         match self.text() {
-            Some(t) => t.trunk_shape,
+            Some(t) => (t.trunk_dims.0, t.trunk_dims.1),
             None => (size.layers, size.width),
         }
+    }
+
+    /// Parameters of a proxy size (a text study's: its trunk with a head).
+    pub fn proxy_params(&self, size: &ProxySizeSpec) -> u64 {
+        self.params.proxies.iter().find(|(n, _)| *n == size.name).map_or(0, |(_, n)| *n as u64)
     }
 
     /// Transformer shape of the reference policy.

@@ -92,6 +92,14 @@ impl Experiment {
             if let Some(j) = x.sizes[..i].iter().position(|t| t.name == s.name) {
                 return Err(bad(&format!("{key}.name"), format!("{:?} repeats proxy.sizes[{j}].name; names must be unique", s.name)));
             }
+            if spec.text.is_some() {
+                // A text study's proxy is its trunk checkpoint with a head (counted below).
+                if (s.layers, s.width, s.heads) != (0, 0, 0) {
+                    return Err(bad(&key, "a text study's proxies take their trunk checkpoint's shape: leave layers, width and heads out".into()));
+                }
+                proxies.push((s.name.clone(), 0));
+                continue;
+            }
             let a = shape(&key, s.layers, s.width, s.heads)?;
             if let Some(j) = x.sizes[..i].iter().position(|t| (t.layers, t.width, t.heads) == (s.layers, s.width, s.heads)) {
                 return Err(bad(
@@ -168,7 +176,7 @@ impl Experiment {
             .max_by_key(|(_, n)| *n)
             .cloned()
             .expect("at least one proxy size");
-        if largest.checked_mul(4).is_none_or(|four| gold_params < four) {
+        if spec.text.is_none() && largest.checked_mul(4).is_none_or(|four| gold_params < four) {
             return Err(bad(
                 "gold.width",
                 format!(

@@ -136,26 +136,34 @@ pub(crate) fn try_estimate(exp: &Experiment) -> std::result::Result<Estimate, Ov
         .iter()
         .max_by_key(|s| u(s.layers) * u(s.width))
         .expect("validated: at least one proxy size");
+    // The shapes that train and score: the world's, or a text study's checkpoints' (which
+    // train no SFT and no gold).
+    let text = exp.text();
+    let (pl, pw, ph) = text.map_or((p.layers, p.width, p.heads), |t| t.policy_dims);
+    let (xl, xw, xh) = text.map_or((largest_proxy.layers, largest_proxy.width, largest_proxy.heads), |t| t.trunk_dims);
+    let (sw, sh) = if text.is_some() { (pw.max(xw), ph.max(xh)) } else { (g.width.max(p.width), g.heads.max(p.heads)) };
     let mut activations = vec![
-        ("one SFT batch (policy.sft_batch)", "policy.sft_batch", act(p.sft_batch, p.layers, p.width, p.heads, true)),
-        ("one gold batch (gold.batch)", "gold.batch", act(g.batch, g.layers, g.width, g.heads, false)),
         (
             "one proxy batch per core (proxy.batch)",
             "proxy.batch",
-            act(2 * x.batch, largest_proxy.layers, largest_proxy.width, largest_proxy.heads, false).and_then(|a| a.checked_mul(cores)),
+            act(2 * x.batch, xl, xw, xh, false).and_then(|a| a.checked_mul(cores)),
         ),
         (
             "one scoring batch per core (gold.width)",
             "gold.width",
             // Forward only, through weights that record no graph: one layer's activations
             // live at a time, and the logits once.
-            sum(&[product(&[ACT_INFER_PER_WIDTH, u(g.width.max(p.width))]).unwrap_or(u64::MAX), product(&[u(g.heads.max(p.heads)), seq]).unwrap_or(u64::MAX)])
+            sum(&[product(&[ACT_INFER_PER_WIDTH, u(sw)]).unwrap_or(u64::MAX), product(&[u(sh), seq]).unwrap_or(u64::MAX)])
                 .and_then(|per_position| product(&[score_batch, seq, sum(&[per_position, vocab])?, F32, cores])),
         ),
     ];
+    if text.is_none() {
+        activations.insert(0, ("one gold batch (gold.batch)", "gold.batch", act(g.batch, g.layers, g.width, g.heads, false)));
+        activations.insert(0, ("one SFT batch (policy.sft_batch)", "policy.sft_batch", act(p.sft_batch, p.layers, p.width, p.heads, true)));
+    }
     // Each method's training batch through the policy.
     for Part { what, key, count } in needs.iter().filter_map(|n| n.batch) {
-        activations.push((what, key, usize::try_from(count).ok().and_then(|b| act(b, p.layers, p.width, p.heads, true))));
+        activations.push((what, key, usize::try_from(count).ok().and_then(|b| act(b, pl, pw, ph, true))));
     }
     let mut act_max = (0u64, "");
     for (what, key, bytes) in activations {

@@ -112,9 +112,11 @@ pub struct TextTask {
     /// Digests of what the study's cells are made from: the policy, gold and trunk
     /// checkpoints and the prompt file.
     pub digests: Digests,
-    /// (layers, width) of the gold checkpoint (none: the labeler) and of the trunk.
+    /// (layers, width) of the gold checkpoint (none: the labeler); (layers, width, heads) of
+    /// the policy and of the trunk.
     pub gold_shape: Option<(usize, usize)>,
-    pub trunk_shape: (usize, usize),
+    pub policy_dims: (usize, usize, usize),
+    pub trunk_dims: (usize, usize, usize),
 }
 
 /// What a text study's cells key on besides its settings.
@@ -184,11 +186,11 @@ impl TextTask {
             None => None,
         };
         let policy_digest = policy.digest()?;
-        let mut trunk_shape = (cfg.layers, cfg.hidden);
+        let mut trunk_dims = (cfg.layers, cfg.hidden, cfg.heads);
         let trunk = match &spec.proxy_trunk {
             Some(dir) => {
                 let t = Checkpoint::open(dir)?;
-                trunk_shape = (t.config().layers, t.config().hidden);
+                trunk_dims = (t.config().layers, t.config().hidden, t.config().heads);
                 same_tokenizer(&tokenizer, &t.tokenizer()?, file, "text.proxy_trunk")?;
                 if let Some(n) = spec.proxy_layers {
                     check_layers(n, t.config().layers, file)?;
@@ -261,7 +263,8 @@ impl TextTask {
                 prompts: prompts_sha,
             },
             gold_shape,
-            trunk_shape,
+            policy_dims: (cfg.layers, cfg.hidden, cfg.heads),
+            trunk_dims,
         })
     }
 

@@ -133,7 +133,7 @@ pub fn heldout_cell(exp: &Experiment, r: usize) -> Option<ProxyCell> {
         .proxy
         .sizes
         .iter()
-        .max_by_key(|s| exp.proxy_arch(s).reward_params())
+        .max_by_key(|s| exp.proxy_params(s))
         .expect("validated non-empty")
         .clone();
     Some(ProxyCell {

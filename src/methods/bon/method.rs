@@ -163,7 +163,7 @@ fn rows(exp: &Experiment, proxies: &[&ProxyCell], units: &[&BonUnits], store: &P
         for (j, c) in cells[0].curves.iter().enumerate() {
             let per: Vec<Vec<Selection>> = cells.iter().flat_map(|u| u.curves[j].per.iter().cloned()).collect();
             let proxy = ensemble_member(proxies, r, &c.ensemble);
-            let params = exp.proxy_arch(&proxy.size).reward_params() as u64;
+            let params = exp.proxy_params(&proxy.size);
             for pt in super::summarize(&per, ns) {
                 rows.push(point_row(pt, c.aggregator, proxy, params, b.prompts, b.pool));
             }

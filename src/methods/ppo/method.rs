@@ -153,7 +153,7 @@ pub(crate) fn checkpoint_unit_table(traits: Traits, stem: &'static str) -> UnitT
 /// [`super::evaluate`] measures them): `method`'s rows of PPO's sweep run `run` against the
 /// ensemble whose first proxy is `cell`.
 pub(crate) fn checkpoint_rows(method: &str, exp: &Experiment, run: &PpoCell, cell: &ProxyCell, evaluations: &[Evaluation]) -> Vec<CurveRow> {
-    let params = exp.proxy_arch(&cell.size).reward_params() as u64;
+    let params = exp.proxy_params(&cell.size);
     let below = super::below_peak(evaluations);
     evaluations
         .iter()
