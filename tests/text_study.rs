@@ -32,8 +32,9 @@ fn text_tiny_runs_end_to_end_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let opts = common::run_options(dir.path().join("out"), dir.path().join("store"));
     let s = run(&exp, &opts).expect("text_tiny runs");
-    // π_ref, gold, pairs, 2 replicates × (2 proxies, best-of-n, 6 PPO runs); no trunk cells.
-    assert_eq!(s.trained.len(), 3 + 2 * 9, "{:?}", s.trained);
+    // π_ref, gold, pairs, 2 replicates × (2 proxies, best-of-n, 6 runs each of PPO, GRPO
+    // and RLOO, DPO, IPO and χPO); no trunk cells.
+    assert_eq!(s.trained.len(), 3 + 2 * (2 + 1 + 3 * 6 + 3), "{:?}", s.trained);
     assert!(!s.trained.iter().any(|id| id.starts_with("trunk")), "{:?}", s.trained);
     let gold = &s.rows.rm[0];
     assert_eq!((gold.role.as_str(), gold.params, gold.train_examples), ("gold", 0, 0), "the labeler: nothing trained");
@@ -43,7 +44,7 @@ fn text_tiny_runs_end_to_end_and_resumes() {
         assert_eq!((p.layers, p.width), (2, 64), "the trunk checkpoint's shape");
         assert!((0.0..=1.0).contains(&p.val_accuracy) && p.score_scale > 0.0);
     }
-    for method in ["bon", "ppo"] {
+    for method in ["bon", "ppo", "grpo", "rloo", "dpo", "ipo", "chipo"] {
         let rows: Vec<_> = s.rows.curves.iter().filter(|r| r.method == method).collect();
         assert!(!rows.is_empty(), "no {method} curve");
         assert!(rows.iter().all(|r| r.gold.is_finite() && r.measures.proxy.is_finite()), "{method}: a non-finite point");
@@ -110,7 +111,6 @@ fn bad_text_studies_are_refused_naming_the_key() {
     refused(&|s| s.replace("max_new_tokens = 12", "max_new_tokens = 5000"), "text.max_new_tokens");
     refused(&|s| s.replace("sizes = [{ name = \"trunk\" }]", "sizes = [{ name = \"a\" }, { name = \"b\" }]"), "proxy.sizes");
     refused(&|s| s.replace("sizes = [{ name = \"trunk\" }]", "sizes = [{ name = \"trunk\", layers = 1, width = 8, heads = 2 }]"), "proxy.sizes[0]");
-    refused(&|s| format!("{s}\n[grpo]\nenabled = true\n"), "grpo");
     refused(&|s| s.replacen("[proxy]", "[proxy]\nsources = [\"scratch\"]", 1), "proxy.sources");
     // A prompt file with a bad line: the file and the line named.
     let dir = tempfile::tempdir().unwrap();

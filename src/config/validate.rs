@@ -245,11 +245,6 @@ fn text_study(bad: Bad, spec: &ExperimentSpec, t: &TextSpec, path: &Path) -> Res
     if !spec.preferences.bias.is_off() {
         return Err(bad("preferences.bias", "the labelers' biases are features of the embedded world; a text study has none yet".into()));
     }
-    for (name, on) in [("grpo", spec.grpo.enabled), ("rloo", spec.rloo.enabled), ("daa", spec.daa.enabled)] {
-        if on {
-            return Err(bad(name, "is not yet supported in a text study (best-of-n and PPO are)".into()));
-        }
-    }
     crate::text::TextTask::open(t, spec.seed, path)
 }
 
