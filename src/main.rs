@@ -589,6 +589,7 @@ fn sample_timing(
         prefix_len: prompt.len(),
         max_response: tokens,
         stop: ckpt.config().eos.clone(),
+        temperature: 1.0,
     };
     let (pi, _) = TextPolicy::load(ckpt, layout, dev, false)?;
     let prefix = pi.prefix(prompt)?;

@@ -43,7 +43,7 @@ fn rows_tensor(rows: &[Vec<u32>]) -> Tensor {
 #[test]
 fn sampling_at_a_vanishing_temperature_is_transformers_greedy_decode_from_left_padded_prompts() {
     let (json, _) = reference("llama");
-    let layout = TextLayout { prefix_len: 24, max_response: 16, stop: vec![] };
+    let layout = TextLayout { prefix_len: 24, max_response: 16, stop: vec![], temperature: 1.0 };
     let (pi, _) = policy(layout, false);
     let greedy: Vec<Vec<u32>> = json["greedy"].as_array().unwrap().iter().map(|g| serde_json::from_value(g["new_ids"].clone()).unwrap()).collect();
     let prompts = prompt_ids(&json);
@@ -64,7 +64,7 @@ fn log_probs_of_left_padded_rows_are_transformers_on_the_unpadded_sequence() {
     let prompts = prompt_ids(&json);
     // Each sequence split after 2 tokens: those as the prompt (left-padded to 4), the rest
     // (3 to 17 tokens) as the response.
-    let layout = TextLayout { prefix_len: 4, max_response: 18, stop: vec![] };
+    let layout = TextLayout { prefix_len: 4, max_response: 18, stop: vec![], temperature: 1.0 };
     let (pi, _) = policy(layout, false);
     let k = 2;
     let rows: Vec<Vec<u32>> = prompts
@@ -92,7 +92,7 @@ fn log_probs_of_left_padded_rows_are_transformers_on_the_unpadded_sequence() {
 #[test]
 fn every_weight_of_a_trainable_text_policy_gets_a_gradient() {
     let (json, _) = reference("llama");
-    let layout = TextLayout { prefix_len: 6, max_response: 8, stop: vec![] };
+    let layout = TextLayout { prefix_len: 6, max_response: 8, stop: vec![], temperature: 1.0 };
     let (pi, map) = policy(layout, true);
     let map = map.unwrap();
     let rows: Vec<Vec<u32>> = prompt_ids(&json)
@@ -118,7 +118,7 @@ fn sampling_is_reproducible_stops_at_a_stop_token_and_rows_round_trip() {
     let (json, _) = reference("llama");
     let prompts = prompt_ids(&json);
     // Token 297 is the first greedy token of prompt 0: a stop token that will be drawn.
-    let layout = TextLayout { prefix_len: 20, max_response: 10, stop: vec![297, 344] };
+    let layout = TextLayout { prefix_len: 20, max_response: 10, stop: vec![297, 344], temperature: 1.0 };
     let (pi, _) = policy(layout.clone(), false);
     let prefixes: Vec<Vec<u32>> = (0..24).map(|i| pi.prefix(&prompts[i % 3]).unwrap()).collect();
     let draw = |seed| pi.sample(&prefixes, 1.0, &mut rand::rngs::StdRng::seed_from_u64(seed)).unwrap();
@@ -141,7 +141,7 @@ fn a_score_checkpoint_rewards_left_padded_rows_as_transformers_does() {
     let (json, refs) = reference("llama_cls");
     let prompts = prompt_ids(&json);
     let rm = TextReward::load(&Checkpoint::open(&fixture("llama_cls")).unwrap(), &common::device()).unwrap();
-    let layout = TextLayout { prefix_len: 4, max_response: 18, stop: vec![] };
+    let layout = TextLayout { prefix_len: 4, max_response: 18, stop: vec![], temperature: 1.0 };
     let (pi, _) = policy(layout, false);
     let rows: Vec<Vec<u32>> = prompts
         .iter()
@@ -188,7 +188,7 @@ fn the_methods_policy_and_reward_model_run_a_checkpoint() {
     use goodhart::model::{Policy, RewardModel};
     let (json, _) = reference("llama");
     let prompts = prompt_ids(&json);
-    let layout = TextLayout { prefix_len: 20, max_response: 8, stop: vec![297] };
+    let layout = TextLayout { prefix_len: 20, max_response: 8, stop: vec![297], temperature: 1.0 };
     let (text, map) = policy(layout, true);
     let pi = Policy::text(text.clone());
     assert!(pi.config().is_none() && pi.as_text().is_some());
@@ -217,4 +217,25 @@ fn the_methods_policy_and_reward_model_run_a_checkpoint() {
     let want = rm.score(&t).unwrap().to_device(&Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
     let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(d < 1e-5, "the set API's rewards differ by {d}");
+}
+
+/// A policy at temperature T is the checkpoint's distribution with logits divided by T: its
+/// log-probabilities are transformers' logits over T, log-softmaxed.
+#[test]
+fn a_tempered_policy_reads_the_tempered_distribution() {
+    let (json, refs) = reference("llama");
+    let ids = &prompt_ids(&json)[1];
+    let layout = TextLayout { prefix_len: 4, max_response: 18, stop: vec![], temperature: 2.0 };
+    let (pi, _) = policy(layout, false);
+    let row = pi.encode(&pi.prefix(&ids[..2]).unwrap(), &Response { tokens: ids[2..].to_vec(), finished: false });
+    let (logp, _) = pi.response_logprobs(&rows_tensor(&[row])).unwrap();
+    let logp = logp.to_device(&Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+    let want = candle_nn::ops::log_softmax(&(&refs["logits.1"] / 2.0).unwrap(), D::Minus1).unwrap().to_vec2::<f32>().unwrap();
+    for j in 0..ids.len() - 2 {
+        let d = (logp[0][j] - want[j + 1][ids[j + 2] as usize]).abs();
+        assert!(d < TOL, "position {j}: {d}");
+    }
+    let bad = TextLayout { prefix_len: 4, max_response: 18, stop: vec![], temperature: 0.0 };
+    let err = TextPolicy::load(&Checkpoint::open(&fixture("llama")).unwrap(), bad, &Device::Cpu, false).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("temperature"), "{err}");
 }

@@ -56,6 +56,10 @@ pub struct TextSpec {
     /// one token of its vocabulary).
     #[serde(default)]
     pub stop: Vec<String>,
+    /// π_ref's sampling temperature: π_ref is the checkpoint at this temperature, and the
+    /// optimized policies start from it (1: the checkpoint as it is).
+    #[serde(default = "one")]
+    pub temperature: f64,
     /// The gold reward model: a sequence-classification checkpoint; unset, the programmatic
     /// labeler (`[text.labeler]`).
     #[serde(default)]
@@ -77,6 +81,9 @@ fn default_field() -> String {
 }
 fn default_template() -> String {
     "{prompt}".into()
+}
+fn one() -> f64 {
+    1.0
 }
 fn yes() -> bool {
     true
@@ -204,10 +211,14 @@ impl TextTask {
                 policy_digest.clone()
             }
         };
+        if !(spec.temperature.is_finite() && spec.temperature > 0.0 && spec.temperature <= 10.0) {
+            return Err(invalid(file, "text.temperature", format!("must be in (0, 10], got {}", spec.temperature)));
+        }
         let layout = TextLayout {
             prefix_len: spec.prompt_tokens,
             max_response: spec.max_new_tokens,
             stop,
+            temperature: spec.temperature,
         };
         let pad = cfg.vocab as u32;
         let texts = prompts::read(&spec.prompts, &spec.prompt_field)?;

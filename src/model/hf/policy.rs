@@ -29,7 +29,7 @@ use crate::model::policy::{sample_token, ResponseView};
 use crate::world::Response;
 
 /// Where the prompt ends and how long a response may be.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TextLayout {
     /// Prompt positions (left-padded).
     pub prefix_len: usize,
@@ -38,6 +38,9 @@ pub struct TextLayout {
     /// Tokens that end a response (the checkpoint's end-of-sequence ids and any the study
     /// adds).
     pub stop: Vec<u32>,
+    /// The policy's temperature: its logits are the checkpoint's divided by it, so sampling,
+    /// log-probabilities and KL all read the one tempered distribution (1: the checkpoint's).
+    pub temperature: f64,
 }
 
 impl TextLayout {
@@ -69,6 +72,9 @@ impl TextPolicy {
                 "prompts of {} tokens and responses of {} are longer than the checkpoint's max_position_embeddings {}",
                 layout.prefix_len, layout.max_response, cfg.max_positions
             )));
+        }
+        if !(layout.temperature.is_finite() && layout.temperature > 0.0) {
+            return Err(msg(format!("temperature {} must be a finite number above 0", layout.temperature)));
         }
         if let Some(&t) = layout.stop.iter().find(|&&t| t as usize >= cfg.vocab) {
             return Err(msg(format!("stop token {t} is outside the vocabulary of {}", cfg.vocab)));
@@ -148,7 +154,7 @@ impl TextPolicy {
     /// tokens: (b, t) rows → (logits (b, t, vocab), values (b, t)).
     pub fn forward(&self, tokens: &Tensor, cache: Option<&mut crate::model::KvCache>) -> Result<(Tensor, Tensor)> {
         let h = self.lm.decoder().forward(tokens, cache)?;
-        let logits = h.broadcast_matmul(&self.lm.lm_head().t()?)?;
+        let logits = self.temper(h.broadcast_matmul(&self.lm.lm_head().t()?)?)?;
         let values = h.broadcast_matmul(&self.value_w.t()?)?.broadcast_add(&self.value_b)?.squeeze(D::Minus1)?;
         Ok((logits, values))
     }
@@ -182,7 +188,7 @@ impl TextPolicy {
     }
 
     /// Samples one response per prefix (each `prefix_len` long, from [`prefix`](Self::prefix))
-    /// at `temperature` (> 0) with a key/value cache. As the world's policy does: rows that
+    /// at `temperature` (> 0, on top of the policy's own) with a key/value cache. As the world's policy does: rows that
     /// share a prefix run it once, a row leaves the batch when it stops, and draws come
     /// row by row from `rng` over probabilities on the host, so sampling is reproducible.
     pub fn sample(&self, prefixes: &[Vec<u32>], temperature: f64, rng: &mut impl Rng) -> Result<Vec<Response>> {
@@ -254,6 +260,14 @@ impl TextPolicy {
         let h = self.lm.decoder().forward(input, Some(cache))?;
         let t = h.dim(1)?;
         let last = h.narrow(1, t - 1, 1)?.squeeze(1)?;
-        Ok(last.matmul(&self.lm.lm_head().t()?)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(self.temper(last.matmul(&self.lm.lm_head().t()?)?)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Logits at the policy's temperature.
+    fn temper(&self, logits: Tensor) -> Result<Tensor> {
+        if self.layout.temperature == 1.0 {
+            return Ok(logits);
+        }
+        Ok((logits / self.layout.temperature)?)
     }
 }
