@@ -17,6 +17,19 @@ use crate::world::{Response, SeqSet, Split, WorldConfig};
 /// so the first n pairs are the same whatever the largest data size is.
 pub const PAIR_BLOCK: usize = 512;
 
+/// The sampling block of a world: [`PAIR_BLOCK`], or [`TEXT_BLOCK`] for a world of text,
+/// whose large models sample a block in seconds, so that its blocks fill every core.
+pub fn sample_block(world: &WorldConfig) -> usize {
+    if world.text.is_some() {
+        TEXT_BLOCK
+    } else {
+        PAIR_BLOCK
+    }
+}
+
+/// A world of text's sampling block (see [`sample_block`]).
+pub const TEXT_BLOCK: usize = 16;
+
 /// Weights of a model cell.
 pub const WEIGHTS: &str = "model.safetensors";
 /// Batch size for scoring (no gradients).
@@ -132,10 +145,11 @@ pub fn prompts_and_samples(
     seed: u64,
     label: &str,
 ) -> Result<(Vec<Vec<u32>>, Vec<Response>)> {
-    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let size = sample_block(world);
+    let blocks: Vec<usize> = (0..n.div_ceil(size)).collect();
     let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
         let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
-        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        let take = size.min(n - block * size);
         let prompts: Vec<Vec<u32>> = (0..take).map(|_| world.prompt_in(split, &mut rng)).collect();
         let responses = policy.sample(&prompts, 1.0, &mut rng)?;
         Ok((prompts, responses))

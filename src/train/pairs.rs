@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use crate::cell::make::{INFER_BATCH, PAIR_BLOCK};
+use crate::cell::make::{sample_block, INFER_BATCH};
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
 use crate::cell::store::Meta;
@@ -75,7 +75,7 @@ impl CellKind for PairsCell {
             "heldout_pairs": if w == r && !exp.proxy.heldout_per_replicate { heldout_data_size(exp) } else { None },
             "val_pairs": exp.preferences.val_pairs,
             "label": exp.preferences.label,
-            "pair_block": PAIR_BLOCK,
+            "pair_block": sample_block(&exp.world_config(0)),
             "seed": exp.world_seed(w),
             "train_seed": exp.replicate_seed(r),
         });
@@ -254,7 +254,7 @@ fn save(data: &PairData, path: &Path) -> Result<()> {
 }
 
 /// Prompts of `split` and two π_ref responses each, generated in seeded blocks of
-/// [`PAIR_BLOCK`].
+/// [`sample_block`].
 pub struct PairSamples {
     pub prompts: Vec<Vec<u32>>,
     pub a: Vec<Response>,
@@ -262,13 +262,14 @@ pub struct PairSamples {
 }
 
 pub fn pair_samples(policy: &Policy, world: &WorldConfig, split: Split, n: usize, seed: u64, label: &str) -> Result<PairSamples> {
-    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let size = sample_block(world);
+    let blocks: Vec<usize> = (0..n.div_ceil(size)).collect();
     let parts = crate::parallel::map(&blocks, |&block| -> Result<_> {
         let mut rng = crate::seed::rng(seed, &format!("{label}/block{block}"));
-        let prompts: Vec<Vec<u32>> = (0..PAIR_BLOCK).map(|_| world.prompt_in(split, &mut rng)).collect();
+        let prompts: Vec<Vec<u32>> = (0..size).map(|_| world.prompt_in(split, &mut rng)).collect();
         let a = policy.sample(&prompts, 1.0, &mut rng)?;
         let b = policy.sample(&prompts, 1.0, &mut rng)?;
-        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        let take = size.min(n - block * size);
         Ok((prompts, a, b, take))
     });
     let mut out = PairSamples {

@@ -9,7 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::cell::make::{frozen_weights, save_weights, shards, PAIR_BLOCK};
+use crate::cell::make::{frozen_weights, save_weights, shards};
 use crate::cell::store::Meta;
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
@@ -179,10 +179,11 @@ fn diversity(policy: &Policy, exp: &Experiment, world: &WorldConfig, seed: u64) 
     let n = exp.reference.diversity_pool;
     let mut rng = crate::seed::rng(seed, "reference/diversity");
     let prompt = world.prompt_in(crate::world::Split::Reference, &mut rng);
-    let blocks: Vec<usize> = (0..n.div_ceil(PAIR_BLOCK)).collect();
+    let size = crate::cell::make::sample_block(world);
+    let blocks: Vec<usize> = (0..n.div_ceil(size)).collect();
     let parts = crate::parallel::map(&blocks, |&block| {
         let mut rng = crate::seed::rng(seed, &format!("reference/diversity/block{block}"));
-        let take = PAIR_BLOCK.min(n - block * PAIR_BLOCK);
+        let take = size.min(n - block * size);
         policy.sample(&vec![prompt.clone(); take], 1.0, &mut rng)
     });
     let mut responses = Vec::with_capacity(n);

@@ -12,7 +12,7 @@ use polars::prelude::*;
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::cell::make::PAIR_BLOCK;
+use crate::cell::make::sample_block;
 use crate::stats::aggregate::Aggregator;
 use crate::cell::kind::{CellKind, Inputs, Loaded};
 use crate::cell::cost::Work;
@@ -56,7 +56,7 @@ impl CellKind for BonCell {
         json!({
             "prompts": [self.start, self.end], "pool": bon.pool,
             "aggregators": { "uwo": bon.uwo_lambdas, "mean_std": bon.mean_std_lambdas, "median": bon.median },
-            "ensembles": groups, "pair_block": PAIR_BLOCK,
+            "ensembles": groups, "pair_block": sample_block(&exp.world_config(0)),
             "replicate": r, "seed": exp.replicate_seed(r),
         })
     }
@@ -128,14 +128,15 @@ pub fn make(x: &Inputs, c: BonCell, dir: &Path, pb: &indicatif::ProgressBar) -> 
     let np = prompts.len();
     // Pool: prompt-major, `pool` samples per prompt, in seeded blocks named by the prompt's
     // index in the replicate.
-    let per_prompt = b.pool.div_ceil(PAIR_BLOCK);
+    let size = sample_block(world);
+    let per_prompt = b.pool.div_ceil(size);
     let blocks: Vec<(usize, usize)> = (0..np).flat_map(|p| (0..per_prompt).map(move |k| (p, k))).collect();
     // This cell's share of its group's bar (which counts it as one unit until here): every
     // pool block, every model scored (gold, the members, the held-out proxy), the summary.
     pb.inc_length((blocks.len() + 2 + proxies.len() + usize::from(heldout.is_some())) as u64 - 1);
     let parts = crate::parallel::map(&blocks, |&(p, k)| {
         let mut rng = crate::seed::rng(seed, &format!("bon/pool/prompt{}/block{k}", c.start + p));
-        let take = PAIR_BLOCK.min(b.pool - k * PAIR_BLOCK);
+        let take = size.min(b.pool - k * size);
         let r = policy.sample(&vec![prompts[p].clone(); take], 1.0, &mut rng);
         pb.inc(1);
         r
