@@ -87,6 +87,25 @@ pub struct ExperimentSpec {
     pub text: Option<TextSpec>,
 }
 
+/// The embedded world's proxy sizes each give their shape (a text study's take their
+/// trunk's, so the schema lets them out): one missing is named as serde names a missing field.
+fn missing_shapes(text: &str, path: &Path) -> Result<()> {
+    let Ok(value) = toml::from_str::<toml::Value>(text) else { return Ok(()) };
+    let sizes = value.get("proxy").and_then(|p| p.get("sizes")).and_then(|s| s.as_array());
+    for (i, size) in sizes.into_iter().flatten().enumerate() {
+        for field in ["layers", "width", "heads"] {
+            if size.get(field).is_none() {
+                return Err(Error::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("proxy.sizes[{i}].{field}"),
+                    msg: format!("missing field `{field}`"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn default_seed() -> u64 {
     1
 }
@@ -189,6 +208,9 @@ impl Experiment {
                 msg: format!("{key}: {msg}"),
             }
         })?;
+        if spec.text.is_none() {
+            missing_shapes(text, path)?;
+        }
         Self::validate(spec, path)
     }
 
