@@ -112,6 +112,10 @@ fn bad_text_studies_are_refused_naming_the_key() {
     refused(&|s| s.replace("sizes = [{ name = \"trunk\" }]", "sizes = [{ name = \"a\" }, { name = \"b\" }]"), "proxy.sizes");
     refused(&|s| s.replace("sizes = [{ name = \"trunk\" }]", "sizes = [{ name = \"trunk\", layers = 1, width = 8, heads = 2 }]"), "proxy.sizes[0]");
     refused(&|s| s.replacen("[proxy]", "[proxy]\nsources = [\"scratch\"]", 1), "proxy.sources");
+    refused(&|s| s.replace("best_words = 6", "best_words = -6"), "text.labeler.best_words");
+    refused(&|s| s.replace("best_words = 6", "best_words = 6\ntaste_weight = nan"), "text.labeler.taste_weight");
+    refused(&|s| s.replace("banned = [\"the the\"]", "banned = [\"the the\", \"!?\"]"), "text.labeler.banned[1]");
+    refused(&|s| s.replace("prompt_tokens = 16", "prompt_tokens = 16\ntemperature = 0"), "text.temperature");
     // A prompt file with a bad line: the file and the line named.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.jsonl");

@@ -187,77 +187,31 @@ impl Policy {
             Body::World(w) => w,
             Body::Text(t) => return t.sample(prompts, temperature, rng),
         };
-        let device = w.token_mask.device().clone();
-        let b = prompts.len();
-        if b == 0 {
-            return Ok(Vec::new());
-        }
-        // Distinct prompts, in order of first appearance, and each row's one among them.
-        let mut distinct: Vec<&[u32]> = Vec::new();
-        let mut first: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
-        let row_prompt: Vec<u32> = prompts
-            .iter()
-            .map(|p| {
-                *first.entry(p.as_slice()).or_insert_with(|| {
-                    distinct.push(p);
-                    (distinct.len() - 1) as u32
-                })
-            })
-            .collect();
-        let mut prefix = Vec::with_capacity(distinct.len() * w.prefix_len);
-        for p in &distinct {
-            prefix.push(BOS);
-            prefix.extend_from_slice(p);
-            prefix.push(SEP);
-        }
-        let vocab = w.trunk.config().vocab;
-        let mut cache = KvCache::new(w.trunk.config().layers);
-        let input = Tensor::from_vec(prefix, (distinct.len(), w.prefix_len), &device)?;
-        let prefix_logits = w.last_logits(&input, &mut cache)?;
-        let mut logits = if distinct.len() == b {
-            prefix_logits
-        } else {
-            cache.select_rows(&row_prompt)?;
-            let mut l = Vec::with_capacity(b * vocab);
-            for &d in &row_prompt {
-                l.extend_from_slice(&prefix_logits[d as usize * vocab..(d as usize + 1) * vocab]);
-            }
-            l
+        let cfg = w.trunk.config();
+        let frame = Frame {
+            prefix_len: w.prefix_len,
+            max_response: w.max_response,
+            vocab: cfg.vocab,
         };
-        let mut out: Vec<Response> = vec![
-            Response {
-                tokens: Vec::new(),
-                finished: false
-            };
-            b
-        ];
-        // live[j]: the row (index into `prompts`) at batch position j.
-        let mut live: Vec<usize> = (0..b).collect();
-        let mut probs = vec![0f64; vocab];
-        for step in 0..w.max_response {
-            let mut next = Vec::with_capacity(live.len());
-            let mut keep: Vec<u32> = Vec::with_capacity(live.len());
-            for (j, &i) in live.iter().enumerate() {
-                let t = sample_token(&logits[j * vocab..(j + 1) * vocab], temperature, &mut probs, rng);
-                if t == EOS {
-                    out[i].finished = true;
-                } else {
-                    out[i].tokens.push(t);
-                    keep.push(j as u32);
-                    next.push(t);
-                }
-            }
-            if keep.is_empty() || step + 1 == w.max_response {
-                break;
-            }
-            if keep.len() < live.len() {
-                cache.select_rows(&keep)?;
-                live = keep.iter().map(|&j| live[j as usize]).collect();
-            }
-            let input = Tensor::from_vec(next, (live.len(), 1), &device)?;
-            logits = w.last_logits(&input, &mut cache)?;
-        }
-        Ok(out)
+        let prefix = |p: &[u32]| {
+            let mut row = Vec::with_capacity(w.prefix_len);
+            row.push(BOS);
+            row.extend_from_slice(p);
+            row.push(SEP);
+            row
+        };
+        decode(
+            prompts,
+            prefix,
+            &frame,
+            KvCache::new(cfg.layers),
+            w.token_mask.device(),
+            |input, cache| w.last_logits(input, cache),
+            |t| t == EOS,
+            false,
+            temperature,
+            rng,
+        )
     }
 
     /// Device the policy lives on.
@@ -295,7 +249,7 @@ pub struct ResponseView {
 }
 
 /// Draws a token from softmax(logits / temperature); `probs` is scratch space.
-pub(crate) fn sample_token(logits: &[f32], temperature: f64, probs: &mut [f64], rng: &mut impl Rng) -> u32 {
+fn sample_token(logits: &[f32], temperature: f64, probs: &mut [f64], rng: &mut impl Rng) -> u32 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let mut total = 0.0;
     for (p, &l) in probs.iter_mut().zip(logits) {
@@ -316,6 +270,101 @@ pub(crate) fn sample_token(logits: &[f32], temperature: f64, probs: &mut [f64], 
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i as u32)
         .expect("non-empty vocab")
+}
+
+/// What the decoding loop needs to know of a policy's rows.
+pub(crate) struct Frame {
+    pub prefix_len: usize,
+    pub max_response: usize,
+    pub vocab: usize,
+}
+
+/// The decoding loop every policy shares ([`Policy::sample`]): each distinct prompt's prefix
+/// (`prefix(prompt)`, `prefix_len` long) runs through the model once and its cache is fanned
+/// out to the rows that share it; then one token per live row per step, drawn row by row from
+/// `rng` at `temperature`; a row whose token `is_stop` ends (the stop token kept in its
+/// response when `keep_stop`) and leaves the batch and the cache. `last_logits` runs an
+/// input through the cache and returns the last position's logits, flattened (b·vocab).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode(
+    prompts: &[Vec<u32>],
+    prefix: impl Fn(&[u32]) -> Vec<u32>,
+    frame: &Frame,
+    mut cache: KvCache,
+    device: &Device,
+    mut last_logits: impl FnMut(&Tensor, &mut KvCache) -> Result<Vec<f32>>,
+    is_stop: impl Fn(u32) -> bool,
+    keep_stop: bool,
+    temperature: f64,
+    rng: &mut impl Rng,
+) -> Result<Vec<Response>> {
+    let b = prompts.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let vocab = frame.vocab;
+    // Distinct prompts, in order of first appearance, and each row's one among them.
+    let mut distinct: Vec<&[u32]> = Vec::new();
+    let mut first: std::collections::HashMap<&[u32], u32> = std::collections::HashMap::new();
+    let row_prompt: Vec<u32> = prompts
+        .iter()
+        .map(|p| {
+            *first.entry(p.as_slice()).or_insert_with(|| {
+                distinct.push(p);
+                (distinct.len() - 1) as u32
+            })
+        })
+        .collect();
+    let rows: Vec<u32> = distinct.iter().flat_map(|p| prefix(p)).collect();
+    let input = Tensor::from_vec(rows, (distinct.len(), frame.prefix_len), device)?;
+    let prefix_logits = last_logits(&input, &mut cache)?;
+    let mut logits = if distinct.len() == b {
+        prefix_logits
+    } else {
+        cache.select_rows(&row_prompt)?;
+        let mut l = Vec::with_capacity(b * vocab);
+        for &d in &row_prompt {
+            l.extend_from_slice(&prefix_logits[d as usize * vocab..(d as usize + 1) * vocab]);
+        }
+        l
+    };
+    let mut out = vec![
+        Response {
+            tokens: Vec::new(),
+            finished: false
+        };
+        b
+    ];
+    // live[j]: the row (index into `prompts`) at batch position j.
+    let mut live: Vec<usize> = (0..b).collect();
+    let mut probs = vec![0f64; vocab];
+    for step in 0..frame.max_response {
+        let mut next = Vec::with_capacity(live.len());
+        let mut keep: Vec<u32> = Vec::with_capacity(live.len());
+        for (j, &i) in live.iter().enumerate() {
+            let t = sample_token(&logits[j * vocab..(j + 1) * vocab], temperature, &mut probs, rng);
+            if is_stop(t) {
+                out[i].finished = true;
+                if keep_stop {
+                    out[i].tokens.push(t);
+                }
+            } else {
+                out[i].tokens.push(t);
+                keep.push(j as u32);
+                next.push(t);
+            }
+        }
+        if keep.is_empty() || step + 1 == frame.max_response {
+            break;
+        }
+        if keep.len() < live.len() {
+            cache.select_rows(&keep)?;
+            live = keep.iter().map(|&j| live[j as usize]).collect();
+        }
+        let input = Tensor::from_vec(next, (live.len(), 1), device)?;
+        logits = last_logits(&input, &mut cache)?;
+    }
+    Ok(out)
 }
 
 /// Encodes prompt/response pairs into a [`SeqSet`].

@@ -53,6 +53,35 @@ impl Default for LabelerSpec {
     }
 }
 
+impl LabelerSpec {
+    /// Every weight finite, at least 0 and at most 10⁶ (each part's sign is in its formula),
+    /// and every required word and banned phrase holding a word; the error names the key
+    /// under `[text.labeler]`.
+    pub fn check(&self) -> std::result::Result<(), (String, String)> {
+        let weights = [
+            ("best_words", self.best_words),
+            ("length_curve", self.length_curve),
+            ("coverage", self.coverage),
+            ("required_weight", self.required_weight),
+            ("banned_weight", self.banned_weight),
+            ("repeat_weight", self.repeat_weight),
+            ("taste_weight", self.taste_weight),
+            ("unfinished", self.unfinished),
+        ];
+        for (key, v) in weights {
+            if !(v.is_finite() && (0.0..=1e6).contains(&v)) {
+                return Err((key.into(), format!("must be a finite number in [0, 1e6] (the part's sign is in its formula), got {v}")));
+            }
+        }
+        for (key, list) in [("required", &self.required), ("banned", &self.banned)] {
+            if let Some((i, w)) = list.iter().enumerate().find(|(_, w)| words(w).is_empty()) {
+                return Err((format!("{key}[{i}]"), format!("{w:?} holds no word (letters or digits), so it would match nothing")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The labeler of one experiment (its taste drawn from `seed`).
 #[derive(Debug, Clone)]
 pub struct Labeler {

@@ -153,6 +153,9 @@ impl TextTask {
         }
         let tokenizer = policy.tokenizer()?;
         let cfg = policy.config();
+        if let Err((key, msg)) = spec.labeler.check() {
+            return Err(invalid(file, &format!("text.labeler.{key}"), msg));
+        }
         if !spec.template.contains("{prompt}") {
             return Err(invalid(file, "text.template", "has no {prompt}".into()));
         }
@@ -351,17 +354,11 @@ impl TextWorld for TextTask {
     }
 
     fn encode(&self, prompt: &[u32], response: &Response) -> Vec<u32> {
-        let mut row = Vec::with_capacity(self.layout.seq_len());
-        row.extend_from_slice(prompt);
-        row.extend(response.tokens.iter().take(self.layout.max_response));
-        row.resize(self.layout.seq_len(), self.pad);
-        row
+        self.layout.encode(self.pad, prompt, response)
     }
 
     fn decode_response(&self, seq: &[u32]) -> Response {
-        let tokens: Vec<u32> = seq[self.layout.prefix_len..].iter().copied().take_while(|&t| t != self.pad).collect();
-        let finished = tokens.last().is_some_and(|t| self.layout.stop.contains(t));
-        Response { tokens, finished }
+        self.layout.decode_response(self.pad, seq)
     }
 
     fn utility(&self, prompt: &[u32], response: &Response) -> f64 {

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 fn msg(s: String) -> Error {
     candle_core::Error::Msg(s).into()
 }
-use crate::model::policy::{sample_token, ResponseView};
+use crate::model::policy::{decode, Frame, ResponseView};
 use crate::world::Response;
 
 /// Where the prompt ends and how long a response may be.
@@ -46,6 +46,25 @@ pub struct TextLayout {
 impl TextLayout {
     pub fn seq_len(&self) -> usize {
         self.prefix_len + self.max_response
+    }
+
+    /// A row: `prefix` (already `prefix_len` long), the response (its stop token last when
+    /// it stopped), then `pad`.
+    pub fn encode(&self, pad: u32, prefix: &[u32], response: &Response) -> Vec<u32> {
+        debug_assert_eq!(prefix.len(), self.prefix_len);
+        let mut row = Vec::with_capacity(self.seq_len());
+        row.extend_from_slice(prefix);
+        row.extend(response.tokens.iter().take(self.max_response));
+        row.resize(self.seq_len(), pad);
+        row
+    }
+
+    /// The response a row holds (its tokens after the prefix, up to the padding); finished
+    /// when its last token is a stop token.
+    pub fn decode_response(&self, pad: u32, row: &[u32]) -> Response {
+        let tokens: Vec<u32> = row[self.prefix_len..].iter().copied().take_while(|&t| t != pad).collect();
+        let finished = tokens.last().is_some_and(|t| self.stop.contains(t));
+        Response { tokens, finished }
     }
 }
 
@@ -136,19 +155,12 @@ impl TextPolicy {
 
     /// A full row: `prefix` (already `prefix_len` long) then the response, padded.
     pub fn encode(&self, prefix: &[u32], response: &Response) -> Vec<u32> {
-        debug_assert_eq!(prefix.len(), self.layout.prefix_len);
-        let mut row = Vec::with_capacity(self.layout.seq_len());
-        row.extend_from_slice(prefix);
-        row.extend(response.tokens.iter().take(self.layout.max_response));
-        row.resize(self.layout.seq_len(), self.pad);
-        row
+        self.layout.encode(self.pad, prefix, response)
     }
 
     /// The response a row holds (its tokens after the prefix, up to the padding).
     pub fn decode_response(&self, row: &[u32]) -> Response {
-        let tokens: Vec<u32> = row[self.layout.prefix_len..].iter().copied().take_while(|&t| t != self.pad).collect();
-        let finished = tokens.last().is_some_and(|t| self.layout.stop.contains(t));
-        Response { tokens, finished }
+        self.layout.decode_response(self.pad, row)
     }
 
     /// tokens: (b, t) rows → (logits (b, t, vocab), values (b, t)).
@@ -192,68 +204,27 @@ impl TextPolicy {
     /// share a prefix run it once, a row leaves the batch when it stops, and draws come
     /// row by row from `rng` over probabilities on the host, so sampling is reproducible.
     pub fn sample(&self, prefixes: &[Vec<u32>], temperature: f64, rng: &mut impl Rng) -> Result<Vec<Response>> {
-        let device = self.device().clone();
-        let b = prefixes.len();
-        if b == 0 {
-            return Ok(Vec::new());
-        }
         let p = self.layout.prefix_len;
         if let Some(bad) = prefixes.iter().find(|x| x.len() != p) {
             return Err(msg(format!("a prefix of {} positions given to a policy of {p}", bad.len())));
         }
-        let mut distinct: Vec<&[u32]> = Vec::new();
-        let mut first: HashMap<&[u32], u32> = HashMap::new();
-        let row_prompt: Vec<u32> = prefixes
-            .iter()
-            .map(|x| {
-                *first.entry(x.as_slice()).or_insert_with(|| {
-                    distinct.push(x);
-                    (distinct.len() - 1) as u32
-                })
-            })
-            .collect();
-        let vocab = self.lm.decoder().config().vocab;
-        let mut cache = self.lm.decoder().cache();
-        let flat: Vec<u32> = distinct.iter().flat_map(|x| x.iter().copied()).collect();
-        let input = Tensor::from_vec(flat, (distinct.len(), p), &device)?;
-        let prefix_logits = self.last_logits(&input, &mut cache)?;
-        let mut logits = if distinct.len() == b {
-            prefix_logits
-        } else {
-            cache.select_rows(&row_prompt)?;
-            let mut l = Vec::with_capacity(b * vocab);
-            for &d in &row_prompt {
-                l.extend_from_slice(&prefix_logits[d as usize * vocab..(d as usize + 1) * vocab]);
-            }
-            l
+        let frame = Frame {
+            prefix_len: p,
+            max_response: self.layout.max_response,
+            vocab: self.lm.decoder().config().vocab,
         };
-        let mut out = vec![Response { tokens: Vec::new(), finished: false }; b];
-        let mut live: Vec<usize> = (0..b).collect();
-        let mut probs = vec![0f64; vocab];
-        for step in 0..self.layout.max_response {
-            let mut next = Vec::with_capacity(live.len());
-            let mut keep: Vec<u32> = Vec::with_capacity(live.len());
-            for (j, &i) in live.iter().enumerate() {
-                let t = sample_token(&logits[j * vocab..(j + 1) * vocab], temperature, &mut probs, rng);
-                out[i].tokens.push(t);
-                if self.layout.stop.contains(&t) {
-                    out[i].finished = true;
-                } else {
-                    keep.push(j as u32);
-                    next.push(t);
-                }
-            }
-            if keep.is_empty() || step + 1 == self.layout.max_response {
-                break;
-            }
-            if keep.len() < live.len() {
-                cache.select_rows(&keep)?;
-                live = keep.iter().map(|&j| live[j as usize]).collect();
-            }
-            let input = Tensor::from_vec(next, (live.len(), 1), &device)?;
-            logits = self.last_logits(&input, &mut cache)?;
-        }
-        Ok(out)
+        decode(
+            prefixes,
+            |x| x.to_vec(),
+            &frame,
+            self.lm.decoder().cache(),
+            self.device(),
+            |input, cache| self.last_logits(input, cache),
+            |t| self.layout.stop.contains(&t),
+            true,
+            temperature,
+            rng,
+        )
     }
 
     fn last_logits(&self, input: &Tensor, cache: &mut crate::model::KvCache) -> Result<Vec<f32>> {
